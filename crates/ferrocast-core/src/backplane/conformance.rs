@@ -1,0 +1,257 @@
+//! The conformance suite every [`Backplane`] implementation runs unchanged.
+//!
+//! [`run`] takes a factory that attaches a new node to one shared cluster (the
+//! same bus, the same Redis, the same NATS) and checks each guarantee written in
+//! the [`super`] module docs. It panics with a description on the first
+//! violation.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
+
+use super::{Backplane, PublicationSink};
+use crate::publication::{unix_micros, Publication};
+
+/// How long to wait for something that must arrive.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to watch for something that must not arrive.
+const SILENCE: Duration = Duration::from_millis(300);
+
+/// A sink that records what it receives.
+#[derive(Debug, Default)]
+pub struct RecordingSink {
+    received: Mutex<Vec<(TopicFilter, Publication)>>,
+    changed: Notify,
+}
+
+impl RecordingSink {
+    /// Waits until at least `n` deliveries arrived, then returns all of them.
+    pub async fn wait_for(&self, n: usize) -> Vec<(TopicFilter, Publication)> {
+        let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+        loop {
+            let notified = self.changed.notified();
+            {
+                let received = self.received.lock();
+                if received.len() >= n {
+                    return received.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let got = self.received.lock().len();
+                panic!("expected {n} deliveries within {ARRIVAL_TIMEOUT:?}, got {got}");
+            }
+        }
+    }
+
+    /// Everything received so far, after waiting [`SILENCE`] for stragglers.
+    pub async fn settled(&self) -> Vec<(TopicFilter, Publication)> {
+        tokio::time::sleep(SILENCE).await;
+        self.received.lock().clone()
+    }
+
+    pub fn clear(&self) {
+        self.received.lock().clear();
+    }
+}
+
+impl PublicationSink for RecordingSink {
+    fn deliver(&self, filter: &TopicFilter, publication: Publication) {
+        self.received.lock().push((filter.clone(), publication));
+        self.changed.notify_waiters();
+    }
+}
+
+struct Node {
+    backplane: Arc<dyn Backplane>,
+    sink: Arc<RecordingSink>,
+}
+
+fn filter(s: &str) -> TopicFilter {
+    TopicFilter::parse(s, MAX_TOPIC_LEN).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn topic(s: &str) -> Topic {
+    Topic::parse(s, MAX_TOPIC_LEN).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn publication(topic_name: &str, payload: &str, origin: &str) -> Publication {
+    Publication::new(
+        topic(topic_name),
+        Bytes::copy_from_slice(payload.as_bytes()),
+        Arc::from(origin),
+    )
+}
+
+/// Runs every check. `attach` must return a new node attached to the same
+/// cluster each time it is called, delivering to the given sink.
+pub async fn run<F, Fut>(attach: F)
+where
+    F: Fn(Arc<dyn PublicationSink>) -> Fut,
+    Fut: Future<Output = Arc<dyn Backplane>>,
+{
+    // Topics are unique per run, so that runs sharing a server do not interfere.
+    let run_id = format!("conf{}", unix_micros());
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let sink = Arc::new(RecordingSink::default());
+        let backplane = attach(sink.clone()).await;
+        nodes.push(Node { backplane, sink });
+    }
+    for node in &nodes {
+        assert!(*node.backplane.health().borrow(), "a fresh {} backplane reports down", node.backplane.kind());
+    }
+
+    routes_only_to_interested_nodes(&nodes, &run_id).await;
+    own_publications_come_back_once(&nodes, &run_id).await;
+    keeps_order_per_topic_and_publisher(&nodes, &run_id).await;
+    wildcards_follow_topic_semantics(&nodes, &run_id).await;
+    unsubscribe_stops_delivery(&nodes, &run_id).await;
+}
+
+async fn subscribe(node: &Node, filters: &[&TopicFilter]) {
+    let filters = filters.iter().map(|f| (*f).clone()).collect();
+    if let Err(e) = node.backplane.subscribe(filters).await {
+        panic!("subscribe failed: {e}");
+    }
+}
+
+async fn unsubscribe(node: &Node, filters: &[&TopicFilter]) {
+    let filters = filters.iter().map(|f| (*f).clone()).collect();
+    if let Err(e) = node.backplane.unsubscribe(filters).await {
+        panic!("unsubscribe failed: {e}");
+    }
+}
+
+async fn publish(node: &Node, p: Publication) {
+    if let Err(e) = node.backplane.publish(p).await {
+        panic!("publish failed: {e}");
+    }
+}
+
+fn clear(nodes: &[Node]) {
+    nodes.iter().for_each(|n| n.sink.clear());
+}
+
+async fn routes_only_to_interested_nodes(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    let name = format!("{run_id}.route");
+    let f = filter(&name);
+    subscribe(&nodes[1], &[&f]).await;
+    let sent = publication(&name, r#"{"n":1,"s":"a:b@c=d"}"#, "node-a");
+    publish(&nodes[0], sent.clone()).await;
+
+    let got = nodes[1].sink.wait_for(1).await;
+    assert_eq!(got.len(), 1, "the subscribed node got {} copies", got.len());
+    let (via, received) = &got[0];
+    assert_eq!(via, &f, "delivered with the wrong filter");
+    assert_eq!(received.topic, sent.topic);
+    assert_eq!(received.payload, sent.payload, "payload changed in transit");
+    assert_eq!(received.origin, sent.origin, "origin changed in transit");
+    assert_eq!(received.published_at_micros, sent.published_at_micros, "publish time changed in transit");
+
+    assert!(nodes[0].sink.settled().await.is_empty(), "the publishing node has no interest but received");
+    assert!(nodes[2].sink.settled().await.is_empty(), "a node without interest received");
+    unsubscribe(&nodes[1], &[&f]).await;
+}
+
+async fn own_publications_come_back_once(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    let name = format!("{run_id}.own");
+    let f = filter(&name);
+    subscribe(&nodes[0], &[&f]).await;
+    publish(&nodes[0], publication(&name, "1", "node-a")).await;
+    nodes[0].sink.wait_for(1).await;
+    let got = nodes[0].sink.settled().await;
+    assert_eq!(got.len(), 1, "own publication delivered {} times", got.len());
+    unsubscribe(&nodes[0], &[&f]).await;
+}
+
+async fn keeps_order_per_topic_and_publisher(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    let name = format!("{run_id}.order");
+    let f = filter(&name);
+    subscribe(&nodes[1], &[&f]).await;
+    subscribe(&nodes[2], &[&f]).await;
+    const N: usize = 2_000;
+    // Futures are created in order and awaited together: the order of the
+    // publish calls is what counts.
+    let pending: Vec<_> = (0..N)
+        .map(|i| nodes[0].backplane.publish(publication(&name, &i.to_string(), "node-a")))
+        .collect();
+    for result in futures::future::join_all(pending).await {
+        if let Err(e) = result {
+            panic!("publish failed: {e}");
+        }
+    }
+    for node in &nodes[1..] {
+        let got = node.sink.wait_for(N).await;
+        let order: Vec<usize> = got
+            .iter()
+            .map(|(_, p)| std::str::from_utf8(&p.payload).ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX))
+            .collect();
+        let expected: Vec<usize> = (0..N).collect();
+        assert!(order == expected, "publications arrived out of order or altered");
+    }
+    unsubscribe(&nodes[1], &[&f]).await;
+    unsubscribe(&nodes[2], &[&f]).await;
+}
+
+async fn wildcards_follow_topic_semantics(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    let star = filter(&format!("{run_id}.wild.*"));
+    let tail = filter(&format!("{run_id}.wild.>"));
+    let exact = filter(&format!("{run_id}.wild.a"));
+    let mid = filter(&format!("{run_id}.*.a"));
+    subscribe(&nodes[1], &[&star, &tail, &exact, &mid]).await;
+
+    // Not matched by any filter.
+    publish(&nodes[0], publication(&format!("{run_id}.wild"), "0", "node-a")).await;
+    publish(&nodes[0], publication(&format!("{run_id}.wildx.b"), "0", "node-a")).await;
+    // Matched by all four.
+    publish(&nodes[0], publication(&format!("{run_id}.wild.a"), "1", "node-a")).await;
+    // Matched by `wild.>` only.
+    publish(&nodes[0], publication(&format!("{run_id}.wild.a.b"), "2", "node-a")).await;
+    // Matched by `wild.*` and `wild.>`.
+    publish(&nodes[0], publication(&format!("{run_id}.wild.b"), "3", "node-a")).await;
+
+    nodes[1].sink.wait_for(7).await;
+    let got = nodes[1].sink.settled().await;
+    let mut seen: Vec<(String, String)> = got
+        .iter()
+        .map(|(f, p)| (f.to_string(), String::from_utf8_lossy(&p.payload).into_owned()))
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (star.to_string(), "1".to_string()),
+        (tail.to_string(), "1".to_string()),
+        (exact.to_string(), "1".to_string()),
+        (mid.to_string(), "1".to_string()),
+        (tail.to_string(), "2".to_string()),
+        (star.to_string(), "3".to_string()),
+        (tail.to_string(), "3".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected, "wildcard deliveries (filter, payload) differ");
+    unsubscribe(&nodes[1], &[&star, &tail, &exact, &mid]).await;
+}
+
+async fn unsubscribe_stops_delivery(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    let name = format!("{run_id}.unsub");
+    let f = filter(&name);
+    let pattern = filter(&format!("{run_id}.unsub2.*"));
+    subscribe(&nodes[1], &[&f, &pattern]).await;
+    publish(&nodes[0], publication(&name, "1", "node-a")).await;
+    nodes[1].sink.wait_for(1).await;
+    unsubscribe(&nodes[1], &[&f, &pattern]).await;
+    clear(nodes);
+    publish(&nodes[0], publication(&name, "2", "node-a")).await;
+    publish(&nodes[0], publication(&format!("{run_id}.unsub2.x"), "3", "node-a")).await;
+    assert!(nodes[1].sink.settled().await.is_empty(), "delivered after unsubscribe");
+}

@@ -1,0 +1,30 @@
+//! The heart of a ferrocast node, free of network protocol concerns.
+//!
+//! ```text
+//!  session ──publish──▶ Hub ──▶ Backplane (memory | redis | nats) ──▶ every interested node
+//!                        ▲                                                   │
+//!                        └──── SubscriptionRegistry::deliver ◀───────────────┘
+//!                                │ one Arc<Delivery> per publication, encoded once per format
+//!                                ▼
+//!                          OutboundQueue (per connection, bounded in bytes) ──▶ writer
+//! ```
+//!
+//! - [`Hub`]: what sessions use: subscribe, unsubscribe, publish.
+//! - [`SubscriptionRegistry`]: the sharded map from filter to local subscribers.
+//! - [`OutboundQueue`]: a connection's bounded queue; overflow closes the
+//!   connection as a slow consumer instead of blocking fan-out.
+//! - [`backplane::Backplane`]: the trait that carries publications between nodes,
+//!   with [`backplane::memory`] for a single node (or several in one process).
+
+pub mod backplane;
+mod hub;
+mod interest;
+pub mod metrics;
+mod publication;
+mod queue;
+mod registry;
+
+pub use hub::{Hub, SubscribeError};
+pub use publication::{unix_micros, Delivery, NodeId, Publication};
+pub use queue::{CloseReason, ConnId, Outbound, OutboundQueue, PushError, Taken};
+pub use registry::SubscriptionRegistry;

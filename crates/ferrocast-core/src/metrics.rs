@@ -1,0 +1,67 @@
+//! Metric names (the contract in docs/operations.md) and their descriptions.
+//!
+//! Every name is exported with the `ferrocast_` prefix. Labels take values from
+//! small fixed sets only: never a topic, user or connection id.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+pub const CONNECTIONS: &str = "ferrocast_connections";
+pub const CONNECTIONS_OPENED: &str = "ferrocast_connections_opened_total";
+pub const CONNECTIONS_CLOSED: &str = "ferrocast_connections_closed_total";
+pub const CONNECTIONS_REJECTED: &str = "ferrocast_connections_rejected_total";
+pub const SUBSCRIPTIONS: &str = "ferrocast_subscriptions";
+pub const TOPICS: &str = "ferrocast_topics";
+pub const MESSAGES_PUBLISHED: &str = "ferrocast_messages_published_total";
+pub const MESSAGES_DELIVERED: &str = "ferrocast_messages_delivered_total";
+pub const MESSAGES_DROPPED: &str = "ferrocast_messages_dropped_total";
+pub const CLIENT_ERRORS: &str = "ferrocast_client_errors_total";
+pub const LIMIT_HITS: &str = "ferrocast_limit_hits_total";
+pub const BACKPLANE_UP: &str = "ferrocast_backplane_up";
+pub const BACKPLANE_PUBLISH_DURATION: &str = "ferrocast_backplane_publish_duration_seconds";
+pub const BACKPLANE_ERRORS: &str = "ferrocast_backplane_errors_total";
+pub const BACKPLANE_SUBSCRIPTIONS: &str = "ferrocast_backplane_subscriptions";
+pub const DELIVERY_LAG: &str = "ferrocast_delivery_lag_seconds";
+pub const BUILD_INFO: &str = "ferrocast_build_info";
+pub const DRAINING: &str = "ferrocast_draining";
+
+/// Histograms, for exporters that need their bucket layout.
+pub const HISTOGRAMS: &[&str] = &[BACKPLANE_PUBLISH_DURATION, DELIVERY_LAG];
+
+/// Registers the description of every metric with the installed recorder.
+pub fn describe() {
+    describe_gauge!(CONNECTIONS, "Open client connections, by protocol.");
+    describe_counter!(CONNECTIONS_OPENED, "Client connections accepted, by protocol.");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Client connections closed, by reason (normal, slow_consumer, shutdown, ping_timeout, too_large, error)."
+    );
+    describe_counter!(
+        CONNECTIONS_REJECTED,
+        "Connection attempts refused before the upgrade, by reason (node_limit, draining, subprotocol, bad_request)."
+    );
+    describe_gauge!(SUBSCRIPTIONS, "Subscriptions held by local connections.");
+    describe_gauge!(TOPICS, "Distinct topics and patterns with at least one local subscriber.");
+    describe_counter!(MESSAGES_PUBLISHED, "Publications accepted from clients of this node.");
+    describe_counter!(MESSAGES_DELIVERED, "Messages written to local client connections.");
+    describe_counter!(MESSAGES_DROPPED, "Messages not delivered, by reason (slow_consumer).");
+    describe_counter!(CLIENT_ERRORS, "Error replies sent to clients, by code.");
+    describe_counter!(
+        LIMIT_HITS,
+        "Requests or frames refused by a limit, by limit (message_size, subscriptions, connections, topic_length)."
+    );
+    describe_gauge!(BACKPLANE_UP, "1 when the backplane is reachable, else 0.");
+    describe_histogram!(
+        BACKPLANE_PUBLISH_DURATION,
+        Unit::Seconds,
+        "Time from handing a publication to the backplane until it was accepted."
+    );
+    describe_counter!(BACKPLANE_ERRORS, "Failed backplane operations, by operation.");
+    describe_gauge!(BACKPLANE_SUBSCRIPTIONS, "Topics and patterns this node subscribes to on the backplane.");
+    describe_histogram!(
+        DELIVERY_LAG,
+        Unit::Seconds,
+        "Time from publish on the origin node until written to a local connection (sampled once per write batch)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
+    describe_gauge!(DRAINING, "1 while the node drains its connections before exiting.");
+}

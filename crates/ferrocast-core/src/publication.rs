@@ -1,0 +1,78 @@
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ferrocast_protocol::json::{encode_message, StreamPosition};
+use ferrocast_protocol::Topic;
+
+/// The name of a node in a cluster (unique per running process).
+pub type NodeId = Arc<str>;
+
+/// A message published on a topic: what crosses the backplane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub topic: Topic,
+    /// The message body as JSON text without raw newlines.
+    pub payload: Bytes,
+    /// The node that accepted the publication from a client or the server API.
+    pub origin: NodeId,
+    /// When the origin node accepted it, in microseconds since the Unix epoch;
+    /// used for `ferrocast_delivery_lag_seconds`.
+    pub published_at_micros: u64,
+    /// The publication's place in the topic's history, for namespaces that keep one.
+    pub position: Option<StreamPosition>,
+}
+
+impl Publication {
+    pub fn new(topic: Topic, payload: Bytes, origin: NodeId) -> Self {
+        Self {
+            topic,
+            payload,
+            origin,
+            published_at_micros: unix_micros(),
+            position: None,
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A publication on its way to local subscribers, shared by all of them.
+///
+/// Each wire format is encoded at most once per node, by the first writer that
+/// needs it; every other subscriber reuses the same bytes.
+#[derive(Debug)]
+pub struct Delivery {
+    pub publication: Publication,
+    json_frame: OnceLock<Bytes>,
+}
+
+impl Delivery {
+    pub fn new(publication: Publication) -> Arc<Self> {
+        Arc::new(Self {
+            publication,
+            json_frame: OnceLock::new(),
+        })
+    }
+
+    /// The `ferrocast.v1.json` message frame.
+    pub fn json_frame(&self) -> &Bytes {
+        self.json_frame.get_or_init(|| {
+            let p = &self.publication;
+            encode_message(&p.topic, &p.payload, p.position.as_ref())
+        })
+    }
+
+    /// What this delivery counts against a connection's outbound budget: an
+    /// estimate of its encoded size that does not require encoding it.
+    pub fn queued_size(&self) -> usize {
+        let p = &self.publication;
+        p.payload.len() + p.topic.as_str().len() + 64
+    }
+}

@@ -1,0 +1,254 @@
+//! The per-connection outbound queue.
+//!
+//! Fan-out pushes into it without ever waiting; the connection's writer drains
+//! it in batches. The queue is bounded in bytes: a push that would go past the
+//! bound closes the queue as a slow consumer (the connection is then closed with
+//! code 4000) so that one stalled client never holds back anybody else.
+//! Closing the queue is also how a node tells a connection to go away (drain,
+//! disconnect from the server API).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::task::AtomicWaker;
+use parking_lot::Mutex;
+
+use crate::publication::Delivery;
+
+/// Identifies a connection within a node.
+pub type ConnId = u64;
+
+/// Something to write to a connection.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A reply already encoded in the connection's wire format.
+    Frame(Bytes),
+    /// A publication, encoded by the writer in the connection's wire format.
+    Delivery(Arc<Delivery>),
+    /// A transport-level keep-alive (a WebSocket ping).
+    Ping,
+}
+
+impl Outbound {
+    fn size(&self) -> usize {
+        match self {
+            Self::Frame(b) => b.len() + 16,
+            Self::Delivery(d) => d.queued_size(),
+            Self::Ping => 16,
+        }
+    }
+}
+
+/// Why a queue, and so its connection, was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The outbound bound was exceeded: the client reads too slowly.
+    SlowConsumer,
+    /// The node is draining (shutdown or rolling deploy).
+    Shutdown,
+}
+
+/// Why a push failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("outbound queue overflowed; the connection is closed as a slow consumer")]
+    Overflow,
+    #[error("the connection is closing")]
+    Closed,
+}
+
+/// What [`OutboundQueue::poll_take`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Items were moved into the caller's buffer.
+    Items,
+    /// The queue is closed and empty: close the connection for this reason.
+    Closed(CloseReason),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Outbound>,
+    /// Sum of `Outbound::size` over `items`.
+    bytes: usize,
+    /// Set once; further pushes fail.
+    closed: Option<CloseReason>,
+}
+
+/// A connection's outbound queue: many producers (fan-out, the session), one
+/// consumer (the writer).
+///
+/// A `parking_lot::Mutex` guards the state: it is held only for a push or a
+/// batch move, never across an `.await`.
+#[derive(Debug)]
+pub struct OutboundQueue {
+    state: Mutex<State>,
+    /// Woken when an item arrives or the queue closes.
+    writer: AtomicWaker,
+    /// The most bytes (by `Outbound::size`) that may wait in the queue.
+    limit_bytes: usize,
+}
+
+impl OutboundQueue {
+    pub fn new(limit_bytes: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            writer: AtomicWaker::new(),
+            limit_bytes,
+        }
+    }
+
+    /// Queues `item` without waiting. On overflow the queue drops what it holds
+    /// and closes as [`CloseReason::SlowConsumer`].
+    pub fn push(&self, item: Outbound) -> Result<(), PushError> {
+        let size = item.size();
+        {
+            let mut state = self.state.lock();
+            if state.closed.is_some() {
+                return Err(PushError::Closed);
+            }
+            if state.bytes + size > self.limit_bytes {
+                state.items = VecDeque::new();
+                state.bytes = 0;
+                state.closed = Some(CloseReason::SlowConsumer);
+                drop(state);
+                self.writer.wake();
+                return Err(PushError::Overflow);
+            }
+            state.bytes += size;
+            state.items.push_back(item);
+        }
+        self.writer.wake();
+        Ok(())
+    }
+
+    /// Closes the queue for `reason`. Items already queued are still taken
+    /// before [`Taken::Closed`] is returned. Has no effect if already closed.
+    pub fn close(&self, reason: CloseReason) {
+        let mut state = self.state.lock();
+        if state.closed.is_none() {
+            state.closed = Some(reason);
+            drop(state);
+            self.writer.wake();
+        }
+    }
+
+    /// Whether the queue was closed (it may still hold items).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// Moves up to `max_items` queued items into `out`, stopping before a
+    /// [`Outbound::Ping`] unless it comes first (a ping is taken alone).
+    /// Pending (with the waker registered) when the queue is open and empty.
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Outbound>,
+        max_items: usize,
+    ) -> Poll<Taken> {
+        if let Some(taken) = self.try_take(out, max_items) {
+            return Poll::Ready(taken);
+        }
+        self.writer.register(cx.waker());
+        // An item may have arrived between the check and the registration.
+        match self.try_take(out, max_items) {
+            Some(taken) => Poll::Ready(taken),
+            None => Poll::Pending,
+        }
+    }
+
+    fn try_take(&self, out: &mut Vec<Outbound>, max_items: usize) -> Option<Taken> {
+        let mut state = self.state.lock();
+        if state.items.is_empty() {
+            return state.closed.map(Taken::Closed);
+        }
+        let mut taken = 0;
+        while taken < max_items {
+            let is_ping = matches!(state.items.front(), Some(Outbound::Ping));
+            if is_ping && taken > 0 {
+                break;
+            }
+            let Some(item) = state.items.pop_front() else {
+                break;
+            };
+            state.bytes -= item.size();
+            out.push(item);
+            taken += 1;
+            if is_ping {
+                break;
+            }
+        }
+        Some(Taken::Items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::noop_waker_ref;
+
+    fn frame(n: usize) -> Outbound {
+        Outbound::Frame(Bytes::from(vec![b'x'; n]))
+    }
+
+    fn take(q: &OutboundQueue, max: usize) -> (Poll<Taken>, Vec<Outbound>) {
+        let mut out = Vec::new();
+        let poll = q.poll_take(&mut Context::from_waker(noop_waker_ref()), &mut out, max);
+        (poll, out)
+    }
+
+    #[test]
+    fn overflow_closes_as_slow_consumer_and_drops_the_backlog() {
+        let q = OutboundQueue::new(100);
+        q.push(frame(40)).unwrap();
+        q.push(frame(40)).unwrap_err();
+        assert_eq!(q.push(frame(1)), Err(PushError::Closed));
+        let (poll, out) = take(&q, 10);
+        assert_eq!(poll, Poll::Ready(Taken::Closed(CloseReason::SlowConsumer)));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn shutdown_keeps_what_was_queued() {
+        let q = OutboundQueue::new(1000);
+        q.push(frame(1)).unwrap();
+        q.push(frame(2)).unwrap();
+        q.close(CloseReason::Shutdown);
+        q.close(CloseReason::SlowConsumer);
+        assert_eq!(q.push(frame(1)), Err(PushError::Closed));
+        let (poll, out) = take(&q, 10);
+        assert_eq!((poll, out.len()), (Poll::Ready(Taken::Items), 2));
+        let (poll, _) = take(&q, 10);
+        assert_eq!(poll, Poll::Ready(Taken::Closed(CloseReason::Shutdown)));
+    }
+
+    #[test]
+    fn pings_are_taken_alone_and_budget_is_released() {
+        let q = OutboundQueue::new(200);
+        q.push(frame(50)).unwrap();
+        q.push(Outbound::Ping).unwrap();
+        q.push(frame(50)).unwrap();
+        let (_, out) = take(&q, 10);
+        assert!(matches!(&out[..], [Outbound::Frame(_)]));
+        let (_, out) = take(&q, 10);
+        assert!(matches!(&out[..], [Outbound::Ping]));
+        let (_, out) = take(&q, 10);
+        assert!(matches!(&out[..], [Outbound::Frame(_)]));
+        assert_eq!(take(&q, 10).0, Poll::Pending);
+        // Everything was taken, so the whole budget is free again.
+        q.push(frame(150)).unwrap();
+    }
+
+    #[test]
+    fn batches_are_bounded_by_max_items() {
+        let q = OutboundQueue::new(10_000);
+        for _ in 0..5 {
+            q.push(frame(1)).unwrap();
+        }
+        assert_eq!(take(&q, 3).1.len(), 3);
+        assert_eq!(take(&q, 3).1.len(), 2);
+    }
+}

@@ -1,0 +1,175 @@
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use metrics::{counter, gauge, Counter, Gauge};
+use parking_lot::RwLock;
+use tokio::sync::oneshot;
+
+use ferrocast_protocol::TopicFilter;
+
+use crate::backplane::{BackplaneError, PublicationSink};
+use crate::metrics as names;
+use crate::publication::{Delivery, Publication};
+use crate::queue::{ConnId, Outbound, OutboundQueue, PushError};
+
+/// Shards of the registry: enough that fan-out on one filter rarely waits for a
+/// subscribe on another.
+const SHARDS: usize = 64;
+
+/// Whether the backplane routes a filter to this node yet.
+#[derive(Debug)]
+enum BackplaneInterest {
+    Confirmed,
+    /// Subscribers that wait for the backplane to confirm.
+    Pending(Vec<oneshot::Sender<Result<(), BackplaneError>>>),
+}
+
+#[derive(Debug)]
+struct FilterEntry {
+    subscribers: HashMap<ConnId, Arc<OutboundQueue>>,
+    backplane: BackplaneInterest,
+}
+
+/// What [`SubscriptionRegistry::add`] did.
+#[derive(Debug)]
+pub(crate) struct Added {
+    /// The filter had no local subscriber before: the backplane must learn of it.
+    pub(crate) first: bool,
+    /// Resolves when the backplane routes the filter here; `None` if it already does.
+    pub(crate) confirmation: Option<oneshot::Receiver<Result<(), BackplaneError>>>,
+}
+
+/// The node's local subscriptions: for each filter, the queues of the
+/// connections subscribed to it, in 64 shards.
+///
+/// It is the [`PublicationSink`] of the backplane: a delivery is fanned out to
+/// the queues of the filter it came with, without waiting on any of them.
+#[derive(Debug)]
+pub struct SubscriptionRegistry {
+    shards: Box<[RwLock<HashMap<TopicFilter, FilterEntry>>]>,
+    hasher: RandomState,
+    metrics: RegistryMetrics,
+}
+
+#[derive(Debug)]
+struct RegistryMetrics {
+    subscriptions: Gauge,
+    topics: Gauge,
+    dropped_slow: Counter,
+}
+
+impl Default for SubscriptionRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SubscriptionRegistry {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            metrics: RegistryMetrics {
+                subscriptions: gauge!(names::SUBSCRIPTIONS),
+                topics: gauge!(names::TOPICS),
+                dropped_slow: counter!(names::MESSAGES_DROPPED, "reason" => "slow_consumer"),
+            },
+        }
+    }
+
+    fn shard(&self, filter: &TopicFilter) -> &RwLock<HashMap<TopicFilter, FilterEntry>> {
+        let index = self.hasher.hash_one(filter) as usize % SHARDS;
+        &self.shards[index]
+    }
+
+    /// Subscribes `conn` to `filter`. Subscribing twice is harmless.
+    pub(crate) fn add(&self, filter: &TopicFilter, conn: ConnId, queue: Arc<OutboundQueue>) -> Added {
+        let mut shard = self.shard(filter).write();
+        let entry = match shard.entry(filter.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                self.metrics.topics.increment(1.0);
+                e.insert(FilterEntry {
+                    subscribers: HashMap::new(),
+                    backplane: BackplaneInterest::Pending(Vec::new()),
+                })
+            }
+        };
+        let first = entry.subscribers.is_empty();
+        if entry.subscribers.insert(conn, queue).is_none() {
+            self.metrics.subscriptions.increment(1.0);
+        }
+        let confirmation = match &mut entry.backplane {
+            BackplaneInterest::Confirmed => None,
+            BackplaneInterest::Pending(waiters) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Some(rx)
+            }
+        };
+        Added { first, confirmation }
+    }
+
+    /// Unsubscribes `conn` from `filter`. True when that was the last local
+    /// subscriber (the backplane interest can go).
+    pub(crate) fn remove(&self, filter: &TopicFilter, conn: ConnId) -> bool {
+        let mut shard = self.shard(filter).write();
+        let Some(entry) = shard.get_mut(filter) else {
+            return false;
+        };
+        if entry.subscribers.remove(&conn).is_none() {
+            return false;
+        }
+        self.metrics.subscriptions.decrement(1.0);
+        if entry.subscribers.is_empty() {
+            shard.remove(filter);
+            self.metrics.topics.decrement(1.0);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn has_subscribers(&self, filter: &TopicFilter) -> bool {
+        self.shard(filter).read().contains_key(filter)
+    }
+
+    /// Records the backplane's answer for `filter` and tells whoever waits.
+    pub(crate) fn confirm(&self, filter: &TopicFilter, result: &Result<(), BackplaneError>) {
+        let waiters = {
+            let mut shard = self.shard(filter).write();
+            let Some(entry) = shard.get_mut(filter) else {
+                return;
+            };
+            match &mut entry.backplane {
+                BackplaneInterest::Confirmed => return,
+                BackplaneInterest::Pending(waiters) => {
+                    let waiters = std::mem::take(waiters);
+                    if result.is_ok() {
+                        entry.backplane = BackplaneInterest::Confirmed;
+                    }
+                    waiters
+                }
+            }
+        };
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+impl PublicationSink for SubscriptionRegistry {
+    fn deliver(&self, filter: &TopicFilter, publication: Publication) {
+        let shard = self.shard(filter).read();
+        let Some(entry) = shard.get(filter) else {
+            return;
+        };
+        let delivery = Delivery::new(publication);
+        for queue in entry.subscribers.values() {
+            if let Err(PushError::Overflow) = queue.push(Outbound::Delivery(delivery.clone())) {
+                self.metrics.dropped_slow.increment(1);
+            }
+        }
+    }
+}

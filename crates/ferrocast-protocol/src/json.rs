@@ -1,0 +1,535 @@
+//! The native JSON protocol, `ferrocast.v1.json`.
+//!
+//! Client frames are WebSocket text frames holding one or more JSON objects
+//! (separated by whitespace, normally `\n`). Server frames hold one object, or
+//! several joined by `\n` when a node batches deliveries; clients split on `\n`.
+//! Every server object is encoded without a raw newline, so that split is safe.
+//! `docs/protocol.md` is the reference.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::topic::{Topic, TopicError, TopicFilter};
+
+/// The error codes of `{"op":"error"}` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed: not JSON, an unknown op, a missing field, a bad topic.
+    BadRequest,
+    /// No or invalid credentials.
+    Unauthorized,
+    /// Valid credentials that do not allow this request.
+    Forbidden,
+    /// The frame or a field is larger than the node allows.
+    TooLarge,
+    /// The client sends faster than its rate limit.
+    RateLimited,
+    /// A per-connection or per-node limit (subscriptions, ...) is reached.
+    LimitExceeded,
+    /// The node cannot serve the request now (backplane down, draining); retry.
+    Unavailable,
+    /// A bug or unexpected failure in the node.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A position in a topic's history: the epoch names one incarnation of the
+/// history, the offset counts publications within it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// A decoded client request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientRequest {
+    Subscribe {
+        id: Option<u64>,
+        filter: TopicFilter,
+        since: Option<StreamPosition>,
+    },
+    Unsubscribe {
+        id: Option<u64>,
+        filter: TopicFilter,
+    },
+    Publish {
+        id: Option<u64>,
+        topic: Topic,
+        /// The `data` value as compact JSON text (no raw newline), sharing the
+        /// frame's buffer when it could be used as is.
+        data: Bytes,
+    },
+    Ping {
+        id: Option<u64>,
+    },
+}
+
+impl ClientRequest {
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            Self::Subscribe { id, .. }
+            | Self::Unsubscribe { id, .. }
+            | Self::Publish { id, .. }
+            | Self::Ping { id } => *id,
+        }
+    }
+}
+
+/// A request that cannot be served, with what to tell the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct RequestError {
+    pub id: Option<u64>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_topic(id: Option<u64>, err: &TopicError) -> Self {
+        Self::new(id, ErrorCode::BadRequest, format!("invalid topic: {err}"))
+    }
+}
+
+#[derive(Deserialize)]
+struct WireRequest<'a> {
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default, borrow)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    since: Option<StreamPosition>,
+}
+
+/// Keeps an explicit `"data": null` as `Some("null")`, unlike plain `Option`.
+fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Decodes the requests of one client text frame.
+///
+/// Objects are decoded in order; an object that is not valid JSON, or not a
+/// request object, ends the frame (what follows it cannot be delimited
+/// reliably). `max_topic_len` bounds topics and filters.
+pub fn decode_requests(
+    frame: &Bytes,
+    max_topic_len: usize,
+) -> impl Iterator<Item = Result<ClientRequest, RequestError>> + '_ {
+    let mut stream = serde_json::Deserializer::from_slice(frame).into_iter::<WireRequest<'_>>();
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        match stream.next()? {
+            Ok(wire) => Some(to_request(frame, wire, max_topic_len)),
+            Err(err) => {
+                failed = true;
+                Some(Err(RequestError::new(
+                    None,
+                    ErrorCode::BadRequest,
+                    format!("malformed request: {err}"),
+                )))
+            }
+        }
+    })
+}
+
+fn to_request(
+    frame: &Bytes,
+    wire: WireRequest<'_>,
+    max_topic_len: usize,
+) -> Result<ClientRequest, RequestError> {
+    let id = wire.id;
+    let topic = || {
+        wire.topic.as_deref().ok_or_else(|| {
+            RequestError::new(id, ErrorCode::BadRequest, format!("'{}' needs a topic", wire.op))
+        })
+    };
+    match &*wire.op {
+        "subscribe" => Ok(ClientRequest::Subscribe {
+            id,
+            filter: TopicFilter::parse(topic()?, max_topic_len)
+                .map_err(|e| RequestError::bad_topic(id, &e))?,
+            since: wire.since,
+        }),
+        "unsubscribe" => Ok(ClientRequest::Unsubscribe {
+            id,
+            filter: TopicFilter::parse(topic()?, max_topic_len)
+                .map_err(|e| RequestError::bad_topic(id, &e))?,
+        }),
+        "publish" => {
+            let topic =
+                Topic::parse(topic()?, max_topic_len).map_err(|e| RequestError::bad_topic(id, &e))?;
+            let raw = wire.data.ok_or_else(|| {
+                RequestError::new(id, ErrorCode::BadRequest, "'publish' needs data")
+            })?;
+            Ok(ClientRequest::Publish {
+                id,
+                topic,
+                data: compact_data(frame, raw.get().as_bytes()),
+            })
+        }
+        "ping" => Ok(ClientRequest::Ping { id }),
+        other => Err(RequestError::new(
+            id,
+            ErrorCode::BadRequest,
+            format!(
+                "unknown op {:?}; expected subscribe, unsubscribe, publish or ping",
+                truncate(other, 32)
+            ),
+        )),
+    }
+}
+
+/// Shares the frame's bytes for `raw` unless it holds a newline or carriage
+/// return. In valid JSON those can only be insignificant whitespace, so they
+/// are replaced by spaces to keep server frames splittable on `\n`.
+fn compact_data(frame: &Bytes, raw: &[u8]) -> Bytes {
+    if raw.iter().any(|&b| b == b'\n' || b == b'\r') {
+        let cleaned: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+            .collect();
+        Bytes::from(cleaned)
+    } else {
+        frame.slice_ref(raw)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Fields of an `{"op":"ok"}` reply; which are set depends on the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OkReply {
+    pub id: Option<u64>,
+    pub epoch: Option<String>,
+    pub offset: Option<u64>,
+    pub recovered: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct WireReply<'a> {
+    op: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<ErrorCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+}
+
+impl WireReply<'_> {
+    fn op(op: &'static str, id: Option<u64>) -> Self {
+        Self {
+            op,
+            id,
+            code: None,
+            message: None,
+            epoch: None,
+            offset: None,
+            recovered: None,
+        }
+    }
+
+    fn encode(&self) -> Bytes {
+        // Serializing a struct of strings and integers cannot fail.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// `{"op":"ok",...}`
+pub fn encode_ok(reply: &OkReply) -> Bytes {
+    WireReply {
+        epoch: reply.epoch.as_deref(),
+        offset: reply.offset,
+        recovered: reply.recovered,
+        ..WireReply::op("ok", reply.id)
+    }
+    .encode()
+}
+
+/// `{"op":"error","id":…,"code":…,"message":…}`
+pub fn encode_error(err: &RequestError) -> Bytes {
+    WireReply {
+        code: Some(err.code),
+        message: Some(&err.message),
+        ..WireReply::op("error", err.id)
+    }
+    .encode()
+}
+
+/// `{"op":"pong","id":…}`
+pub fn encode_pong(id: Option<u64>) -> Bytes {
+    WireReply::op("pong", id).encode()
+}
+
+/// `{"op":"message","topic":…,"data":…}` plus `offset` and `epoch` when the
+/// topic keeps history. `data` must be JSON text without raw newlines, as
+/// [`decode_requests`] produces.
+pub fn encode_message(topic: &Topic, data: &[u8], position: Option<&StreamPosition>) -> Bytes {
+    let mut out = Vec::with_capacity(48 + topic.as_str().len() + data.len());
+    out.extend_from_slice(br#"{"op":"message","topic":""#);
+    // The topic grammar has no character that JSON needs to escape.
+    out.extend_from_slice(topic.as_str().as_bytes());
+    out.extend_from_slice(br#"","data":"#);
+    out.extend_from_slice(data);
+    if let Some(pos) = position {
+        out.extend_from_slice(br#","offset":"#);
+        out.extend_from_slice(pos.offset.to_string().as_bytes());
+        out.extend_from_slice(br#","epoch":"#);
+        // Serializing a string cannot fail.
+        out.extend_from_slice(&serde_json::to_vec(&pos.epoch).unwrap_or_default());
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::MAX_TOPIC_LEN;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn decode(text: &str) -> Vec<Result<ClientRequest, RequestError>> {
+        let frame = Bytes::copy_from_slice(text.as_bytes());
+        decode_requests(&frame, MAX_TOPIC_LEN).collect()
+    }
+
+    fn decode_one(text: &str) -> Result<ClientRequest, RequestError> {
+        let mut all = decode(text);
+        assert_eq!(all.len(), 1, "{all:?}");
+        all.remove(0)
+    }
+
+    #[test]
+    fn decodes_every_op() {
+        assert_eq!(
+            decode_one(r#"{"op":"subscribe","id":1,"topic":"chat.*"}"#),
+            Ok(ClientRequest::Subscribe {
+                id: Some(1),
+                filter: TopicFilter::parse("chat.*", 255).unwrap(),
+                since: None
+            })
+        );
+        assert_eq!(
+            decode_one(r#"{"op":"subscribe","topic":"a","since":{"epoch":"e1","offset":41}}"#),
+            Ok(ClientRequest::Subscribe {
+                id: None,
+                filter: TopicFilter::parse("a", 255).unwrap(),
+                since: Some(StreamPosition { epoch: "e1".into(), offset: 41 })
+            })
+        );
+        assert_eq!(
+            decode_one(r#"{"op":"unsubscribe","id":3,"topic":"chat.room1"}"#),
+            Ok(ClientRequest::Unsubscribe {
+                id: Some(3),
+                filter: TopicFilter::parse("chat.room1", 255).unwrap()
+            })
+        );
+        assert_eq!(
+            decode_one(r#"{"op":"publish","id":4,"topic":"chat.room1","data":{"text":"hi"}}"#),
+            Ok(ClientRequest::Publish {
+                id: Some(4),
+                topic: Topic::parse("chat.room1", 255).unwrap(),
+                data: Bytes::from_static(br#"{"text":"hi"}"#)
+            })
+        );
+        assert_eq!(decode_one(r#"{"op":"ping","id":5}"#), Ok(ClientRequest::Ping { id: Some(5) }));
+        // Unknown fields are ignored, for forward compatibility.
+        assert_eq!(decode_one(r#"{"op":"ping","x":[1,2]}"#), Ok(ClientRequest::Ping { id: None }));
+    }
+
+    #[test]
+    fn null_data_is_a_value_but_missing_data_is_an_error() {
+        match decode_one(r#"{"op":"publish","topic":"a","data":null}"#) {
+            Ok(ClientRequest::Publish { data, .. }) => assert_eq!(&data[..], b"null"),
+            other => panic!("{other:?}"),
+        }
+        let err = decode_one(r#"{"op":"publish","id":9,"topic":"a"}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(9), ErrorCode::BadRequest));
+    }
+
+    #[test]
+    fn errors_carry_the_id_when_known() {
+        let err = decode_one(r#"{"op":"fly","id":7}"#).unwrap_err();
+        assert_eq!(err.id, Some(7));
+        assert!(err.message.contains("unknown op"), "{}", err.message);
+
+        let err = decode_one(r#"{"op":"subscribe","id":8,"topic":"a..b"}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(8), ErrorCode::BadRequest));
+        assert!(err.message.contains("invalid topic"));
+
+        let err = decode_one(r#"{"op":"publish","id":8,"topic":"a.*","data":1}"#).unwrap_err();
+        assert!(err.message.contains("wildcards"), "{}", err.message);
+
+        let err = decode_one(r#"{"op":"subscribe","id":2}"#).unwrap_err();
+        assert!(err.message.contains("needs a topic"));
+    }
+
+    #[test]
+    fn malformed_json_is_bad_request_and_ends_the_frame() {
+        let all = decode("{\"op\":\"ping\",\"id\":1}\n{not json\n{\"op\":\"ping\",\"id\":2}");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], Ok(ClientRequest::Ping { id: Some(1) }));
+        let err = all[1].clone().unwrap_err();
+        assert_eq!((err.id, err.code), (None, ErrorCode::BadRequest));
+        assert!(err.message.starts_with("malformed request"));
+
+        for bad in ["", "[1,2]", "42", r#"{"op":1}"#, r#"{"id":1}"#, r#"{"op":"ping","id":-1}"#] {
+            let all = decode(bad);
+            if bad.is_empty() {
+                assert!(all.is_empty());
+                continue;
+            }
+            assert!(matches!(&all[..], [Err(RequestError { code: ErrorCode::BadRequest, .. })]), "{bad}: {all:?}");
+        }
+    }
+
+    #[test]
+    fn several_objects_per_frame() {
+        let all = decode("{\"op\":\"ping\",\"id\":1}\n{\"op\":\"ping\",\"id\":2} {\"op\":\"ping\",\"id\":3}\n");
+        let ids: Vec<_> = all.into_iter().map(|r| r.unwrap().id()).collect();
+        assert_eq!(ids, [Some(1), Some(2), Some(3)]);
+    }
+
+    #[test]
+    fn data_with_newlines_is_flattened() {
+        match decode_one("{\"op\":\"publish\",\"topic\":\"a\",\"data\":{\n\"k\":\r\n\"v\\n\"}}") {
+            Ok(ClientRequest::Publish { data, .. }) => {
+                assert!(!data.contains(&b'\n') && !data.contains(&b'\r'));
+                let v: Value = serde_json::from_slice(&data).unwrap();
+                assert_eq!(v, json!({"k": "v\n"}));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn encodes_server_frames() {
+        let ok = encode_ok(&OkReply { id: Some(1), epoch: Some("e".into()), offset: Some(41), recovered: Some(true) });
+        assert_eq!(&ok[..], br#"{"op":"ok","id":1,"epoch":"e","offset":41,"recovered":true}"#);
+        assert_eq!(&encode_ok(&OkReply::default())[..], br#"{"op":"ok"}"#);
+        let err = encode_error(&RequestError::new(Some(4), ErrorCode::Forbidden, "no \"way\""));
+        assert_eq!(&err[..], br#"{"op":"error","id":4,"code":"forbidden","message":"no \"way\""}"#);
+        assert_eq!(&encode_pong(Some(5))[..], br#"{"op":"pong","id":5}"#);
+        let topic = Topic::parse("chat.room1", 255).unwrap();
+        assert_eq!(
+            &encode_message(&topic, b"[1]", None)[..],
+            br#"{"op":"message","topic":"chat.room1","data":[1]}"#
+        );
+        let pos = StreamPosition { epoch: "ep".into(), offset: 42 };
+        assert_eq!(
+            &encode_message(&topic, b"\"x\"", Some(&pos))[..],
+            br#"{"op":"message","topic":"chat.room1","data":"x","offset":42,"epoch":"ep"}"#
+        );
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z\n]{0,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// What a client publishes (compact or pretty-printed) is what a
+        /// subscriber decodes from the message frame, and the frame has no newline.
+        #[test]
+        fn publish_to_message_round_trip(data in json_value(), pretty in any::<bool>(), id in prop::option::of(any::<u64>())) {
+            let request = json!({"op": "publish", "id": id, "topic": "ns.t", "data": data});
+            let text = if pretty { serde_json::to_string_pretty(&request) } else { serde_json::to_string(&request) }.unwrap();
+            let decoded = decode_one(&text).unwrap();
+            let ClientRequest::Publish { id: got_id, topic, data: raw } = decoded else { panic!() };
+            prop_assert_eq!(got_id, id);
+            let frame = encode_message(&topic, &raw, None);
+            prop_assert!(!frame.contains(&b'\n'));
+            let parsed: Value = serde_json::from_slice(&frame).unwrap();
+            prop_assert_eq!(&parsed["data"], &data);
+            prop_assert_eq!(&parsed["topic"], "ns.t");
+        }
+
+        #[test]
+        fn error_frames_are_valid_json(message in ".{0,64}", id in prop::option::of(any::<u64>())) {
+            let frame = encode_error(&RequestError::new(id, ErrorCode::BadRequest, message.clone()));
+            prop_assert!(!frame.contains(&b'\n'));
+            let v: Value = serde_json::from_slice(&frame).unwrap();
+            prop_assert_eq!(v["message"].as_str(), Some(message.as_str()));
+        }
+
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let frame = Bytes::from(bytes);
+            for r in decode_requests(&frame, MAX_TOPIC_LEN).take(300) {
+                let _ = r;
+            }
+        }
+    }
+}
