@@ -124,8 +124,13 @@ impl RequestError {
         }
     }
 
+    /// `too_large` for a topic over the length limit, else `bad_request`.
     fn bad_topic(id: Option<u64>, err: &TopicError) -> Self {
-        Self::new(id, ErrorCode::BadRequest, format!("invalid topic: {err}"))
+        let code = match err {
+            TopicError::TooLong { .. } => ErrorCode::TooLarge,
+            _ => ErrorCode::BadRequest,
+        };
+        Self::new(id, code, format!("invalid topic: {err}"))
     }
 }
 
@@ -420,6 +425,10 @@ mod tests {
 
         let err = decode_one(r#"{"op":"publish","id":8,"topic":"a.*","data":1}"#).unwrap_err();
         assert!(err.message.contains("wildcards"), "{}", err.message);
+
+        let long = format!(r#"{{"op":"subscribe","id":6,"topic":"{}"}}"#, "a".repeat(256));
+        let err = decode_one(&long).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(6), ErrorCode::TooLarge));
 
         let err = decode_one(r#"{"op":"subscribe","id":2}"#).unwrap_err();
         assert!(err.message.contains("needs a topic"));

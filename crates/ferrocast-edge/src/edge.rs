@@ -1,0 +1,134 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::gauge;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use ferrocast_core::metrics as names;
+use ferrocast_core::{CloseReason, ConnId, Hub, OutboundQueue};
+
+use crate::settings::EdgeSettings;
+
+/// Time a closing connection gets to deliver its close frame.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Pause between two batches of closes while draining.
+const DRAIN_BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The node's edge state, shared by every connection. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    inner: Arc<EdgeInner>,
+}
+
+#[derive(Debug)]
+struct EdgeInner {
+    hub: Hub,
+    settings: EdgeSettings,
+    /// One permit per open connection, taken before the upgrade; when every
+    /// permit is back, every connection is gone.
+    connections: Arc<Semaphore>,
+    /// The queue of every open connection, so that drain can close them.
+    open: Mutex<HashMap<ConnId, Arc<OutboundQueue>>>,
+    next_conn: AtomicU64,
+    /// Cancelled when draining starts: `/readyz` fails and upgrades are refused.
+    draining: CancellationToken,
+}
+
+impl Edge {
+    pub fn new(hub: Hub, settings: EdgeSettings) -> Self {
+        Self {
+            inner: Arc::new(EdgeInner {
+                hub,
+                connections: Arc::new(Semaphore::new(settings.max_connections)),
+                settings,
+                open: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+                draining: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub fn settings(&self) -> &EdgeSettings {
+        &self.inner.settings
+    }
+
+    /// Cancelled once draining starts.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.inner.draining
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.is_cancelled()
+    }
+
+    /// A connection slot, or `None` when the node is at `max_connections`.
+    pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.inner.connections.clone().try_acquire_owned().ok()
+    }
+
+    pub(crate) fn register(&self, queue: Arc<OutboundQueue>) -> ConnId {
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        if self.is_draining() {
+            queue.close(CloseReason::Shutdown);
+        }
+        self.inner.open.lock().insert(id, queue);
+        id
+    }
+
+    pub(crate) fn deregister(&self, id: ConnId) {
+        self.inner.open.lock().remove(&id);
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.settings.max_connections - self.inner.connections.available_permits()
+    }
+
+    /// Drains the node: `/readyz` turns false, upgrades are refused, and open
+    /// connections are closed with 1012 in batches spread over most of
+    /// `window`, each keeping what was already queued for it. Returns when every
+    /// connection is gone or `window` has passed.
+    pub async fn drain(&self, window: Duration) {
+        let deadline = Instant::now() + window;
+        self.inner.draining.cancel();
+        gauge!(names::DRAINING).set(1.0);
+        let queues: Vec<Arc<OutboundQueue>> = self.inner.open.lock().values().cloned().collect();
+        // Leave time at the end for the last close frames.
+        let span = window.saturating_sub(CLOSE_GRACE + Duration::from_millis(500));
+        let batches = (span.as_millis() / DRAIN_BATCH_INTERVAL.as_millis()).max(1) as usize;
+        let per_batch = queues.len().div_ceil(batches).max(1);
+        tracing::info!(
+            connections = queues.len(),
+            batch = per_batch,
+            window_ms = window.as_millis() as u64,
+            "draining: closing connections with 1012"
+        );
+        for (i, chunk) in queues.chunks(per_batch).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(DRAIN_BATCH_INTERVAL).await;
+            }
+            for queue in chunk {
+                queue.close(CloseReason::Shutdown);
+            }
+        }
+        // Connections whose upgrade was under way when draining started are
+        // closed by `register`; wait for every slot to come back.
+        let all = u32::try_from(self.inner.settings.max_connections).unwrap_or(u32::MAX);
+        let semaphore = self.inner.connections.clone();
+        if tokio::time::timeout_at(deadline, semaphore.acquire_many(all)).await.is_err() {
+            tracing::warn!(
+                remaining = self.connection_count(),
+                "drain window ended with connections still open"
+            );
+        }
+    }
+}

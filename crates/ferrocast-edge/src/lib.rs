@@ -1,0 +1,20 @@
+//! The edge of a ferrocast node: it terminates client connections.
+//!
+//! - [`public_router`]: `GET /ws` (WebSocket with subprotocol negotiation).
+//! - [`admin_router`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`Edge::drain`]: closes every connection with 1012 in paced batches.
+//!
+//! Each WebSocket connection is served by one task ([`session`]) that reads
+//! requests, answers them and writes its [`OutboundQueue`](ferrocast_core::OutboundQueue)
+//! to the socket in batches.
+
+mod admin;
+mod edge;
+mod session;
+mod settings;
+mod ws;
+
+pub use admin::{admin_router, MetricsRender};
+pub use edge::Edge;
+pub use settings::EdgeSettings;
+pub use ws::public_router;

@@ -1,0 +1,39 @@
+use std::time::Duration;
+
+/// Limits and timers of the edge. The binary fills them from flags,
+/// environment and the config file; [`Default`] holds the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeSettings {
+    /// Largest WebSocket message (and frame) a client may send, in bytes. Larger
+    /// ones close the connection with 1009.
+    pub max_message_size: usize,
+    /// Subscriptions one connection may hold; beyond it `limit_exceeded`.
+    pub max_subscriptions_per_connection: usize,
+    /// Connections this node accepts; beyond it the upgrade is refused with 503.
+    pub max_connections: usize,
+    /// Longest topic or pattern in bytes (at most 255).
+    pub max_topic_length: usize,
+    /// Bytes that may wait for one slow client before it is disconnected with 4000.
+    pub outbound_queue_bytes: usize,
+    /// Interval of server WebSocket pings.
+    pub ping_interval: Duration,
+    /// How long a client may stay silent after a ping before it is closed.
+    pub pong_timeout: Duration,
+    /// Per-connection read buffer of the WebSocket codec, in bytes.
+    pub read_buffer_size: usize,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024,
+            max_subscriptions_per_connection: 1024,
+            max_connections: 50_000,
+            max_topic_length: ferrocast_protocol::MAX_TOPIC_LEN,
+            outbound_queue_bytes: 1024 * 1024,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            read_buffer_size: 4 * 1024,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics::counter;
+
+use ferrocast_core::metrics as names;
+use ferrocast_protocol::SUBPROTOCOL_JSON;
+
+use crate::edge::Edge;
+use crate::session;
+
+/// Subprotocols this node speaks, in the order they are listed to clients.
+const SUPPORTED: &[&str] = &[SUBPROTOCOL_JSON];
+
+/// The public listener's routes: `GET /ws`.
+pub fn public_router(edge: Edge) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(edge)
+}
+
+fn reject(status: StatusCode, reason: &'static str, message: String) -> Response {
+    counter!(names::CONNECTIONS_REJECTED, "reason" => reason).increment(1);
+    let mut response = (status, message + "\n").into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
+}
+
+/// Picks the first subprotocol the client offered that this node speaks.
+/// `Ok(None)`: the client offered none (the JSON protocol is used).
+fn negotiate(upgrade: &WebSocketUpgrade) -> Result<Option<&'static str>, String> {
+    let offered: Vec<&str> = upgrade
+        .requested_protocols()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if offered.is_empty() {
+        return Ok(None);
+    }
+    offered
+        .iter()
+        .find_map(|o| SUPPORTED.iter().find(|s| s.eq_ignore_ascii_case(o)).copied())
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "none of the offered WebSocket subprotocols ({}) is supported; this node speaks: {}",
+                offered.join(", "),
+                SUPPORTED.join(", ")
+            )
+        })
+}
+
+async fn upgrade(
+    State(edge): State<Edge>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if edge.is_draining() {
+        return reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is draining; connect to another node".into(),
+        );
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            counter!(names::CONNECTIONS_REJECTED, "reason" => "bad_request").increment(1);
+            return rejection.into_response();
+        }
+    };
+    let protocol = match negotiate(&upgrade) {
+        Ok(protocol) => protocol,
+        Err(message) => return reject(StatusCode::BAD_REQUEST, "subprotocol", message),
+    };
+    let Some(permit) = edge.try_admit() else {
+        counter!(names::LIMIT_HITS, "limit" => "connections").increment(1);
+        return reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_limit",
+            format!(
+                "this node is at its limit of {} connections; retry later or elsewhere",
+                edge.settings().max_connections
+            ),
+        );
+    };
+    let settings = edge.settings();
+    let mut upgrade = upgrade
+        .max_message_size(settings.max_message_size)
+        .max_frame_size(settings.max_message_size)
+        .read_buffer_size(settings.read_buffer_size);
+    if let Some(protocol) = protocol {
+        upgrade = upgrade.protocols([protocol]);
+    }
+    upgrade
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| session::run(edge, socket, permit))
+}

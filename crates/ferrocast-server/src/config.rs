@@ -1,0 +1,328 @@
+//! Configuration: defaults, then an optional TOML file, then `FERROCAST_*`
+//! environment variables, then command-line flags (each overriding the last).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use ferrocast_edge::EdgeSettings;
+use ferrocast_protocol::MAX_TOPIC_LEN;
+
+const ABOUT: &str = "ferrocast: a clustered WebSocket publish/subscribe broker.";
+const LONG_ABOUT: &str = "\
+ferrocast: a clustered WebSocket publish/subscribe broker.
+
+Clients connect to GET /ws on the public listener and speak the native JSON
+protocol (subprotocol ferrocast.v1.json; see docs/protocol.md). The admin
+listener serves /metrics (Prometheus), /healthz and /readyz.
+
+Every option can also be set by a FERROCAST_* environment variable (shown with
+each flag) or in the TOML file given with --config, under the flag's name with
+dashes as underscores (e.g. max_connections = 20000). Flags override the
+environment, which overrides the file. Durations take units: 500ms, 25s, 2m.
+Sizes are in bytes.
+
+On SIGTERM or Ctrl-C the node drains: /readyz fails, new connections are
+refused, and open ones are closed with code 1012 in paced batches over
+--drain-timeout, after which the process exits.";
+
+/// Command-line interface of the `ferrocast` binary.
+#[derive(Debug, Parser)]
+#[command(name = "ferrocast", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub(crate) struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "FERROCAST_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Print the effective configuration (all sources merged) as TOML and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+
+    #[command(flatten)]
+    pub(crate) overrides: Overrides,
+}
+
+/// Options that override the file; `None` when not given.
+#[derive(Debug, Default, Args)]
+pub(crate) struct Overrides {
+    /// Public listener: GET /ws for clients. [default: 127.0.0.1:8080]
+    #[arg(long, env = "FERROCAST_LISTEN", value_name = "ADDR")]
+    pub(crate) listen: Option<SocketAddr>,
+
+    /// Admin listener: /metrics, /healthz, /readyz. Keep it private. [default: 127.0.0.1:8081]
+    #[arg(long, env = "FERROCAST_ADMIN_LISTEN", value_name = "ADDR")]
+    pub(crate) admin_listen: Option<SocketAddr>,
+
+    /// Name of this node in the cluster, unique per process. [default: $HOSTNAME, else a random name]
+    #[arg(long, env = "FERROCAST_NODE_ID", value_name = "ID")]
+    pub(crate) node_id: Option<String>,
+
+    /// Backplane between nodes: `memory` (single node, no dependency). [default: memory]
+    #[arg(long, env = "FERROCAST_BACKPLANE", value_name = "URL")]
+    pub(crate) backplane: Option<String>,
+
+    /// Log format. [default: text]
+    #[arg(long, env = "FERROCAST_LOG_FORMAT", value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+
+    /// Log filter in tracing-subscriber EnvFilter syntax, e.g. `info,ferrocast_edge=debug`. [default: info]
+    #[arg(long, env = "FERROCAST_LOG_FILTER", value_name = "FILTER")]
+    pub(crate) log_filter: Option<String>,
+
+    /// Largest WebSocket message a client may send, in bytes; larger ones close the connection with 1009. [default: 65536]
+    #[arg(long, env = "FERROCAST_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub(crate) max_message_size: Option<usize>,
+
+    /// Subscriptions one connection may hold; beyond it requests get `limit_exceeded`. [default: 1024]
+    #[arg(long, env = "FERROCAST_MAX_SUBSCRIPTIONS_PER_CONNECTION", value_name = "N")]
+    pub(crate) max_subscriptions_per_connection: Option<usize>,
+
+    /// Connections this node accepts; beyond it upgrades are refused with HTTP 503. [default: 50000]
+    #[arg(long, env = "FERROCAST_MAX_CONNECTIONS", value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+
+    /// Longest topic or pattern, in bytes (1 to 255); longer ones get `too_large`. [default: 255]
+    #[arg(long, env = "FERROCAST_MAX_TOPIC_LENGTH", value_name = "BYTES")]
+    pub(crate) max_topic_length: Option<usize>,
+
+    /// Bytes that may wait for one client; a client that falls further behind is closed with 4000. [default: 1048576]
+    #[arg(long, env = "FERROCAST_OUTBOUND_QUEUE_BYTES", value_name = "BYTES")]
+    pub(crate) outbound_queue_bytes: Option<usize>,
+
+    /// Interval of server WebSocket pings; keep it below the idle timeout of every proxy in front. [default: 25s]
+    #[arg(long, env = "FERROCAST_PING_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) ping_interval: Option<Duration>,
+
+    /// A client silent this long after a ping is closed with 4001. [default: 10s]
+    #[arg(long, env = "FERROCAST_PONG_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) pong_timeout: Option<Duration>,
+
+    /// Time from SIGTERM to exit; connections are closed with 1012 in batches spread over it. [default: 10s]
+    #[arg(long, env = "FERROCAST_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) drain_timeout: Option<Duration>,
+
+    /// Read buffer per WebSocket connection, in bytes. [default: 4096]
+    #[arg(long, env = "FERROCAST_WS_READ_BUFFER_SIZE", value_name = "BYTES")]
+    pub(crate) ws_read_buffer_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) node_id: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
+    pub(crate) backplane: String,
+    pub(crate) log_format: LogFormat,
+    pub(crate) log_filter: String,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_subscriptions_per_connection: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) max_topic_length: usize,
+    pub(crate) outbound_queue_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub(crate) ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) pong_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) drain_timeout: Duration,
+    pub(crate) ws_read_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let edge = EdgeSettings::default();
+        Self {
+            node_id: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            backplane: "memory".into(),
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+            max_message_size: edge.max_message_size,
+            max_subscriptions_per_connection: edge.max_subscriptions_per_connection,
+            max_connections: edge.max_connections,
+            max_topic_length: edge.max_topic_length,
+            outbound_queue_bytes: edge.outbound_queue_bytes,
+            ping_interval: edge.ping_interval,
+            pong_timeout: edge.pong_timeout,
+            drain_timeout: Duration::from_secs(10),
+            ws_read_buffer_size: edge.read_buffer_size,
+        }
+    }
+}
+
+impl Config {
+    /// Merges defaults, the file named by `cli.config`, and the overrides
+    /// (clap has already put environment variables under flags), then checks
+    /// the result.
+    pub(crate) fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(&cli.overrides);
+        if config.node_id.is_empty() {
+            config.node_id = default_node_id();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        macro_rules! set {
+            ($($field:ident),* $(,)?) => {
+                $(if let Some(value) = &o.$field { self.$field = value.clone(); })*
+            };
+        }
+        set!(
+            node_id,
+            listen,
+            admin_listen,
+            backplane,
+            log_format,
+            log_filter,
+            max_message_size,
+            max_subscriptions_per_connection,
+            max_connections,
+            max_topic_length,
+            outbound_queue_bytes,
+            ping_interval,
+            pong_timeout,
+            drain_timeout,
+            ws_read_buffer_size,
+        );
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.backplane != "memory" {
+            bail!(
+                "backplane {:?} is not supported by this build; use `memory`",
+                self.backplane
+            );
+        }
+        if !(1..=MAX_TOPIC_LEN).contains(&self.max_topic_length) {
+            bail!("max_topic_length must be between 1 and {MAX_TOPIC_LEN}");
+        }
+        if self.max_message_size < 128 {
+            bail!("max_message_size must be at least 128 bytes");
+        }
+        if self.outbound_queue_bytes < self.max_message_size {
+            bail!("outbound_queue_bytes must be at least max_message_size, or one message could never be queued");
+        }
+        if !(1..=10_000_000).contains(&self.max_connections) {
+            bail!("max_connections must be between 1 and 10000000");
+        }
+        if self.max_subscriptions_per_connection == 0 {
+            bail!("max_subscriptions_per_connection must be at least 1");
+        }
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            bail!("ping_interval and pong_timeout must be above zero");
+        }
+        if self.ws_read_buffer_size < 256 {
+            bail!("ws_read_buffer_size must be at least 256 bytes");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    pub(crate) fn edge_settings(&self) -> EdgeSettings {
+        EdgeSettings {
+            max_message_size: self.max_message_size,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            max_connections: self.max_connections,
+            max_topic_length: self.max_topic_length,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            read_buffer_size: self.ws_read_buffer_size,
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    match std::env::var("HOSTNAME") {
+        Ok(host) if !host.is_empty() => host,
+        _ => format!("ferrocast-{:08x}", rand::random::<u32>()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> anyhow::Result<Config> {
+        let mut argv = vec!["ferrocast"];
+        argv.extend_from_slice(args);
+        Config::load(&Cli::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = load(&["--node-id", "n1"]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.backplane, "memory");
+        assert_eq!(config.ping_interval, Duration::from_secs(25));
+        assert_eq!(config.node_id, "n1");
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(&file, "max_connections = 7\nping_interval = \"3s\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let path = file.to_str().unwrap();
+
+        let config = load(&["--config", path, "--listen", "127.0.0.1:9001"]).unwrap();
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.ping_interval, Duration::from_secs(3));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9001");
+
+        // What --print-config prints loads back to the same configuration.
+        let round_trip: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(round_trip, config);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_a_reason() {
+        let err = load(&["--max-topic-length", "300"]).unwrap_err();
+        assert!(err.to_string().contains("max_topic_length"), "{err}");
+        let err = load(&["--backplane", "redis://localhost"]).unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
+        assert!(load(&["--ping-interval", "soon"]).is_err());
+
+        let dir = std::env::temp_dir().join(format!("ferrocast-badcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "max_conections = 7\n").unwrap();
+        let err = load(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{err:#}").contains("max_conections"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

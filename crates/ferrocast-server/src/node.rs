@@ -1,0 +1,143 @@
+//! Wires one node together and runs it until a signal, then drains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use ferrocast_core::backplane::memory::MemoryBus;
+use ferrocast_core::backplane::SharedBackplane;
+use ferrocast_core::metrics as names;
+use ferrocast_core::{Hub, SubscriptionRegistry};
+use ferrocast_edge::{admin_router, public_router, Edge, MetricsRender};
+
+use crate::config::Config;
+use crate::telemetry;
+
+/// How long background tasks get to stop after the drain.
+const TASK_STOP_GRACE: Duration = Duration::from_millis(500);
+
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    let prometheus = telemetry::install_metrics()?;
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+
+    let registry = Arc::new(SubscriptionRegistry::new());
+    // `Config::validate` admits only the memory backplane so far.
+    let backplane: SharedBackplane = Arc::new(MemoryBus::new().attach(registry.clone()));
+    let hub = Hub::start(
+        Arc::from(config.node_id.as_str()),
+        registry,
+        backplane,
+        &tasks,
+        shutdown.clone(),
+    );
+    let edge = Edge::new(hub, config.edge_settings());
+
+    let public = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin-listen)", config.admin_listen))?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+
+    let public_app = public_router(edge.clone());
+    let draining = edge.draining().clone();
+    tasks.spawn(async move {
+        let listener = public.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let served = axum::serve(listener, public_app)
+            .with_graceful_shutdown(draining.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "public listener failed");
+        }
+    });
+
+    let render: MetricsRender = {
+        let handle = prometheus.clone();
+        Arc::new(move || handle.render())
+    };
+    let admin_app = admin_router(edge.clone(), render);
+    let stop_admin = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(admin, admin_app)
+            .with_graceful_shutdown(stop_admin.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "admin listener failed");
+        }
+    });
+    tasks.spawn(report_backplane_health(edge.hub().backplane_health(), shutdown.clone()));
+    tasks.spawn({
+        let stop = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = telemetry::run_upkeep(prometheus) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    });
+
+    tracing::info!(
+        node_id = %config.node_id,
+        public = %public_addr,
+        admin = %admin_addr,
+        backplane = edge.hub().backplane_kind(),
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(
+        signal,
+        drain_timeout_ms = config.drain_timeout.as_millis() as u64,
+        connections = edge.connection_count(),
+        "shutting down"
+    );
+    tokio::select! {
+        () = edge.drain(config.drain_timeout) => {}
+        second = wait_for_signal() => {
+            tracing::warn!(signal = second.unwrap_or("?"), "second signal: exiting before the drain finished");
+        }
+    }
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(TASK_STOP_GRACE, tasks.wait()).await.is_err() {
+        tracing::debug!("background tasks still running at exit");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Keeps `ferrocast_backplane_up` in step with the backplane's health.
+async fn report_backplane_health(mut health: watch::Receiver<bool>, stop: CancellationToken) {
+    let up = metrics::gauge!(names::BACKPLANE_UP);
+    loop {
+        let is_up = *health.borrow_and_update();
+        up.set(if is_up { 1.0 } else { 0.0 });
+        tokio::select! {
+            changed = health.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C) and names it.
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

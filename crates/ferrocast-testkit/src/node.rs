@@ -1,0 +1,118 @@
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A `ferrocast` node running as a child process, on ports the OS picked.
+/// Killed (SIGKILL) when dropped, unless it already exited.
+#[derive(Debug)]
+pub struct Node {
+    child: Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Node {
+    /// Starts the binary at `bin` with `args` added to the test defaults
+    /// (loopback port 0 listeners, JSON logs), and waits until it listens.
+    /// Panics with the node's output if it does not start within 10 s.
+    pub fn spawn(bin: impl AsRef<Path>, args: &[&str]) -> Self {
+        let mut child = Command::new(bin.as_ref())
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(args)
+            .env_remove("FERROCAST_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.as_ref().display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+
+        // A thread reads the node's log for its whole life, so the pipe never
+        // fills; it reports the listening line and echoes the log on request.
+        let (tx, rx) = mpsc::channel();
+        let echo = std::env::var_os("FERROCAST_TEST_LOG").is_some();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            let mut seen = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[node] {line}");
+                }
+                if !sent {
+                    if let Some(addrs) = listening_addrs(&line) {
+                        let _ = tx.send(Ok(addrs));
+                        sent = true;
+                    } else {
+                        seen.push(line);
+                    }
+                }
+            }
+            if !sent {
+                let _ = tx.send(Err(seen.join("\n")));
+            }
+        });
+        let (public, admin) = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(log)) => {
+                let status = child.wait().ok();
+                panic!("ferrocast exited ({status:?}) before listening:\n{log}");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ferrocast did not report listening within 10 s");
+            }
+        };
+        Self {
+            child,
+            public,
+            admin,
+        }
+    }
+
+    /// The WebSocket endpoint, `ws://127.0.0.1:PORT/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.public)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `limit` for the process to exit on its own.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The public and admin addresses from the node's `listening` log line.
+fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if value.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    let public = value.get("public")?.as_str()?.parse().ok()?;
+    let admin = value.get("admin")?.as_str()?.parse().ok()?;
+    Some((public, admin))
+}
