@@ -54,7 +54,11 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> Self {
         let interest = Arc::new(InterestSync::default());
-        tasks.spawn(interest.clone().run(registry.clone(), backplane.clone(), shutdown));
+        tasks.spawn(
+            interest
+                .clone()
+                .run(registry.clone(), backplane.clone(), shutdown),
+        );
         Self {
             inner: Arc::new(HubInner {
                 node_id,
@@ -126,7 +130,9 @@ impl Hub {
         let inner = self.inner.clone();
         async move {
             let result = accepted.await;
-            inner.publish_duration.record(started.elapsed().as_secs_f64());
+            inner
+                .publish_duration
+                .record(started.elapsed().as_secs_f64());
             match &result {
                 Ok(()) => inner.published.increment(1),
                 Err(_) => counter!(names::BACKPLANE_ERRORS, "op" => "publish").increment(1),

@@ -30,7 +30,10 @@ pub const HISTOGRAMS: &[&str] = &[BACKPLANE_PUBLISH_DURATION, DELIVERY_LAG];
 /// Registers the description of every metric with the installed recorder.
 pub fn describe() {
     describe_gauge!(CONNECTIONS, "Open client connections, by protocol.");
-    describe_counter!(CONNECTIONS_OPENED, "Client connections accepted, by protocol.");
+    describe_counter!(
+        CONNECTIONS_OPENED,
+        "Client connections accepted, by protocol."
+    );
     describe_counter!(
         CONNECTIONS_CLOSED,
         "Client connections closed, by reason (normal, slow_consumer, shutdown, ping_timeout, too_large, error)."
@@ -40,10 +43,22 @@ pub fn describe() {
         "Connection attempts refused before the upgrade, by reason (node_limit, draining, subprotocol, bad_request)."
     );
     describe_gauge!(SUBSCRIPTIONS, "Subscriptions held by local connections.");
-    describe_gauge!(TOPICS, "Distinct topics and patterns with at least one local subscriber.");
-    describe_counter!(MESSAGES_PUBLISHED, "Publications accepted from clients of this node.");
-    describe_counter!(MESSAGES_DELIVERED, "Messages written to local client connections.");
-    describe_counter!(MESSAGES_DROPPED, "Messages not delivered, by reason (slow_consumer).");
+    describe_gauge!(
+        TOPICS,
+        "Distinct topics and patterns with at least one local subscriber."
+    );
+    describe_counter!(
+        MESSAGES_PUBLISHED,
+        "Publications accepted from clients of this node."
+    );
+    describe_counter!(
+        MESSAGES_DELIVERED,
+        "Messages written to local client connections."
+    );
+    describe_counter!(
+        MESSAGES_DROPPED,
+        "Messages not delivered, by reason (slow_consumer)."
+    );
     describe_counter!(CLIENT_ERRORS, "Error replies sent to clients, by code.");
     describe_counter!(
         LIMIT_HITS,
@@ -55,13 +70,25 @@ pub fn describe() {
         Unit::Seconds,
         "Time from handing a publication to the backplane until it was accepted."
     );
-    describe_counter!(BACKPLANE_ERRORS, "Failed backplane operations, by operation.");
-    describe_gauge!(BACKPLANE_SUBSCRIPTIONS, "Topics and patterns this node subscribes to on the backplane.");
+    describe_counter!(
+        BACKPLANE_ERRORS,
+        "Failed backplane operations, by operation."
+    );
+    describe_gauge!(
+        BACKPLANE_SUBSCRIPTIONS,
+        "Topics and patterns this node subscribes to on the backplane."
+    );
     describe_histogram!(
         DELIVERY_LAG,
         Unit::Seconds,
         "Time from publish on the origin node until written to a local connection (sampled once per write batch)."
     );
-    describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
-    describe_gauge!(DRAINING, "1 while the node drains its connections before exiting.");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label names the running build."
+    );
+    describe_gauge!(
+        DRAINING,
+        "1 while the node drains its connections before exiting."
+    );
 }

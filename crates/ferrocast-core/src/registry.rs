@@ -85,7 +85,12 @@ impl SubscriptionRegistry {
     }
 
     /// Subscribes `conn` to `filter`. Subscribing twice is harmless.
-    pub(crate) fn add(&self, filter: &TopicFilter, conn: ConnId, queue: Arc<OutboundQueue>) -> Added {
+    pub(crate) fn add(
+        &self,
+        filter: &TopicFilter,
+        conn: ConnId,
+        queue: Arc<OutboundQueue>,
+    ) -> Added {
         let mut shard = self.shard(filter).write();
         let entry = match shard.entry(filter.clone()) {
             Entry::Occupied(e) => e.into_mut(),
@@ -109,7 +114,10 @@ impl SubscriptionRegistry {
                 Some(rx)
             }
         };
-        Added { first, confirmation }
+        Added {
+            first,
+            confirmation,
+        }
     }
 
     /// Unsubscribes `conn` from `filter`. True when that was the last local

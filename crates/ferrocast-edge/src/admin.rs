@@ -39,7 +39,10 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n");
     }
     if !*state.edge.hub().backplane_health().borrow() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: backplane down\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: backplane down\n",
+        );
     }
     (StatusCode::OK, "ready\n")
 }

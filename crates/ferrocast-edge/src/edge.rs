@@ -124,7 +124,10 @@ impl Edge {
         // closed by `register`; wait for every slot to come back.
         let all = u32::try_from(self.inner.settings.max_connections).unwrap_or(u32::MAX);
         let semaphore = self.inner.connections.clone();
-        if tokio::time::timeout_at(deadline, semaphore.acquire_many(all)).await.is_err() {
+        if tokio::time::timeout_at(deadline, semaphore.acquire_many(all))
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 remaining = self.connection_count(),
                 "drain window ended with connections still open"

@@ -86,9 +86,10 @@ impl End {
                     edge.settings().outbound_queue_bytes
                 ),
             ),
-            Self::Queue(CloseReason::Shutdown) => {
-                (code::SERVICE_RESTART, "node draining; reconnect to another node".into())
-            }
+            Self::Queue(CloseReason::Shutdown) => (
+                code::SERVICE_RESTART,
+                "node draining; reconnect to another node".into(),
+            ),
             Self::TooLarge => (
                 code::TOO_BIG,
                 format!("message over {} bytes", edge.settings().max_message_size),
@@ -111,7 +112,10 @@ enum Completion {
     Reply(Option<Bytes>),
     Error(RequestError),
     /// The backplane refused the subscription: undo it locally.
-    SubscribeFailed { filter: TopicFilter, error: RequestError },
+    SubscribeFailed {
+        filter: TopicFilter,
+        error: RequestError,
+    },
 }
 
 type InFlight = FuturesUnordered<BoxFuture<'static, Completion>>;
@@ -232,7 +236,10 @@ impl JsonSession {
                 let error = RequestError::new(
                     None,
                     ErrorCode::TooLarge,
-                    format!("message over {} bytes", self.edge.settings().max_message_size),
+                    format!(
+                        "message over {} bytes",
+                        self.edge.settings().max_message_size
+                    ),
                 );
                 count_error(&error);
                 sink.send(text_message(encode_error(&error))).await?;
@@ -289,7 +296,11 @@ impl JsonSession {
                 // No namespace keeps history yet, so a resume cannot recover.
                 let recovered = since.map(|_| false);
                 if self.subscriptions.contains(&filter) {
-                    self.reply_ok(OkReply { id, recovered, ..OkReply::default() });
+                    self.reply_ok(OkReply {
+                        id,
+                        recovered,
+                        ..OkReply::default()
+                    });
                     return;
                 }
                 let limit = self.edge.settings().max_subscriptions_per_connection;
@@ -303,16 +314,27 @@ impl JsonSession {
                     return;
                 }
                 self.subscriptions.insert(filter.clone());
-                let confirmed = self.edge.hub().subscribe(&filter, self.conn, self.queue.clone());
+                let confirmed = self
+                    .edge
+                    .hub()
+                    .subscribe(&filter, self.conn, self.queue.clone());
                 in_flight.push(
                     async move {
                         match confirmed.await {
                             Ok(()) => Completion::Reply(id.map(|id| {
-                                encode_ok(&OkReply { id: Some(id), recovered, ..OkReply::default() })
+                                encode_ok(&OkReply {
+                                    id: Some(id),
+                                    recovered,
+                                    ..OkReply::default()
+                                })
                             })),
                             Err(error) => Completion::SubscribeFailed {
                                 filter,
-                                error: RequestError::new(id, ErrorCode::Unavailable, error.to_string()),
+                                error: RequestError::new(
+                                    id,
+                                    ErrorCode::Unavailable,
+                                    error.to_string(),
+                                ),
                             },
                         }
                     }
@@ -323,16 +345,22 @@ impl JsonSession {
                 if self.subscriptions.remove(&filter) {
                     self.edge.hub().unsubscribe(&filter, self.conn);
                 }
-                self.reply_ok(OkReply { id, ..OkReply::default() });
+                self.reply_ok(OkReply {
+                    id,
+                    ..OkReply::default()
+                });
             }
             ClientRequest::Publish { id, topic, data } => {
                 let accepted = self.edge.hub().publish(topic, data);
                 in_flight.push(
                     async move {
                         match accepted.await {
-                            Ok(()) => Completion::Reply(
-                                id.map(|id| encode_ok(&OkReply { id: Some(id), ..OkReply::default() })),
-                            ),
+                            Ok(()) => Completion::Reply(id.map(|id| {
+                                encode_ok(&OkReply {
+                                    id: Some(id),
+                                    ..OkReply::default()
+                                })
+                            })),
                             Err(error) => Completion::Error(RequestError::new(
                                 id,
                                 ErrorCode::Unavailable,
@@ -480,20 +508,36 @@ mod tests {
 
     #[test]
     fn batches_join_objects_with_newlines() {
-        let batch = [Outbound::Frame(Bytes::from_static(br#"{"op":"pong"}"#)), delivery("1"), delivery("[2]")];
-        let Message::Text(text) = encode_batch(&batch, &metrics()) else { panic!() };
+        let batch = [
+            Outbound::Frame(Bytes::from_static(br#"{"op":"pong"}"#)),
+            delivery("1"),
+            delivery("[2]"),
+        ];
+        let Message::Text(text) = encode_batch(&batch, &metrics()) else {
+            panic!()
+        };
         assert_eq!(
             text.as_str(),
             "{\"op\":\"pong\"}\n{\"op\":\"message\",\"topic\":\"a.b\",\"data\":1}\n{\"op\":\"message\",\"topic\":\"a.b\",\"data\":[2]}"
         );
-        let Message::Text(single) = encode_batch(&[delivery("3")], &metrics()) else { panic!() };
-        assert_eq!(single.as_str(), r#"{"op":"message","topic":"a.b","data":3}"#);
-        assert!(matches!(encode_batch(&[Outbound::Ping], &metrics()), Message::Ping(_)));
+        let Message::Text(single) = encode_batch(&[delivery("3")], &metrics()) else {
+            panic!()
+        };
+        assert_eq!(
+            single.as_str(),
+            r#"{"op":"message","topic":"a.b","data":3}"#
+        );
+        assert!(matches!(
+            encode_batch(&[Outbound::Ping], &metrics()),
+            Message::Ping(_)
+        ));
     }
 
     #[test]
     fn a_delivery_is_encoded_once_for_all_subscribers() {
-        let Outbound::Delivery(shared) = delivery("{}") else { panic!() };
+        let Outbound::Delivery(shared) = delivery("{}") else {
+            panic!()
+        };
         let a = shared.json_frame().clone();
         let b = shared.json_frame().clone();
         // Same allocation, not an equal copy.

@@ -190,7 +190,11 @@ fn to_request(
     let id = wire.id;
     let topic = || {
         wire.topic.as_deref().ok_or_else(|| {
-            RequestError::new(id, ErrorCode::BadRequest, format!("'{}' needs a topic", wire.op))
+            RequestError::new(
+                id,
+                ErrorCode::BadRequest,
+                format!("'{}' needs a topic", wire.op),
+            )
         })
     };
     match &*wire.op {
@@ -206,8 +210,8 @@ fn to_request(
                 .map_err(|e| RequestError::bad_topic(id, &e))?,
         }),
         "publish" => {
-            let topic =
-                Topic::parse(topic()?, max_topic_len).map_err(|e| RequestError::bad_topic(id, &e))?;
+            let topic = Topic::parse(topic()?, max_topic_len)
+                .map_err(|e| RequestError::bad_topic(id, &e))?;
             let raw = wire.data.ok_or_else(|| {
                 RequestError::new(id, ErrorCode::BadRequest, "'publish' needs data")
             })?;
@@ -380,7 +384,10 @@ mod tests {
             Ok(ClientRequest::Subscribe {
                 id: None,
                 filter: TopicFilter::parse("a", 255).unwrap(),
-                since: Some(StreamPosition { epoch: "e1".into(), offset: 41 })
+                since: Some(StreamPosition {
+                    epoch: "e1".into(),
+                    offset: 41
+                })
             })
         );
         assert_eq!(
@@ -398,9 +405,15 @@ mod tests {
                 data: Bytes::from_static(br#"{"text":"hi"}"#)
             })
         );
-        assert_eq!(decode_one(r#"{"op":"ping","id":5}"#), Ok(ClientRequest::Ping { id: Some(5) }));
+        assert_eq!(
+            decode_one(r#"{"op":"ping","id":5}"#),
+            Ok(ClientRequest::Ping { id: Some(5) })
+        );
         // Unknown fields are ignored, for forward compatibility.
-        assert_eq!(decode_one(r#"{"op":"ping","x":[1,2]}"#), Ok(ClientRequest::Ping { id: None }));
+        assert_eq!(
+            decode_one(r#"{"op":"ping","x":[1,2]}"#),
+            Ok(ClientRequest::Ping { id: None })
+        );
     }
 
     #[test]
@@ -426,7 +439,10 @@ mod tests {
         let err = decode_one(r#"{"op":"publish","id":8,"topic":"a.*","data":1}"#).unwrap_err();
         assert!(err.message.contains("wildcards"), "{}", err.message);
 
-        let long = format!(r#"{{"op":"subscribe","id":6,"topic":"{}"}}"#, "a".repeat(256));
+        let long = format!(
+            r#"{{"op":"subscribe","id":6,"topic":"{}"}}"#,
+            "a".repeat(256)
+        );
         let err = decode_one(&long).unwrap_err();
         assert_eq!((err.id, err.code), (Some(6), ErrorCode::TooLarge));
 
@@ -443,19 +459,37 @@ mod tests {
         assert_eq!((err.id, err.code), (None, ErrorCode::BadRequest));
         assert!(err.message.starts_with("malformed request"));
 
-        for bad in ["", "[1,2]", "42", r#"{"op":1}"#, r#"{"id":1}"#, r#"{"op":"ping","id":-1}"#] {
+        for bad in [
+            "",
+            "[1,2]",
+            "42",
+            r#"{"op":1}"#,
+            r#"{"id":1}"#,
+            r#"{"op":"ping","id":-1}"#,
+        ] {
             let all = decode(bad);
             if bad.is_empty() {
                 assert!(all.is_empty());
                 continue;
             }
-            assert!(matches!(&all[..], [Err(RequestError { code: ErrorCode::BadRequest, .. })]), "{bad}: {all:?}");
+            assert!(
+                matches!(
+                    &all[..],
+                    [Err(RequestError {
+                        code: ErrorCode::BadRequest,
+                        ..
+                    })]
+                ),
+                "{bad}: {all:?}"
+            );
         }
     }
 
     #[test]
     fn several_objects_per_frame() {
-        let all = decode("{\"op\":\"ping\",\"id\":1}\n{\"op\":\"ping\",\"id\":2} {\"op\":\"ping\",\"id\":3}\n");
+        let all = decode(
+            "{\"op\":\"ping\",\"id\":1}\n{\"op\":\"ping\",\"id\":2} {\"op\":\"ping\",\"id\":3}\n",
+        );
         let ids: Vec<_> = all.into_iter().map(|r| r.unwrap().id()).collect();
         assert_eq!(ids, [Some(1), Some(2), Some(3)]);
     }
@@ -474,18 +508,36 @@ mod tests {
 
     #[test]
     fn encodes_server_frames() {
-        let ok = encode_ok(&OkReply { id: Some(1), epoch: Some("e".into()), offset: Some(41), recovered: Some(true) });
-        assert_eq!(&ok[..], br#"{"op":"ok","id":1,"epoch":"e","offset":41,"recovered":true}"#);
+        let ok = encode_ok(&OkReply {
+            id: Some(1),
+            epoch: Some("e".into()),
+            offset: Some(41),
+            recovered: Some(true),
+        });
+        assert_eq!(
+            &ok[..],
+            br#"{"op":"ok","id":1,"epoch":"e","offset":41,"recovered":true}"#
+        );
         assert_eq!(&encode_ok(&OkReply::default())[..], br#"{"op":"ok"}"#);
-        let err = encode_error(&RequestError::new(Some(4), ErrorCode::Forbidden, "no \"way\""));
-        assert_eq!(&err[..], br#"{"op":"error","id":4,"code":"forbidden","message":"no \"way\""}"#);
+        let err = encode_error(&RequestError::new(
+            Some(4),
+            ErrorCode::Forbidden,
+            "no \"way\"",
+        ));
+        assert_eq!(
+            &err[..],
+            br#"{"op":"error","id":4,"code":"forbidden","message":"no \"way\""}"#
+        );
         assert_eq!(&encode_pong(Some(5))[..], br#"{"op":"pong","id":5}"#);
         let topic = Topic::parse("chat.room1", 255).unwrap();
         assert_eq!(
             &encode_message(&topic, b"[1]", None)[..],
             br#"{"op":"message","topic":"chat.room1","data":[1]}"#
         );
-        let pos = StreamPosition { epoch: "ep".into(), offset: 42 };
+        let pos = StreamPosition {
+            epoch: "ep".into(),
+            offset: 42,
+        };
         assert_eq!(
             &encode_message(&topic, b"\"x\"", Some(&pos))[..],
             br#"{"op":"message","topic":"chat.room1","data":"x","offset":42,"epoch":"ep"}"#

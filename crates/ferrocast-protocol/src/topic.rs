@@ -25,9 +25,13 @@ pub enum TopicError {
     TooLong { len: usize, max: usize },
     #[error("topic has an empty token (leading, trailing or double '.')")]
     EmptyToken,
-    #[error("topic has the character {ch:?} at byte {at}; tokens are made of A-Z a-z 0-9 _ - : @ =")]
+    #[error(
+        "topic has the character {ch:?} at byte {at}; tokens are made of A-Z a-z 0-9 _ - : @ ="
+    )]
     InvalidChar { ch: char, at: usize },
-    #[error("wildcards ('*', '>') are allowed in subscriptions only, not in a topic to publish to")]
+    #[error(
+        "wildcards ('*', '>') are allowed in subscriptions only, not in a topic to publish to"
+    )]
     WildcardNotAllowed,
     #[error("'>' is allowed only as the last token")]
     TailNotLast,
@@ -247,9 +251,18 @@ mod tests {
             Topic::parse("a.é", max),
             Err(TopicError::InvalidChar { ch: 'é', at: 2 })
         );
-        assert_eq!(Topic::parse("a.*", max), Err(TopicError::WildcardNotAllowed));
-        assert_eq!(Topic::parse("a.>", max), Err(TopicError::WildcardNotAllowed));
-        assert_eq!(Topic::parse("a.b*", max), Err(TopicError::WildcardNotAllowed));
+        assert_eq!(
+            Topic::parse("a.*", max),
+            Err(TopicError::WildcardNotAllowed)
+        );
+        assert_eq!(
+            Topic::parse("a.>", max),
+            Err(TopicError::WildcardNotAllowed)
+        );
+        assert_eq!(
+            Topic::parse("a.b*", max),
+            Err(TopicError::WildcardNotAllowed)
+        );
         let long = "a".repeat(256);
         assert_eq!(
             Topic::parse(&long, max),
@@ -265,9 +278,18 @@ mod tests {
     #[test]
     fn rejects_bad_filters_with_the_reason() {
         let max = MAX_TOPIC_LEN;
-        assert_eq!(TopicFilter::parse("a.>.b", max), Err(TopicError::TailNotLast));
-        assert_eq!(TopicFilter::parse("a.b*", max), Err(TopicError::PartialWildcard));
-        assert_eq!(TopicFilter::parse("a.>b", max), Err(TopicError::PartialWildcard));
+        assert_eq!(
+            TopicFilter::parse("a.>.b", max),
+            Err(TopicError::TailNotLast)
+        );
+        assert_eq!(
+            TopicFilter::parse("a.b*", max),
+            Err(TopicError::PartialWildcard)
+        );
+        assert_eq!(
+            TopicFilter::parse("a.>b", max),
+            Err(TopicError::PartialWildcard)
+        );
         assert_eq!(TopicFilter::parse("a..*", max), Err(TopicError::EmptyToken));
         assert!(filter("*").is_pattern());
         assert!(filter(">").is_pattern());
@@ -321,7 +343,11 @@ mod tests {
                 out.push(">");
                 break;
             }
-            out.push(if stars.get(i).copied().unwrap_or(false) { "*" } else { tok });
+            out.push(if stars.get(i).copied().unwrap_or(false) {
+                "*"
+            } else {
+                tok
+            });
         }
         out.join(".")
     }

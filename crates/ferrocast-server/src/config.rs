@@ -78,7 +78,11 @@ pub(crate) struct Overrides {
     pub(crate) max_message_size: Option<usize>,
 
     /// Subscriptions one connection may hold; beyond it requests get `limit_exceeded`. [default: 1024]
-    #[arg(long, env = "FERROCAST_MAX_SUBSCRIPTIONS_PER_CONNECTION", value_name = "N")]
+    #[arg(
+        long,
+        env = "FERROCAST_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        value_name = "N"
+    )]
     pub(crate) max_subscriptions_per_connection: Option<usize>,
 
     /// Connections this node accepts; beyond it upgrades are refused with HTTP 503. [default: 50000]
@@ -295,7 +299,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ferrocast-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("node.toml");
-        std::fs::write(&file, "max_connections = 7\nping_interval = \"3s\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "max_connections = 7\nping_interval = \"3s\"\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
         let path = file.to_str().unwrap();
 
         let config = load(&["--config", path, "--listen", "127.0.0.1:9001"]).unwrap();

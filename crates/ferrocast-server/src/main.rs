@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         eprintln!("ferrocast: {error:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ferrocast: cannot start the async runtime: {error}");

@@ -76,7 +76,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             tracing::error!(%error, "admin listener failed");
         }
     });
-    tasks.spawn(report_backplane_health(edge.hub().backplane_health(), shutdown.clone()));
+    tasks.spawn(report_backplane_health(
+        edge.hub().backplane_health(),
+        shutdown.clone(),
+    ));
     tasks.spawn({
         let stop = shutdown.clone();
         async move {
@@ -111,7 +114,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     tasks.close();
-    if tokio::time::timeout(TASK_STOP_GRACE, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(TASK_STOP_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::debug!("background tasks still running at exit");
     }
     tracing::info!("stopped");

@@ -1,6 +1,8 @@
 //! The native JSON protocol against a real `ferrocast` process, with real
 //! WebSocket clients.
 
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -53,12 +55,18 @@ async fn a_publication_reaches_every_subscriber() {
 
     for s in &mut subscribers {
         let m = s.recv().await.unwrap();
-        assert_eq!(m, json!({"op": "message", "topic": "chat.room1", "data": {"text": "hi", "n": [1, 2]}}));
+        assert_eq!(
+            m,
+            json!({"op": "message", "topic": "chat.room1", "data": {"text": "hi", "n": [1, 2]}})
+        );
     }
     // The publisher is not subscribed: its next object is the pong, not a message.
     let pong = publisher.request(json!({"op": "ping"})).await.unwrap();
     assert_eq!(pong["op"], "pong");
-    assert!(publisher.recv_within(std::time::Duration::from_millis(200)).await.is_err());
+    assert!(publisher
+        .recv_within(std::time::Duration::from_millis(200))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -70,15 +78,33 @@ async fn wildcards_match_one_token_or_the_tail() {
     let mut mid = subscribed(&node, &["*.room1.typing", "ctl.done"]).await;
 
     let mut publisher = client(&node).await;
-    for topic in ["chat.room1", "chat.room1.typing", "chat", "news.room1", "ctl.done"] {
+    for topic in [
+        "chat.room1",
+        "chat.room1.typing",
+        "chat",
+        "news.room1",
+        "ctl.done",
+    ] {
         let reply = publisher.publish(topic, json!(topic)).await.unwrap();
         assert_eq!(reply["op"], "ok", "{reply}");
     }
     let topics = |seen: Vec<(String, Value)>| seen.into_iter().map(|(t, _)| t).collect::<Vec<_>>();
-    assert_eq!(topics(messages_until(&mut star, "ctl.done").await), ["chat.room1"]);
-    assert_eq!(topics(messages_until(&mut tail, "ctl.done").await), ["chat.room1", "chat.room1.typing"]);
-    assert_eq!(topics(messages_until(&mut exact, "ctl.done").await), ["chat.room1"]);
-    assert_eq!(topics(messages_until(&mut mid, "ctl.done").await), ["chat.room1.typing"]);
+    assert_eq!(
+        topics(messages_until(&mut star, "ctl.done").await),
+        ["chat.room1"]
+    );
+    assert_eq!(
+        topics(messages_until(&mut tail, "ctl.done").await),
+        ["chat.room1", "chat.room1.typing"]
+    );
+    assert_eq!(
+        topics(messages_until(&mut exact, "ctl.done").await),
+        ["chat.room1"]
+    );
+    assert_eq!(
+        topics(messages_until(&mut mid, "ctl.done").await),
+        ["chat.room1.typing"]
+    );
 }
 
 #[tokio::test]
@@ -89,11 +115,18 @@ async fn unsubscribe_stops_delivery() {
     publisher.publish("news.a", json!(1)).await.unwrap();
     assert_eq!(messages_until(&mut sub, "news.a").await, []);
 
-    let reply = sub.request(json!({"op": "unsubscribe", "topic": "news.a"})).await.unwrap();
+    let reply = sub
+        .request(json!({"op": "unsubscribe", "topic": "news.a"}))
+        .await
+        .unwrap();
     assert_eq!(reply["op"], "ok");
     publisher.publish("news.a", json!(2)).await.unwrap();
     publisher.publish("ctl.done", json!(null)).await.unwrap();
-    assert_eq!(messages_until(&mut sub, "ctl.done").await, [], "delivered after unsubscribe");
+    assert_eq!(
+        messages_until(&mut sub, "ctl.done").await,
+        [],
+        "delivered after unsubscribe"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +140,10 @@ async fn subprotocol_negotiation() {
     // No subprotocol offered: the JSON protocol, and no header in the answer.
     let mut plain = JsonClient::connect_with(&node.ws_url(), &[]).await.unwrap();
     assert_eq!(plain.protocol, None);
-    assert_eq!(plain.request(json!({"op": "ping"})).await.unwrap()["op"], "pong");
+    assert_eq!(
+        plain.request(json!({"op": "ping"})).await.unwrap()["op"],
+        "pong"
+    );
 
     match JsonClient::connect_with(&node.ws_url(), &["mqtt", "wamp.2.json"]).await {
         Err(ClientError::Refused { status, body }) => {
@@ -118,12 +154,24 @@ async fn subprotocol_negotiation() {
         other => panic!("expected a 400 refusal, got {other:?}"),
     }
     let (_, metrics) = http_get(node.admin, "/metrics").await.unwrap();
-    assert_eq!(metric(&metrics, "ferrocast_connections_rejected_total", &[("reason", "subprotocol")]), 1.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "ferrocast_connections_rejected_total",
+            &[("reason", "subprotocol")]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn every_error_path_is_answered_while_others_are_served() {
-    let node = node(&["--max-subscriptions-per-connection", "2", "--max-message-size", "4096"]);
+    let node = node(&[
+        "--max-subscriptions-per-connection",
+        "2",
+        "--max-message-size",
+        "4096",
+    ]);
     let mut bystander = subscribed(&node, &["ok.topic"]).await;
     let mut publisher = client(&node).await;
     let mut bad = client(&node).await;
@@ -131,16 +179,43 @@ async fn every_error_path_is_answered_while_others_are_served() {
     // Malformed JSON: no id can be known.
     bad.send_message(Message::text("{\"op\":")).await.unwrap();
     let e = bad.recv().await.unwrap();
-    assert_eq!((e["op"].as_str(), e["code"].as_str(), e.get("id")), (Some("error"), Some("bad_request"), None));
+    assert_eq!(
+        (e["op"].as_str(), e["code"].as_str(), e.get("id")),
+        (Some("error"), Some("bad_request"), None)
+    );
 
     let cases = [
         (json!({"op": "fly", "id": 1}), "bad_request", "unknown op"),
-        (json!({"op": "subscribe", "id": 2, "topic": "a..b"}), "bad_request", "empty token"),
-        (json!({"op": "subscribe", "id": 3, "topic": "a b"}), "bad_request", "character"),
-        (json!({"op": "publish", "id": 4, "topic": "a.*", "data": 1}), "bad_request", "wildcards"),
-        (json!({"op": "publish", "id": 5, "topic": "a"}), "bad_request", "needs data"),
-        (json!({"op": "subscribe", "id": 6, "topic": "x".repeat(256)}), "too_large", "limit is 255"),
-        (json!({"op": "subscribe", "id": 7}), "bad_request", "needs a topic"),
+        (
+            json!({"op": "subscribe", "id": 2, "topic": "a..b"}),
+            "bad_request",
+            "empty token",
+        ),
+        (
+            json!({"op": "subscribe", "id": 3, "topic": "a b"}),
+            "bad_request",
+            "character",
+        ),
+        (
+            json!({"op": "publish", "id": 4, "topic": "a.*", "data": 1}),
+            "bad_request",
+            "wildcards",
+        ),
+        (
+            json!({"op": "publish", "id": 5, "topic": "a"}),
+            "bad_request",
+            "needs data",
+        ),
+        (
+            json!({"op": "subscribe", "id": 6, "topic": "x".repeat(256)}),
+            "too_large",
+            "limit is 255",
+        ),
+        (
+            json!({"op": "subscribe", "id": 7}),
+            "bad_request",
+            "needs a topic",
+        ),
     ];
     for (request, code, text) in cases {
         bad.send(request.clone()).await.unwrap();
@@ -148,12 +223,21 @@ async fn every_error_path_is_answered_while_others_are_served() {
         assert_eq!(e["op"], "error", "{request} -> {e}");
         assert_eq!(e["id"], request["id"], "{e}");
         assert_eq!(e["code"], code, "{request} -> {e}");
-        assert!(e["message"].as_str().unwrap().contains(text), "{request} -> {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(text),
+            "{request} -> {e}"
+        );
     }
 
-    bad.send_message(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    bad.send_message(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .unwrap();
     let e = bad.recv().await.unwrap();
-    assert_eq!((e["code"].as_str(), e.get("id")), (Some("bad_request"), None), "{e}");
+    assert_eq!(
+        (e["code"].as_str(), e.get("id")),
+        (Some("bad_request"), None),
+        "{e}"
+    );
     assert!(e["message"].as_str().unwrap().contains("binary"), "{e}");
 
     // Subscription limit: two allowed, the third refused.
@@ -165,30 +249,91 @@ async fn every_error_path_is_answered_while_others_are_served() {
     assert_eq!(bad.subscribe("s.one").await.unwrap()["op"], "ok");
 
     // The node still serves everyone, the offender included.
-    publisher.publish("ok.topic", json!("still here")).await.unwrap();
-    assert_eq!(bystander.recv().await.unwrap()["data"], "still here");
-    assert_eq!(bad.request(json!({"op": "ping"})).await.unwrap()["op"], "pong");
-
-    // An oversized message: a too_large error, then close 1009.
-    bad.send_message(Message::text(format!("{{\"op\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(5000))))
+    publisher
+        .publish("ok.topic", json!("still here"))
         .await
         .unwrap();
+    assert_eq!(bystander.recv().await.unwrap()["data"], "still here");
+    assert_eq!(
+        bad.request(json!({"op": "ping"})).await.unwrap()["op"],
+        "pong"
+    );
+
+    // An oversized message: a too_large error, then close 1009.
+    bad.send_message(Message::text(format!(
+        "{{\"op\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(5000)
+    )))
+    .await
+    .unwrap();
     let e = bad.recv().await.unwrap();
     assert_eq!(e["code"], "too_large", "{e}");
     let (code, reason) = bad.expect_close().await.unwrap();
     assert_eq!(code, 1009, "{reason}");
 
-    publisher.publish("ok.topic", json!("after the close")).await.unwrap();
+    publisher
+        .publish("ok.topic", json!("after the close"))
+        .await
+        .unwrap();
     assert_eq!(bystander.recv().await.unwrap()["data"], "after the close");
 
     let (_, metrics) = http_get(node.admin, "/metrics").await.unwrap();
-    assert_eq!(metric(&metrics, "ferrocast_client_errors_total", &[("code", "bad_request")]), 8.0);
-    assert_eq!(metric(&metrics, "ferrocast_client_errors_total", &[("code", "too_large")]), 2.0);
-    assert_eq!(metric(&metrics, "ferrocast_client_errors_total", &[("code", "limit_exceeded")]), 1.0);
-    assert_eq!(metric(&metrics, "ferrocast_limit_hits_total", &[("limit", "subscriptions")]), 1.0);
-    assert_eq!(metric(&metrics, "ferrocast_limit_hits_total", &[("limit", "topic_length")]), 1.0);
-    assert_eq!(metric(&metrics, "ferrocast_limit_hits_total", &[("limit", "message_size")]), 1.0);
-    assert_eq!(metric(&metrics, "ferrocast_connections_closed_total", &[("reason", "too_large")]), 1.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "ferrocast_client_errors_total",
+            &[("code", "bad_request")]
+        ),
+        8.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "ferrocast_client_errors_total",
+            &[("code", "too_large")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "ferrocast_client_errors_total",
+            &[("code", "limit_exceeded")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "ferrocast_limit_hits_total",
+            &[("limit", "subscriptions")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "ferrocast_limit_hits_total",
+            &[("limit", "topic_length")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "ferrocast_limit_hits_total",
+            &[("limit", "message_size")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "ferrocast_connections_closed_total",
+            &[("reason", "too_large")]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -196,20 +341,35 @@ async fn publish_without_id_gets_no_reply_and_data_of_any_json_type_passes() {
     let node = node(&[]);
     let mut sub = subscribed(&node, &["t.x"]).await;
     let mut publisher = client(&node).await;
-    let values = [json!(null), json!(true), json!(-1.5), json!("s\n\"q\""), json!([{}]), json!({"a": {"b": []}})];
+    let values = [
+        json!(null),
+        json!(true),
+        json!(-1.5),
+        json!("s\n\"q\""),
+        json!([{}]),
+        json!({"a": {"b": []}}),
+    ];
     for v in &values {
-        publisher.send(json!({"op": "publish", "topic": "t.x", "data": v})).await.unwrap();
+        publisher
+            .send(json!({"op": "publish", "topic": "t.x", "data": v}))
+            .await
+            .unwrap();
     }
     // Pretty-printed requests (newlines inside) are accepted too.
     publisher
-        .send_message(Message::text("{\n  \"op\": \"publish\",\n  \"topic\": \"t.x\",\n  \"data\": {\n \"k\": 1\n }\n}"))
+        .send_message(Message::text(
+            "{\n  \"op\": \"publish\",\n  \"topic\": \"t.x\",\n  \"data\": {\n \"k\": 1\n }\n}",
+        ))
         .await
         .unwrap();
     for v in values.iter().chain([&json!({"k": 1})]) {
         assert_eq!(&sub.recv().await.unwrap()["data"], v);
     }
     let pong = publisher.request(json!({"op": "ping"})).await.unwrap();
-    assert_eq!(pong["op"], "pong", "a publish without id must not be answered");
+    assert_eq!(
+        pong["op"], "pong",
+        "a publish without id must not be answered"
+    );
 }
 
 #[tokio::test]

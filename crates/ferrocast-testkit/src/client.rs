@@ -76,22 +76,38 @@ impl JsonClient {
         if !protocols.is_empty() {
             let offered = HeaderValue::from_str(&protocols.join(", "))
                 .map_err(|e| ClientError::Ws(tungstenite::Error::HttpFormat(e.into())))?;
-            request.headers_mut().insert("sec-websocket-protocol", offered);
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", offered);
         }
-        let host = request.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
         let addr = tokio::net::lookup_host(&host)
             .await
             .map_err(|e| ClientError::Ws(e.into()))?
             .next()
             .ok_or(ClientError::Timeout)?;
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-            .map_err(|e| ClientError::Ws(e.into()))?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| ClientError::Ws(e.into()))?;
         if let Some(bytes) = recv_buffer {
-            socket.set_recv_buffer_size(bytes).map_err(|e| ClientError::Ws(e.into()))?;
+            socket
+                .set_recv_buffer_size(bytes)
+                .map_err(|e| ClientError::Ws(e.into()))?;
         }
         let handshake = async {
-            let tcp = socket.connect(addr).await.map_err(|e| ClientError::Ws(e.into()))?;
-            tcp.set_nodelay(true).map_err(|e| ClientError::Ws(e.into()))?;
+            let tcp = socket
+                .connect(addr)
+                .await
+                .map_err(|e| ClientError::Ws(e.into()))?;
+            tcp.set_nodelay(true)
+                .map_err(|e| ClientError::Ws(e.into()))?;
             tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
                 .await
                 .map_err(ClientError::from)
@@ -140,9 +156,8 @@ impl JsonClient {
                 Some(Err(error)) => return Err(error.into()),
                 Some(Ok(Message::Text(text))) => {
                     for line in text.as_str().split('\n') {
-                        let value = serde_json::from_str(line).unwrap_or_else(|e| {
-                            panic!("server sent invalid JSON {line:?}: {e}")
-                        });
+                        let value = serde_json::from_str(line)
+                            .unwrap_or_else(|e| panic!("server sent invalid JSON {line:?}: {e}"));
                         self.pending.push_back(value);
                     }
                 }
@@ -180,7 +195,8 @@ impl JsonClient {
 
     /// Subscribes and returns the reply (`ok` or `error`).
     pub async fn subscribe(&mut self, topic: &str) -> Result<Value, ClientError> {
-        self.request(json!({"op": "subscribe", "topic": topic})).await
+        self.request(json!({"op": "subscribe", "topic": topic}))
+            .await
     }
 
     /// Publishes and returns the reply (`ok` or `error`).
@@ -189,12 +205,20 @@ impl JsonClient {
             .await
     }
 
-    /// Reads until the server closes; returns the close code and reason.
+    /// Reads until the server closes; returns the close code and reason after
+    /// completing the close handshake.
     pub async fn expect_close(&mut self) -> Result<(u16, String), ClientError> {
         loop {
             match self.recv().await {
                 Ok(_) => continue,
-                Err(ClientError::Closed(Some(frame))) => return Ok(frame),
+                Err(ClientError::Closed(Some(frame))) => {
+                    // Reading on sends the close reply and sees the end.
+                    let _ = tokio::time::timeout(WAIT, async {
+                        while let Some(Ok(_)) = self.ws.next().await {}
+                    })
+                    .await;
+                    return Ok(frame);
+                }
                 Err(other) => return Err(other),
             }
         }

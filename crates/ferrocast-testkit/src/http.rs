@@ -35,9 +35,11 @@ pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             if metric_name != name {
                 return None;
             }
-            let all_match = labels
-                .iter()
-                .all(|(k, v)| label_text.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            let all_match = labels.iter().all(|(k, v)| {
+                label_text
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            });
             all_match.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()

@@ -104,7 +104,11 @@ where
         nodes.push(Node { backplane, sink });
     }
     for node in &nodes {
-        assert!(*node.backplane.health().borrow(), "a fresh {} backplane reports down", node.backplane.kind());
+        assert!(
+            *node.backplane.health().borrow(),
+            "a fresh {} backplane reports down",
+            node.backplane.kind()
+        );
     }
 
     routes_only_to_interested_nodes(&nodes, &run_id).await;
@@ -153,10 +157,19 @@ async fn routes_only_to_interested_nodes(nodes: &[Node], run_id: &str) {
     assert_eq!(received.topic, sent.topic);
     assert_eq!(received.payload, sent.payload, "payload changed in transit");
     assert_eq!(received.origin, sent.origin, "origin changed in transit");
-    assert_eq!(received.published_at_micros, sent.published_at_micros, "publish time changed in transit");
+    assert_eq!(
+        received.published_at_micros, sent.published_at_micros,
+        "publish time changed in transit"
+    );
 
-    assert!(nodes[0].sink.settled().await.is_empty(), "the publishing node has no interest but received");
-    assert!(nodes[2].sink.settled().await.is_empty(), "a node without interest received");
+    assert!(
+        nodes[0].sink.settled().await.is_empty(),
+        "the publishing node has no interest but received"
+    );
+    assert!(
+        nodes[2].sink.settled().await.is_empty(),
+        "a node without interest received"
+    );
     unsubscribe(&nodes[1], &[&f]).await;
 }
 
@@ -168,7 +181,12 @@ async fn own_publications_come_back_once(nodes: &[Node], run_id: &str) {
     publish(&nodes[0], publication(&name, "1", "node-a")).await;
     nodes[0].sink.wait_for(1).await;
     let got = nodes[0].sink.settled().await;
-    assert_eq!(got.len(), 1, "own publication delivered {} times", got.len());
+    assert_eq!(
+        got.len(),
+        1,
+        "own publication delivered {} times",
+        got.len()
+    );
     unsubscribe(&nodes[0], &[&f]).await;
 }
 
@@ -182,7 +200,11 @@ async fn keeps_order_per_topic_and_publisher(nodes: &[Node], run_id: &str) {
     // Futures are created in order and awaited together: the order of the
     // publish calls is what counts.
     let pending: Vec<_> = (0..N)
-        .map(|i| nodes[0].backplane.publish(publication(&name, &i.to_string(), "node-a")))
+        .map(|i| {
+            nodes[0]
+                .backplane
+                .publish(publication(&name, &i.to_string(), "node-a"))
+        })
         .collect();
     for result in futures::future::join_all(pending).await {
         if let Err(e) = result {
@@ -193,10 +215,18 @@ async fn keeps_order_per_topic_and_publisher(nodes: &[Node], run_id: &str) {
         let got = node.sink.wait_for(N).await;
         let order: Vec<usize> = got
             .iter()
-            .map(|(_, p)| std::str::from_utf8(&p.payload).ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX))
+            .map(|(_, p)| {
+                std::str::from_utf8(&p.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(usize::MAX)
+            })
             .collect();
         let expected: Vec<usize> = (0..N).collect();
-        assert!(order == expected, "publications arrived out of order or altered");
+        assert!(
+            order == expected,
+            "publications arrived out of order or altered"
+        );
     }
     unsubscribe(&nodes[1], &[&f]).await;
     unsubscribe(&nodes[2], &[&f]).await;
@@ -211,20 +241,45 @@ async fn wildcards_follow_topic_semantics(nodes: &[Node], run_id: &str) {
     subscribe(&nodes[1], &[&star, &tail, &exact, &mid]).await;
 
     // Not matched by any filter.
-    publish(&nodes[0], publication(&format!("{run_id}.wild"), "0", "node-a")).await;
-    publish(&nodes[0], publication(&format!("{run_id}.wildx.b"), "0", "node-a")).await;
+    publish(
+        &nodes[0],
+        publication(&format!("{run_id}.wild"), "0", "node-a"),
+    )
+    .await;
+    publish(
+        &nodes[0],
+        publication(&format!("{run_id}.wildx.b"), "0", "node-a"),
+    )
+    .await;
     // Matched by all four.
-    publish(&nodes[0], publication(&format!("{run_id}.wild.a"), "1", "node-a")).await;
+    publish(
+        &nodes[0],
+        publication(&format!("{run_id}.wild.a"), "1", "node-a"),
+    )
+    .await;
     // Matched by `wild.>` only.
-    publish(&nodes[0], publication(&format!("{run_id}.wild.a.b"), "2", "node-a")).await;
+    publish(
+        &nodes[0],
+        publication(&format!("{run_id}.wild.a.b"), "2", "node-a"),
+    )
+    .await;
     // Matched by `wild.*` and `wild.>`.
-    publish(&nodes[0], publication(&format!("{run_id}.wild.b"), "3", "node-a")).await;
+    publish(
+        &nodes[0],
+        publication(&format!("{run_id}.wild.b"), "3", "node-a"),
+    )
+    .await;
 
     nodes[1].sink.wait_for(7).await;
     let got = nodes[1].sink.settled().await;
     let mut seen: Vec<(String, String)> = got
         .iter()
-        .map(|(f, p)| (f.to_string(), String::from_utf8_lossy(&p.payload).into_owned()))
+        .map(|(f, p)| {
+            (
+                f.to_string(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            )
+        })
         .collect();
     seen.sort();
     let mut expected = vec![
@@ -237,7 +292,10 @@ async fn wildcards_follow_topic_semantics(nodes: &[Node], run_id: &str) {
         (tail.to_string(), "3".to_string()),
     ];
     expected.sort();
-    assert_eq!(seen, expected, "wildcard deliveries (filter, payload) differ");
+    assert_eq!(
+        seen, expected,
+        "wildcard deliveries (filter, payload) differ"
+    );
     unsubscribe(&nodes[1], &[&star, &tail, &exact, &mid]).await;
 }
 
@@ -252,6 +310,13 @@ async fn unsubscribe_stops_delivery(nodes: &[Node], run_id: &str) {
     unsubscribe(&nodes[1], &[&f, &pattern]).await;
     clear(nodes);
     publish(&nodes[0], publication(&name, "2", "node-a")).await;
-    publish(&nodes[0], publication(&format!("{run_id}.unsub2.x"), "3", "node-a")).await;
-    assert!(nodes[1].sink.settled().await.is_empty(), "delivered after unsubscribe");
+    publish(
+        &nodes[0],
+        publication(&format!("{run_id}.unsub2.x"), "3", "node-a"),
+    )
+    .await;
+    assert!(
+        nodes[1].sink.settled().await.is_empty(),
+        "delivered after unsubscribe"
+    );
 }

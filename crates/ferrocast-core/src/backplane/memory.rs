@@ -98,7 +98,9 @@ pub struct MemoryBackplane {
 
 impl fmt::Debug for MemoryBackplane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryBackplane").field("id", &self.id).finish()
+        f.debug_struct("MemoryBackplane")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -139,7 +141,10 @@ impl Backplane for MemoryBackplane {
         future::ready(Ok(())).boxed()
     }
 
-    fn subscribe(&self, filters: Vec<TopicFilter>) -> BoxFuture<'static, Result<(), BackplaneError>> {
+    fn subscribe(
+        &self,
+        filters: Vec<TopicFilter>,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
         self.change_interest(filters, true);
         future::ready(Ok(())).boxed()
     }

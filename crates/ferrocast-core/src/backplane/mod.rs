@@ -74,7 +74,10 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// Adds interest in `filters`. Completes when the backplane routes them to
     /// this node. On error the interest is kept and applied once the backplane
     /// is back.
-    fn subscribe(&self, filters: Vec<TopicFilter>) -> BoxFuture<'static, Result<(), BackplaneError>>;
+    fn subscribe(
+        &self,
+        filters: Vec<TopicFilter>,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>>;
 
     /// Removes interest in `filters`.
     fn unsubscribe(
