@@ -141,3 +141,227 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use futures::task::noop_waker_ref;
+
+    use super::*;
+    use crate::backplane::memory::MemoryBus;
+    use crate::queue::{CloseReason, Outbound, Taken};
+    use ferrocast_protocol::MAX_TOPIC_LEN;
+
+    struct Fixture {
+        hub: Hub,
+        _tasks: TaskTracker,
+        _shutdown: CancellationToken,
+    }
+
+    fn node(bus: &MemoryBus) -> Fixture {
+        let registry = Arc::new(SubscriptionRegistry::new());
+        let backplane = Arc::new(bus.attach(registry.clone()));
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let hub = Hub::start(
+            Arc::from("n"),
+            registry,
+            backplane,
+            &tasks,
+            shutdown.clone(),
+        );
+        Fixture {
+            hub,
+            _tasks: tasks,
+            _shutdown: shutdown,
+        }
+    }
+
+    fn filter(s: &str) -> TopicFilter {
+        TopicFilter::parse(s, MAX_TOPIC_LEN).unwrap()
+    }
+
+    fn topic(s: &str) -> Topic {
+        Topic::parse(s, MAX_TOPIC_LEN).unwrap()
+    }
+
+    fn drain(queue: &OutboundQueue) -> (Vec<Outbound>, Poll<Taken>) {
+        let mut out = Vec::new();
+        let mut cx = std::task::Context::from_waker(noop_waker_ref());
+        let mut last = Poll::Pending;
+        for _ in 0..100 {
+            last = queue.poll_take(&mut cx, &mut out, 64);
+            if last != Poll::Ready(Taken::Items) {
+                break;
+            }
+        }
+        (out, last)
+    }
+
+    fn payloads(items: &[Outbound]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                Outbound::Delivery(d) => {
+                    String::from_utf8_lossy(&d.publication.payload).into_owned()
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_delivery_object_is_shared_by_every_subscriber() {
+        let bus = MemoryBus::new();
+        let f = node(&bus);
+        let queues: Vec<_> = (0..3)
+            .map(|_| Arc::new(OutboundQueue::new(1 << 20)))
+            .collect();
+        for (conn, q) in queues.iter().enumerate() {
+            f.hub
+                .subscribe(&filter("a.b"), conn as ConnId, q.clone())
+                .await
+                .unwrap();
+        }
+        f.hub
+            .publish(topic("a.b"), Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        let delivered: Vec<Vec<Outbound>> = queues.iter().map(|q| drain(q).0).collect();
+        let ptrs: Vec<*const crate::publication::Delivery> = delivered
+            .iter()
+            .map(|items| match &items[..] {
+                [Outbound::Delivery(d)] => Arc::as_ptr(d),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(
+            ptrs.windows(2).all(|w| w[0] == w[1]),
+            "each subscriber got its own copy"
+        );
+    }
+
+    /// Forwards to the registry and counts what the bus routes to the node.
+    struct CountingSink {
+        registry: Arc<SubscriptionRegistry>,
+        routed: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::backplane::PublicationSink for CountingSink {
+        fn deliver(&self, filter: &TopicFilter, publication: crate::Publication) {
+            self.routed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.registry.deliver(filter, publication);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_backplane_routes_a_filter_only_while_it_has_local_subscribers() {
+        use std::sync::atomic::Ordering::SeqCst;
+
+        let bus = MemoryBus::new();
+        let registry = Arc::new(SubscriptionRegistry::new());
+        let sink = Arc::new(CountingSink {
+            registry: registry.clone(),
+            routed: Default::default(),
+        });
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let subscriber = Hub::start(
+            Arc::from("s"),
+            registry,
+            Arc::new(bus.attach(sink.clone())),
+            &tasks,
+            shutdown.clone(),
+        );
+        let publisher = node(&bus);
+
+        publisher
+            .hub
+            .publish(topic("x.1"), Bytes::from_static(b"0"))
+            .await
+            .unwrap();
+        assert_eq!(sink.routed.load(SeqCst), 0, "routed without interest");
+
+        let q1 = Arc::new(OutboundQueue::new(1 << 20));
+        let q2 = Arc::new(OutboundQueue::new(1 << 20));
+        subscriber
+            .subscribe(&filter("x.*"), 1, q1.clone())
+            .await
+            .unwrap();
+        subscriber
+            .subscribe(&filter("x.*"), 2, q2.clone())
+            .await
+            .unwrap();
+        publisher
+            .hub
+            .publish(topic("x.1"), Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        assert_eq!(payloads(&drain(&q1).0), ["1"]);
+        assert_eq!(
+            sink.routed.load(SeqCst),
+            1,
+            "one routing for two local subscribers"
+        );
+
+        subscriber.unsubscribe(&filter("x.*"), 1);
+        publisher
+            .hub
+            .publish(topic("x.1"), Bytes::from_static(b"2"))
+            .await
+            .unwrap();
+        assert!(drain(&q1).0.is_empty(), "delivered after unsubscribe");
+        assert_eq!(payloads(&drain(&q2).0), ["1", "2"]);
+
+        subscriber.unsubscribe(&filter("x.*"), 2);
+        // The interest task runs asynchronously: wait until the bus stops routing.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let before = sink.routed.load(SeqCst);
+            publisher
+                .hub
+                .publish(topic("x.1"), Bytes::from_static(b"3"))
+                .await
+                .unwrap();
+            if sink.routed.load(SeqCst) == before {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "backplane interest not removed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(drain(&q2).0.is_empty());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_as_slow_consumer_and_others_still_receive() {
+        let bus = MemoryBus::new();
+        let f = node(&bus);
+        let slow = Arc::new(OutboundQueue::new(200));
+        let fast = Arc::new(OutboundQueue::new(1 << 20));
+        f.hub
+            .subscribe(&filter("s"), 1, slow.clone())
+            .await
+            .unwrap();
+        f.hub
+            .subscribe(&filter("s"), 2, fast.clone())
+            .await
+            .unwrap();
+        for i in 0..10 {
+            f.hub
+                .publish(topic("s"), Bytes::from(i.to_string()))
+                .await
+                .unwrap();
+        }
+        let (items, end) = drain(&slow);
+        assert!(items.is_empty());
+        assert_eq!(end, Poll::Ready(Taken::Closed(CloseReason::SlowConsumer)));
+        let expected: Vec<String> = (0..10).map(|i: i32| i.to_string()).collect();
+        assert_eq!(payloads(&drain(&fast).0), expected);
+    }
+}
