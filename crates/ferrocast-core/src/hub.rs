@@ -116,9 +116,11 @@ impl Hub {
         }
     }
 
-    /// Publishes `payload` (JSON text) on `topic`. The publication is handed to
-    /// the backplane before this returns, so publish calls keep their order; the
-    /// future completes when the backplane accepted it.
+    /// Publishes `payload` (JSON text) on `topic`: delivers it to this node's
+    /// matching subscribers at once, and hands it to the backplane for every
+    /// other node before returning (so publish calls keep their order). The
+    /// future completes when the backplane accepted it; on error the local
+    /// subscribers still got it, the other nodes did not.
     pub fn publish(
         &self,
         topic: Topic,
@@ -126,6 +128,7 @@ impl Hub {
     ) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
         let started = Instant::now();
         let publication = Publication::new(topic, payload, self.inner.node_id.clone());
+        self.inner.registry.deliver_local(publication.clone());
         let accepted = self.inner.backplane.publish(publication);
         let inner = self.inner.clone();
         async move {

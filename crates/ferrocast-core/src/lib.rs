@@ -1,12 +1,13 @@
 //! The heart of a ferrocast node, free of network protocol concerns.
 //!
 //! ```text
-//!  session ──publish──▶ Hub ──▶ Backplane (memory | redis | nats) ──▶ every interested node
-//!                        ▲                                                   │
-//!                        └──── SubscriptionRegistry::deliver ◀───────────────┘
-//!                                │ one Arc<Delivery> per publication, encoded once per format
-//!                                ▼
-//!                          OutboundQueue (per connection, bounded in bytes) ──▶ writer
+//!  session ──publish──▶ Hub ──▶ Backplane (memory | redis | nats) ──▶ every other interested node
+//!                        │                                              │ (on those nodes)
+//!                        ▼ deliver_local                                ▼ deliver(filter, publication)
+//!                  SubscriptionRegistry ─ one Arc<Delivery> per publication, encoded once per format
+//!                        │
+//!                        ▼
+//!                  OutboundQueue (per connection, bounded in bytes) ──▶ writer
 //! ```
 //!
 //! - [`Hub`]: what sessions use: subscribe, unsubscribe, publish.
@@ -20,6 +21,7 @@ pub mod backplane;
 mod hub;
 mod interest;
 pub mod metrics;
+mod pattern_index;
 mod publication;
 mod queue;
 mod registry;

@@ -12,8 +12,13 @@ pub type NodeId = Arc<str>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publication {
     pub topic: Topic,
-    /// The message body as JSON text without raw newlines.
+    /// The message body: JSON text without raw newlines unless `content_type`
+    /// says otherwise.
     pub payload: Bytes,
+    /// Media type of `payload`; `None` means JSON text.
+    pub content_type: Option<Arc<str>>,
+    /// Application headers (e.g. from STOMP SEND), in order.
+    pub headers: Vec<(String, String)>,
     /// The node that accepted the publication from a client or the server API.
     pub origin: NodeId,
     /// When the origin node accepted it, in microseconds since the Unix epoch;
@@ -28,6 +33,8 @@ impl Publication {
         Self {
             topic,
             payload,
+            content_type: None,
+            headers: Vec::new(),
             origin,
             published_at_micros: unix_micros(),
             position: None,

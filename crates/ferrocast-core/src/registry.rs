@@ -11,6 +11,7 @@ use ferrocast_protocol::TopicFilter;
 
 use crate::backplane::{BackplaneError, PublicationSink};
 use crate::metrics as names;
+use crate::pattern_index::PatternIndex;
 use crate::publication::{Delivery, Publication};
 use crate::queue::{ConnId, Outbound, OutboundQueue, PushError};
 
@@ -42,13 +43,20 @@ pub(crate) struct Added {
 }
 
 /// The node's local subscriptions: for each filter, the queues of the
-/// connections subscribed to it, in 64 shards.
+/// connections subscribed to it, in 64 shards, plus an index of the wildcard
+/// filters among them.
 ///
 /// It is the [`PublicationSink`] of the backplane: a delivery is fanned out to
 /// the queues of the filter it came with, without waiting on any of them.
+/// Publications of this node's own clients go through
+/// [`SubscriptionRegistry::deliver_local`] instead.
+///
+/// Lock order: a shard, then `patterns`; never the other way round.
 #[derive(Debug)]
 pub struct SubscriptionRegistry {
     shards: Box<[RwLock<HashMap<TopicFilter, FilterEntry>>]>,
+    /// The wildcard filters that have local subscribers.
+    patterns: RwLock<PatternIndex>,
     hasher: RandomState,
     metrics: RegistryMetrics,
 }
@@ -70,6 +78,7 @@ impl SubscriptionRegistry {
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            patterns: RwLock::new(PatternIndex::default()),
             hasher: RandomState::new(),
             metrics: RegistryMetrics {
                 subscriptions: gauge!(names::SUBSCRIPTIONS),
@@ -96,6 +105,9 @@ impl SubscriptionRegistry {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 self.metrics.topics.increment(1.0);
+                if filter.is_pattern() {
+                    self.patterns.write().insert(filter);
+                }
                 e.insert(FilterEntry {
                     subscribers: HashMap::new(),
                     backplane: BackplaneInterest::Pending(Vec::new()),
@@ -133,6 +145,9 @@ impl SubscriptionRegistry {
         self.metrics.subscriptions.decrement(1.0);
         if entry.subscribers.is_empty() {
             shard.remove(filter);
+            if filter.is_pattern() {
+                self.patterns.write().remove(filter);
+            }
             self.metrics.topics.decrement(1.0);
             return true;
         }
@@ -165,19 +180,40 @@ impl SubscriptionRegistry {
             let _ = waiter.send(result.clone());
         }
     }
-}
 
-impl PublicationSink for SubscriptionRegistry {
-    fn deliver(&self, filter: &TopicFilter, publication: Publication) {
+    /// Delivers a publication of this node's own clients to every local
+    /// subscription that matches its topic, wildcards included. One
+    /// [`Delivery`] is shared by all of them.
+    pub(crate) fn deliver_local(&self, publication: Publication) {
+        let mut filters = Vec::new();
+        {
+            let patterns = self.patterns.read();
+            if patterns.len() > 0 {
+                patterns.matches(&publication.topic, &mut filters);
+            }
+        }
+        filters.push(TopicFilter::from(publication.topic.clone()));
+        let delivery = Delivery::new(publication);
+        for filter in &filters {
+            self.fan_out(filter, &delivery);
+        }
+    }
+
+    fn fan_out(&self, filter: &TopicFilter, delivery: &Arc<Delivery>) {
         let shard = self.shard(filter).read();
         let Some(entry) = shard.get(filter) else {
             return;
         };
-        let delivery = Delivery::new(publication);
         for queue in entry.subscribers.values() {
             if let Err(PushError::Overflow) = queue.push(Outbound::Delivery(delivery.clone())) {
                 self.metrics.dropped_slow.increment(1);
             }
         }
+    }
+}
+
+impl PublicationSink for SubscriptionRegistry {
+    fn deliver(&self, filter: &TopicFilter, publication: Publication) {
+        self.fan_out(filter, &Delivery::new(publication));
     }
 }

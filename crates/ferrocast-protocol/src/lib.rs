@@ -4,7 +4,10 @@
 //!   wildcards ([`TopicFilter`]), validated against the grammar in `docs/protocol.md`.
 //! - [`json`]: the native `ferrocast.v1.json` protocol: decoding client frames and
 //!   encoding server frames.
+//! - [`envelope`]: the protobuf envelope that carries a publication across the
+//!   backplane.
 
+pub mod envelope;
 pub mod json;
 pub mod topic;
 

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
 use super::{Backplane, PublicationSink};
-use crate::publication::{unix_micros, Publication};
+use crate::publication::{unix_micros, NodeId, Publication};
 
 /// How long to wait for something that must arrive.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +68,7 @@ impl PublicationSink for RecordingSink {
 }
 
 struct Node {
+    id: NodeId,
     backplane: Arc<dyn Backplane>,
     sink: Arc<RecordingSink>,
 }
@@ -80,28 +81,35 @@ fn topic(s: &str) -> Topic {
     Topic::parse(s, MAX_TOPIC_LEN).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
-fn publication(topic_name: &str, payload: &str, origin: &str) -> Publication {
+fn publication(topic_name: &str, payload: &str, origin: &Node) -> Publication {
     Publication::new(
         topic(topic_name),
         Bytes::copy_from_slice(payload.as_bytes()),
-        Arc::from(origin),
+        origin.id.clone(),
     )
 }
 
 /// Runs every check. `attach` must return a new node attached to the same
-/// cluster each time it is called, delivering to the given sink.
+/// cluster each time it is called, with the given node id, delivering to the
+/// given sink.
 pub async fn run<F, Fut>(attach: F)
 where
-    F: Fn(Arc<dyn PublicationSink>) -> Fut,
+    F: Fn(NodeId, Arc<dyn PublicationSink>) -> Fut,
     Fut: Future<Output = Arc<dyn Backplane>>,
 {
-    // Topics are unique per run, so that runs sharing a server do not interfere.
+    // Topics and node ids are unique per run, so that runs sharing a server
+    // do not interfere.
     let run_id = format!("conf{}", unix_micros());
     let mut nodes = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
+        let id: NodeId = Arc::from(format!("{run_id}-node{i}"));
         let sink = Arc::new(RecordingSink::default());
-        let backplane = attach(sink.clone()).await;
-        nodes.push(Node { backplane, sink });
+        let backplane = attach(id.clone(), sink.clone()).await;
+        nodes.push(Node {
+            id,
+            backplane,
+            sink,
+        });
     }
     for node in &nodes {
         assert!(
@@ -112,7 +120,7 @@ where
     }
 
     routes_only_to_interested_nodes(&nodes, &run_id).await;
-    own_publications_come_back_once(&nodes, &run_id).await;
+    own_publications_are_not_delivered_back(&nodes, &run_id).await;
     keeps_order_per_topic_and_publisher(&nodes, &run_id).await;
     wildcards_follow_topic_semantics(&nodes, &run_id).await;
     unsubscribe_stops_delivery(&nodes, &run_id).await;
@@ -147,7 +155,13 @@ async fn routes_only_to_interested_nodes(nodes: &[Node], run_id: &str) {
     let name = format!("{run_id}.route");
     let f = filter(&name);
     subscribe(&nodes[1], &[&f]).await;
-    let sent = publication(&name, r#"{"n":1,"s":"a:b@c=d"}"#, "node-a");
+    let mut sent = publication(&name, r#"{"n":1,"s":"a:b@c=d"}"#, &nodes[0]);
+    sent.content_type = Some(Arc::from("application/octet-stream"));
+    sent.headers = vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())];
+    sent.position = Some(ferrocast_protocol::json::StreamPosition {
+        epoch: "ep".into(),
+        offset: 7,
+    });
     publish(&nodes[0], sent.clone()).await;
 
     let got = nodes[1].sink.wait_for(1).await;
@@ -156,6 +170,15 @@ async fn routes_only_to_interested_nodes(nodes: &[Node], run_id: &str) {
     assert_eq!(via, &f, "delivered with the wrong filter");
     assert_eq!(received.topic, sent.topic);
     assert_eq!(received.payload, sent.payload, "payload changed in transit");
+    assert_eq!(
+        received.content_type, sent.content_type,
+        "content type changed in transit"
+    );
+    assert_eq!(received.headers, sent.headers, "headers changed in transit");
+    assert_eq!(
+        received.position, sent.position,
+        "position changed in transit"
+    );
     assert_eq!(received.origin, sent.origin, "origin changed in transit");
     assert_eq!(
         received.published_at_micros, sent.published_at_micros,
@@ -173,21 +196,22 @@ async fn routes_only_to_interested_nodes(nodes: &[Node], run_id: &str) {
     unsubscribe(&nodes[1], &[&f]).await;
 }
 
-async fn own_publications_come_back_once(nodes: &[Node], run_id: &str) {
+async fn own_publications_are_not_delivered_back(nodes: &[Node], run_id: &str) {
     clear(nodes);
     let name = format!("{run_id}.own");
     let f = filter(&name);
     subscribe(&nodes[0], &[&f]).await;
-    publish(&nodes[0], publication(&name, "1", "node-a")).await;
-    nodes[0].sink.wait_for(1).await;
-    let got = nodes[0].sink.settled().await;
-    assert_eq!(
-        got.len(),
-        1,
-        "own publication delivered {} times",
-        got.len()
+    subscribe(&nodes[1], &[&f]).await;
+    publish(&nodes[0], publication(&name, "1", &nodes[0])).await;
+    nodes[1].sink.wait_for(1).await;
+    let others = nodes[1].sink.settled().await.len();
+    assert_eq!(others, 1, "another node got it {others} times");
+    assert!(
+        nodes[0].sink.settled().await.is_empty(),
+        "own publication delivered back"
     );
     unsubscribe(&nodes[0], &[&f]).await;
+    unsubscribe(&nodes[1], &[&f]).await;
 }
 
 async fn keeps_order_per_topic_and_publisher(nodes: &[Node], run_id: &str) {
@@ -203,7 +227,7 @@ async fn keeps_order_per_topic_and_publisher(nodes: &[Node], run_id: &str) {
         .map(|i| {
             nodes[0]
                 .backplane
-                .publish(publication(&name, &i.to_string(), "node-a"))
+                .publish(publication(&name, &i.to_string(), &nodes[0]))
         })
         .collect();
     for result in futures::future::join_all(pending).await {
@@ -243,30 +267,30 @@ async fn wildcards_follow_topic_semantics(nodes: &[Node], run_id: &str) {
     // Not matched by any filter.
     publish(
         &nodes[0],
-        publication(&format!("{run_id}.wild"), "0", "node-a"),
+        publication(&format!("{run_id}.wild"), "0", &nodes[0]),
     )
     .await;
     publish(
         &nodes[0],
-        publication(&format!("{run_id}.wildx.b"), "0", "node-a"),
+        publication(&format!("{run_id}.wildx.b"), "0", &nodes[0]),
     )
     .await;
     // Matched by all four.
     publish(
         &nodes[0],
-        publication(&format!("{run_id}.wild.a"), "1", "node-a"),
+        publication(&format!("{run_id}.wild.a"), "1", &nodes[0]),
     )
     .await;
     // Matched by `wild.>` only.
     publish(
         &nodes[0],
-        publication(&format!("{run_id}.wild.a.b"), "2", "node-a"),
+        publication(&format!("{run_id}.wild.a.b"), "2", &nodes[0]),
     )
     .await;
     // Matched by `wild.*` and `wild.>`.
     publish(
         &nodes[0],
-        publication(&format!("{run_id}.wild.b"), "3", "node-a"),
+        publication(&format!("{run_id}.wild.b"), "3", &nodes[0]),
     )
     .await;
 
@@ -305,14 +329,14 @@ async fn unsubscribe_stops_delivery(nodes: &[Node], run_id: &str) {
     let f = filter(&name);
     let pattern = filter(&format!("{run_id}.unsub2.*"));
     subscribe(&nodes[1], &[&f, &pattern]).await;
-    publish(&nodes[0], publication(&name, "1", "node-a")).await;
+    publish(&nodes[0], publication(&name, "1", &nodes[0])).await;
     nodes[1].sink.wait_for(1).await;
     unsubscribe(&nodes[1], &[&f, &pattern]).await;
     clear(nodes);
-    publish(&nodes[0], publication(&name, "2", "node-a")).await;
+    publish(&nodes[0], publication(&name, "2", &nodes[0])).await;
     publish(
         &nodes[0],
-        publication(&format!("{run_id}.unsub2.x"), "3", "node-a"),
+        publication(&format!("{run_id}.unsub2.x"), "3", &nodes[0]),
     )
     .await;
     assert!(

@@ -72,10 +72,11 @@ impl MemoryBus {
         }
     }
 
-    fn publish(&self, publication: &Publication) {
+    fn publish(&self, origin: u64, publication: &Publication) {
         let state = self.state.read();
         let as_filter = TopicFilter::from(publication.topic.clone());
-        for node in state.nodes.values() {
+        let others = state.nodes.iter().filter(|(id, _)| **id != origin);
+        for (_, node) in others {
             if let Some(filter) = node.exact.get(&as_filter) {
                 node.sink.deliver(filter, publication.clone());
             }
@@ -137,7 +138,7 @@ impl Backplane for MemoryBackplane {
     }
 
     fn publish(&self, publication: Publication) -> BoxFuture<'static, Result<(), BackplaneError>> {
-        self.bus.publish(&publication);
+        self.bus.publish(self.id, &publication);
         future::ready(Ok(())).boxed()
     }
 
@@ -170,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn memory_backplane_conforms() {
         let bus = MemoryBus::new();
-        conformance::run(|sink| {
+        conformance::run(|_id, sink| {
             let bus = bus.clone();
             async move { Arc::new(bus.attach(sink)) as Arc<dyn Backplane> }
         })

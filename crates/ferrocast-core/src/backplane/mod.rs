@@ -8,9 +8,11 @@
 //!   filters it subscribed with [`Backplane::subscribe`], once per matching
 //!   filter, and passes it to its [`PublicationSink`] together with that filter.
 //!   A node that subscribed nothing receives nothing.
-//! - **Its own publications come back through the backplane**, exactly like
-//!   anybody else's, and only that way: a node never delivers a publication
-//!   locally before or besides the backplane, so it cannot deliver it twice.
+//! - **A node's own publications are not delivered back to it.** The hub
+//!   delivers them to local subscribers itself (so local delivery goes on while
+//!   the backplane is down); an implementation whose medium echoes them (Redis)
+//!   drops them by origin, one that can ask the medium not to (NATS no-echo)
+//!   does so. A publication therefore reaches each node once per matching filter.
 //! - **Order per topic and publisher.** Publications that one node publishes on
 //!   one topic, by calls made one after the other, reach every subscribed node in
 //!   that order. [`Backplane::publish`] queues the publication before it returns,
@@ -38,6 +40,7 @@ use crate::publication::Publication;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod envelope;
 pub mod memory;
 
 /// Why a backplane operation failed.
@@ -66,9 +69,10 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// A short name for logs and metrics: `memory`, `redis`, `nats`.
     fn kind(&self) -> &'static str;
 
-    /// Publishes to every node subscribed to a matching filter, this node
-    /// included. The publication is queued before this returns; the future
-    /// completes when the backplane accepted it.
+    /// Publishes to every other node subscribed to a matching filter. The
+    /// publication is queued before this returns; the future completes when the
+    /// backplane accepted it, or fails with [`BackplaneError::Unavailable`]
+    /// while the backplane is unreachable.
     fn publish(&self, publication: Publication) -> BoxFuture<'static, Result<(), BackplaneError>>;
 
     /// Adds interest in `filters`. Completes when the backplane routes them to
