@@ -20,6 +20,8 @@ pub const BACKPLANE_UP: &str = "ferrocast_backplane_up";
 pub const BACKPLANE_PUBLISH_DURATION: &str = "ferrocast_backplane_publish_duration_seconds";
 pub const BACKPLANE_ERRORS: &str = "ferrocast_backplane_errors_total";
 pub const BACKPLANE_SUBSCRIPTIONS: &str = "ferrocast_backplane_subscriptions";
+pub const BACKPLANE_RECONNECTS: &str = "ferrocast_backplane_reconnects_total";
+pub const BACKPLANE_RECEIVED: &str = "ferrocast_backplane_messages_received_total";
 pub const DELIVERY_LAG: &str = "ferrocast_delivery_lag_seconds";
 pub const BUILD_INFO: &str = "ferrocast_build_info";
 pub const DRAINING: &str = "ferrocast_draining";
@@ -77,6 +79,14 @@ pub fn describe() {
     describe_gauge!(
         BACKPLANE_SUBSCRIPTIONS,
         "Topics and patterns this node subscribes to on the backplane."
+    );
+    describe_counter!(
+        BACKPLANE_RECONNECTS,
+        "Connections to the backplane re-established after a loss."
+    );
+    describe_counter!(
+        BACKPLANE_RECEIVED,
+        "Publications of other nodes received from the backplane (only topics with local interest arrive)."
     );
     describe_histogram!(
         DELIVERY_LAG,

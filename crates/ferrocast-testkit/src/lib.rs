@@ -3,14 +3,21 @@
 //! - [`Node`]: a real `ferrocast` process on free loopback ports, killed on drop.
 //! - [`JsonClient`]: a WebSocket client of the native JSON protocol.
 //! - [`http_get`] and [`metric`]: read the admin listener.
+//! - [`RedisServer`], [`NatsServer`]: real backplane servers on free ports,
+//!   killed on drop, restartable for outage tests.
+//! - [`TcpProxy`]: a proxy that can stall, for network-path faults.
 
 mod client;
 mod http;
 mod node;
+mod proxy;
+mod servers;
 
 pub use client::{ClientError, JsonClient};
 pub use http::{http_get, metric};
 pub use node::Node;
+pub use proxy::TcpProxy;
+pub use servers::{free_port, NatsServer, RedisServer};
 
 /// How long a test waits for something that should happen promptly.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
