@@ -1,5 +1,7 @@
 //! The test servers start, die and restart on the same port.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
