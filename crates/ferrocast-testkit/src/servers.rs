@@ -2,6 +2,7 @@
 //! ports, killed on drop. Both can be killed with SIGKILL and restarted on the
 //! same port, for outage tests.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -98,6 +99,39 @@ impl RedisServer {
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         kill(&mut self.child);
+    }
+
+    /// Sends one command and returns the raw RESP reply.
+    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        // Replies here are small; read until the server has nothing more queued.
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf)?;
+            reply.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// Subscribers of `channel` (`PUBSUB NUMSUB`).
+    pub fn subscribers(&self, channel: &str) -> std::io::Result<u64> {
+        let reply = self.command(&["PUBSUB", "NUMSUB", channel])?;
+        reply
+            .lines()
+            .filter_map(|l| l.strip_prefix(':'))
+            .last()
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("unexpected reply {reply:?}")))
     }
 
     /// Starts the server again on the same port (after [`RedisServer::kill9`]).

@@ -35,3 +35,10 @@ fn nats_server_answers_and_restarts() {
     nats.restart();
     exchange(nats.port(), b"", b"INFO ");
 }
+
+#[test]
+fn redis_commands_and_subscriber_counts() {
+    let redis = RedisServer::start();
+    assert_eq!(redis.command(&["PING"]).unwrap(), "+PONG\r\n");
+    assert_eq!(redis.subscribers("nobody").unwrap(), 0);
+}
