@@ -128,8 +128,8 @@ impl RedisServer {
         let reply = self.command(&["PUBSUB", "NUMSUB", channel])?;
         reply
             .lines()
-            .filter_map(|l| l.strip_prefix(':'))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix(':'))
             .and_then(|n| n.trim().parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("unexpected reply {reply:?}")))
     }
