@@ -1,1 +1,308 @@
-//! The Redis backplane (being built).
+//! The Redis backplane: ferrocast nodes exchange publications through Redis
+//! pub/sub (or sharded pub/sub on Redis Cluster).
+//!
+//! # Design
+//!
+//! A [`RedisBackplane`] holds two connections to Redis, each owned by its own
+//! task that reconnects it on its own:
+//!
+//! - **The publisher connection** (`publisher.rs`). [`Backplane::publish`]
+//!   encodes the publication as the protobuf envelope and pushes it, in call
+//!   order, into a bounded queue owned by the publisher task, before it
+//!   returns: the order of publish calls is the order on the wire. The task
+//!   takes every queued publication at once (up to a batch limit), sends them
+//!   as *one* pipeline of `PUBLISH` (or `SPUBLISH`) commands, waits for the
+//!   replies within the timeout, and only then completes each publication's
+//!   future. One round trip therefore carries thousands of publications under
+//!   load, and a single publication when the node is quiet. A full queue, or a
+//!   connection that is down, fails `publish` at once with
+//!   [`BackplaneError::Unavailable`] instead of making callers wait.
+//! - **The pub/sub connection** (`subscriber.rs`), a RESP3 connection whose
+//!   push messages are handled as they are read (`receive.rs`): the envelope is
+//!   decoded, this node's own publications (Redis echoes them) are dropped, and
+//!   the rest go to the [`PublicationSink`] with the subscribed filter. Exact
+//!   filters are `SUBSCRIBE`d (`SSUBSCRIBE` when sharded) on the channel
+//!   `{prefix}{topic}`; wildcard filters are `PSUBSCRIBE`d as a glob in which
+//!   each `*` or `>` token became `*`. A glob `*` also matches dots, so every
+//!   pattern message is checked again with [`TopicFilter::matches`] and
+//!   delivered with the original filter.
+//!
+//! The node's *desired* interest (`interest.rs`) lives apart from what the
+//! current connection has subscribed: `subscribe` and `unsubscribe` change the
+//! desired set and wake the pub/sub task, which sends the difference in
+//! batches (one command with many channels) and completes the callers once
+//! Redis confirmed. After a reconnect the task subscribes the whole desired
+//! set again before it reports itself healthy, so interest survives outages
+//! without callers doing anything.
+//!
+//! Both tasks detect a dead connection by an error, by the end of the stream,
+//! or by a `PING` that gets no answer in time: a network path that silently
+//! stalls is noticed within the configured timeout. They then report the
+//! backplane down ([`Backplane::health`]), reconnect with exponential backoff
+//! and full jitter (`backoff.rs`), and report it up again once connected (and,
+//! for the pub/sub connection, resubscribed).
+//!
+//! [`Backplane::health`] is true while both connections are up. `publish`
+//! follows the publisher connection alone: while only the pub/sub connection
+//! is being re-established, publications still go out.
+//!
+//! # Deployment notes
+//!
+//! - Requires Redis 6 or newer (RESP3 push messages).
+//! - Sharded mode sends `SPUBLISH` and `SSUBSCRIBE` (Redis 7), one channel
+//!   per `SSUBSCRIBE` command (in a cluster, the channels of one command must
+//!   share a hash slot), all in one pipeline. It talks to the one server named
+//!   in the URL and follows no `MOVED` redirection: a refused channel fails
+//!   its `subscribe` with [`BackplaneError::Rejected`] and is tried again on
+//!   the next reconnect.
+//! - `rediss://` uses rustls with the ring provider and the system's trust
+//!   store (`SSL_CERT_FILE` / `SSL_CERT_DIR` override it).
+//! - Logs and errors name Redis by its URL without user, password or query.
+//!
+//! [`BackplaneError::Rejected`]: ferrocast_core::backplane::BackplaneError::Rejected
+//! [`Backplane::publish`]: ferrocast_core::backplane::Backplane::publish
+//! [`Backplane::health`]: ferrocast_core::backplane::Backplane::health
+//! [`BackplaneError::Unavailable`]: ferrocast_core::backplane::BackplaneError::Unavailable
+//! [`PublicationSink`]: ferrocast_core::backplane::PublicationSink
+//! [`TopicFilter::matches`]: ferrocast_protocol::TopicFilter::matches
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{self, BoxFuture, FutureExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use ferrocast_core::backplane::envelope;
+use ferrocast_core::backplane::{Backplane, BackplaneError, PublicationSink};
+use ferrocast_core::{NodeId, Publication};
+use ferrocast_protocol::TopicFilter;
+
+mod backoff;
+mod connection;
+mod health;
+mod interest;
+mod publisher;
+mod receive;
+mod subscriber;
+
+use connection::Connector;
+use health::Health;
+use interest::{Interest, WaiterKind};
+use publisher::Outgoing;
+
+/// How many publications may wait for the publisher task. Beyond this,
+/// `publish` fails at once: a backlog this deep means Redis cannot keep up,
+/// and waiting would only grow memory and latency.
+const PUBLISH_QUEUE: usize = 64 * 1024;
+
+/// How to reach Redis and how to name channels there.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
+    pub url: String,
+    /// Prefix of channel names: topic `chat.a` travels on channel
+    /// `{prefix}chat.a`. Default `"ferrocast:"`. Lets several clusters (or
+    /// other applications) share one Redis. Must not contain glob characters
+    /// `* ? [ ] \`, since it is also part of every `PSUBSCRIBE` pattern.
+    pub channel_prefix: String,
+    /// Sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) for Redis Cluster, where
+    /// classic pub/sub broadcasts every message to every shard. Sharded
+    /// pub/sub has no pattern subscriptions, so wildcard filters are refused.
+    /// Default false.
+    pub sharded: bool,
+    /// Timeout of each operation (connect, a publish pipeline, a subscribe)
+    /// and of the connection health check: a connection that does not answer
+    /// a `PING` within it is considered dead. Default 5 s.
+    pub timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_string(),
+            channel_prefix: "ferrocast:".to_string(),
+            sharded: false,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the tasks of one backplane share with it and with each other.
+pub(crate) struct Shared {
+    /// Publications whose origin is this node are dropped on receipt: the hub
+    /// delivered them locally already.
+    pub(crate) node_id: NodeId,
+    pub(crate) prefix: String,
+    pub(crate) sharded: bool,
+    pub(crate) timeout: Duration,
+    /// Opens connections; knows the URL (and the credentials in it).
+    pub(crate) connector: Connector,
+    pub(crate) health: Health,
+    /// The desired interest, also read by the receive path to map channels and
+    /// patterns back to filters.
+    pub(crate) interest: Interest,
+    pub(crate) sink: Arc<dyn PublicationSink>,
+}
+
+/// A node's handle on the Redis backplane. Dropping it stops its tasks, which
+/// closes both connections (Redis then forgets the node's subscriptions).
+pub struct RedisBackplane {
+    shared: Arc<Shared>,
+    /// The publisher task's queue: bounded, filled with `try_send` so that
+    /// `publish` never waits.
+    queue: mpsc::Sender<Outgoing>,
+    /// Cancelled on drop; both tasks stop on it.
+    stop: CancellationToken,
+}
+
+impl fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("node_id", &self.shared.node_id)
+            .field("url", &self.shared.connector.redacted_url())
+            .field("prefix", &self.shared.prefix)
+            .field("sharded", &self.shared.sharded)
+            .field("up", &self.shared.health.is_up())
+            .finish()
+    }
+}
+
+impl Drop for RedisBackplane {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Characters that have a meaning in Redis glob patterns.
+const GLOB_CHARS: &[char] = &['*', '?', '[', ']', '\\'];
+
+impl RedisBackplane {
+    /// Validates the settings (a bad URL or prefix is
+    /// `Err(BackplaneError::Rejected(reason))`) and starts the connection
+    /// tasks. Does not wait for Redis: [`Backplane::health`] starts false and
+    /// turns true once both connections are up.
+    pub async fn start(
+        node_id: NodeId,
+        settings: RedisSettings,
+        sink: Arc<dyn PublicationSink>,
+    ) -> Result<Self, BackplaneError> {
+        if let Some(c) = settings
+            .channel_prefix
+            .chars()
+            .find(|c| GLOB_CHARS.contains(c))
+        {
+            return Err(BackplaneError::Rejected(format!(
+                "the redis channel prefix {:?} contains the glob character {c:?}",
+                settings.channel_prefix
+            )));
+        }
+        if settings.timeout.is_zero() {
+            return Err(BackplaneError::Rejected(
+                "the redis timeout must be greater than zero".to_string(),
+            ));
+        }
+        let connector = Connector::new(&settings.url, settings.timeout)?;
+        let shared = Arc::new(Shared {
+            node_id,
+            prefix: settings.channel_prefix,
+            sharded: settings.sharded,
+            timeout: settings.timeout,
+            connector,
+            health: Health::new(),
+            interest: Interest::default(),
+            sink,
+        });
+        let stop = CancellationToken::new();
+        let (queue, queued) = mpsc::channel(PUBLISH_QUEUE);
+        tokio::spawn(publisher::run(shared.clone(), queued, stop.clone()));
+        tokio::spawn(subscriber::run(shared.clone(), stop.clone()));
+        Ok(Self {
+            shared,
+            queue,
+            stop,
+        })
+    }
+
+    fn stopped() -> BackplaneError {
+        BackplaneError::Unavailable("the redis backplane is stopped".to_string())
+    }
+}
+
+impl Backplane for RedisBackplane {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn publish(&self, publication: Publication) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        if !self.shared.health.publisher_up.load(Ordering::Acquire) {
+            return future::ready(Err(BackplaneError::Unavailable(
+                "not connected to redis".to_string(),
+            )))
+            .boxed();
+        }
+        let channel = interest::channel_name(&self.shared.prefix, publication.topic.as_str());
+        let (done, result) = oneshot::channel();
+        let outgoing = Outgoing {
+            channel,
+            envelope: envelope::encode(&publication),
+            done,
+        };
+        match self.queue.try_send(outgoing) {
+            Ok(()) => async move { result.await.unwrap_or_else(|_| Err(Self::stopped())) }.boxed(),
+            Err(mpsc::error::TrySendError::Full(_)) => future::ready(Err(
+                BackplaneError::Unavailable("the redis publish queue is full".to_string()),
+            ))
+            .boxed(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                future::ready(Err(Self::stopped())).boxed()
+            }
+        }
+    }
+
+    fn subscribe(
+        &self,
+        filters: Vec<TopicFilter>,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        if self.shared.sharded && filters.iter().any(TopicFilter::is_pattern) {
+            return future::ready(Err(BackplaneError::Rejected(
+                "wildcard subscriptions need non-sharded pub/sub".to_string(),
+            )))
+            .boxed();
+        }
+        self.change_interest(filters, WaiterKind::Subscribe)
+    }
+
+    fn unsubscribe(
+        &self,
+        filters: Vec<TopicFilter>,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        self.change_interest(filters, WaiterKind::Unsubscribe)
+    }
+
+    fn health(&self) -> watch::Receiver<bool> {
+        self.shared.health.subscribe()
+    }
+}
+
+impl RedisBackplane {
+    /// Changes the desired interest and lets the pub/sub task apply it; the
+    /// future completes with the task's outcome.
+    fn change_interest(
+        &self,
+        filters: Vec<TopicFilter>,
+        kind: WaiterKind,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        if filters.is_empty() {
+            return future::ready(Ok(())).boxed();
+        }
+        let outcome = self
+            .shared
+            .interest
+            .change(&self.shared.prefix, filters, kind);
+        self.shared.interest.wake();
+        async move { outcome.await.unwrap_or_else(|_| Err(Self::stopped())) }.boxed()
+    }
+}

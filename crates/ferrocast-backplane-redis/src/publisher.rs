@@ -1,0 +1,269 @@
+//! The publisher task: owns the publish queue and the publisher connection.
+//!
+//! `publish` pushes into the queue in call order and returns; this task takes
+//! everything queued (up to [`MAX_BATCH`]) and sends it as one pipeline, so the
+//! number of round trips follows the load: one per publication when the node
+//! is quiet, one per thousands when it is busy. Only one pipeline is in flight
+//! at a time, which keeps the order of the queue on the wire even across a
+//! lost connection (a failed pipeline's publications fail; none is retried, so
+//! none is duplicated).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use ferrocast_core::backplane::BackplaneError;
+
+use crate::backoff;
+use crate::connection::ConnectionError;
+use crate::health::Part;
+use crate::interest::Outcome;
+use crate::receive::{LostSignal, PublisherPushes};
+use crate::Shared;
+
+/// Most publications in one pipeline: enough to amortise a round trip over
+/// many publications, small enough that one pipeline (about 1.5 MB of 128-byte
+/// payloads) is written and answered well within the timeout.
+const MAX_BATCH: usize = 8 * 1024;
+
+/// Bytes the connection buffers before it writes to the socket; a pipeline is
+/// written in chunks of this size.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// A publication waiting in the queue.
+pub(crate) struct Outgoing {
+    /// `{prefix}{topic}`
+    pub(crate) channel: String,
+    /// The encoded envelope, made by the caller of `publish` (so encoding
+    /// spreads over the callers' tasks).
+    pub(crate) envelope: Bytes,
+    /// Completes the caller's future.
+    pub(crate) done: oneshot::Sender<Outcome>,
+}
+
+/// Why a connected period ended.
+enum Ended {
+    Stopped,
+    Lost(ConnectionError),
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    stop: CancellationToken,
+) {
+    let url = shared.connector.redacted_url().to_string();
+    let mut attempt: u32 = 0;
+    loop {
+        let lost = Arc::new(LostSignal::default());
+        let connect = shared
+            .connector
+            .connect(PublisherPushes { lost: lost.clone() }, WRITE_BUFFER);
+        let connected = tokio::select! {
+            () = stop.cancelled() => return,
+            result = fail_queued_while(&mut queue, connect) => result,
+        };
+        match connected {
+            Ok(connection) => {
+                attempt = 0;
+                if shared.health.set(Part::Publisher, true) {
+                    tracing::info!(%url, "redis backplane reconnected");
+                } else {
+                    tracing::debug!(%url, "redis publisher connection up");
+                }
+                let ended = pump(&shared, connection, &mut queue, &lost, &stop).await;
+                shared.health.set(Part::Publisher, false);
+                match ended {
+                    Ended::Stopped => return,
+                    Ended::Lost(error) => {
+                        tracing::warn!(%url, %error, "redis backplane connection lost (publisher)");
+                    }
+                }
+            }
+            Err(error) if attempt == 0 => {
+                tracing::warn!(%url, %error, "cannot connect to redis (publisher); retrying");
+            }
+            Err(error) => {
+                tracing::debug!(%url, %error, attempt, "cannot connect to redis (publisher)");
+            }
+        }
+        let delay = backoff::delay(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = fail_queued_while(&mut queue, tokio::time::sleep(delay)) => {}
+        }
+    }
+}
+
+/// Awaits `until` while failing, at once, whatever gets queued meanwhile:
+/// without a connection, callers learn it now rather than after a reconnect.
+async fn fail_queued_while<F: std::future::Future>(
+    queue: &mut mpsc::Receiver<Outgoing>,
+    until: F,
+) -> F::Output {
+    tokio::pin!(until);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            output = &mut until => return output,
+            item = queue.recv(), if open => match item {
+                Some(outgoing) => {
+                    let _ = outgoing.done.send(Err(BackplaneError::Unavailable(
+                        "not connected to redis".to_string(),
+                    )));
+                }
+                None => open = false,
+            },
+        }
+    }
+}
+
+/// Sends queued publications until the connection fails or the backplane
+/// stops. While idle, a `PING` checks the connection every third of the
+/// timeout, so a dead connection is noticed (and health reported) even when
+/// nothing is published.
+async fn pump(
+    shared: &Shared,
+    mut connection: MultiplexedConnection,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    lost: &LostSignal,
+    stop: &CancellationToken,
+) -> Ended {
+    let command = if shared.sharded {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    let (period, deadline) = check_timing(shared.timeout);
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut busy = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ended::Stopped,
+            () = lost.lost() => return Ended::Lost(ConnectionError::Closed),
+            n = queue.recv_many(&mut batch, MAX_BATCH) => {
+                if n == 0 {
+                    return Ended::Stopped;
+                }
+                if let Err(error) =
+                    send_batch(&mut connection, command, &mut batch, shared.timeout).await
+                {
+                    return Ended::Lost(error);
+                }
+                busy = true;
+            }
+            _ = check.tick() => {
+                // A pipeline answered since the last tick proves the
+                // connection alive; otherwise ask.
+                if !busy {
+                    if let Err(error) = ping(&mut connection, deadline).await {
+                        return Ended::Lost(error);
+                    }
+                }
+                busy = false;
+            }
+        }
+    }
+}
+
+/// The health check's period and the deadline of each `PING`: a check starts
+/// at most `period` after the path stalled and fails `deadline` later, so a
+/// stall is detected within `period + deadline = timeout`.
+pub(crate) fn check_timing(timeout: Duration) -> (Duration, Duration) {
+    let period = (timeout / 3).max(Duration::from_millis(1));
+    (
+        period,
+        timeout.saturating_sub(period).max(Duration::from_millis(1)),
+    )
+}
+
+/// Sends `PING` and waits for the answer within `deadline`.
+pub(crate) async fn ping(
+    connection: &mut MultiplexedConnection,
+    deadline: Duration,
+) -> Result<(), ConnectionError> {
+    match tokio::time::timeout(
+        deadline,
+        connection.send_packed_command(&redis::cmd("PING")),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        // Even an error reply proves the connection alive, but a server that
+        // refuses PING is in no state to carry publications either.
+        Ok(Err(error)) => Err(ConnectionError::Redis(error)),
+        Err(_) => Err(ConnectionError::Timeout(deadline)),
+    }
+}
+
+/// Sends `batch` as one pipeline and completes each publication with its
+/// reply. Drains `batch`. An error means the connection is no longer usable.
+async fn send_batch(
+    connection: &mut MultiplexedConnection,
+    command: &str,
+    batch: &mut Vec<Outgoing>,
+    timeout: Duration,
+) -> Result<(), ConnectionError> {
+    let mut pipeline = redis::Pipeline::with_capacity(batch.len());
+    for outgoing in batch.iter() {
+        pipeline
+            .cmd(command)
+            .arg(outgoing.channel.as_bytes())
+            .arg(&outgoing.envelope[..]);
+    }
+    let sent = tokio::time::timeout(
+        timeout,
+        connection.send_packed_commands(&pipeline, 0, batch.len()),
+    )
+    .await;
+    let replies = match sent {
+        Ok(Ok(replies)) if replies.len() == batch.len() => replies,
+        Ok(Ok(replies)) => {
+            let error = ConnectionError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "unexpected number of replies to a publish pipeline",
+                format!("{} replies to {} commands", replies.len(), batch.len()),
+            )));
+            fail(batch, &error);
+            return Err(error);
+        }
+        Ok(Err(error)) => {
+            let error = ConnectionError::from_command(error);
+            fail(batch, &error);
+            return if error.is_refusal() {
+                Ok(())
+            } else {
+                Err(error)
+            };
+        }
+        Err(_) => {
+            let error = ConnectionError::Timeout(timeout);
+            fail(batch, &error);
+            return Err(error);
+        }
+    };
+    for (outgoing, reply) in batch.drain(..).zip(replies) {
+        let outcome = match reply {
+            Value::ServerError(error) => Err(BackplaneError::Rejected(error.to_string())),
+            _ => Ok(()),
+        };
+        let _ = outgoing.done.send(outcome);
+    }
+    Ok(())
+}
+
+fn fail(batch: &mut Vec<Outgoing>, error: &ConnectionError) {
+    for outgoing in batch.drain(..) {
+        let _ = outgoing.done.send(Err(error.to_backplane_error()));
+    }
+}
