@@ -1,1 +1,388 @@
-//! The NATS backplane (being built).
+//! The NATS backplane: publications travel between nodes over NATS core
+//! pub/sub, one subject per topic.
+//!
+//! - **Subjects.** Topic `chat.a` is published on `{prefix}.chat.a`; a filter
+//!   subscribes `{prefix}.{filter}`. ferrocast's wildcards are NATS's (`*` one
+//!   token, `>` one or more trailing tokens) and topic tokens are valid NATS
+//!   tokens, so NATS does the matching and a node receives only what it has
+//!   interest in.
+//! - **Payload.** The protobuf envelope of
+//!   [`ferrocast_core::backplane::envelope`], which carries the topic, the
+//!   origin node and everything else of the publication.
+//! - **Own publications.** The connection is opened with `no_echo`, so NATS
+//!   does not send a node its own publications; envelopes whose origin is this
+//!   node are dropped as well, because `no_echo` is per connection and another
+//!   connection may carry them.
+//! - **Publishing** goes through a bounded queue and one task that batches
+//!   and flushes (module `publisher`); **interest** is one NATS subscription
+//!   per filter, each forwarded by its own task (module `subscriptions`);
+//!   **health** follows the connection and **stalls** are detected by pings
+//!   (module `connection`).
+//! - **Server round trips.** Subscribe and unsubscribe complete only when the
+//!   NATS server has processed the SUB/UNSUB, so that a publication another
+//!   node makes afterwards is routed accordingly. async-nats's `flush` only
+//!   flushes the socket, so the round trip is a request on the bare prefix
+//!   subject (`ferrocast`), which the server answers with "no responders".
+//!   The NATS account therefore needs publish permission on `{prefix}` and
+//!   `{prefix}.>`, and subscribe permission on `{prefix}.>` and `_INBOX.>`.
+//!   A foreign subscriber covering the bare prefix (`nats sub '>'`) swallows
+//!   the round trip: subscribe then fails with `Timeout` although the interest
+//!   is applied (logged with that cause).
+//!
+//! Delivery is at most once: NATS core does not store messages, so what is
+//! published while a node is disconnected does not reach it.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::{Client, ConnectOptions, Subject};
+use futures::future::{self, BoxFuture, FutureExt};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use ferrocast_core::backplane::{envelope, Backplane, BackplaneError, PublicationSink};
+use ferrocast_core::{NodeId, Publication};
+use ferrocast_protocol::TopicFilter;
+
+mod connection;
+mod publisher;
+mod settings;
+mod subscriptions;
+
+pub use settings::NatsSettings;
+
+use connection::ConnectionState;
+use publisher::Outgoing;
+use settings::UrlAuth;
+use subscriptions::{Forwarding, Interest};
+
+/// A node's connection to the NATS backplane. Dropping it stops its tasks and
+/// closes its connection, which removes its subscriptions from the server.
+pub struct NatsBackplane {
+    state: Arc<ConnectionState>,
+    client: Client,
+    timeout: Duration,
+    sync_subject: Subject,
+    forwarding: Forwarding,
+    interest: Mutex<Interest>,
+    queue: mpsc::Sender<Outgoing>,
+    publisher: JoinHandle<()>,
+    monitor: JoinHandle<()>,
+}
+
+impl fmt::Debug for NatsBackplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsBackplane")
+            .field("node_id", &self.state.node_id)
+            .field("url", &self.state.url)
+            .field("subject_prefix", &self.forwarding.prefix)
+            .field("up", &self.state.is_up())
+            .field("filters", &self.interest.lock().len())
+            .finish()
+    }
+}
+
+impl NatsBackplane {
+    /// Validates the settings and starts connecting.
+    ///
+    /// Returns `Rejected` with the reason for a bad URL, subject prefix,
+    /// timeout, or an unreadable credentials or CA file. Does not wait for
+    /// NATS: a node starts (and serves its local clients) while the backplane
+    /// is still unreachable; [`Backplane::health`] starts false and turns true
+    /// once connected.
+    pub async fn start(
+        node_id: NodeId,
+        settings: NatsSettings,
+        sink: Arc<dyn PublicationSink>,
+    ) -> Result<Self, BackplaneError> {
+        let NatsSettings {
+            url,
+            subject_prefix,
+            credentials_file,
+            tls_ca_file,
+            timeout,
+        } = settings;
+        if timeout.is_zero() {
+            return Err(BackplaneError::Rejected(
+                "the NATS timeout must be greater than zero".to_string(),
+            ));
+        }
+        settings::validate_prefix(&subject_prefix)?;
+        let parsed = settings::parse_url(&url)?;
+
+        let state = ConnectionState::new(node_id.clone(), parsed.redacted.clone());
+        let mut options = ConnectOptions::new()
+            .name(format!("ferrocast {node_id}"))
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            // Three unanswered ping intervals drop the connection: see
+            // `connection` for why this detects a stall within `timeout`.
+            .ping_interval((timeout / 3).max(Duration::from_millis(10)))
+            .event_callback({
+                let state = state.clone();
+                move |event| {
+                    let state = state.clone();
+                    async move { state.on_event(event) }
+                }
+            })
+            .reconnect_delay_callback({
+                let state = state.clone();
+                move |attempts| state.reconnect_delay(attempts)
+            });
+        let url_has_credentials = !matches!(parsed.auth, UrlAuth::None);
+        options = match parsed.auth {
+            UrlAuth::None => options,
+            UrlAuth::Token(token) => options.token(token),
+            UrlAuth::UserPassword(user, password) => options.user_and_password(user, password),
+        };
+        if let Some(path) = credentials_file {
+            if url_has_credentials {
+                return Err(BackplaneError::Rejected(
+                    "give NATS credentials either in the URL or as a credentials file, not both"
+                        .to_string(),
+                ));
+            }
+            options = options.credentials_file(&path).await.map_err(|error| {
+                BackplaneError::Rejected(format!(
+                    "cannot use the NATS credentials file {}: {error}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let Some(path) = tls_ca_file {
+            let pem = tokio::fs::read(&path).await.map_err(|error| {
+                BackplaneError::Rejected(format!(
+                    "cannot read the NATS CA file {}: {error}",
+                    path.display()
+                ))
+            })?;
+            if !pem
+                .windows(b"-----BEGIN CERTIFICATE-----".len())
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+            {
+                return Err(BackplaneError::Rejected(format!(
+                    "the NATS CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            options = options.add_root_certificates(path).require_tls(true);
+        }
+
+        let client = options.connect(parsed.servers).await.map_err(|error| {
+            BackplaneError::Rejected(format!("invalid NATS connection settings: {error}"))
+        })?;
+        tracing::info!(url = %state.url, node = %node_id, "connecting to the NATS backplane");
+
+        let sync_subject = Subject::from(subject_prefix.clone());
+        let (queue, queued) = mpsc::channel(publisher::QUEUE_CAPACITY);
+        let publisher = tokio::spawn(publisher::run(
+            client.clone(),
+            queued,
+            state.health.subscribe(),
+            timeout,
+        ));
+        let monitor = tokio::spawn(connection::monitor(
+            client.clone(),
+            state.clone(),
+            sync_subject.clone(),
+            timeout,
+        ));
+        Ok(Self {
+            forwarding: Forwarding {
+                client: client.clone(),
+                node_id,
+                prefix: Arc::from(subject_prefix),
+                sink,
+                timeout,
+            },
+            state,
+            client,
+            timeout,
+            sync_subject,
+            interest: Mutex::new(Interest::new()),
+            queue,
+            publisher,
+            monitor,
+        })
+    }
+
+    /// Up, as far as this node can tell right now: the health watch (which
+    /// follows the connection events) and the client's own connection state
+    /// (which changes first).
+    fn is_connected(&self) -> bool {
+        self.state.is_up() && self.client.connection_state() == State::Connected
+    }
+
+    fn unavailable() -> BackplaneError {
+        BackplaneError::Unavailable("not connected to NATS".to_string())
+    }
+}
+
+/// A server round trip within what is left until `deadline`; a timeout is
+/// reported as the operation's `timeout`.
+async fn round_trip_until(
+    client: &Client,
+    subject: &Subject,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<(), BackplaneError> {
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    connection::round_trip(client, subject, remaining.max(Duration::from_millis(1)))
+        .await
+        .map_err(|error| match error {
+            BackplaneError::Timeout(_) => BackplaneError::Timeout(timeout),
+            other => other,
+        })
+}
+
+impl Drop for NatsBackplane {
+    fn drop(&mut self) {
+        self.state.closed.store(true, Ordering::Relaxed);
+        self.publisher.abort();
+        self.monitor.abort();
+        for entry in self.interest.lock().values() {
+            entry.abort();
+        }
+        // The last `Client` handles go with `self`, the aborted tasks and
+        // their subscribers; async-nats then closes the connection.
+    }
+}
+
+impl Backplane for NatsBackplane {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    fn publish(&self, publication: Publication) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        if !self.is_connected() {
+            return future::ready(Err(Self::unavailable())).boxed();
+        }
+        let payload = envelope::encode(&publication);
+        if payload.len() > self.client.max_payload() {
+            return future::ready(Err(BackplaneError::Rejected(format!(
+                "publication of {} bytes exceeds the NATS max_payload of {} bytes",
+                payload.len(),
+                self.client.max_payload()
+            ))))
+            .boxed();
+        }
+        let (done, completion) = oneshot::channel();
+        let outgoing = Outgoing {
+            subject: self.forwarding.subject(publication.topic.as_str()),
+            payload,
+            done,
+        };
+        if let Err(error) = self.queue.try_send(outgoing) {
+            let reason = match error {
+                mpsc::error::TrySendError::Full(_) => "NATS publish queue is full",
+                mpsc::error::TrySendError::Closed(_) => "NATS publisher has stopped",
+            };
+            return future::ready(Err(BackplaneError::Unavailable(reason.to_string()))).boxed();
+        }
+        async move {
+            completion.await.unwrap_or_else(|_| {
+                Err(BackplaneError::Unavailable(
+                    "NATS publisher stopped before sending".to_string(),
+                ))
+            })
+        }
+        .boxed()
+    }
+
+    /// Records the interest and starts one subscription per new filter;
+    /// completes when the server has processed the SUBs. While disconnected it
+    /// fails at once with `Unavailable`, and the subscriptions are sent when
+    /// the connection is back.
+    fn subscribe(
+        &self,
+        filters: Vec<TopicFilter>,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        let readiness: Vec<_> = {
+            let mut interest = self.interest.lock();
+            filters
+                .into_iter()
+                .map(|filter| {
+                    interest
+                        .entry(filter.clone())
+                        .or_insert_with(|| self.forwarding.spawn(filter))
+                        .ready()
+                })
+                .collect()
+        };
+        if readiness.is_empty() {
+            return future::ready(Ok(())).boxed();
+        }
+        if !self.is_connected() {
+            return future::ready(Err(Self::unavailable())).boxed();
+        }
+        let client = self.client.clone();
+        let subject = self.sync_subject.clone();
+        let timeout = self.timeout;
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            for mut ready in readiness {
+                let outcome = tokio::time::timeout_at(deadline, ready.wait_for(Option::is_some))
+                    .await
+                    .map_err(|_| BackplaneError::Timeout(timeout))?;
+                // Otherwise subscribed, or unsubscribed before it was: either
+                // way there is nothing left to wait for.
+                if let Ok(Some(Err(error))) = outcome.as_deref() {
+                    return Err(error.clone());
+                }
+            }
+            // The SUBs are queued in async-nats ahead of the request.
+            round_trip_until(&client, &subject, deadline, timeout).await
+        }
+        .boxed()
+    }
+
+    /// Removes the interest at once (nothing more is delivered for these
+    /// filters once this completes); while connected, completes when the
+    /// server has processed the UNSUBs.
+    fn unsubscribe(
+        &self,
+        filters: Vec<TopicFilter>,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        let stopping: Vec<JoinHandle<()>> = {
+            let mut interest = self.interest.lock();
+            filters
+                .iter()
+                .filter_map(|filter| interest.remove(filter))
+                .map(|entry| entry.cancel())
+                .collect()
+        };
+        if stopping.is_empty() {
+            return future::ready(Ok(())).boxed();
+        }
+        if !self.is_connected() {
+            // The server drops a lost connection's subscriptions, and
+            // async-nats does not re-send a cancelled one; the tasks finish
+            // on their own.
+            return future::ready(Ok(())).boxed();
+        }
+        let client = self.client.clone();
+        let subject = self.sync_subject.clone();
+        let timeout = self.timeout;
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            for task in stopping {
+                if tokio::time::timeout_at(deadline, task).await.is_err() {
+                    return Err(BackplaneError::Timeout(timeout));
+                }
+            }
+            round_trip_until(&client, &subject, deadline, timeout).await
+        }
+        .boxed()
+    }
+
+    fn health(&self) -> watch::Receiver<bool> {
+        self.state.health.subscribe()
+    }
+}

@@ -1,0 +1,58 @@
+//! The backplane conformance suite against a real nats-server.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocast_core::backplane::{conformance, Backplane};
+use ferrocast_testkit::NatsServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_backplane_conforms() {
+    let server = NatsServer::start();
+    let url = server.url();
+    conformance::run(|id, sink| {
+        let settings = common::settings(&url, Duration::from_secs(5));
+        async move { Arc::new(common::start_up(id, settings, sink).await) as Arc<dyn Backplane> }
+    })
+    .await;
+}
+
+/// Another prefix is another cluster: nodes on different prefixes of the same
+/// NATS server do not see each other's publications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subject_prefix_separates_clusters() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let mut other = common::settings(&url, Duration::from_secs(5));
+    other.subject_prefix = "other.cluster".to_string();
+
+    let a_id = common::node_id("a");
+    let a = common::start_up(
+        a_id.clone(),
+        common::settings(&url, Duration::from_secs(5)),
+        common::Sink::new(),
+    )
+    .await;
+    let same_sink = common::Sink::new();
+    let same = common::start_up(
+        common::node_id("b"),
+        common::settings(&url, Duration::from_secs(5)),
+        same_sink.clone(),
+    )
+    .await;
+    let other_sink = common::Sink::new();
+    let other = common::start_up(common::node_id("c"), other, other_sink.clone()).await;
+
+    let f = common::filter("prefix.>");
+    same.subscribe(vec![f.clone()]).await.unwrap();
+    other.subscribe(vec![f.clone()]).await.unwrap();
+    a.publish(common::publication("prefix.x", "1", &a_id))
+        .await
+        .unwrap();
+    assert!(same_sink.wait_for(1, Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(other_sink.len(), 0, "a node on another prefix received");
+}
