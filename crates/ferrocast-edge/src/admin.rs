@@ -38,7 +38,8 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.edge.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n");
     }
-    if !*state.edge.hub().backplane_health().borrow() {
+    let requires = state.edge.settings().ready_requires_backplane;
+    if requires && !*state.edge.hub().backplane_health().borrow() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: backplane down\n",

@@ -364,7 +364,7 @@ impl JsonSession {
                             Err(error) => Completion::Error(RequestError::new(
                                 id,
                                 ErrorCode::Unavailable,
-                                error.to_string(),
+                                format!("{error}; delivered to this node's subscribers only"),
                             )),
                         }
                     }

@@ -21,6 +21,10 @@ pub struct EdgeSettings {
     pub pong_timeout: Duration,
     /// Per-connection read buffer of the WebSocket codec, in bytes.
     pub read_buffer_size: usize,
+    /// Whether `/readyz` fails while the backplane is down. Local traffic is
+    /// served either way; this decides whether the load balancer keeps sending
+    /// new clients to a node that cannot reach the cluster.
+    pub ready_requires_backplane: bool,
 }
 
 impl Default for EdgeSettings {
@@ -34,6 +38,7 @@ impl Default for EdgeSettings {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             read_buffer_size: 4 * 1024,
+            ready_requires_backplane: true,
         }
     }
 }

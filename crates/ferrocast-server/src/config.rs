@@ -61,9 +61,33 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_NODE_ID", value_name = "ID")]
     pub(crate) node_id: Option<String>,
 
-    /// Backplane between nodes: `memory` (single node, no dependency). [default: memory]
+    /// Backplane between nodes: `memory` (single node, no dependency), `redis://[user:pass@]host:port[/db]`, `rediss://…` (TLS), `nats://[user:pass@|token@]host:port[,…]` or `tls://…`. [default: memory]
     #[arg(long, env = "FERROCAST_BACKPLANE", value_name = "URL")]
     pub(crate) backplane: Option<String>,
+
+    /// Namespace of this cluster on the backplane: Redis channels are `<prefix>:<topic>`, NATS subjects `<prefix>.<topic>`. [default: ferrocast]
+    #[arg(long, env = "FERROCAST_BACKPLANE_PREFIX", value_name = "NAME")]
+    pub(crate) backplane_prefix: Option<String>,
+
+    /// Timeout of backplane operations; a stalled backplane connection is detected within it. [default: 5s]
+    #[arg(long, env = "FERROCAST_BACKPLANE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) backplane_timeout: Option<Duration>,
+
+    /// Whether /readyz fails while the backplane is down (the node still serves local traffic). [default: true]
+    #[arg(long, env = "FERROCAST_READY_REQUIRES_BACKPLANE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) ready_requires_backplane: Option<bool>,
+
+    /// Redis: use sharded pub/sub (SPUBLISH/SSUBSCRIBE) for Redis Cluster; wildcard subscriptions are then refused. [default: false]
+    #[arg(long, env = "FERROCAST_REDIS_SHARDED", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) redis_sharded: Option<bool>,
+
+    /// NATS: credentials file (JWT and nkey seed) for decentralized authentication.
+    #[arg(long, env = "FERROCAST_NATS_CREDENTIALS", value_name = "FILE")]
+    pub(crate) nats_credentials: Option<PathBuf>,
+
+    /// NATS: a PEM root certificate to trust for TLS (implies TLS).
+    #[arg(long, env = "FERROCAST_NATS_TLS_CA", value_name = "FILE")]
+    pub(crate) nats_tls_ca: Option<PathBuf>,
 
     /// Log format. [default: text]
     #[arg(long, env = "FERROCAST_LOG_FORMAT", value_name = "FORMAT")]
@@ -131,6 +155,15 @@ pub(crate) struct Config {
     pub(crate) listen: SocketAddr,
     pub(crate) admin_listen: SocketAddr,
     pub(crate) backplane: String,
+    pub(crate) backplane_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub(crate) backplane_timeout: Duration,
+    pub(crate) ready_requires_backplane: bool,
+    pub(crate) redis_sharded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) nats_credentials: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) nats_tls_ca: Option<PathBuf>,
     pub(crate) log_format: LogFormat,
     pub(crate) log_filter: String,
     pub(crate) max_message_size: usize,
@@ -155,6 +188,12 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             backplane: "memory".into(),
+            backplane_prefix: "ferrocast".into(),
+            backplane_timeout: Duration::from_secs(5),
+            ready_requires_backplane: edge.ready_requires_backplane,
+            redis_sharded: false,
+            nats_credentials: None,
+            nats_tls_ca: None,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             max_message_size: edge.max_message_size,
@@ -199,11 +238,21 @@ impl Config {
                 $(if let Some(value) = &o.$field { self.$field = value.clone(); })*
             };
         }
+        if o.nats_credentials.is_some() {
+            self.nats_credentials.clone_from(&o.nats_credentials);
+        }
+        if o.nats_tls_ca.is_some() {
+            self.nats_tls_ca.clone_from(&o.nats_tls_ca);
+        }
         set!(
             node_id,
             listen,
             admin_listen,
             backplane,
+            backplane_prefix,
+            backplane_timeout,
+            ready_requires_backplane,
+            redis_sharded,
             log_format,
             log_filter,
             max_message_size,
@@ -219,11 +268,22 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.backplane != "memory" {
+        if BackplaneKind::of(&self.backplane).is_none() {
             bail!(
-                "backplane {:?} is not supported by this build; use `memory`",
+                "backplane {:?} is not supported: use memory, redis://…, rediss://…, nats://… or tls://…",
                 self.backplane
             );
+        }
+        let prefix_ok = !self.backplane_prefix.is_empty()
+            && self
+                .backplane_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if !prefix_ok {
+            bail!("backplane_prefix must be non-empty and made of A-Z a-z 0-9 _ -");
+        }
+        if self.backplane_timeout < Duration::from_millis(100) {
+            bail!("backplane_timeout must be at least 100ms");
         }
         if !(1..=MAX_TOPIC_LEN).contains(&self.max_topic_length) {
             bail!("max_topic_length must be between 1 and {MAX_TOPIC_LEN}");
@@ -263,6 +323,33 @@ impl Config {
             ping_interval: self.ping_interval,
             pong_timeout: self.pong_timeout,
             read_buffer_size: self.ws_read_buffer_size,
+            ready_requires_backplane: self.ready_requires_backplane,
+        }
+    }
+
+    pub(crate) fn backplane_kind(&self) -> BackplaneKind {
+        BackplaneKind::of(&self.backplane).unwrap_or(BackplaneKind::Memory)
+    }
+}
+
+/// Which backplane `--backplane` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackplaneKind {
+    Memory,
+    Redis,
+    Nats,
+}
+
+impl BackplaneKind {
+    fn of(url: &str) -> Option<Self> {
+        if url == "memory" {
+            return Some(Self::Memory);
+        }
+        let scheme = url.split_once("://")?.0;
+        match scheme {
+            "redis" | "rediss" => Some(Self::Redis),
+            "nats" | "tls" => Some(Self::Nats),
+            _ => None,
         }
     }
 }
@@ -321,8 +408,28 @@ mod tests {
     fn bad_configuration_is_refused_with_a_reason() {
         let err = load(&["--max-topic-length", "300"]).unwrap_err();
         assert!(err.to_string().contains("max_topic_length"), "{err}");
-        let err = load(&["--backplane", "redis://localhost"]).unwrap_err();
+        let err = load(&["--backplane", "mqtt://localhost"]).unwrap_err();
         assert!(err.to_string().contains("not supported"), "{err}");
+        assert_eq!(
+            load(&["--backplane", "redis://h:1"])
+                .unwrap()
+                .backplane_kind(),
+            BackplaneKind::Redis
+        );
+        assert_eq!(
+            load(&["--backplane", "tls://h:1"])
+                .unwrap()
+                .backplane_kind(),
+            BackplaneKind::Nats
+        );
+        let err = load(&["--backplane-prefix", "a.b"]).unwrap_err();
+        assert!(err.to_string().contains("backplane_prefix"), "{err}");
+        assert!(
+            !load(&["--ready-requires-backplane=false"])
+                .unwrap()
+                .ready_requires_backplane
+        );
+        assert!(load(&["--redis-sharded"]).unwrap().redis_sharded);
         assert!(load(&["--ping-interval", "soon"]).is_err());
 
         let dir = std::env::temp_dir().join(format!("ferrocast-badcfg-{}", std::process::id()));

@@ -1,5 +1,6 @@
 //! The `ferrocast` binary. See `ferrocast --help`.
 
+mod backplane;
 mod config;
 mod node;
 mod telemetry;

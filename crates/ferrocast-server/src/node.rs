@@ -10,12 +10,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use ferrocast_core::backplane::memory::MemoryBus;
-use ferrocast_core::backplane::SharedBackplane;
 use ferrocast_core::metrics as names;
-use ferrocast_core::{Hub, SubscriptionRegistry};
+use ferrocast_core::{Hub, NodeId, SubscriptionRegistry};
 use ferrocast_edge::{admin_router, public_router, Edge, MetricsRender};
 
+use crate::backplane;
 use crate::config::Config;
 use crate::telemetry;
 
@@ -27,16 +26,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
 
+    let node_id: NodeId = Arc::from(config.node_id.as_str());
     let registry = Arc::new(SubscriptionRegistry::new());
-    // `Config::validate` admits only the memory backplane so far.
-    let backplane: SharedBackplane = Arc::new(MemoryBus::new().attach(registry.clone()));
-    let hub = Hub::start(
-        Arc::from(config.node_id.as_str()),
-        registry,
-        backplane,
-        &tasks,
-        shutdown.clone(),
-    );
+    let backplane = backplane::start(&config, node_id.clone(), registry.clone()).await?;
+    let hub = Hub::start(node_id, registry, backplane, &tasks, shutdown.clone());
     let edge = Edge::new(hub, config.edge_settings());
 
     let public = TcpListener::bind(config.listen)

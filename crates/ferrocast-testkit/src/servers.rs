@@ -36,7 +36,7 @@ fn spawn(program: &str, args: &[String], port: u16) -> Child {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
             panic!("cannot start {program}: {e} (install it: apt-get install -y redis-server nats-server)")
@@ -160,7 +160,8 @@ pub struct NatsServer {
 impl NatsServer {
     pub fn start() -> Self {
         let port = free_port();
-        let store = std::env::temp_dir().join(format!("ferrocast-nats-{}-{port}", std::process::id()));
+        let store =
+            std::env::temp_dir().join(format!("ferrocast-nats-{}-{port}", std::process::id()));
         let mut server = Self {
             port,
             monitor_port: free_port(),

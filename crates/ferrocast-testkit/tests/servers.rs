@@ -14,7 +14,11 @@ fn exchange(port: u16, send: &[u8], expect_prefix: &[u8]) {
     s.write_all(send).unwrap();
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(expect_prefix), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        buf[..n].starts_with(expect_prefix),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 #[test]
