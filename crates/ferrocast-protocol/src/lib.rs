@@ -6,9 +6,12 @@
 //!   encoding server frames.
 //! - [`envelope`]: the protobuf envelope that carries a publication across the
 //!   backplane.
+//! - [`stomp`]: STOMP 1.0–1.2 frames, an incremental decoder, encoding, and the
+//!   version and heart-beat negotiation of the handshake.
 
 pub mod envelope;
 pub mod json;
+pub mod stomp;
 pub mod topic;
 
 pub use topic::{Topic, TopicError, TopicFilter, MAX_TOPIC_LEN};
