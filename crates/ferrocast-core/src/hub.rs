@@ -116,18 +116,32 @@ impl Hub {
         }
     }
 
-    /// Publishes `payload` (JSON text) on `topic`: delivers it to this node's
-    /// matching subscribers at once, and hands it to the backplane for every
-    /// other node before returning (so publish calls keep their order). The
-    /// future completes when the backplane accepted it; on error the local
-    /// subscribers still got it, the other nodes did not.
+    /// Publishes `payload` (JSON text) on `topic`; see [`Hub::publish_message`].
     pub fn publish(
         &self,
         topic: Topic,
         payload: Bytes,
     ) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
+        self.publish_message(topic, payload, None, Vec::new())
+    }
+
+    /// Publishes on `topic`: delivers to this node's matching subscribers at
+    /// once, and hands the publication to the backplane for every other node
+    /// before returning (so publish calls keep their order). The future
+    /// completes when the backplane accepted it; on error the local subscribers
+    /// still got it, the other nodes did not. `content_type` `None` means
+    /// `payload` is JSON text.
+    pub fn publish_message(
+        &self,
+        topic: Topic,
+        payload: Bytes,
+        content_type: Option<Arc<str>>,
+        headers: Vec<(String, String)>,
+    ) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
         let started = Instant::now();
-        let publication = Publication::new(topic, payload, self.inner.node_id.clone());
+        let mut publication = Publication::new(topic, payload, self.inner.node_id.clone());
+        publication.content_type = content_type;
+        publication.headers = headers;
         self.inner.registry.deliver_local(publication.clone());
         let accepted = self.inner.backplane.publish(publication);
         let inner = self.inner.clone();
@@ -206,7 +220,7 @@ mod tests {
         items
             .iter()
             .map(|i| match i {
-                Outbound::Delivery(d) => {
+                Outbound::Delivery(d, _) => {
                     String::from_utf8_lossy(&d.publication.payload).into_owned()
                 }
                 other => panic!("unexpected {other:?}"),
@@ -235,7 +249,7 @@ mod tests {
         let ptrs: Vec<*const crate::publication::Delivery> = delivered
             .iter()
             .map(|items| match &items[..] {
-                [Outbound::Delivery(d)] => Arc::as_ptr(d),
+                [Outbound::Delivery(d, _)] => Arc::as_ptr(d),
                 other => panic!("{other:?}"),
             })
             .collect();

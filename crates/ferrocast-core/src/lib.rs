@@ -27,6 +27,6 @@ mod queue;
 mod registry;
 
 pub use hub::{Hub, SubscribeError};
-pub use publication::{unix_micros, Delivery, NodeId, Publication};
+pub use publication::{unix_micros, Delivery, NodeId, Publication, WireFormat};
 pub use queue::{CloseReason, ConnId, Outbound, OutboundQueue, PushError, Taken};
 pub use registry::SubscriptionRegistry;

@@ -50,6 +50,20 @@ pub fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// The wire formats a delivery can be encoded in; each is encoded at most
+/// once per delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// The whole `ferrocast.v1.json` message frame.
+    Json,
+    /// What STOMP 1.0 MESSAGE frames share after their per-subscriber headers.
+    StompTail10,
+    /// The same for STOMP 1.1 and 1.2 (header values escaped).
+    StompTail,
+}
+
+const FORMATS: usize = 3;
+
 /// A publication on its way to local subscribers, shared by all of them.
 ///
 /// Each wire format is encoded at most once per node, by the first writer that
@@ -57,22 +71,32 @@ pub fn unix_micros() -> u64 {
 #[derive(Debug)]
 pub struct Delivery {
     pub publication: Publication,
-    json_frame: OnceLock<Bytes>,
+    frames: [OnceLock<Bytes>; FORMATS],
 }
 
 impl Delivery {
     pub fn new(publication: Publication) -> Arc<Self> {
         Arc::new(Self {
             publication,
-            json_frame: OnceLock::new(),
+            frames: Default::default(),
         })
+    }
+
+    /// The encoding of this delivery in `format`, made by `encode` the first
+    /// time it is asked for.
+    pub fn frame(&self, format: WireFormat, encode: impl FnOnce(&Publication) -> Bytes) -> &Bytes {
+        self.frames[format as usize].get_or_init(|| encode(&self.publication))
     }
 
     /// The `ferrocast.v1.json` message frame.
     pub fn json_frame(&self) -> &Bytes {
-        self.json_frame.get_or_init(|| {
-            let p = &self.publication;
-            encode_message(&p.topic, &p.payload, p.position.as_ref())
+        self.frame(WireFormat::Json, |p| {
+            encode_message(
+                &p.topic,
+                &p.payload,
+                p.content_type.as_deref(),
+                p.position.as_ref(),
+            )
         })
     }
 

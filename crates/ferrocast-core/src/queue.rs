@@ -15,6 +15,8 @@ use bytes::Bytes;
 use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 
+use ferrocast_protocol::TopicFilter;
+
 use crate::publication::Delivery;
 
 /// Identifies a connection within a node.
@@ -25,8 +27,10 @@ pub type ConnId = u64;
 pub enum Outbound {
     /// A reply already encoded in the connection's wire format.
     Frame(Bytes),
-    /// A publication, encoded by the writer in the connection's wire format.
-    Delivery(Arc<Delivery>),
+    /// A publication, encoded by the writer in the connection's wire format,
+    /// with the subscribed filter it matched (a STOMP connection may hold
+    /// several subscriptions, each needing its own MESSAGE).
+    Delivery(Arc<Delivery>, TopicFilter),
     /// A transport-level keep-alive (a WebSocket ping).
     Ping,
 }
@@ -35,7 +39,7 @@ impl Outbound {
     fn size(&self) -> usize {
         match self {
             Self::Frame(b) => b.len() + 16,
-            Self::Delivery(d) => d.queued_size(),
+            Self::Delivery(d, _) => d.queued_size(),
             Self::Ping => 16,
         }
     }
@@ -48,6 +52,13 @@ pub enum CloseReason {
     SlowConsumer,
     /// The node is draining (shutdown or rolling deploy).
     Shutdown,
+    /// The client asked to disconnect (e.g. STOMP DISCONNECT); what was queued
+    /// (a receipt) is written first.
+    ClientRequest,
+    /// The client broke the protocol; the error already queued is written first.
+    ProtocolError,
+    /// The client exceeded a size limit; the error already queued is written first.
+    TooLarge,
 }
 
 /// Why a push failed.

@@ -205,7 +205,9 @@ impl SubscriptionRegistry {
             return;
         };
         for queue in entry.subscribers.values() {
-            if let Err(PushError::Overflow) = queue.push(Outbound::Delivery(delivery.clone())) {
+            if let Err(PushError::Overflow) =
+                queue.push(Outbound::Delivery(delivery.clone(), filter.clone()))
+            {
                 self.metrics.dropped_slow.increment(1);
             }
         }

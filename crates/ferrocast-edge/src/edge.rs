@@ -75,6 +75,11 @@ impl Edge {
         self.inner.connections.clone().try_acquire_owned().ok()
     }
 
+    /// A number unique among this node's sessions (names STOMP sessions).
+    pub(crate) fn next_session_number(&self) -> u64 {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(crate) fn register(&self, queue: Arc<OutboundQueue>) -> ConnId {
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         if self.is_draining() {

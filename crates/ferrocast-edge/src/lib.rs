@@ -4,9 +4,10 @@
 //! - [`admin_router`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`Edge::drain`]: closes every connection with 1012 in paced batches.
 //!
-//! Each WebSocket connection is served by one task ([`session`]) that reads
+//! Each WebSocket connection is served by one task (`session`) that reads
 //! requests, answers them and writes its [`OutboundQueue`](ferrocast_core::OutboundQueue)
-//! to the socket in batches.
+//! to the socket in batches; the subprotocol (`ferrocast.v1.json` or STOMP)
+//! is a `session::Protocol`.
 
 mod admin;
 mod edge;

@@ -25,6 +25,10 @@ pub struct EdgeSettings {
     /// served either way; this decides whether the load balancer keeps sending
     /// new clients to a node that cannot reach the cluster.
     pub ready_requires_backplane: bool,
+    /// Whether a STOMP CONNECT `login` header names the user (for
+    /// `/user/queue/...` destinations) without any authentication. For
+    /// development and trusted networks only.
+    pub stomp_login_is_user: bool,
 }
 
 impl Default for EdgeSettings {
@@ -39,6 +43,7 @@ impl Default for EdgeSettings {
             pong_timeout: Duration::from_secs(10),
             read_buffer_size: 4 * 1024,
             ready_requires_backplane: true,
+            stomp_login_is_user: false,
         }
     }
 }

@@ -8,13 +8,14 @@ use axum::Router;
 use metrics::counter;
 
 use ferrocast_core::metrics as names;
+use ferrocast_protocol::stomp::Version;
 use ferrocast_protocol::SUBPROTOCOL_JSON;
 
 use crate::edge::Edge;
-use crate::session;
+use crate::session::{self, JsonProtocol, StompProtocol};
 
 /// Subprotocols this node speaks, in the order they are listed to clients.
-const SUPPORTED: &[&str] = &[SUBPROTOCOL_JSON];
+const SUPPORTED: &[&str] = &[SUBPROTOCOL_JSON, "v12.stomp", "v11.stomp", "v10.stomp"];
 
 /// The public listener's routes: `GET /ws`.
 pub fn public_router(edge: Edge) -> Router {
@@ -96,7 +97,18 @@ async fn upgrade(
     if let Some(protocol) = protocol {
         upgrade = upgrade.protocols([protocol]);
     }
+    let stomp = protocol.and_then(Version::from_subprotocol);
+    let max_message_size = settings.max_message_size;
     upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| session::run(edge, socket, permit))
+        .on_upgrade(move |socket| async move {
+            match stomp {
+                Some(version) => {
+                    let conn = edge.next_session_number();
+                    let protocol = StompProtocol::new(version, conn, max_message_size);
+                    session::serve(edge, socket, permit, protocol).await;
+                }
+                None => session::serve(edge, socket, permit, JsonProtocol::default()).await,
+            }
+        })
 }

@@ -9,6 +9,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -331,20 +333,44 @@ pub fn encode_pong(id: Option<u64>) -> Bytes {
 }
 
 /// `{"op":"message","topic":…,"data":…}` plus `offset` and `epoch` when the
-/// topic keeps history. `data` must be JSON text without raw newlines, as
-/// [`decode_requests`] produces.
-pub fn encode_message(topic: &Topic, data: &[u8], position: Option<&StreamPosition>) -> Bytes {
-    let mut out = Vec::with_capacity(48 + topic.as_str().len() + data.len());
+/// topic keeps history.
+///
+/// `content_type` `None` means `payload` is JSON text without raw newlines (as
+/// [`decode_requests`] produces) and is embedded as is. Any other payload (from
+/// STOMP, say) is carried as a JSON string when it is UTF-8, else base64 with
+/// `"encoding":"base64"`, and its `content_type` is included.
+pub fn encode_message(
+    topic: &Topic,
+    payload: &[u8],
+    content_type: Option<&str>,
+    position: Option<&StreamPosition>,
+) -> Bytes {
+    let mut out = Vec::with_capacity(64 + topic.as_str().len() + payload.len());
     out.extend_from_slice(br#"{"op":"message","topic":""#);
     // The topic grammar has no character that JSON needs to escape.
     out.extend_from_slice(topic.as_str().as_bytes());
     out.extend_from_slice(br#"","data":"#);
-    out.extend_from_slice(data);
+    match content_type {
+        None => out.extend_from_slice(payload),
+        Some(content_type) => {
+            // Serializing strings cannot fail.
+            match std::str::from_utf8(payload) {
+                Ok(text) => out.extend_from_slice(&serde_json::to_vec(text).unwrap_or_default()),
+                Err(_) => {
+                    out.push(b'"');
+                    out.extend_from_slice(BASE64.encode(payload).as_bytes());
+                    out.extend_from_slice(br#"","encoding":"base64"#);
+                    out.push(b'"');
+                }
+            }
+            out.extend_from_slice(br#","content_type":"#);
+            out.extend_from_slice(&serde_json::to_vec(content_type).unwrap_or_default());
+        }
+    }
     if let Some(pos) = position {
         out.extend_from_slice(br#","offset":"#);
         out.extend_from_slice(pos.offset.to_string().as_bytes());
         out.extend_from_slice(br#","epoch":"#);
-        // Serializing a string cannot fail.
         out.extend_from_slice(&serde_json::to_vec(&pos.epoch).unwrap_or_default());
     }
     out.push(b'}');
@@ -531,15 +557,23 @@ mod tests {
         assert_eq!(&encode_pong(Some(5))[..], br#"{"op":"pong","id":5}"#);
         let topic = Topic::parse("chat.room1", 255).unwrap();
         assert_eq!(
-            &encode_message(&topic, b"[1]", None)[..],
+            &encode_message(&topic, b"[1]", None, None)[..],
             br#"{"op":"message","topic":"chat.room1","data":[1]}"#
+        );
+        assert_eq!(
+            &encode_message(&topic, b"hi\n", Some("text/plain"), None)[..],
+            br#"{"op":"message","topic":"chat.room1","data":"hi\n","content_type":"text/plain"}"#
+        );
+        assert_eq!(
+            &encode_message(&topic, &[0xff, 0], Some("application/octet-stream"), None)[..],
+            br#"{"op":"message","topic":"chat.room1","data":"/wA=","encoding":"base64","content_type":"application/octet-stream"}"#
         );
         let pos = StreamPosition {
             epoch: "ep".into(),
             offset: 42,
         };
         assert_eq!(
-            &encode_message(&topic, b"\"x\"", Some(&pos))[..],
+            &encode_message(&topic, b"\"x\"", None, Some(&pos))[..],
             br#"{"op":"message","topic":"chat.room1","data":"x","offset":42,"epoch":"ep"}"#
         );
     }
@@ -570,7 +604,7 @@ mod tests {
             let decoded = decode_one(&text).unwrap();
             let ClientRequest::Publish { id: got_id, topic, data: raw } = decoded else { panic!() };
             prop_assert_eq!(got_id, id);
-            let frame = encode_message(&topic, &raw, None);
+            let frame = encode_message(&topic, &raw, None, None);
             prop_assert!(!frame.contains(&b'\n'));
             let parsed: Value = serde_json::from_slice(&frame).unwrap();
             prop_assert_eq!(&parsed["data"], &data);

@@ -133,6 +133,10 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) drain_timeout: Option<Duration>,
 
+    /// STOMP: take the CONNECT `login` header as the user id for /user/queue destinations, WITHOUT authentication. Development and trusted networks only. [default: false]
+    #[arg(long, env = "FERROCAST_STOMP_LOGIN_IS_USER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) stomp_login_is_user: Option<bool>,
+
     /// Read buffer per WebSocket connection, in bytes. [default: 4096]
     #[arg(long, env = "FERROCAST_WS_READ_BUFFER_SIZE", value_name = "BYTES")]
     pub(crate) ws_read_buffer_size: Option<usize>,
@@ -178,6 +182,7 @@ pub(crate) struct Config {
     #[serde(with = "humantime_serde")]
     pub(crate) drain_timeout: Duration,
     pub(crate) ws_read_buffer_size: usize,
+    pub(crate) stomp_login_is_user: bool,
 }
 
 impl Default for Config {
@@ -205,6 +210,7 @@ impl Default for Config {
             pong_timeout: edge.pong_timeout,
             drain_timeout: Duration::from_secs(10),
             ws_read_buffer_size: edge.read_buffer_size,
+            stomp_login_is_user: edge.stomp_login_is_user,
         }
     }
 }
@@ -264,6 +270,7 @@ impl Config {
             pong_timeout,
             drain_timeout,
             ws_read_buffer_size,
+            stomp_login_is_user,
         );
     }
 
@@ -324,6 +331,7 @@ impl Config {
             pong_timeout: self.pong_timeout,
             read_buffer_size: self.ws_read_buffer_size,
             ready_requires_backplane: self.ready_requires_backplane,
+            stomp_login_is_user: self.stomp_login_is_user,
         }
     }
 

@@ -1,0 +1,304 @@
+//! `ferrocast.v1.json`: JSON objects in text frames (docs/protocol.md).
+
+use std::collections::{HashSet, VecDeque};
+
+use axum::extract::ws::Message;
+use bytes::{Bytes, BytesMut};
+
+use ferrocast_core::metrics as names;
+use ferrocast_core::Outbound;
+use ferrocast_protocol::json::{
+    decode_requests, encode_error, encode_ok, encode_pong, ClientRequest, ErrorCode, OkReply,
+    RequestError,
+};
+use ferrocast_protocol::TopicFilter;
+
+use super::{count_error, text_or_binary, End, Link, Protocol};
+
+/// The reserved namespace of private user destinations (see the STOMP
+/// `/user/...` destinations); JSON clients cannot subscribe to it directly.
+pub(crate) const USER_NAMESPACE: &str = "_user";
+
+/// What a request that waited on the backplane produced.
+pub(crate) enum Completion {
+    /// A reply to send, or nothing (a request without id that succeeded).
+    Reply(Option<Bytes>),
+    Error(RequestError),
+    /// The backplane refused the subscription: undo it locally.
+    SubscribeFailed {
+        filter: TopicFilter,
+        error: RequestError,
+    },
+}
+
+/// The JSON protocol's state of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct JsonProtocol {
+    /// What this connection is subscribed to, to enforce the limit and answer
+    /// a repeated subscribe.
+    subscriptions: HashSet<TopicFilter>,
+}
+
+impl Protocol for JsonProtocol {
+    type Completion = Completion;
+    const LABEL: &'static str = "json";
+
+    fn on_message(&mut self, link: &mut Link<Completion>, message: Message) -> Option<End> {
+        match message {
+            Message::Text(text) => self.handle_text(link, text.into()),
+            _ => reply_error(
+                link,
+                RequestError::new(
+                    None,
+                    ErrorCode::BadRequest,
+                    "binary frames are not part of ferrocast.v1.json; send JSON in text frames",
+                ),
+            ),
+        }
+        None
+    }
+
+    fn on_completion(&mut self, link: &mut Link<Completion>, done: Completion) {
+        match done {
+            Completion::Reply(Some(frame)) => link.send(frame),
+            Completion::Reply(None) => {}
+            Completion::Error(error) => reply_error(link, error),
+            Completion::SubscribeFailed { filter, error } => {
+                if self.subscriptions.remove(&filter) {
+                    link.unsubscribe(&filter);
+                }
+                reply_error(link, error);
+            }
+        }
+    }
+
+    /// Joins the batch's objects with `\n` into one text frame.
+    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+        let mut deliveries = 0;
+        let frames: Vec<&Bytes> = batch
+            .iter()
+            .filter_map(|item| match item {
+                Outbound::Frame(frame) => Some(frame),
+                Outbound::Delivery(delivery, _) => {
+                    deliveries += 1;
+                    Some(delivery.json_frame())
+                }
+                Outbound::Ping => None,
+            })
+            .collect();
+        let text = match &frames[..] {
+            [] => return deliveries,
+            [one] => (*one).clone(),
+            many => {
+                let total: usize = many.iter().map(|f| f.len() + 1).sum();
+                let mut joined = BytesMut::with_capacity(total);
+                for (i, frame) in many.iter().enumerate() {
+                    if i > 0 {
+                        joined.extend_from_slice(b"\n");
+                    }
+                    joined.extend_from_slice(frame);
+                }
+                joined.freeze()
+            }
+        };
+        out.push_back(text_or_binary(text));
+        deliveries
+    }
+
+    fn too_large(&mut self, max_message_size: usize) -> Option<Message> {
+        let error = RequestError::new(
+            None,
+            ErrorCode::TooLarge,
+            format!("message over {max_message_size} bytes"),
+        );
+        count_error(error.code.as_str());
+        Some(text_or_binary(encode_error(&error)))
+    }
+}
+
+fn reply_error(link: &Link<Completion>, error: RequestError) {
+    count_error(error.code.as_str());
+    link.send(encode_error(&error));
+}
+
+fn reply_ok(link: &Link<Completion>, reply: OkReply) {
+    if reply.id.is_some() {
+        link.send(encode_ok(&reply));
+    }
+}
+
+impl JsonProtocol {
+    fn handle_text(&mut self, link: &mut Link<Completion>, frame: Bytes) {
+        let max_topic_length = link.edge.settings().max_topic_length;
+        for request in decode_requests(&frame, max_topic_length) {
+            match request {
+                Ok(request) => self.handle(link, request),
+                Err(error) => {
+                    if error.code == ErrorCode::TooLarge {
+                        metrics::counter!(names::LIMIT_HITS, "limit" => "topic_length")
+                            .increment(1);
+                    }
+                    reply_error(link, error);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, link: &mut Link<Completion>, request: ClientRequest) {
+        match request {
+            ClientRequest::Subscribe { id, filter, since } => {
+                if filter.namespace() == USER_NAMESPACE {
+                    reply_error(
+                        link,
+                        RequestError::new(
+                            id,
+                            ErrorCode::Forbidden,
+                            "the _user namespace holds private user destinations",
+                        ),
+                    );
+                    return;
+                }
+                // No namespace keeps history yet, so a resume cannot recover.
+                let recovered = since.map(|_| false);
+                if self.subscriptions.contains(&filter) {
+                    reply_ok(
+                        link,
+                        OkReply {
+                            id,
+                            recovered,
+                            ..OkReply::default()
+                        },
+                    );
+                    return;
+                }
+                let limit = link.edge.settings().max_subscriptions_per_connection;
+                if self.subscriptions.len() >= limit {
+                    metrics::counter!(names::LIMIT_HITS, "limit" => "subscriptions").increment(1);
+                    reply_error(
+                        link,
+                        RequestError::new(
+                            id,
+                            ErrorCode::LimitExceeded,
+                            format!(
+                                "this connection already holds {limit} subscriptions, the limit"
+                            ),
+                        ),
+                    );
+                    return;
+                }
+                self.subscriptions.insert(filter.clone());
+                let confirmed = link.subscribe(&filter);
+                link.spawn(async move {
+                    match confirmed.await {
+                        Ok(()) => Completion::Reply(id.map(|id| {
+                            encode_ok(&OkReply {
+                                id: Some(id),
+                                recovered,
+                                ..OkReply::default()
+                            })
+                        })),
+                        Err(error) => Completion::SubscribeFailed {
+                            filter,
+                            error: RequestError::new(id, ErrorCode::Unavailable, error.to_string()),
+                        },
+                    }
+                });
+            }
+            ClientRequest::Unsubscribe { id, filter } => {
+                if self.subscriptions.remove(&filter) {
+                    link.unsubscribe(&filter);
+                }
+                reply_ok(
+                    link,
+                    OkReply {
+                        id,
+                        ..OkReply::default()
+                    },
+                );
+            }
+            ClientRequest::Publish { id, topic, data } => {
+                let accepted = link.edge.hub().publish(topic, data);
+                link.spawn(async move {
+                    match accepted.await {
+                        Ok(()) => Completion::Reply(id.map(|id| {
+                            encode_ok(&OkReply {
+                                id: Some(id),
+                                ..OkReply::default()
+                            })
+                        })),
+                        Err(error) => Completion::Error(RequestError::new(
+                            id,
+                            ErrorCode::Unavailable,
+                            format!("{error}; delivered to this node's subscribers only"),
+                        )),
+                    }
+                });
+            }
+            ClientRequest::Ping { id } => link.send(encode_pong(id)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use ferrocast_core::{Delivery, Publication};
+    use ferrocast_protocol::{Topic, TopicFilter};
+
+    fn delivery(payload: &'static str) -> Outbound {
+        let topic = Topic::parse("a.b", 255).unwrap();
+        Outbound::Delivery(
+            Delivery::new(Publication::new(
+                topic.clone(),
+                Bytes::from_static(payload.as_bytes()),
+                Arc::from("n1"),
+            )),
+            TopicFilter::from(topic),
+        )
+    }
+
+    fn encode(batch: &[Outbound]) -> (Vec<Message>, u64) {
+        let mut out = VecDeque::new();
+        let n = JsonProtocol::default().encode(batch, &mut out);
+        (out.into_iter().collect(), n)
+    }
+
+    #[test]
+    fn batches_join_objects_with_newlines() {
+        let batch = [
+            Outbound::Frame(Bytes::from_static(br#"{"op":"pong"}"#)),
+            delivery("1"),
+            delivery("[2]"),
+        ];
+        let (messages, delivered) = encode(&batch);
+        assert_eq!(delivered, 2);
+        let [Message::Text(text)] = &messages[..] else {
+            panic!("{messages:?}")
+        };
+        assert_eq!(
+            text.as_str(),
+            "{\"op\":\"pong\"}\n{\"op\":\"message\",\"topic\":\"a.b\",\"data\":1}\n{\"op\":\"message\",\"topic\":\"a.b\",\"data\":[2]}"
+        );
+        let (messages, _) = encode(&[delivery("3")]);
+        let [Message::Text(single)] = &messages[..] else {
+            panic!()
+        };
+        assert_eq!(
+            single.as_str(),
+            r#"{"op":"message","topic":"a.b","data":3}"#
+        );
+    }
+
+    #[test]
+    fn a_delivery_is_encoded_once_for_all_subscribers() {
+        let Outbound::Delivery(shared, _) = delivery("{}") else {
+            panic!()
+        };
+        let a = shared.json_frame().clone();
+        let b = shared.json_frame().clone();
+        // Same allocation, not an equal copy.
+        assert_eq!(a.as_ptr(), b.as_ptr());
+    }
+}

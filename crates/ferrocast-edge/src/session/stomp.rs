@@ -1,0 +1,790 @@
+//! STOMP 1.0, 1.1 and 1.2 over WebSocket (`v10.stomp`, `v11.stomp`,
+//! `v12.stomp`), as Spring's broker and stomp.js speak it.
+//!
+//! Destinations: `/topic/<topic>` is the native topic `<topic>` (wildcards
+//! allowed in SUBSCRIBE), so STOMP and JSON clients see each other's messages.
+//! `/user/queue/<name>` is the connected user's private destination, backed by
+//! the topic `_user.<user>.<name>`; a SEND to `/user/<user-id>/queue/<name>`
+//! reaches every session of that user on every node.
+//!
+//! Topics deliver at most once and keep no per-subscriber state, so ACK and
+//! NACK are accepted (and receipted) but change nothing: a NACKed message is
+//! not redelivered. Every ERROR frame closes the connection, as the
+//! specification requires.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use axum::extract::ws::Message;
+use bytes::{Bytes, BytesMut};
+use metrics::counter;
+
+use ferrocast_core::metrics as names;
+use ferrocast_core::{CloseReason, Delivery, Outbound, Publication, WireFormat};
+use ferrocast_protocol::stomp::{
+    encode, encode_body, encode_command, encode_header, negotiate_heartbeat, negotiate_version,
+    supported_versions, Command, Decoded, Decoder, Frame, HeartBeat, Limits, StompError, Version,
+    HEART_BEAT,
+};
+use ferrocast_protocol::{Topic, TopicFilter};
+
+use super::json::USER_NAMESPACE;
+use super::{count_error, text_or_binary, End, Heartbeat, Link, Protocol};
+
+/// What the node offers in CONNECTED `heart-beat`: it can send every 10 s and
+/// wants to hear from the client every 10 s.
+const SERVER_HEARTBEAT: HeartBeat = HeartBeat {
+    send_ms: 10_000,
+    receive_ms: 10_000,
+};
+
+/// Headers of SEND that the node interprets rather than passes through.
+const RESERVED_HEADERS: &[&str] = &[
+    "destination",
+    "content-length",
+    "content-type",
+    "receipt",
+    "transaction",
+    "message-id",
+    "subscription",
+    "ack",
+];
+
+/// A STOMP subscription of this connection.
+#[derive(Debug)]
+struct Subscription {
+    filter: TopicFilter,
+    /// `client` and `client-individual` MESSAGE frames carry an `ack` header.
+    needs_ack: bool,
+}
+
+/// What a request that waited on the backplane produced.
+pub(crate) enum Completion {
+    /// Confirmed: send the RECEIPT, if one was asked for.
+    Done { receipt: Option<String> },
+    /// Failed: ERROR, then close.
+    Failed {
+        message: String,
+        receipt: Option<String>,
+    },
+}
+
+/// The STOMP state of one connection.
+#[derive(Debug)]
+pub(crate) struct StompProtocol {
+    /// The version the WebSocket subprotocol named; CONNECT never goes above it.
+    limit: Version,
+    /// Set by CONNECT.
+    version: Option<Version>,
+    decoder: Decoder,
+    session_id: String,
+    /// The user whose private destinations this session may use.
+    user: Option<String>,
+    subscriptions: HashMap<String, Subscription>,
+    /// Filter → subscription ids, to write one MESSAGE per subscription.
+    by_filter: HashMap<TopicFilter, Vec<String>>,
+    /// Open transactions: their SENDs, held until COMMIT.
+    transactions: HashMap<String, Vec<Frame>>,
+    heartbeat: Heartbeat,
+    next_message_id: u64,
+    /// Set after an ERROR: further input is ignored while the close goes out.
+    failed: bool,
+}
+
+impl StompProtocol {
+    pub(crate) fn new(limit: Version, conn: u64, max_message_size: usize) -> Self {
+        let limits = Limits {
+            max_frame_size: max_message_size,
+            ..Limits::default()
+        };
+        Self {
+            limit,
+            version: None,
+            decoder: Decoder::new(limits),
+            session_id: format!("s{conn:x}-{:08x}", rand_suffix()),
+            user: None,
+            subscriptions: HashMap::new(),
+            by_filter: HashMap::new(),
+            transactions: HashMap::new(),
+            heartbeat: Heartbeat::default(),
+            next_message_id: 0,
+            failed: false,
+        }
+    }
+
+    fn version(&self) -> Version {
+        self.version.unwrap_or(Version::V1_0)
+    }
+
+    fn send_frame(&self, link: &Link<Completion>, frame: &Frame) {
+        link.send(encode(frame, self.version()));
+    }
+
+    fn receipt(&self, link: &Link<Completion>, receipt: Option<String>) {
+        if let Some(id) = receipt {
+            self.send_frame(
+                link,
+                &Frame::new(Command::Receipt).with_header("receipt-id", id),
+            );
+        }
+    }
+
+    /// Sends ERROR (with `receipt-id` when the frame asked for a receipt), then
+    /// closes the connection for `reason`.
+    fn fail(
+        &mut self,
+        link: &Link<Completion>,
+        message: &str,
+        receipt: Option<&str>,
+        reason: CloseReason,
+    ) {
+        self.fail_with(link, message, receipt, reason, None);
+    }
+
+    /// [`StompProtocol::fail`] with one more header on the ERROR frame.
+    fn fail_with(
+        &mut self,
+        link: &Link<Completion>,
+        message: &str,
+        receipt: Option<&str>,
+        reason: CloseReason,
+        extra: Option<(&str, String)>,
+    ) {
+        count_error(match reason {
+            CloseReason::TooLarge => "too_large",
+            _ => "bad_request",
+        });
+        let mut frame = Frame::new(Command::Error)
+            .with_header("message", message)
+            .with_header("content-type", "text/plain");
+        if let Some(id) = receipt {
+            frame = frame.with_header("receipt-id", id);
+        }
+        if let Some((name, value)) = extra {
+            frame = frame.with_header(name, value);
+        }
+        let frame = frame
+            .with_body(Bytes::from(message.to_string()))
+            .with_content_length();
+        self.send_frame(link, &frame);
+        self.failed = true;
+        link.close(reason);
+    }
+
+    fn fail_codec(&mut self, link: &Link<Completion>, error: &StompError) {
+        if let Some(limit) = error.limit_name() {
+            counter!(names::LIMIT_HITS, "limit" => limit).increment(1);
+        }
+        let reason = if error.is_limit() {
+            CloseReason::TooLarge
+        } else {
+            CloseReason::ProtocolError
+        };
+        self.fail(link, &error.to_string(), None, reason);
+    }
+
+    fn handle(&mut self, link: &mut Link<Completion>, frame: Frame) {
+        let receipt = frame.header("receipt").map(str::to_string);
+        if self.version.is_none() && !matches!(frame.command, Command::Connect | Command::Stomp) {
+            let message = format!("expected CONNECT, got {}", frame.command.as_str());
+            self.fail(
+                link,
+                &message,
+                receipt.as_deref(),
+                CloseReason::ProtocolError,
+            );
+            return;
+        }
+        let outcome = match frame.command {
+            Command::Connect | Command::Stomp => self.connect(link, &frame),
+            Command::Subscribe => self.subscribe(link, &frame, receipt.clone()),
+            Command::Unsubscribe => self.unsubscribe(link, &frame, receipt.clone()),
+            Command::Send => self.send(link, frame.clone(), receipt.clone()),
+            Command::Ack | Command::Nack => self.ack(link, &frame, receipt.clone()),
+            Command::Begin => self.begin(link, &frame, receipt.clone()),
+            Command::Commit => self.commit(link, &frame, receipt.clone()),
+            Command::Abort => self.abort(link, &frame, receipt.clone()),
+            Command::Disconnect => {
+                self.transactions.clear();
+                self.receipt(link, receipt.clone());
+                link.close(CloseReason::ClientRequest);
+                self.failed = true;
+                Ok(())
+            }
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                Err(format!("{} is a server frame", frame.command.as_str()))
+            }
+        };
+        if let Err(message) = outcome {
+            self.fail(
+                link,
+                &message,
+                receipt.as_deref(),
+                CloseReason::ProtocolError,
+            );
+        }
+    }
+
+    fn connect(&mut self, link: &mut Link<Completion>, frame: &Frame) -> Result<(), String> {
+        if self.version.is_some() {
+            return Err("already connected".into());
+        }
+        let version = match negotiate_version(frame.header("accept-version"), Some(self.limit)) {
+            Ok(version) => version,
+            Err(error) => {
+                // The spec: ERROR with a `version` header listing what the server speaks.
+                let supported = supported_versions(Some(self.limit));
+                let receipt = frame.header("receipt");
+                let reason = CloseReason::ProtocolError;
+                self.fail_with(
+                    link,
+                    &error.to_string(),
+                    receipt,
+                    reason,
+                    Some(("version", supported)),
+                );
+                return Ok(());
+            }
+        };
+        let client_heartbeat = match frame.header("heart-beat") {
+            Some(value) => HeartBeat::parse(value).map_err(|e| e.to_string())?,
+            None => HeartBeat::OFF,
+        };
+        let (send_ms, receive_ms) = negotiate_heartbeat(client_heartbeat, SERVER_HEARTBEAT);
+        let millis = |ms: u32| (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)));
+        self.heartbeat = Heartbeat {
+            send_every: millis(send_ms),
+            expect_within: millis(receive_ms),
+        };
+        if let Some(login) = frame.header("login") {
+            if link.edge.settings().stomp_login_is_user && !login.is_empty() {
+                self.user = Some(login.to_string());
+            }
+        }
+        self.version = Some(version);
+        self.decoder.set_version(version);
+        let connected = Frame::new(Command::Connected)
+            .with_header("version", version.as_str())
+            .with_header("heart-beat", SERVER_HEARTBEAT.to_string())
+            .with_header("session", self.session_id.clone())
+            .with_header("server", concat!("ferrocast/", env!("CARGO_PKG_VERSION")));
+        self.send_frame(link, &connected);
+        Ok(())
+    }
+
+    /// The filter a SUBSCRIBE destination names.
+    fn subscription_filter(
+        &self,
+        destination: &str,
+        max_len: usize,
+    ) -> Result<TopicFilter, String> {
+        if let Some(topic) = destination.strip_prefix("/topic/") {
+            if topic.split('.').next() == Some(USER_NAMESPACE) {
+                return Err("the _user namespace is reached through /user/queue/<name>".into());
+            }
+            return TopicFilter::parse(topic, max_len)
+                .map_err(|e| format!("invalid destination: {e}"));
+        }
+        if let Some(name) = destination.strip_prefix("/user/queue/") {
+            let user = self
+                .user
+                .as_deref()
+                .ok_or("/user/queue destinations need an authenticated user".to_string())?;
+            let topic = user_topic(user, name);
+            return TopicFilter::parse(&topic, max_len)
+                .map_err(|e| format!("invalid destination: {e}"));
+        }
+        Err(format!(
+            "unsupported destination {destination:?}; use /topic/<topic> or /user/queue/<name>"
+        ))
+    }
+
+    /// The topic a SEND destination names.
+    fn send_topic(destination: &str, max_len: usize) -> Result<Topic, String> {
+        let topic = if let Some(topic) = destination.strip_prefix("/topic/") {
+            if topic.split('.').next() == Some(USER_NAMESPACE) {
+                return Err(
+                    "the _user namespace is reached through /user/<user-id>/queue/<name>".into(),
+                );
+            }
+            topic.to_string()
+        } else if let Some(rest) = destination.strip_prefix("/user/") {
+            let (user, name) = rest
+                .split_once("/queue/")
+                .ok_or("user destinations are /user/<user-id>/queue/<name>".to_string())?;
+            if user.is_empty() {
+                return Err("user destinations are /user/<user-id>/queue/<name>".into());
+            }
+            user_topic(user, name)
+        } else {
+            return Err(format!(
+                "unsupported destination {destination:?}; use /topic/<topic> or /user/<user-id>/queue/<name>"
+            ));
+        };
+        Topic::parse(&topic, max_len).map_err(|e| format!("invalid destination: {e}"))
+    }
+
+    fn subscribe(
+        &mut self,
+        link: &mut Link<Completion>,
+        frame: &Frame,
+        receipt: Option<String>,
+    ) -> Result<(), String> {
+        let destination = frame
+            .header("destination")
+            .ok_or("SUBSCRIBE needs a destination header")?;
+        // STOMP 1.0 makes `id` optional; the destination then names the subscription.
+        let id = match frame.header("id") {
+            Some(id) => id.to_string(),
+            None if self.version() == Version::V1_0 => destination.to_string(),
+            None => return Err("SUBSCRIBE needs an id header".into()),
+        };
+        if self.subscriptions.contains_key(&id) {
+            return Err(format!("subscription id {id:?} is already in use"));
+        }
+        let needs_ack = match frame.header("ack").unwrap_or("auto") {
+            "auto" => false,
+            "client" | "client-individual" => true,
+            other => {
+                return Err(format!(
+                    "unknown ack mode {other:?}; use auto, client or client-individual"
+                ))
+            }
+        };
+        let settings = link.edge.settings().clone();
+        if self.subscriptions.len() >= settings.max_subscriptions_per_connection {
+            counter!(names::LIMIT_HITS, "limit" => "subscriptions").increment(1);
+            return Err(format!(
+                "this connection already holds {} subscriptions, the limit",
+                settings.max_subscriptions_per_connection
+            ));
+        }
+        let filter = self.subscription_filter(destination, settings.max_topic_length)?;
+        let confirmed = link.subscribe(&filter);
+        self.by_filter
+            .entry(filter.clone())
+            .or_default()
+            .push(id.clone());
+        self.subscriptions
+            .insert(id, Subscription { filter, needs_ack });
+        link.spawn(async move {
+            match confirmed.await {
+                Ok(()) => Completion::Done { receipt },
+                Err(error) => Completion::Failed {
+                    message: format!("subscription failed: {error}"),
+                    receipt,
+                },
+            }
+        });
+        Ok(())
+    }
+
+    fn unsubscribe(
+        &mut self,
+        link: &mut Link<Completion>,
+        frame: &Frame,
+        receipt: Option<String>,
+    ) -> Result<(), String> {
+        let id = frame
+            .header("id")
+            .or_else(|| {
+                frame
+                    .header("destination")
+                    .filter(|_| self.version() == Version::V1_0)
+            })
+            .ok_or("UNSUBSCRIBE needs an id header")?;
+        let subscription = self
+            .subscriptions
+            .remove(id)
+            .ok_or_else(|| format!("no subscription with id {id:?}"))?;
+        if let Some(ids) = self.by_filter.get_mut(&subscription.filter) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_filter.remove(&subscription.filter);
+            }
+        }
+        link.unsubscribe(&subscription.filter);
+        self.receipt(link, receipt);
+        Ok(())
+    }
+
+    fn send(
+        &mut self,
+        link: &mut Link<Completion>,
+        frame: Frame,
+        receipt: Option<String>,
+    ) -> Result<(), String> {
+        if let Some(tx) = frame.header("transaction") {
+            let held = self
+                .transactions
+                .get_mut(tx)
+                .ok_or_else(|| format!("no transaction {tx:?}; send BEGIN first"))?;
+            held.push(frame);
+            self.receipt(link, receipt);
+            return Ok(());
+        }
+        self.publish(link, &frame, receipt)
+    }
+
+    fn publish(
+        &mut self,
+        link: &mut Link<Completion>,
+        frame: &Frame,
+        receipt: Option<String>,
+    ) -> Result<(), String> {
+        let destination = frame
+            .header("destination")
+            .ok_or("SEND needs a destination header")?;
+        let topic = Self::send_topic(destination, link.edge.settings().max_topic_length)?;
+        let (payload, content_type) = payload_of(frame.header("content-type"), &frame.body);
+        let headers: Vec<(String, String)> = frame
+            .headers
+            .iter()
+            .filter(|(name, _)| !RESERVED_HEADERS.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        let accepted = link
+            .edge
+            .hub()
+            .publish_message(topic, payload, content_type, headers);
+        link.spawn(async move {
+            match accepted.await {
+                Ok(()) => Completion::Done { receipt },
+                Err(error) => Completion::Failed {
+                    message: format!("{error}; delivered to this node's subscribers only"),
+                    receipt,
+                },
+            }
+        });
+        Ok(())
+    }
+
+    fn ack(
+        &mut self,
+        link: &mut Link<Completion>,
+        frame: &Frame,
+        receipt: Option<String>,
+    ) -> Result<(), String> {
+        let needs = if self.version() == Version::V1_2 {
+            "id"
+        } else {
+            "message-id"
+        };
+        if frame.header(needs).is_none() {
+            return Err(format!("{} needs a {needs} header", frame.command.as_str()));
+        }
+        self.receipt(link, receipt);
+        Ok(())
+    }
+
+    fn begin(
+        &mut self,
+        link: &mut Link<Completion>,
+        frame: &Frame,
+        receipt: Option<String>,
+    ) -> Result<(), String> {
+        let tx = frame
+            .header("transaction")
+            .ok_or("BEGIN needs a transaction header")?;
+        if self.transactions.contains_key(tx) {
+            return Err(format!("transaction {tx:?} is already open"));
+        }
+        self.transactions.insert(tx.to_string(), Vec::new());
+        self.receipt(link, receipt);
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        link: &mut Link<Completion>,
+        frame: &Frame,
+        receipt: Option<String>,
+    ) -> Result<(), String> {
+        let tx = frame
+            .header("transaction")
+            .ok_or("COMMIT needs a transaction header")?;
+        let held = self
+            .transactions
+            .remove(tx)
+            .ok_or_else(|| format!("no transaction {tx:?}"))?;
+        let last = held.len().saturating_sub(1);
+        for (i, send) in held.iter().enumerate() {
+            // The receipt of COMMIT comes once the last held SEND was accepted.
+            let this_receipt = if i == last { receipt.clone() } else { None };
+            self.publish(link, send, this_receipt)?;
+        }
+        if held.is_empty() {
+            self.receipt(link, receipt);
+        }
+        Ok(())
+    }
+
+    fn abort(
+        &mut self,
+        link: &mut Link<Completion>,
+        frame: &Frame,
+        receipt: Option<String>,
+    ) -> Result<(), String> {
+        let tx = frame
+            .header("transaction")
+            .ok_or("ABORT needs a transaction header")?;
+        self.transactions
+            .remove(tx)
+            .ok_or_else(|| format!("no transaction {tx:?}"))?;
+        self.receipt(link, receipt);
+        Ok(())
+    }
+
+    /// The MESSAGE frames of one delivery, one per subscription it matched.
+    fn encode_delivery(
+        &mut self,
+        delivery: &Delivery,
+        filter: &TopicFilter,
+        out: &mut VecDeque<Message>,
+    ) -> u64 {
+        let version = self.version();
+        let Self {
+            by_filter,
+            subscriptions,
+            next_message_id,
+            session_id,
+            ..
+        } = self;
+        let Some(ids) = by_filter.get(filter) else {
+            return 0;
+        };
+        let (format, tail_version) = match version {
+            Version::V1_0 => (WireFormat::StompTail10, Version::V1_0),
+            _ => (WireFormat::StompTail, Version::V1_2),
+        };
+        let tail = delivery.frame(format, |p| message_tail(p, tail_version));
+        let mut sent = 0;
+        for id in ids {
+            *next_message_id += 1;
+            let message_id = format!("{session_id}-{next_message_id}");
+            let mut frame = BytesMut::with_capacity(64 + id.len() + tail.len());
+            encode_command(Command::Message, &mut frame);
+            encode_header("subscription", id, Command::Message, version, &mut frame);
+            encode_header(
+                "message-id",
+                &message_id,
+                Command::Message,
+                version,
+                &mut frame,
+            );
+            if version == Version::V1_2 && subscriptions.get(id).is_some_and(|s| s.needs_ack) {
+                encode_header("ack", &message_id, Command::Message, version, &mut frame);
+            }
+            frame.extend_from_slice(tail);
+            out.push_back(text_or_binary(frame.freeze()));
+            sent += 1;
+        }
+        sent
+    }
+}
+
+impl Protocol for StompProtocol {
+    type Completion = Completion;
+    const LABEL: &'static str = "stomp";
+
+    fn on_message(&mut self, link: &mut Link<Completion>, message: Message) -> Option<End> {
+        if self.failed {
+            return None;
+        }
+        let data: Bytes = match message {
+            Message::Text(text) => text.into(),
+            Message::Binary(bytes) => bytes,
+            _ => return None,
+        };
+        if let Err(error) = self.decoder.feed(&data) {
+            self.fail_codec(link, &error);
+            return None;
+        }
+        while !self.failed {
+            match self.decoder.next() {
+                Ok(Some(Decoded::Frame(frame))) => self.handle(link, frame),
+                Ok(Some(Decoded::HeartBeat)) => {}
+                Ok(None) => break,
+                Err(error) => self.fail_codec(link, &error),
+            }
+        }
+        None
+    }
+
+    fn on_completion(&mut self, link: &mut Link<Completion>, done: Completion) {
+        if self.failed {
+            return;
+        }
+        match done {
+            Completion::Done { receipt } => self.receipt(link, receipt),
+            Completion::Failed { message, receipt } => self.fail(
+                link,
+                &message,
+                receipt.as_deref(),
+                CloseReason::ProtocolError,
+            ),
+        }
+    }
+
+    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+        let mut deliveries = 0;
+        for item in batch {
+            match item {
+                Outbound::Frame(frame) => out.push_back(text_or_binary(frame.clone())),
+                Outbound::Delivery(delivery, filter) => {
+                    deliveries += self.encode_delivery(delivery, filter, out);
+                }
+                Outbound::Ping => {}
+            }
+        }
+        deliveries
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat
+    }
+
+    fn heartbeat_frame(&self) -> Bytes {
+        Bytes::from_static(HEART_BEAT)
+    }
+
+    fn too_large(&mut self, max_message_size: usize) -> Option<Message> {
+        let error = StompError::FrameTooLarge {
+            limit: max_message_size,
+        };
+        let frame = Frame::new(Command::Error).with_header("message", error.to_string());
+        Some(text_or_binary(encode(&frame, self.version())))
+    }
+
+    fn on_end(&mut self, _link: &mut Link<Completion>) {
+        // Held SENDs of open transactions are dropped: a transaction that is
+        // not committed before the connection ends is aborted.
+        self.transactions.clear();
+    }
+}
+
+/// The topic behind a user's private destination `name`.
+fn user_topic(user: &str, name: &str) -> String {
+    format!("{USER_NAMESPACE}.{}.{name}", escape_user(user))
+}
+
+/// Maps a user id onto one topic token: characters outside the token alphabet
+/// (and `=` itself) become `=XX` (hex of each UTF-8 byte).
+fn escape_user(user: &str) -> String {
+    let mut out = String::with_capacity(user.len());
+    for b in user.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+/// The payload and content type to publish for a SEND body: JSON bodies
+/// (declared `application/json`, or undeclared and parsing as JSON) travel as
+/// JSON so that JSON clients receive them as values; anything else keeps its
+/// content type (`application/octet-stream` when none was given).
+fn payload_of(content_type: Option<&str>, body: &Bytes) -> (Bytes, Option<Arc<str>>) {
+    let declared_json = content_type.is_some_and(|ct| ct.starts_with("application/json"));
+    if (declared_json || content_type.is_none())
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        let compact = if body.iter().any(|&b| b == b'\n' || b == b'\r') {
+            Bytes::from(
+                body.iter()
+                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+                    .collect::<Vec<u8>>(),
+            )
+        } else {
+            body.clone()
+        };
+        return (compact, None);
+    }
+    let content_type = content_type.unwrap_or("application/octet-stream");
+    (body.clone(), Some(Arc::from(content_type)))
+}
+
+/// What every MESSAGE of a publication shares after its per-subscriber
+/// headers: destination, content type and length, the publisher's headers,
+/// and the body.
+fn message_tail(publication: &Publication, version: Version) -> Bytes {
+    let topic = publication.topic.as_str();
+    let destination = match topic
+        .strip_prefix(USER_NAMESPACE)
+        .and_then(|t| t.strip_prefix('.'))
+    {
+        // `_user.<user>.<name>` → `/user/queue/<name>`, as the subscriber named it.
+        Some(rest) => format!(
+            "/user/queue/{}",
+            rest.split_once('.').map_or(rest, |(_, name)| name)
+        ),
+        None => format!("/topic/{topic}"),
+    };
+    let content_type = publication
+        .content_type
+        .as_deref()
+        .unwrap_or("application/json");
+    let mut out = BytesMut::with_capacity(128 + publication.payload.len());
+    let mut header =
+        |name: &str, value: &str| encode_header(name, value, Command::Message, version, &mut out);
+    header("destination", &destination);
+    header("content-type", content_type);
+    header("content-length", &publication.payload.len().to_string());
+    for (name, value) in &publication.headers {
+        header(name, value);
+    }
+    encode_body(&publication.payload, &mut out);
+    out.freeze()
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_become_one_token() {
+        assert_eq!(escape_user("bob"), "bob");
+        assert_eq!(escape_user("bob.smith@x.com"), "bob=2Esmith@x=2Ecom");
+        assert_eq!(escape_user("a=b c"), "a=3Db=20c");
+        assert!(Topic::parse(&user_topic("é.x y", "errors"), 255).is_ok());
+    }
+
+    #[test]
+    fn json_bodies_travel_as_json_and_others_keep_their_type() {
+        let (p, ct) = payload_of(None, &Bytes::from_static(b"{\n\"a\":1}"));
+        assert_eq!((&p[..], ct), (&b"{ \"a\":1}"[..], None));
+        let (_, ct) = payload_of(
+            Some("application/json;charset=utf-8"),
+            &Bytes::from_static(b"[1]"),
+        );
+        assert_eq!(ct, None);
+        let (p, ct) = payload_of(Some("text/plain"), &Bytes::from_static(b"{}"));
+        assert_eq!((&p[..], ct.as_deref()), (&b"{}"[..], Some("text/plain")));
+        let (_, ct) = payload_of(None, &Bytes::from_static(b"hello"));
+        assert_eq!(ct.as_deref(), Some("application/octet-stream"));
+    }
+
+    #[test]
+    fn message_tails_name_the_destination_the_subscriber_used() {
+        let p = Publication::new(
+            Topic::parse("_user.bob.errors", 255).unwrap(),
+            Bytes::from_static(b"1"),
+            Arc::from("n"),
+        );
+        let tail = message_tail(&p, Version::V1_2);
+        assert!(tail.starts_with(b"destination:/user/queue/errors\ncontent-type:application/json\ncontent-length:1\n\n1\0"), "{tail:?}");
+        let p = Publication::new(
+            Topic::parse("chat.room1", 255).unwrap(),
+            Bytes::from_static(b"x"),
+            Arc::from("n"),
+        );
+        assert!(message_tail(&p, Version::V1_2).starts_with(b"destination:/topic/chat.room1\n"));
+    }
+}
