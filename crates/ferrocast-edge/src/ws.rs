@@ -98,14 +98,13 @@ async fn upgrade(
         upgrade = upgrade.protocols([protocol]);
     }
     let stomp = protocol.and_then(Version::from_subprotocol);
-    let max_message_size = settings.max_message_size;
     upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
         .on_upgrade(move |socket| async move {
             match stomp {
                 Some(version) => {
                     let conn = edge.next_session_number();
-                    let protocol = StompProtocol::new(version, conn, max_message_size);
+                    let protocol = StompProtocol::new(version, conn, edge.settings());
                     session::serve(edge, socket, permit, protocol).await;
                 }
                 None => session::serve(edge, socket, permit, JsonProtocol::default()).await,

@@ -1,7 +1,8 @@
 //! Test support for ferrocast integration tests (not published).
 //!
 //! - [`Node`]: a real `ferrocast` process on free loopback ports, killed on drop.
-//! - [`JsonClient`]: a WebSocket client of the native JSON protocol.
+//! - [`JsonClient`]: a WebSocket client of the native JSON protocol;
+//!   [`StompClient`]: a raw STOMP-over-WebSocket client.
 //! - [`http_get`] and [`metric`]: read the admin listener.
 //! - [`RedisServer`], [`NatsServer`]: real backplane servers on free ports,
 //!   killed on drop, restartable for outage tests.
@@ -12,12 +13,14 @@ mod http;
 mod node;
 mod proxy;
 mod servers;
+mod stomp;
 
 pub use client::{ClientError, JsonClient};
 pub use http::{http_get, metric};
 pub use node::Node;
 pub use proxy::TcpProxy;
 pub use servers::{free_port, NatsServer, RedisServer};
+pub use stomp::{StompClient, StompFrame};
 
 /// How long a test waits for something that should happen promptly.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);

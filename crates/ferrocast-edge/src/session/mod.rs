@@ -327,7 +327,8 @@ async fn run_loop<P: Protocol>(
     let mut heartbeat = protocol.heartbeat();
     let mut heartbeat_send = timer(heartbeat.send_every);
     let mut heartbeat_check = timer(heartbeat.expect_within);
-    let mut last_received = Instant::now();
+    // Protocol heart-beats count protocol data only, not WebSocket pongs.
+    let mut last_data = Instant::now();
 
     let end = loop {
         tokio::select! {
@@ -341,10 +342,10 @@ async fn run_loop<P: Protocol>(
             Some(done) = link.in_flight.next(), if !link.in_flight.is_empty() => protocol.on_completion(link, done),
             incoming = stream.next(), if link.in_flight.len() < MAX_IN_FLIGHT => {
                 awaiting_pong = false;
-                last_received = Instant::now();
                 match incoming {
                     None => break End::ClientClosed,
                     Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        last_data = Instant::now();
                         if let Some(end) = protocol.on_message(link, message) {
                             break end;
                         }
@@ -374,7 +375,7 @@ async fn run_loop<P: Protocol>(
             _ = tick(&mut heartbeat_check) => {
                 // The spec asks for tolerance: allow twice the agreed window.
                 let window = heartbeat.expect_within.unwrap_or(Duration::MAX);
-                if last_received.elapsed() > window.saturating_mul(2) {
+                if last_data.elapsed() > window.saturating_mul(2) {
                     break End::PingTimeout;
                 }
             }

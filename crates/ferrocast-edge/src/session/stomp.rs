@@ -30,13 +30,7 @@ use ferrocast_protocol::{Topic, TopicFilter};
 
 use super::json::USER_NAMESPACE;
 use super::{count_error, text_or_binary, End, Heartbeat, Link, Protocol};
-
-/// What the node offers in CONNECTED `heart-beat`: it can send every 10 s and
-/// wants to hear from the client every 10 s.
-const SERVER_HEARTBEAT: HeartBeat = HeartBeat {
-    send_ms: 10_000,
-    receive_ms: 10_000,
-};
+use crate::settings::EdgeSettings;
 
 /// Headers of SEND that the node interprets rather than passes through.
 const RESERVED_HEADERS: &[&str] = &[
@@ -86,17 +80,21 @@ pub(crate) struct StompProtocol {
     /// Open transactions: their SENDs, held until COMMIT.
     transactions: HashMap<String, Vec<Frame>>,
     heartbeat: Heartbeat,
+    /// What the node offers in CONNECTED `heart-beat`: `--ping-interval` both
+    /// ways, the same keep-alive it keeps with WebSocket pings.
+    server_heartbeat: HeartBeat,
     next_message_id: u64,
     /// Set after an ERROR: further input is ignored while the close goes out.
     failed: bool,
 }
 
 impl StompProtocol {
-    pub(crate) fn new(limit: Version, conn: u64, max_message_size: usize) -> Self {
+    pub(crate) fn new(limit: Version, conn: u64, settings: &EdgeSettings) -> Self {
         let limits = Limits {
-            max_frame_size: max_message_size,
+            max_frame_size: settings.max_message_size,
             ..Limits::default()
         };
+        let interval = u32::try_from(settings.ping_interval.as_millis()).unwrap_or(u32::MAX);
         Self {
             limit,
             version: None,
@@ -107,6 +105,10 @@ impl StompProtocol {
             by_filter: HashMap::new(),
             transactions: HashMap::new(),
             heartbeat: Heartbeat::default(),
+            server_heartbeat: HeartBeat {
+                send_ms: interval,
+                receive_ms: interval,
+            },
             next_message_id: 0,
             failed: false,
         }
@@ -250,7 +252,7 @@ impl StompProtocol {
             Some(value) => HeartBeat::parse(value).map_err(|e| e.to_string())?,
             None => HeartBeat::OFF,
         };
-        let (send_ms, receive_ms) = negotiate_heartbeat(client_heartbeat, SERVER_HEARTBEAT);
+        let (send_ms, receive_ms) = negotiate_heartbeat(client_heartbeat, self.server_heartbeat);
         let millis = |ms: u32| (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)));
         self.heartbeat = Heartbeat {
             send_every: millis(send_ms),
@@ -265,7 +267,7 @@ impl StompProtocol {
         self.decoder.set_version(version);
         let connected = Frame::new(Command::Connected)
             .with_header("version", version.as_str())
-            .with_header("heart-beat", SERVER_HEARTBEAT.to_string())
+            .with_header("heart-beat", self.server_heartbeat.to_string())
             .with_header("session", self.session_id.clone())
             .with_header("server", concat!("ferrocast/", env!("CARGO_PKG_VERSION")));
         self.send_frame(link, &connected);
@@ -471,7 +473,10 @@ impl StompProtocol {
             "message-id"
         };
         if frame.header(needs).is_none() {
-            return Err(format!("{} needs a {needs} header", frame.command.as_str()));
+            return Err(format!(
+                "{} needs the {needs} header",
+                frame.command.as_str()
+            ));
         }
         self.receipt(link, receipt);
         Ok(())
