@@ -13,6 +13,7 @@
 //! specification requires.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::ws::Message;
@@ -369,14 +370,8 @@ impl StompProtocol {
             .push(id.clone());
         self.subscriptions
             .insert(id, Subscription { filter, needs_ack });
-        link.spawn(async move {
-            match confirmed.await {
-                Ok(()) => Completion::Done { receipt },
-                Err(error) => Completion::Failed {
-                    message: format!("subscription failed: {error}"),
-                    receipt,
-                },
-            }
+        receipt_when_done(link, confirmed, receipt, |e| {
+            format!("subscription failed: {e}")
         });
         Ok(())
     }
@@ -449,14 +444,8 @@ impl StompProtocol {
             .edge
             .hub()
             .publish_message(topic, payload, content_type, headers);
-        link.spawn(async move {
-            match accepted.await {
-                Ok(()) => Completion::Done { receipt },
-                Err(error) => Completion::Failed {
-                    message: format!("{error}; delivered to this node's subscribers only"),
-                    receipt,
-                },
-            }
+        receipt_when_done(link, accepted, receipt, |e| {
+            format!("{e}; delivered to this node's subscribers only")
         });
         Ok(())
     }
@@ -666,6 +655,26 @@ impl Protocol for StompProtocol {
         // not committed before the connection ends is aborted.
         self.transactions.clear();
     }
+}
+
+/// Runs `work` (waiting on the backplane) alongside the session; when it
+/// succeeds the RECEIPT (if asked for) goes out, when it fails ERROR with
+/// `describe(error)`.
+fn receipt_when_done<E: std::fmt::Display + Send + 'static>(
+    link: &mut Link<Completion>,
+    work: impl Future<Output = Result<(), E>> + Send + 'static,
+    receipt: Option<String>,
+    describe: fn(&E) -> String,
+) {
+    link.spawn(async move {
+        match work.await {
+            Ok(()) => Completion::Done { receipt },
+            Err(error) => Completion::Failed {
+                message: describe(&error),
+                receipt,
+            },
+        }
+    });
 }
 
 /// The topic behind a user's private destination `name`.
