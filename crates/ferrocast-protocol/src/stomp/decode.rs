@@ -135,7 +135,9 @@ impl Decoder {
     /// [`StompError::UnknownCommand`], [`StompError::BadContentLength`],
     /// [`StompError::MissingNul`] and [`StompError::UnexpectedNul`]. Frames
     /// completed before the error are still returned by [`next`](Self::next),
-    /// followed by the error, for a caller that wants to act on them.
+    /// for a caller that wants to act on them, and then `next` fails too: with
+    /// this error, or with an earlier one found while decoding the headers of
+    /// one of those frames (errors come out of `next` in stream order).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), StompError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());
@@ -269,8 +271,11 @@ impl Decoder {
                         }
                         Some(command) if line.is_empty() => {
                             if let Some(len) = content_length {
-                                // Reject at once rather than buffer up to the limit.
-                                if next_line.saturating_add(len).saturating_add(1) > max {
+                                // Reject at once rather than buffer up to the
+                                // limit. Past this check `body_start + len + 1`
+                                // cannot overflow.
+                                let end = next_line.checked_add(len).and_then(|n| n.checked_add(1));
+                                if end.is_none_or(|end| end > max) {
                                     return Err(StompError::FrameTooLarge { limit: max });
                                 }
                             }

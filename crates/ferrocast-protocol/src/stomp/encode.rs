@@ -10,6 +10,9 @@
 //! wherever there is no escape for them (1.0, and `CONNECT`, `STOMP` and
 //! `CONNECTED` in every version), and CR in 1.1, whose escapes do not cover it
 //! and whose raw CR at the end of a value a CRLF-tolerant peer would drop.
+//! A `:` in a header *name* cannot be carried where there is no escaping; the
+//! peer will split the line at it, which misnames the header but keeps the
+//! framing intact, so it is written as is.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

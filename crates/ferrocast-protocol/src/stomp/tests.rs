@@ -485,6 +485,34 @@ fn frames_before_an_error_are_still_returned() {
 }
 
 #[test]
+fn errors_come_out_of_next_in_stream_order() {
+    // The first frame has a bad header, the second a framing error: feed
+    // reports the framing error it found, next the earlier one.
+    let mut d = Decoder::new(Limits::default());
+    d.set_version(Version::V1_2);
+    let fed = d.feed(b"SEND\nx:\xff\n\n\0SEND\nx\0");
+    assert_eq!(fed, Err(StompError::UnexpectedNul));
+    assert_eq!(d.next(), Err(StompError::InvalidUtf8));
+    assert_eq!(d.next(), Err(StompError::InvalidUtf8));
+    assert_eq!(d.feed(b"\n"), Err(StompError::InvalidUtf8));
+}
+
+#[test]
+fn a_huge_content_length_cannot_overflow() {
+    let limits = Limits {
+        max_frame_size: usize::MAX,
+        max_headers: usize::MAX,
+        max_header_length: usize::MAX,
+    };
+    let wire = format!("SEND\ncontent-length:{}\n\n", usize::MAX - 3);
+    let mut d = Decoder::new(limits);
+    assert_eq!(
+        d.feed(wire.as_bytes()),
+        Err(StompError::FrameTooLarge { limit: usize::MAX })
+    );
+}
+
+#[test]
 fn decode_errors_are_sticky() {
     let mut d = Decoder::new(Limits::default());
     d.set_version(Version::V1_2);
@@ -880,6 +908,53 @@ mod properties {
         version().prop_flat_map(|v| (Just(v), prop::collection::vec(frame(v), 1..4)))
     }
 
+    /// A decoded frame whose headers the version can carry encodes back to
+    /// bytes that decode to the same frame.
+    fn assert_reencodes(frame: &Frame, version: Version) -> Result<(), TestCaseError> {
+        let fits = frame.headers.iter().all(|(n, v)| {
+            representable(n, true, frame.command, version)
+                && representable(v, false, frame.command, version)
+        });
+        if !fits {
+            return Ok(());
+        }
+        let wire = encode(frame, version);
+        let unlimited = Limits {
+            max_frame_size: usize::MAX,
+            max_headers: usize::MAX,
+            max_header_length: usize::MAX,
+        };
+        let again = decode_with(&wire, version, unlimited).unwrap();
+        prop_assert_eq!(again, vec![Decoded::Frame(frame.clone())]);
+        Ok(())
+    }
+
+    /// Feeds `parts` and checks every frame decoded and the buffer bound.
+    fn exercise(parts: &[&[u8]], version: Version, limits: Limits) -> Result<(), TestCaseError> {
+        let mut decoder = Decoder::new(limits);
+        decoder.set_version(version);
+        for part in parts {
+            let fed = decoder.feed(part);
+            prop_assert!(decoder.buffered() <= limits.max_frame_size.max(Command::MAX_LEN + 1));
+            loop {
+                match decoder.next() {
+                    Ok(Some(Decoded::Frame(frame))) => assert_reencodes(&frame, version)?,
+                    Ok(Some(Decoded::HeartBeat)) => {}
+                    Ok(None) => {
+                        prop_assert!(fed.is_ok());
+                        break;
+                    }
+                    Err(err) => {
+                        prop_assert!(!err.to_string().contains(['\n', '\r', '\0']));
+                        prop_assert_eq!(decoder.next(), Err(err));
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Cuts `wire` at the given (sorted, deduplicated) points.
     fn split<'a>(wire: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
         let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
@@ -896,6 +971,10 @@ mod properties {
     }
 
     proptest! {
+        // More cases than the default 256: each one is cheap and the decoder's
+        // state machine has many paths.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
         /// Frames encoded for a version decode to themselves with that version,
         /// whatever the split into messages, with heart-beats between them.
         #[test]
@@ -937,37 +1016,25 @@ mod properties {
             max_header_length in 0usize..16,
         ) {
             let limits = Limits { max_frame_size, max_headers, max_header_length };
-            let mut decoder = Decoder::new(limits);
-            decoder.set_version(version);
-            for part in &parts {
-                let fed = decoder.feed(part);
-                prop_assert!(decoder.buffered() <= max_frame_size.max(Command::MAX_LEN + 1));
-                let drained = drain(&mut decoder);
-                if fed.is_err() {
-                    prop_assert!(drained.is_err());
-                    break;
-                }
-                if drained.is_err() {
-                    break;
-                }
-            }
+            let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            exercise(&parts, version, limits)?;
         }
 
-        /// Frame-shaped noise exercises the header paths more than random bytes.
+        /// Frame-shaped noise reaches the header paths far more often than
+        /// random bytes do.
         #[test]
         fn stomp_shaped_noise_never_panics(
             pieces in prop::collection::vec(prop::sample::select(vec![
-                "SEND", "CONNECT", "MESSAGE", "\n", "\r\n", "\r", ":", "\\", "\\c", "\\r", "\\t",
-                "content-length:", "0", "3", "99", "x", "\0", "\u{e9}", "\u{ff}",
+                "SEND", "CONNECT", "MESSAGE", "\n", "\n", "\r\n", "\r", ":", "\\", "\\c",
+                "\\r", "\\n", "\\t", "content-length:", "0", "3", "99", "x", "\0", "\u{e9}",
             ]), 0..40),
+            cuts in prop::collection::vec(any::<usize>(), 0..4),
             version in version(),
+            small in any::<bool>(),
         ) {
             let wire: String = pieces.concat();
-            let mut decoder = Decoder::new(small_limits());
-            decoder.set_version(version);
-            if decoder.feed(wire.as_bytes()).is_ok() {
-                let _ = drain(&mut decoder);
-            }
+            let limits = if small { small_limits() } else { Limits::default() };
+            exercise(&split(wire.as_bytes(), &cuts), version, limits)?;
         }
 
         /// Escaping then unescaping a header is the identity in 1.1 and 1.2, for
