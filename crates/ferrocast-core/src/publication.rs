@@ -58,11 +58,13 @@ pub enum WireFormat {
     Json,
     /// What STOMP 1.0 MESSAGE frames share after their per-subscriber headers.
     StompTail10,
-    /// The same for STOMP 1.1 and 1.2 (header values escaped).
-    StompTail,
+    /// The same for STOMP 1.1 (header values escaped, no `\r` escape).
+    StompTail11,
+    /// The same for STOMP 1.2.
+    StompTail12,
 }
 
-const FORMATS: usize = 3;
+const FORMATS: usize = 4;
 
 /// A publication on its way to local subscribers, shared by all of them.
 ///

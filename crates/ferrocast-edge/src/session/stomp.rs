@@ -547,11 +547,13 @@ impl StompProtocol {
         let Some(ids) = by_filter.get(filter) else {
             return 0;
         };
-        let (format, tail_version) = match version {
-            Version::V1_0 => (WireFormat::StompTail10, Version::V1_0),
-            _ => (WireFormat::StompTail, Version::V1_2),
+        // Header escaping differs per version, so each has its own tail.
+        let format = match version {
+            Version::V1_0 => WireFormat::StompTail10,
+            Version::V1_1 => WireFormat::StompTail11,
+            Version::V1_2 => WireFormat::StompTail12,
         };
-        let tail = delivery.frame(format, |p| message_tail(p, tail_version));
+        let tail = delivery.frame(format, |p| message_tail(p, version));
         let mut sent = 0;
         for id in ids {
             *next_message_id += 1;
