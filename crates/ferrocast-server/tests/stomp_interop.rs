@@ -1,0 +1,261 @@
+//! STOMP over WebSocket with clients nobody on the team wrote: @stomp/stompjs 7
+//! on Node (with `ws`) and stomp.py 9 (its WebSocket transport), each across
+//! two real nodes on one real Redis; and a JSON client that receives what
+//! stompjs published on the other node.
+//!
+//! The client scripts live in `tests/interop/` with their pinned dependencies.
+//! Install them with `npm ci --prefix crates/ferrocast-server/tests/interop`
+//! and `python3 -m pip install -r crates/ferrocast-server/tests/interop/requirements.txt`
+//! (`.ci/test` does both when they are missing). A missing client fails the
+//! test with the command that installs it; nothing is skipped.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use ferrocast_testkit::{http_get, JsonClient, Node, RedisServer};
+
+/// A script has its own 30 s limit; this one also covers a script that hangs.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The nodes run with `--ping-interval 2s`, so they offer this in CONNECTED;
+/// with clients asking for 1000,1000, heart-beats flow every 2 s both ways.
+const HEART_BEAT: &str = "2000,2000";
+
+const NPM_INSTALL: &str = "npm ci --prefix crates/ferrocast-server/tests/interop";
+const PIP_INSTALL: &str =
+    "python3 -m pip install -r crates/ferrocast-server/tests/interop/requirements.txt";
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// A topic no other run shares.
+fn unique_topic(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("interop.{prefix}.p{}-{nanos}", std::process::id())
+}
+
+/// Panics with `install` unless `program args` runs and exits 0.
+fn require(program: &str, args: &[&str], what: &str, install: &str) {
+    let outcome = Command::new(program)
+        .args(args)
+        .current_dir(interop_dir())
+        .stdin(Stdio::null())
+        .output();
+    match outcome {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "{what} is missing ({program} {args:?} exited {}: {}); install it from the workspace root with: {install}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!("{what} is missing (cannot run {program}: {e}); install it with: {install}"),
+    }
+}
+
+fn require_stompjs() {
+    require(
+        "node",
+        &["--version"],
+        "Node.js",
+        &format!("apt-get install -y nodejs npm && {NPM_INSTALL}"),
+    );
+    let modules = interop_dir().join("node_modules");
+    for package in ["@stomp/stompjs", "ws"] {
+        assert!(
+            modules.join(package).join("package.json").is_file(),
+            "the npm package {package} is not installed in {}; install it from the workspace root with: {NPM_INSTALL}",
+            modules.display()
+        );
+    }
+}
+
+fn require_stomppy() {
+    require(
+        "python3",
+        &["-c", "import stomp, websocket; stomp.WSStompConnection"],
+        "the Python package stomp.py (with websocket-client)",
+        PIP_INSTALL,
+    );
+}
+
+/// What a finished (or killed) script left.
+struct Run {
+    /// `None`: killed after [`SCRIPT_TIMEOUT`].
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn report(&self, command: &str) -> String {
+        let status = match self.status {
+            Some(status) => status.to_string(),
+            None => format!("killed after {SCRIPT_TIMEOUT:?}"),
+        };
+        format!(
+            "{command}: {status} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.elapsed, self.stdout, self.stderr
+        )
+    }
+
+    fn assert_success(&self, command: &str) {
+        assert!(
+            self.status.is_some_and(|s| s.success()),
+            "{}",
+            self.report(command)
+        );
+    }
+}
+
+/// Runs `program args` in `tests/interop/` with a deadline, capturing its
+/// output (read by threads, so a chatty script never blocks on a full pipe).
+fn run_script(program: &str, args: &[String]) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(interop_dir())
+        .env("FERROCAST_EXPECT_HEART_BEAT", HEART_BEAT)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > SCRIPT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// [`run_script`] off the async runtime.
+async fn run_script_async(program: &'static str, args: Vec<String>) -> Run {
+    tokio::task::spawn_blocking(move || run_script(program, &args))
+        .await
+        .unwrap()
+}
+
+async fn wait_ready(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok((200, _)) = http_get(node.admin, "/readyz").await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never became ready",
+            node.admin
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Two nodes on one Redis, both ready.
+async fn cluster(redis: &RedisServer) -> [Node; 2] {
+    let nodes = ["interop-a", "interop-b"].map(|name| {
+        Node::spawn(
+            env!("CARGO_BIN_EXE_ferrocast"),
+            &[
+                "--backplane",
+                &redis.url(),
+                "--node-id",
+                name,
+                "--ping-interval",
+                "2s",
+            ],
+        )
+    });
+    for node in &nodes {
+        wait_ready(node).await;
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stompjs_across_two_nodes_and_to_a_json_client() {
+    require_stompjs();
+    let redis = RedisServer::start();
+    let [node1, node2] = cluster(&redis).await;
+    let topic = unique_topic("stompjs");
+    let cross_topic = unique_topic("cross");
+
+    // A JSON client on node 2 holds the topic stompjs ends with, on node 1.
+    let mut json_client = JsonClient::connect(&node2.ws_url()).await.unwrap();
+    let reply = json_client.subscribe(&cross_topic).await.unwrap();
+    assert_eq!(reply["op"], "ok", "{reply}");
+
+    let args = vec![
+        "stompjs.mjs".to_string(),
+        node1.ws_url(),
+        node2.ws_url(),
+        topic,
+        cross_topic.clone(),
+    ];
+    let command = format!("node {}", args.join(" "));
+    let run = run_script_async("node", args).await;
+    run.assert_success(&command);
+
+    // stompjs sent the body as application/json: JSON clients get the value.
+    let message = json_client.recv().await.unwrap_or_else(|e| {
+        panic!(
+            "the JSON client got nothing ({e:?})\n{}",
+            run.report(&command)
+        )
+    });
+    assert_eq!(
+        message,
+        json!({
+            "op": "message",
+            "topic": cross_topic,
+            "data": {"from": "stompjs", "topic": cross_topic, "n": 42, "list": ["a", "b"]},
+        })
+    );
+    json_client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomppy_across_two_nodes() {
+    require_stomppy();
+    let redis = RedisServer::start();
+    let [node1, node2] = cluster(&redis).await;
+    let args = vec![
+        "stomppy.py".to_string(),
+        node1.ws_url(),
+        node2.ws_url(),
+        unique_topic("stomppy"),
+    ];
+    let command = format!("python3 {}", args.join(" "));
+    let run = run_script_async("python3", args).await;
+    run.assert_success(&command);
+}
