@@ -1,7 +1,7 @@
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -33,12 +33,17 @@ fn reject(status: StatusCode, reason: &'static str, message: String) -> Response
     response
 }
 
-/// Picks the first subprotocol the client offered that this node speaks.
-/// `Ok(None)`: the client offered none (the JSON protocol is used).
-fn negotiate(upgrade: &WebSocketUpgrade) -> Result<Option<&'static str>, String> {
-    let offered: Vec<&str> = upgrade
-        .requested_protocols()
+/// Picks the first subprotocol the client offered, in the client's order of
+/// preference (RFC 6455 §4.1), that this node speaks. `Ok(None)`: the client
+/// offered none (the JSON protocol is used).
+fn negotiate(headers: &HeaderMap) -> Result<Option<&'static str>, String> {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
         .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
         .collect();
     if offered.is_empty() {
         return Ok(None);
@@ -58,6 +63,7 @@ fn negotiate(upgrade: &WebSocketUpgrade) -> Result<Option<&'static str>, String>
 
 async fn upgrade(
     State(edge): State<Edge>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if edge.is_draining() {
@@ -74,7 +80,7 @@ async fn upgrade(
             return rejection.into_response();
         }
     };
-    let protocol = match negotiate(&upgrade) {
+    let protocol = match negotiate(&headers) {
         Ok(protocol) => protocol,
         Err(message) => return reject(StatusCode::BAD_REQUEST, "subprotocol", message),
     };

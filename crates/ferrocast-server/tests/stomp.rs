@@ -61,6 +61,32 @@ async fn connect_negotiates_version_and_heart_beats() {
     .unwrap();
     assert_eq!(c.recv().await.unwrap().header("version"), Some("1.1"));
 
+    // The client's order of preference picks the subprotocol (stomp.js offers all three).
+    let mut c = StompClient::connect(&node.ws_url(), "v12.stomp, v11.stomp, v10.stomp")
+        .await
+        .unwrap();
+    c.send(
+        "CONNECT",
+        &[("accept-version", "1.0,1.1,1.2"), ("host", "x")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.recv().await.unwrap().header("version"), Some("1.2"));
+
+    // STOMP 1.0 has no heart-beats, whatever the client asks.
+    let mut c = StompClient::connect(&node.ws_url(), "v10.stomp")
+        .await
+        .unwrap();
+    c.send("CONNECT", &[("heart-beat", "100,100")], "")
+        .await
+        .unwrap();
+    let f = c.recv().await.unwrap();
+    assert_eq!(
+        (f.header("version"), f.header("heart-beat")),
+        (Some("1.0"), Some("0,0"))
+    );
+
     // No version in common: ERROR listing the supported ones, then close.
     let mut c = StompClient::connect(&node.ws_url(), "v11.stomp")
         .await

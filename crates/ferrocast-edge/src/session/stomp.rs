@@ -253,7 +253,14 @@ impl StompProtocol {
             Some(value) => HeartBeat::parse(value).map_err(|e| e.to_string())?,
             None => HeartBeat::OFF,
         };
-        let (send_ms, receive_ms) = negotiate_heartbeat(client_heartbeat, self.server_heartbeat);
+        // Heart-beating is a STOMP 1.1 feature: a 1.0 session has none, even
+        // when its client sends the header (stomp.js does).
+        let offered = if version == Version::V1_0 {
+            HeartBeat::OFF
+        } else {
+            self.server_heartbeat
+        };
+        let (send_ms, receive_ms) = negotiate_heartbeat(client_heartbeat, offered);
         let millis = |ms: u32| (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)));
         self.heartbeat = Heartbeat {
             send_every: millis(send_ms),
@@ -268,7 +275,7 @@ impl StompProtocol {
         self.decoder.set_version(version);
         let connected = Frame::new(Command::Connected)
             .with_header("version", version.as_str())
-            .with_header("heart-beat", self.server_heartbeat.to_string())
+            .with_header("heart-beat", offered.to_string())
             .with_header("session", self.session_id.clone())
             .with_header("server", concat!("ferrocast/", env!("CARGO_PKG_VERSION")));
         self.send_frame(link, &connected);
