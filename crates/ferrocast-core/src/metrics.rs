@@ -38,7 +38,7 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED,
-        "Client connections closed, by reason (normal, slow_consumer, shutdown, ping_timeout, too_large, error)."
+        "Client connections closed, by reason (normal, client_gone, slow_consumer, shutdown, ping_timeout, too_large, protocol_error, error)."
     );
     describe_counter!(
         CONNECTIONS_REJECTED,
@@ -59,7 +59,7 @@ pub fn describe() {
     );
     describe_counter!(
         MESSAGES_DROPPED,
-        "Messages not delivered, by reason (slow_consumer)."
+        "Deliveries not made, by reason: slow_consumer (the backlog dropped when a queue overflowed), closing (to a connection already closing)."
     );
     describe_counter!(CLIENT_ERRORS, "Error replies sent to clients, by code.");
     describe_counter!(

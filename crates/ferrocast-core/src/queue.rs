@@ -64,8 +64,10 @@ pub enum CloseReason {
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
-    #[error("outbound queue overflowed; the connection is closed as a slow consumer")]
-    Overflow,
+    /// The bound was exceeded: the queue dropped `dropped` items (its backlog
+    /// and the one pushed) and closed as a slow consumer.
+    #[error("outbound queue overflowed; {dropped} items dropped and the connection closed as a slow consumer")]
+    Overflow { dropped: usize },
     #[error("the connection is closing")]
     Closed,
 }
@@ -121,12 +123,13 @@ impl OutboundQueue {
                 return Err(PushError::Closed);
             }
             if state.bytes + size > self.limit_bytes {
+                let dropped = state.items.len() + 1;
                 state.items = VecDeque::new();
                 state.bytes = 0;
                 state.closed = Some(CloseReason::SlowConsumer);
                 drop(state);
                 self.writer.wake();
-                return Err(PushError::Overflow);
+                return Err(PushError::Overflow { dropped });
             }
             state.bytes += size;
             state.items.push_back(item);
@@ -215,7 +218,7 @@ mod tests {
     fn overflow_closes_as_slow_consumer_and_drops_the_backlog() {
         let q = OutboundQueue::new(100);
         q.push(frame(40)).unwrap();
-        q.push(frame(40)).unwrap_err();
+        assert_eq!(q.push(frame(40)), Err(PushError::Overflow { dropped: 2 }));
         assert_eq!(q.push(frame(1)), Err(PushError::Closed));
         let (poll, out) = take(&q, 10);
         assert_eq!(poll, Poll::Ready(Taken::Closed(CloseReason::SlowConsumer)));

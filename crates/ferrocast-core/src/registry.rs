@@ -66,6 +66,8 @@ struct RegistryMetrics {
     subscriptions: Gauge,
     topics: Gauge,
     dropped_slow: Counter,
+    /// Deliveries to a connection already closing (after overflow or drain).
+    dropped_closing: Counter,
 }
 
 impl Default for SubscriptionRegistry {
@@ -84,6 +86,7 @@ impl SubscriptionRegistry {
                 subscriptions: gauge!(names::SUBSCRIPTIONS),
                 topics: gauge!(names::TOPICS),
                 dropped_slow: counter!(names::MESSAGES_DROPPED, "reason" => "slow_consumer"),
+                dropped_closing: counter!(names::MESSAGES_DROPPED, "reason" => "closing"),
             },
         }
     }
@@ -205,10 +208,12 @@ impl SubscriptionRegistry {
             return;
         };
         for queue in entry.subscribers.values() {
-            if let Err(PushError::Overflow) =
-                queue.push(Outbound::Delivery(delivery.clone(), filter.clone()))
-            {
-                self.metrics.dropped_slow.increment(1);
+            match queue.push(Outbound::Delivery(delivery.clone(), filter.clone())) {
+                Ok(()) => {}
+                Err(PushError::Overflow { dropped }) => {
+                    self.metrics.dropped_slow.increment(dropped as u64);
+                }
+                Err(PushError::Closed) => self.metrics.dropped_closing.increment(1),
             }
         }
     }

@@ -124,6 +124,32 @@ async fn a_stalled_reader_is_closed_with_4000_while_others_get_everything() {
     )
     .await;
     assert_eq!(closed, 1.0);
+    // The whole dropped backlog is counted, not one per overflow.
+    let text = metrics(&node).await;
+    let dropped = metric(
+        &text,
+        "ferrocast_messages_dropped_total",
+        &[("reason", "slow_consumer")],
+    );
+    assert!(dropped > 1.0, "dropped {dropped}");
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_is_counted_as_gone() {
+    let node = node(&[]);
+    let mut c = JsonClient::connect(&node.ws_url()).await.unwrap();
+    assert_eq!(c.subscribe("g.a").await.unwrap()["op"], "ok");
+    drop(c); // the socket closes without a close handshake
+    let gone = await_metric(
+        &node,
+        "ferrocast_connections_closed_total",
+        &[("reason", "client_gone")],
+        1.0,
+    )
+    .await;
+    assert_eq!(gone, 1.0);
+    let text = metrics(&node).await;
+    assert_eq!(metric(&text, "ferrocast_subscriptions", &[]), 0.0);
 }
 
 #[tokio::test]

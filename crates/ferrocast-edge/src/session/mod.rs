@@ -63,6 +63,8 @@ pub(crate) enum End {
     Queue(CloseReason),
     /// The client closed the connection.
     ClientClosed,
+    /// The client went away without closing (socket closed, network gone).
+    ClientGone,
     /// The codec refused an oversized message.
     TooLarge,
     InvalidUtf8,
@@ -79,6 +81,7 @@ impl End {
             Self::Queue(CloseReason::SlowConsumer) => "slow_consumer",
             Self::Queue(CloseReason::Shutdown) => "shutdown",
             Self::Queue(CloseReason::ClientRequest) | Self::ClientClosed => "normal",
+            Self::ClientGone => "client_gone",
             Self::Queue(CloseReason::TooLarge) | Self::TooLarge => "too_large",
             Self::Queue(CloseReason::ProtocolError) | Self::InvalidUtf8 | Self::ProtocolError => {
                 "protocol_error"
@@ -113,7 +116,7 @@ impl End {
             ),
             Self::InvalidUtf8 => (code::INVALID_DATA, "text frame is not valid UTF-8".into()),
             Self::PingTimeout => (code::PING_TIMEOUT, "no pong within the ping timeout".into()),
-            Self::ClientClosed | Self::Io => return None,
+            Self::ClientClosed | Self::ClientGone | Self::Io => return None,
         };
         Some(CloseFrame {
             code,
@@ -336,7 +339,7 @@ async fn run_loop<P: Protocol>(
             written = poll_fn(|cx| pump(cx, &mut sink, &queue, &mut batch, &mut staged, protocol, &writer)) => {
                 break match written {
                     Ok(reason) => End::Queue(reason),
-                    Err(_) => End::Io,
+                    Err(error) => classify(error),
                 };
             }
             Some(done) = link.in_flight.next(), if !link.in_flight.is_empty() => protocol.on_completion(link, done),
@@ -423,9 +426,26 @@ fn classify(error: axum::Error) -> End {
             End::TooLarge
         }
         Some(tungstenite::Error::Utf8(_)) => End::InvalidUtf8,
+        // The client went away without a close handshake (closed its socket,
+        // or the network dropped it): nothing to answer.
+        Some(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ))
+        | Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+            End::ClientGone
+        }
+        Some(tungstenite::Error::Io(error)) if is_disconnect(error.kind()) => End::ClientGone,
         Some(tungstenite::Error::Protocol(_)) => End::ProtocolError,
         _ => End::Io,
     }
+}
+
+fn is_disconnect(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
 }
 
 /// Writes queued items to the socket until the queue is empty (then flushes
