@@ -458,7 +458,7 @@ async fn every_error_path_sends_error_then_closes() {
         ("SEND\ndestination:/topic/a\n\nx\0", false, "expected CONNECT", "", 1002),
         ("FLY\n\n\0", true, "unknown command", "", 1002),
         ("SUBSCRIBE\nid:1\nreceipt:5\n\n\0", true, "destination", "5", 1002),
-        ("SUBSCRIBE\ndestination:/topic/a\n\n\0", true, "needs an id", "", 1002),
+        ("SUBSCRIBE\ndestination:/topic/a\n\n\0", true, "needs the id header", "", 1002),
         ("SUBSCRIBE\nid:1\ndestination:/topic/a\nack:sometimes\n\n\0", true, "ack mode", "", 1002),
         ("SUBSCRIBE\nid:1\ndestination:/queue/a\n\n\0", true, "unsupported destination", "", 1002),
         ("SUBSCRIBE\nid:1\ndestination:/topic/a..b\n\n\0", true, "invalid destination", "", 1002),

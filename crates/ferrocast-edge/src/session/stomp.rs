@@ -340,14 +340,12 @@ impl StompProtocol {
         frame: &Frame,
         receipt: Option<String>,
     ) -> Result<(), String> {
-        let destination = frame
-            .header("destination")
-            .ok_or("SUBSCRIBE needs a destination header")?;
+        let destination = required(frame, "destination")?;
         // STOMP 1.0 makes `id` optional; the destination then names the subscription.
         let id = match frame.header("id") {
             Some(id) => id.to_string(),
             None if self.version() == Version::V1_0 => destination.to_string(),
-            None => return Err("SUBSCRIBE needs an id header".into()),
+            None => return Err("SUBSCRIBE needs the id header".into()),
         };
         if self.subscriptions.contains_key(&id) {
             return Err(format!("subscription id {id:?} is already in use"));
@@ -396,7 +394,7 @@ impl StompProtocol {
                     .header("destination")
                     .filter(|_| self.version() == Version::V1_0)
             })
-            .ok_or("UNSUBSCRIBE needs an id header")?;
+            .ok_or("UNSUBSCRIBE needs the id header")?;
         let subscription = self
             .subscriptions
             .remove(id)
@@ -436,9 +434,7 @@ impl StompProtocol {
         frame: &Frame,
         receipt: Option<String>,
     ) -> Result<(), String> {
-        let destination = frame
-            .header("destination")
-            .ok_or("SEND needs a destination header")?;
+        let destination = required(frame, "destination")?;
         let topic = Self::send_topic(destination, link.edge.settings().max_topic_length)?;
         let (payload, content_type) = payload_of(frame.header("content-type"), &frame.body);
         let headers: Vec<(String, String)> = frame
@@ -484,9 +480,7 @@ impl StompProtocol {
         frame: &Frame,
         receipt: Option<String>,
     ) -> Result<(), String> {
-        let tx = frame
-            .header("transaction")
-            .ok_or("BEGIN needs a transaction header")?;
+        let tx = required(frame, "transaction")?;
         if self.transactions.contains_key(tx) {
             return Err(format!("transaction {tx:?} is already open"));
         }
@@ -501,9 +495,7 @@ impl StompProtocol {
         frame: &Frame,
         receipt: Option<String>,
     ) -> Result<(), String> {
-        let tx = frame
-            .header("transaction")
-            .ok_or("COMMIT needs a transaction header")?;
+        let tx = required(frame, "transaction")?;
         let held = self
             .transactions
             .remove(tx)
@@ -526,9 +518,7 @@ impl StompProtocol {
         frame: &Frame,
         receipt: Option<String>,
     ) -> Result<(), String> {
-        let tx = frame
-            .header("transaction")
-            .ok_or("ABORT needs a transaction header")?;
+        let tx = required(frame, "transaction")?;
         self.transactions
             .remove(tx)
             .ok_or_else(|| format!("no transaction {tx:?}"))?;
@@ -664,6 +654,13 @@ impl Protocol for StompProtocol {
         // not committed before the connection ends is aborted.
         self.transactions.clear();
     }
+}
+
+/// The value of a header the frame must carry, or the error that says so.
+fn required<'a>(frame: &'a Frame, name: &str) -> Result<&'a str, String> {
+    frame
+        .header(name)
+        .ok_or_else(|| format!("{} needs the {name} header", frame.command.as_str()))
 }
 
 /// Runs `work` (waiting on the backplane) alongside the session; when it
