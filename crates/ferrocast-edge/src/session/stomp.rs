@@ -13,6 +13,7 @@
 //! specification requires.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -85,6 +86,9 @@ pub(crate) struct StompProtocol {
     /// ways, the same keep-alive it keeps with WebSocket pings.
     server_heartbeat: HeartBeat,
     next_message_id: u64,
+    /// Reused for each MESSAGE's `message-id`, so fan-out allocates no string
+    /// per message.
+    message_id: String,
     /// Set after an ERROR: further input is ignored while the close goes out.
     failed: bool,
 }
@@ -111,6 +115,7 @@ impl StompProtocol {
                 receive_ms: interval,
             },
             next_message_id: 0,
+            message_id: String::new(),
             failed: false,
         }
     }
@@ -538,6 +543,7 @@ impl StompProtocol {
             by_filter,
             subscriptions,
             next_message_id,
+            message_id,
             session_id,
             ..
         } = self;
@@ -554,19 +560,21 @@ impl StompProtocol {
         let mut sent = 0;
         for id in ids {
             *next_message_id += 1;
-            let message_id = format!("{session_id}-{next_message_id}");
+            message_id.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(message_id, "{session_id}-{next_message_id}");
             let mut frame = BytesMut::with_capacity(64 + id.len() + tail.len());
             encode_command(Command::Message, &mut frame);
             encode_header("subscription", id, Command::Message, version, &mut frame);
             encode_header(
                 "message-id",
-                &message_id,
+                message_id,
                 Command::Message,
                 version,
                 &mut frame,
             );
             if version == Version::V1_2 && subscriptions.get(id).is_some_and(|s| s.needs_ack) {
-                encode_header("ack", &message_id, Command::Message, version, &mut frame);
+                encode_header("ack", message_id, Command::Message, version, &mut frame);
             }
             frame.extend_from_slice(tail);
             out.push_back(text_or_binary(frame.freeze()));
