@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     for _ in 0..count {
         let publication = Publication::new(topic.clone(), payload.clone(), origin.clone());
-        window.push_back(publisher.publish(publication));
+        window.push_back(publisher.publish(publication, None));
         if window.len() >= WINDOW {
             if let Some(oldest) = window.pop_front() {
                 failed += u64::from(oldest.await.is_err());

@@ -44,9 +44,12 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use ferrocast_core::backplane::{envelope, Backplane, BackplaneError, PublicationSink};
+use ferrocast_core::backplane::{
+    envelope, Backplane, BackplaneError, HistoryPage, HistoryPolicy, PublicationSink,
+};
 use ferrocast_core::{NodeId, Publication};
-use ferrocast_protocol::TopicFilter;
+use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::{Topic, TopicFilter};
 
 mod connection;
 mod publisher;
@@ -220,6 +223,10 @@ impl NatsBackplane {
         self.state.is_up() && self.client.connection_state() == State::Connected
     }
 
+    fn no_history() -> BackplaneError {
+        BackplaneError::Rejected("this backplane keeps no history yet".to_string())
+    }
+
     fn unavailable() -> BackplaneError {
         BackplaneError::Unavailable("not connected to NATS".to_string())
     }
@@ -260,7 +267,14 @@ impl Backplane for NatsBackplane {
         "nats"
     }
 
-    fn publish(&self, publication: Publication) -> BoxFuture<'static, Result<(), BackplaneError>> {
+    fn publish(
+        &self,
+        publication: Publication,
+        history: Option<HistoryPolicy>,
+    ) -> BoxFuture<'static, Result<Option<StreamPosition>, BackplaneError>> {
+        if history.is_some() {
+            return future::ready(Err(Self::no_history())).boxed();
+        }
         if !self.is_connected() {
             return future::ready(Err(Self::unavailable())).boxed();
         }
@@ -287,13 +301,25 @@ impl Backplane for NatsBackplane {
             return future::ready(Err(BackplaneError::Unavailable(reason.to_string()))).boxed();
         }
         async move {
-            completion.await.unwrap_or_else(|_| {
-                Err(BackplaneError::Unavailable(
-                    "NATS publisher stopped before sending".to_string(),
-                ))
-            })
+            completion
+                .await
+                .unwrap_or_else(|_| {
+                    Err(BackplaneError::Unavailable(
+                        "NATS publisher stopped before sending".to_string(),
+                    ))
+                })
+                .map(|()| None)
         }
         .boxed()
+    }
+
+    fn history(
+        &self,
+        _topic: &Topic,
+        _policy: HistoryPolicy,
+        _after: u64,
+    ) -> BoxFuture<'static, Result<HistoryPage, BackplaneError>> {
+        future::ready(Err(Self::no_history())).boxed()
     }
 
     /// Records the interest and starts one subscription per new filter;

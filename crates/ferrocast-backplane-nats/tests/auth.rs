@@ -113,7 +113,9 @@ async fn check_auth(server: &AuthServer, good: &str, bad: &str, secret: &str, na
     )
     .await;
     b.subscribe(vec![common::filter("auth.x")]).await.unwrap();
-    a.publish(publication("auth.x", "1", &a_id)).await.unwrap();
+    a.publish(publication("auth.x", "1", &a_id), None)
+        .await
+        .unwrap();
     assert!(sink.wait_for(1, Duration::from_secs(5)).await);
 
     let wrong_id = common::node_id(&format!("{name}-wrong"));
@@ -145,7 +147,9 @@ async fn check_auth(server: &AuthServer, good: &str, bad: &str, secret: &str, na
     );
     assert!(
         matches!(
-            wrong.publish(publication("auth.x", "2", &wrong_id)).await,
+            wrong
+                .publish(publication("auth.x", "2", &wrong_id), None)
+                .await,
             Err(BackplaneError::Unavailable(_))
         ),
         "publish without a connection"
@@ -278,7 +282,7 @@ async fn starts_without_nats() {
             .is_none()
     );
     assert!(matches!(
-        backplane.publish(publication("x.y", "1", &id)).await,
+        backplane.publish(publication("x.y", "1", &id), None).await,
         Err(BackplaneError::Unavailable(_))
     ));
     assert!(matches!(

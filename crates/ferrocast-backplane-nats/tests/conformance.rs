@@ -49,7 +49,7 @@ async fn subject_prefix_separates_clusters() {
     let f = common::filter("prefix.>");
     same.subscribe(vec![f.clone()]).await.unwrap();
     other.subscribe(vec![f.clone()]).await.unwrap();
-    a.publish(common::publication("prefix.x", "1", &a_id))
+    a.publish(common::publication("prefix.x", "1", &a_id), None)
         .await
         .unwrap();
     assert!(same_sink.wait_for(1, Duration::from_secs(5)).await);

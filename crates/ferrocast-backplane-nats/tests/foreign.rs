@@ -120,7 +120,7 @@ async fn a_foreign_catch_all_subscriber_delays_confirmation_only() {
         Err(ferrocast_core::backplane::BackplaneError::Timeout(timeout))
     );
     publisher
-        .publish(publication("catchall.a", "1", &publisher_id))
+        .publish(publication("catchall.a", "1", &publisher_id), None)
         .await
         .unwrap();
     assert!(sink.wait_for(1, Duration::from_secs(5)).await);

@@ -42,7 +42,7 @@ async fn subscribe_is_in_place_when_it_completes() {
             .await
             .unwrap();
         publisher
-            .publish(publication(&name, "1", &publisher_id))
+            .publish(publication(&name, "1", &publisher_id), None)
             .await
             .unwrap();
     }
@@ -119,14 +119,14 @@ async fn refuses_oversized_publications() {
         Bytes::from(vec![b'x'; 2 * 1024 * 1024]),
         id.clone(),
     );
-    let result = backplane.publish(big).await;
+    let result = backplane.publish(big, None).await;
     assert!(
         matches!(result, Err(BackplaneError::Rejected(_))),
         "{result:?}"
     );
     // The connection is still fine.
     backplane
-        .publish(publication("big.a", "1", &id))
+        .publish(publication("big.a", "1", &id), None)
         .await
         .unwrap();
 }

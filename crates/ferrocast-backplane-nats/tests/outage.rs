@@ -67,7 +67,7 @@ async fn survives_a_server_crash() {
         .await
         .unwrap();
     publisher
-        .publish(publication("crash.a", "1", &publisher_id))
+        .publish(publication("crash.a", "1", &publisher_id), None)
         .await
         .unwrap();
     assert!(
@@ -90,7 +90,7 @@ async fn survives_a_server_crash() {
     // Publishing during the outage fails at once, without waiting on NATS.
     let started = Instant::now();
     let result = publisher
-        .publish(publication("crash.a", "lost", &publisher_id))
+        .publish(publication("crash.a", "lost", &publisher_id), None)
         .await;
     assert!(
         matches!(result, Err(BackplaneError::Unavailable(_))),
@@ -139,7 +139,7 @@ async fn survives_a_server_crash() {
     // (`crash.late` matches both filters).
     let before = sink.len();
     publisher
-        .publish(publication("crash.late", "2", &publisher_id))
+        .publish(publication("crash.late", "2", &publisher_id), None)
         .await
         .unwrap();
     assert!(sink.wait_for(before + 2, Duration::from_secs(5)).await);
@@ -187,7 +187,7 @@ async fn detects_a_stalled_path() {
         .await
         .unwrap();
     publisher
-        .publish(publication("stall.a", "1", &publisher_id))
+        .publish(publication("stall.a", "1", &publisher_id), None)
         .await
         .unwrap();
     assert!(sink.wait_for(1, Duration::from_secs(5)).await);
@@ -213,7 +213,7 @@ async fn detects_a_stalled_path() {
         "reported up through a stalled path"
     );
     let result = stalled
-        .publish(publication("stall.a", "lost", &publisher_id))
+        .publish(publication("stall.a", "lost", &publisher_id), None)
         .await;
     assert!(
         matches!(result, Err(BackplaneError::Unavailable(_))),

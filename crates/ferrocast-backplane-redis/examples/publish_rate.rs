@@ -92,11 +92,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 failed += 1;
             }
         }
-        in_flight.push(publisher.publish(Publication::new(
-            topic.clone(),
-            payload.clone(),
-            origin.clone(),
-        )));
+        in_flight.push(publisher.publish(
+            Publication::new(topic.clone(), payload.clone(), origin.clone()),
+            None,
+        ));
     }
     while let Some(result) = in_flight.next().await {
         if result.is_err() {

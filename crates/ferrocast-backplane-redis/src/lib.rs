@@ -76,9 +76,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use ferrocast_core::backplane::envelope;
-use ferrocast_core::backplane::{Backplane, BackplaneError, PublicationSink};
+use ferrocast_core::backplane::{
+    Backplane, BackplaneError, HistoryPage, HistoryPolicy, PublicationSink,
+};
 use ferrocast_core::{NodeId, Publication};
-use ferrocast_protocol::TopicFilter;
+use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::{Topic, TopicFilter};
 
 mod backoff;
 mod connection;
@@ -226,6 +229,10 @@ impl RedisBackplane {
         })
     }
 
+    fn no_history() -> BackplaneError {
+        BackplaneError::Rejected("this backplane keeps no history yet".to_string())
+    }
+
     fn stopped() -> BackplaneError {
         BackplaneError::Unavailable("the redis backplane is stopped".to_string())
     }
@@ -236,7 +243,14 @@ impl Backplane for RedisBackplane {
         "redis"
     }
 
-    fn publish(&self, publication: Publication) -> BoxFuture<'static, Result<(), BackplaneError>> {
+    fn publish(
+        &self,
+        publication: Publication,
+        history: Option<HistoryPolicy>,
+    ) -> BoxFuture<'static, Result<Option<StreamPosition>, BackplaneError>> {
+        if history.is_some() {
+            return future::ready(Err(Self::no_history())).boxed();
+        }
         if !self.shared.health.publisher_up.load(Ordering::Acquire) {
             return future::ready(Err(BackplaneError::Unavailable(
                 "not connected to redis".to_string(),
@@ -251,7 +265,13 @@ impl Backplane for RedisBackplane {
             done,
         };
         match self.queue.try_send(outgoing) {
-            Ok(()) => async move { result.await.unwrap_or_else(|_| Err(Self::stopped())) }.boxed(),
+            Ok(()) => async move {
+                result
+                    .await
+                    .unwrap_or_else(|_| Err(Self::stopped()))
+                    .map(|()| None)
+            }
+            .boxed(),
             Err(mpsc::error::TrySendError::Full(_)) => future::ready(Err(
                 BackplaneError::Unavailable("the redis publish queue is full".to_string()),
             ))
@@ -260,6 +280,15 @@ impl Backplane for RedisBackplane {
                 future::ready(Err(Self::stopped())).boxed()
             }
         }
+    }
+
+    fn history(
+        &self,
+        _topic: &Topic,
+        _policy: HistoryPolicy,
+        _after: u64,
+    ) -> BoxFuture<'static, Result<HistoryPage, BackplaneError>> {
+        future::ready(Err(Self::no_history())).boxed()
     }
 
     fn subscribe(

@@ -126,7 +126,9 @@ async fn publish_until_received(
     let start = Instant::now();
     let before = to.count();
     while start.elapsed() < within {
-        let _ = from.publish(publication(topic, "again", from_id)).await;
+        let _ = from
+            .publish(publication(topic, "again", from_id), None)
+            .await;
         if to.wait_for(before + 1, Duration::from_millis(100)).await {
             return Some(start.elapsed());
         }
@@ -230,12 +232,12 @@ async fn sharded_routes_exact_topics_and_refuses_wildcards() {
     // In order, to the subscribed node only, not back to the publisher.
     const N: usize = 500;
     let pending: Vec<_> = (0..N)
-        .map(|i| a.publish(publication("room.one", &i.to_string(), "shard-a")))
+        .map(|i| a.publish(publication("room.one", &i.to_string(), "shard-a"), None))
         .collect();
     for result in futures::future::join_all(pending).await {
         result.unwrap();
     }
-    a.publish(publication("room.two", "elsewhere", "shard-a"))
+    a.publish(publication("room.two", "elsewhere", "shard-a"), None)
         .await
         .unwrap();
     assert!(sinks[1].wait_for(N, Duration::from_secs(10)).await);
@@ -253,7 +255,7 @@ async fn sharded_routes_exact_topics_and_refuses_wildcards() {
             .unwrap(),
     );
     assert_eq!(shard_subscribers, 1);
-    c.publish(publication("room.one", "after", "shard-c"))
+    c.publish(publication("room.one", "after", "shard-c"), None)
         .await
         .unwrap();
     assert!(sinks[0].wait_for(1, Duration::from_secs(5)).await);
@@ -281,7 +283,7 @@ async fn survives_a_crash_of_redis() {
         .await
         .unwrap();
     publisher
-        .publish(publication("crash.before", "0", "crash-pub"))
+        .publish(publication("crash.before", "0", "crash-pub"), None)
         .await
         .unwrap();
     assert!(subscriber_sink.wait_for(1, Duration::from_secs(5)).await);
@@ -290,7 +292,7 @@ async fn survives_a_crash_of_redis() {
     let killed = Instant::now();
     // A publication racing the crash fails (it is not silently accepted).
     let racing = publisher
-        .publish(publication("crash.before", "lost", "crash-pub"))
+        .publish(publication("crash.before", "lost", "crash-pub"), None)
         .await;
     assert!(racing.is_err(), "publish right after the crash: {racing:?}");
     assert!(killed.elapsed() < timeout + Duration::from_secs(1));
@@ -307,7 +309,7 @@ async fn survives_a_crash_of_redis() {
     // While down: publish fails fast, subscribe fails fast but keeps the interest.
     let started = Instant::now();
     let during = publisher
-        .publish(publication("crash.before", "x", "crash-pub"))
+        .publish(publication("crash.before", "x", "crash-pub"), None)
         .await;
     assert!(
         matches!(during, Err(BackplaneError::Unavailable(_))),
@@ -393,7 +395,7 @@ async fn detects_a_stalled_network_path() {
         .await
         .unwrap();
     direct
-        .publish(publication("stall.t", "0", "stall-pub"))
+        .publish(publication("stall.t", "0", "stall-pub"), None)
         .await
         .unwrap();
     assert!(sink.wait_for(1, Duration::from_secs(5)).await);
@@ -410,7 +412,7 @@ async fn detects_a_stalled_network_path() {
         "noticed after {noticed:?}"
     );
     let during = through_proxy
-        .publish(publication("stall.t", "x", "stall-sub"))
+        .publish(publication("stall.t", "x", "stall-sub"), None)
         .await;
     assert!(
         matches!(during, Err(BackplaneError::Unavailable(_))),
@@ -456,7 +458,7 @@ async fn a_full_queue_fails_publish_at_once() {
     let mut slowest = Duration::ZERO;
     for i in 0..80_000 {
         let call = Instant::now();
-        let mut publish = node.publish(publication("full.t", &i.to_string(), "full"));
+        let mut publish = node.publish(publication("full.t", &i.to_string(), "full"), None);
         let ready = (&mut publish).now_or_never();
         slowest = slowest.max(call.elapsed());
         match ready {
@@ -571,7 +573,7 @@ async fn undecodable_messages_are_dropped() {
     )
     .await;
     other
-        .publish(publication("junk.t", "ok", "garbage-pub"))
+        .publish(publication("junk.t", "ok", "garbage-pub"), None)
         .await
         .unwrap();
     assert!(sink.wait_for(2, Duration::from_secs(5)).await);
@@ -634,7 +636,7 @@ async fn rejects_bad_settings() {
     .await
     .unwrap();
     assert!(!*backplane.health().borrow());
-    let result = backplane.publish(publication("a.b", "1", "n")).await;
+    let result = backplane.publish(publication("a.b", "1", "n"), None).await;
     assert!(matches!(result, Err(BackplaneError::Unavailable(_))));
     let tls = start(settings(
         "rediss://user:pw@127.0.0.1:6380/1",

@@ -197,11 +197,10 @@ fn publications_cross_a_tls_connection() {
             .await
             .unwrap();
         publisher
-            .publish(Publication::new(
-                topic,
-                Bytes::from_static(b"1"),
-                NodeId::from("tls-pub"),
-            ))
+            .publish(
+                Publication::new(topic, Bytes::from_static(b"1"), NodeId::from("tls-pub")),
+                None,
+            )
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use ferrocast_core::backplane::memory::MemoryBus;
-use ferrocast_core::{Delivery, Hub, OutboundQueue, Publication, SubscriptionRegistry};
+use ferrocast_core::{Delivery, Hub, Namespaces, OutboundQueue, Publication, SubscriptionRegistry};
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
 fn topic(s: &str) -> Topic {
@@ -73,6 +73,7 @@ fn fan_out(c: &mut Criterion) {
             Arc::from("n"),
             registry,
             backplane,
+            Namespaces::default(),
             &tasks,
             shutdown.clone(),
         );

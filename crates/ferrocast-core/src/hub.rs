@@ -8,11 +8,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use crate::backplane::{BackplaneError, SharedBackplane};
+use crate::backplane::{BackplaneError, HistoryPage, SharedBackplane};
 use crate::interest::InterestSync;
 use crate::metrics as names;
+use crate::namespace::{NamespaceSettings, Namespaces};
 use crate::publication::{NodeId, Publication};
 use crate::queue::{ConnId, OutboundQueue};
 use crate::registry::SubscriptionRegistry;
@@ -38,6 +40,7 @@ struct HubInner {
     registry: Arc<SubscriptionRegistry>,
     backplane: SharedBackplane,
     interest: Arc<InterestSync>,
+    namespaces: Namespaces,
     published: Counter,
     publish_duration: Histogram,
 }
@@ -50,6 +53,7 @@ impl Hub {
         node_id: NodeId,
         registry: Arc<SubscriptionRegistry>,
         backplane: SharedBackplane,
+        namespaces: Namespaces,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
@@ -65,6 +69,7 @@ impl Hub {
                 registry,
                 backplane,
                 interest,
+                namespaces,
                 published: counter!(names::MESSAGES_PUBLISHED),
                 publish_duration: histogram!(names::BACKPLANE_PUBLISH_DURATION),
             }),
@@ -82,6 +87,37 @@ impl Hub {
 
     pub fn backplane_kind(&self) -> &'static str {
         self.inner.backplane.kind()
+    }
+
+    /// The settings of `namespace`.
+    pub fn namespace(&self, namespace: &str) -> &NamespaceSettings {
+        self.inner.namespaces.get(namespace)
+    }
+
+    /// Reads `topic`'s history after offset `after` (see
+    /// [`crate::backplane::Backplane::history`]); a topic whose namespace
+    /// keeps no history has an empty one.
+    pub fn history(
+        &self,
+        topic: &Topic,
+        after: u64,
+    ) -> impl Future<Output = Result<HistoryPage, BackplaneError>> + Send + 'static {
+        let read = self
+            .namespace(topic.namespace())
+            .history
+            .map(|policy| self.inner.backplane.history(topic, policy, after));
+        async move {
+            match read {
+                Some(read) => {
+                    let result = read.await;
+                    if result.is_err() {
+                        counter!(names::BACKPLANE_ERRORS, "op" => "history").increment(1);
+                    }
+                    result
+                }
+                None => Ok(HistoryPage::empty()),
+            }
+        }
     }
 
     /// Subscribes `conn` (writing to `queue`) to `filter`. The subscription is
@@ -121,29 +157,39 @@ impl Hub {
         &self,
         topic: Topic,
         payload: Bytes,
-    ) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<StreamPosition>, BackplaneError>> + Send + 'static {
         self.publish_message(topic, payload, None, Vec::new())
     }
 
-    /// Publishes on `topic`: delivers to this node's matching subscribers at
-    /// once, and hands the publication to the backplane for every other node
-    /// before returning (so publish calls keep their order). The future
-    /// completes when the backplane accepted it; on error the local subscribers
-    /// still got it, the other nodes did not. `content_type` `None` means
-    /// `payload` is JSON text.
+    /// Publishes on `topic`, handing the publication to the backplane for
+    /// every other node before returning (so publish calls keep their order).
+    /// `content_type` `None` means `payload` is JSON text.
+    ///
+    /// In a namespace without history this node's matching subscribers get
+    /// the publication at once, and on a backplane error they still got it
+    /// while the other nodes did not. In a namespace with history the
+    /// backplane first gives it a position (the future yields it), then this
+    /// node's subscribers get it; on error nobody does.
     pub fn publish_message(
         &self,
         topic: Topic,
         payload: Bytes,
         content_type: Option<Arc<str>>,
         headers: Vec<(String, String)>,
-    ) -> impl Future<Output = Result<(), BackplaneError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<StreamPosition>, BackplaneError>> + Send + 'static {
         let started = Instant::now();
+        let history = self.namespace(topic.namespace()).history;
         let mut publication = Publication::new(topic, payload, self.inner.node_id.clone());
         publication.content_type = content_type;
         publication.headers = headers;
-        self.inner.registry.deliver_local(publication.clone());
-        let accepted = self.inner.backplane.publish(publication);
+        let held_back = match history {
+            None => {
+                self.inner.registry.deliver_local(publication.clone());
+                None
+            }
+            Some(_) => Some(publication.clone()),
+        };
+        let accepted = self.inner.backplane.publish(publication, history);
         let inner = self.inner.clone();
         async move {
             let result = accepted.await;
@@ -151,7 +197,13 @@ impl Hub {
                 .publish_duration
                 .record(started.elapsed().as_secs_f64());
             match &result {
-                Ok(()) => inner.published.increment(1),
+                Ok(position) => {
+                    inner.published.increment(1);
+                    if let Some(mut publication) = held_back {
+                        publication.position = position.clone();
+                        inner.registry.deliver_local(publication);
+                    }
+                }
                 Err(_) => counter!(names::BACKPLANE_ERRORS, "op" => "publish").increment(1),
             }
             result
@@ -185,6 +237,7 @@ mod tests {
             Arc::from("n"),
             registry,
             backplane,
+            Namespaces::default(),
             &tasks,
             shutdown.clone(),
         );
@@ -289,6 +342,7 @@ mod tests {
             Arc::from("s"),
             registry,
             Arc::new(bus.attach(sink.clone())),
+            Namespaces::default(),
             &tasks,
             shutdown.clone(),
         );

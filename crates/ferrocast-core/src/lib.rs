@@ -18,15 +18,18 @@
 //!   with [`backplane::memory`] for a single node (or several in one process).
 
 pub mod backplane;
+pub mod history;
 mod hub;
 mod interest;
 pub mod metrics;
+mod namespace;
 mod pattern_index;
 mod publication;
 mod queue;
 mod registry;
 
 pub use hub::{Hub, SubscribeError};
+pub use namespace::{NamespaceSettings, Namespaces};
 pub use publication::{unix_micros, Delivery, NodeId, Publication, WireFormat};
 pub use queue::{CloseReason, ConnId, Outbound, OutboundQueue, PushError, Taken};
 pub use registry::SubscriptionRegistry;

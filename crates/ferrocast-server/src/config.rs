@@ -1,6 +1,7 @@
 //! Configuration: defaults, then an optional TOML file, then `FERROCAST_*`
 //! environment variables, then command-line flags (each overriding the last).
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,8 +10,10 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use ferrocast_core::backplane::HistoryPolicy;
+use ferrocast_core::{NamespaceSettings, Namespaces};
 use ferrocast_edge::EdgeSettings;
-use ferrocast_protocol::MAX_TOPIC_LEN;
+use ferrocast_protocol::{Topic, MAX_TOPIC_LEN};
 
 const ABOUT: &str = "ferrocast: a clustered WebSocket publish/subscribe broker.";
 const LONG_ABOUT: &str = "\
@@ -25,6 +28,14 @@ each flag) or in the TOML file given with --config, under the flag's name with
 dashes as underscores (e.g. max_connections = 20000). Flags override the
 environment, which overrides the file. Durations take units: 500ms, 25s, 2m.
 Sizes are in bytes.
+
+Namespaces (the first token of a topic) are configured in the file only, one
+table each, e.g. to keep the last 100 messages of every chat.* topic for 10
+minutes so that clients can resume after a reconnect:
+
+  [namespaces.chat]
+  history_size = 100
+  history_ttl = \"10m\"
 
 On SIGTERM or Ctrl-C the node drains: /readyz fails, new connections are
 refused, and open ones are closed with code 1012 in paced batches over
@@ -183,7 +194,33 @@ pub(crate) struct Config {
     pub(crate) drain_timeout: Duration,
     pub(crate) ws_read_buffer_size: usize,
     pub(crate) stomp_login_is_user: bool,
+    /// Settings per namespace, by name (file only: `[namespaces.<name>]`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) namespaces: BTreeMap<String, NamespaceConfig>,
 }
+
+/// The settings of one namespace in the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct NamespaceConfig {
+    /// Publications kept per topic for recovery; 0 keeps no history.
+    pub(crate) history_size: usize,
+    /// How long a publication is kept.
+    #[serde(with = "humantime_serde")]
+    pub(crate) history_ttl: Duration,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        Self {
+            history_size: 0,
+            history_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Most publications a namespace may keep per topic.
+const MAX_HISTORY_SIZE: usize = 100_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -211,6 +248,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             ws_read_buffer_size: edge.read_buffer_size,
             stomp_login_is_user: edge.stomp_login_is_user,
+            namespaces: BTreeMap::new(),
         }
     }
 }
@@ -313,7 +351,43 @@ impl Config {
         if self.ws_read_buffer_size < 256 {
             bail!("ws_read_buffer_size must be at least 256 bytes");
         }
+        for (name, namespace) in &self.namespaces {
+            let valid = Topic::parse(name, MAX_TOPIC_LEN).is_ok_and(|t| t.namespace() == name);
+            if !valid {
+                bail!(
+                    "namespaces.{name:?}: a namespace is one topic token (A-Z a-z 0-9 _ - : @ =)"
+                );
+            }
+            if namespace.history_size > MAX_HISTORY_SIZE {
+                bail!("namespaces.{name}.history_size must be at most {MAX_HISTORY_SIZE}");
+            }
+            if namespace.history_size > 0 && namespace.history_ttl < Duration::from_secs(1) {
+                bail!("namespaces.{name}.history_ttl must be at least 1s");
+            }
+        }
         Ok(())
+    }
+
+    /// The namespaces as the hub uses them.
+    pub(crate) fn namespaces(&self) -> Namespaces {
+        let by_name: HashMap<String, NamespaceSettings> = self
+            .namespaces
+            .iter()
+            .map(|(name, ns)| {
+                let history = (ns.history_size > 0).then_some(HistoryPolicy {
+                    size: ns.history_size,
+                    ttl: ns.history_ttl,
+                });
+                (
+                    name.clone(),
+                    NamespaceSettings {
+                        history,
+                        presence: false,
+                    },
+                )
+            })
+            .collect();
+        Namespaces::new(by_name)
     }
 
     pub(crate) fn to_toml(&self) -> String {
@@ -396,7 +470,8 @@ mod tests {
         let file = dir.join("node.toml");
         std::fs::write(
             &file,
-            "max_connections = 7\nping_interval = \"3s\"\nlisten = \"127.0.0.1:9000\"\n",
+            "max_connections = 7\nping_interval = \"3s\"\nlisten = \"127.0.0.1:9000\"\n\
+             [namespaces.chat]\nhistory_size = 50\nhistory_ttl = \"2m\"\n",
         )
         .unwrap();
         let path = file.to_str().unwrap();
@@ -405,6 +480,15 @@ mod tests {
         assert_eq!(config.max_connections, 7);
         assert_eq!(config.ping_interval, Duration::from_secs(3));
         assert_eq!(config.listen.to_string(), "127.0.0.1:9001");
+        let namespaces = config.namespaces();
+        assert_eq!(
+            namespaces.get("chat").history,
+            Some(HistoryPolicy {
+                size: 50,
+                ttl: Duration::from_secs(120)
+            })
+        );
+        assert_eq!(namespaces.get("news").history, None);
 
         // What --print-config prints loads back to the same configuration.
         let round_trip: Config = toml::from_str(&config.to_toml()).unwrap();
@@ -446,6 +530,19 @@ mod tests {
         std::fs::write(&file, "max_conections = 7\n").unwrap();
         let err = load(&["--config", file.to_str().unwrap()]).unwrap_err();
         assert!(format!("{err:#}").contains("max_conections"), "{err:#}");
+        std::fs::write(&file, "[namespaces.\"a.b\"]\nhistory_size = 5\n").unwrap();
+        let err = load(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{err:#}").contains("one topic token"), "{err:#}");
+        std::fs::write(
+            &file,
+            "[namespaces.chat]\nhistory_size = 5\nhistory_ttl = \"10ms\"\n",
+        )
+        .unwrap();
+        let err = load(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{err:#}").contains("history_ttl"), "{err:#}");
+        std::fs::write(&file, "[namespaces.chat]\nhistory_sise = 5\n").unwrap();
+        let err = load(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{err:#}").contains("history_sise"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

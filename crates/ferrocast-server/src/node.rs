@@ -29,7 +29,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let node_id: NodeId = Arc::from(config.node_id.as_str());
     let registry = Arc::new(SubscriptionRegistry::new());
     let backplane = backplane::start(&config, node_id.clone(), registry.clone()).await?;
-    let hub = Hub::start(node_id, registry, backplane, &tasks, shutdown.clone());
+    let hub = Hub::start(
+        node_id,
+        registry,
+        backplane,
+        config.namespaces(),
+        &tasks,
+        shutdown.clone(),
+    );
     let edge = Edge::new(hub, config.edge_settings());
 
     let public = TcpListener::bind(config.listen)

@@ -140,7 +140,7 @@ pub async fn publish_until_received(
     while Instant::now() < deadline {
         // Errors are expected while the publisher itself reconnects.
         let _ = publisher
-            .publish(publication(topic_name, "\"again\"", origin))
+            .publish(publication(topic_name, "\"again\"", origin), None)
             .await;
         if sink.wait_for(n, Duration::from_millis(100)).await {
             return true;

@@ -13,9 +13,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
-use super::{Backplane, PublicationSink};
+use super::{Backplane, HistoryPage, HistoryPolicy, PublicationSink};
 use crate::publication::{unix_micros, NodeId, Publication};
 
 /// How long to wait for something that must arrive.
@@ -124,6 +125,9 @@ where
     keeps_order_per_topic_and_publisher(&nodes, &run_id).await;
     wildcards_follow_topic_semantics(&nodes, &run_id).await;
     unsubscribe_stops_delivery(&nodes, &run_id).await;
+    history_positions_are_contiguous_and_shared(&nodes, &run_id).await;
+    history_keeps_the_newest(&nodes, &run_id).await;
+    history_expires_into_a_new_epoch(&nodes, &run_id).await;
 }
 
 async fn subscribe(node: &Node, filters: &[&TopicFilter]) {
@@ -141,9 +145,38 @@ async fn unsubscribe(node: &Node, filters: &[&TopicFilter]) {
 }
 
 async fn publish(node: &Node, p: Publication) {
-    if let Err(e) = node.backplane.publish(p).await {
+    if let Err(e) = node.backplane.publish(p, None).await {
         panic!("publish failed: {e}");
     }
+}
+
+async fn publish_kept(node: &Node, p: Publication, policy: HistoryPolicy) -> StreamPosition {
+    match node.backplane.publish(p, Some(policy)).await {
+        Ok(Some(position)) => position,
+        Ok(None) => panic!("a publication with history got no position"),
+        Err(e) => panic!("publish with history failed: {e}"),
+    }
+}
+
+async fn history(node: &Node, name: &str, policy: HistoryPolicy, after: u64) -> HistoryPage {
+    match node.backplane.history(&topic(name), policy, after).await {
+        Ok(page) => page,
+        Err(e) => panic!("history of {name} failed: {e}"),
+    }
+}
+
+fn payloads(publications: &[Publication]) -> Vec<String> {
+    publications
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
+}
+
+fn offsets(publications: &[Publication]) -> Vec<u64> {
+    publications
+        .iter()
+        .map(|p| p.position.as_ref().map_or(0, |pos| pos.offset))
+        .collect()
 }
 
 fn clear(nodes: &[Node]) {
@@ -227,7 +260,7 @@ async fn keeps_order_per_topic_and_publisher(nodes: &[Node], run_id: &str) {
         .map(|i| {
             nodes[0]
                 .backplane
-                .publish(publication(&name, &i.to_string(), &nodes[0]))
+                .publish(publication(&name, &i.to_string(), &nodes[0]), None)
         })
         .collect();
     for result in futures::future::join_all(pending).await {
@@ -342,5 +375,133 @@ async fn unsubscribe_stops_delivery(nodes: &[Node], run_id: &str) {
     assert!(
         nodes[1].sink.settled().await.is_empty(),
         "delivered after unsubscribe"
+    );
+}
+
+/// Offsets 1, 2, 3… in one epoch, whichever node publishes; other nodes
+/// receive them with their positions; history returns them in order.
+async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    let policy = HistoryPolicy {
+        size: 100,
+        ttl: Duration::from_secs(60),
+    };
+    let name = format!("{run_id}h1.stream");
+    let f = filter(&name);
+    let empty = history(&nodes[2], &name, policy, 0).await;
+    assert_eq!(
+        (empty.epoch.as_str(), empty.top, empty.publications.len()),
+        ("", 0, 0),
+        "a topic never published to has history"
+    );
+    subscribe(&nodes[1], &[&f]).await;
+    let mut positions = Vec::new();
+    for i in 1..=3 {
+        positions.push(
+            publish_kept(
+                &nodes[0],
+                publication(&name, &i.to_string(), &nodes[0]),
+                policy,
+            )
+            .await,
+        );
+    }
+    positions.push(publish_kept(&nodes[2], publication(&name, "4", &nodes[2]), policy).await);
+    let epoch = positions[0].epoch.clone();
+    assert!(
+        !epoch.is_empty(),
+        "the epoch of a topic with history is empty"
+    );
+    assert_eq!(
+        positions,
+        (1..=4)
+            .map(|offset| StreamPosition {
+                epoch: epoch.clone(),
+                offset
+            })
+            .collect::<Vec<_>>(),
+        "positions are not contiguous in one epoch across nodes"
+    );
+    let got = nodes[1].sink.wait_for(4).await;
+    let received: Vec<Publication> = got.into_iter().map(|(_, p)| p).collect();
+    let mut by_offset = received.clone();
+    by_offset.sort_by_key(|p| p.position.as_ref().map_or(0, |pos| pos.offset));
+    assert_eq!(
+        offsets(&by_offset),
+        [1, 2, 3, 4],
+        "live deliveries lack their positions"
+    );
+    assert_eq!(payloads(&by_offset), ["1", "2", "3", "4"]);
+    assert!(
+        nodes[0].sink.settled().await.is_empty(),
+        "a publication with history was delivered back to its origin"
+    );
+
+    let page = history(&nodes[1], &name, policy, 0).await;
+    assert_eq!(
+        (page.epoch.as_str(), page.top, page.oldest),
+        (epoch.as_str(), 4, 1)
+    );
+    assert_eq!(offsets(&page.publications), [1, 2, 3, 4]);
+    assert_eq!(payloads(&page.publications), ["1", "2", "3", "4"]);
+    assert_eq!(
+        page.publications[3].origin, nodes[2].id,
+        "history lost the origin"
+    );
+    let after = history(&nodes[0], &name, policy, 2).await;
+    assert_eq!(
+        offsets(&after.publications),
+        [3, 4],
+        "history after offset 2"
+    );
+    assert_eq!(after.top, 4);
+    unsubscribe(&nodes[1], &[&f]).await;
+}
+
+/// History is trimmed to its size, newest kept.
+async fn history_keeps_the_newest(nodes: &[Node], run_id: &str) {
+    let policy = HistoryPolicy {
+        size: 3,
+        ttl: Duration::from_secs(60),
+    };
+    let name = format!("{run_id}h2.stream");
+    for i in 1..=5 {
+        publish_kept(
+            &nodes[0],
+            publication(&name, &i.to_string(), &nodes[0]),
+            policy,
+        )
+        .await;
+    }
+    let page = history(&nodes[1], &name, policy, 0).await;
+    assert_eq!(
+        (page.top, page.oldest),
+        (5, 3),
+        "history not trimmed to its size"
+    );
+    assert_eq!(payloads(&page.publications), ["3", "4", "5"]);
+}
+
+/// A topic without a publication for the time-to-live loses its history; the
+/// next publication starts a new epoch at offset 1.
+async fn history_expires_into_a_new_epoch(nodes: &[Node], run_id: &str) {
+    let policy = HistoryPolicy {
+        size: 10,
+        ttl: Duration::from_secs(1),
+    };
+    let name = format!("{run_id}h3.stream");
+    let first = publish_kept(&nodes[0], publication(&name, "1", &nodes[0]), policy).await;
+    assert_eq!(history(&nodes[1], &name, policy, 0).await.top, 1);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let page = history(&nodes[1], &name, policy, 0).await;
+    assert!(
+        page.publications.is_empty(),
+        "history older than its time-to-live was returned"
+    );
+    let next = publish_kept(&nodes[0], publication(&name, "2", &nodes[0]), policy).await;
+    assert_eq!(next.offset, 1, "offsets did not restart after expiry");
+    assert_ne!(
+        next.epoch, first.epoch,
+        "the epoch did not change after expiry"
     );
 }

@@ -5,15 +5,21 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::{self, BoxFuture, FutureExt};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use ferrocast_protocol::TopicFilter;
+use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::{Topic, TopicFilter};
 
-use super::{Backplane, BackplaneError, PublicationSink};
+use super::{Backplane, BackplaneError, HistoryPage, HistoryPolicy, PublicationSink};
+use crate::history::TopicHistory;
 use crate::publication::Publication;
+
+/// Publications with history between two sweeps of expired topic histories.
+const SWEEP_EVERY: u64 = 4096;
 
 /// Interest of one attached node.
 struct Attached {
@@ -29,6 +35,34 @@ struct BusState {
     nodes: HashMap<u64, Attached>,
 }
 
+/// The histories of every topic published with a policy.
+#[derive(Default)]
+struct Histories {
+    topics: HashMap<Topic, (HistoryPolicy, TopicHistory)>,
+    appended: u64,
+}
+
+impl Histories {
+    /// The topic's live history, a fresh one if it had none or it expired.
+    fn live(&mut self, topic: &Topic, policy: HistoryPolicy, now: Instant) -> &mut TopicHistory {
+        let (kept_policy, history) = self
+            .topics
+            .entry(topic.clone())
+            .or_insert_with(|| (policy, TopicHistory::new(now)));
+        if history.expired(policy.ttl, now) {
+            *history = TopicHistory::new(now);
+        }
+        *kept_policy = policy;
+        history
+    }
+
+    /// Drops histories that expired (bounded memory for one-off topics).
+    fn sweep(&mut self, now: Instant) {
+        self.topics
+            .retain(|_, (policy, history)| !history.expired(policy.ttl, now));
+    }
+}
+
 /// The shared medium of in-memory backplanes. Cloning gives another handle to
 /// the same bus.
 #[derive(Clone, Default)]
@@ -36,6 +70,9 @@ pub struct MemoryBus {
     /// A read lock is held while a publication is handed to sinks (which never
     /// block); subscription changes take the write lock.
     state: Arc<RwLock<BusState>>,
+    /// Held while a publication with history is appended and handed to sinks,
+    /// so that every node sees a topic's offsets in order.
+    histories: Arc<Mutex<Histories>>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -69,6 +106,37 @@ impl MemoryBus {
             bus: self.clone(),
             id,
             health,
+        }
+    }
+
+    fn publish_with_history(
+        &self,
+        origin: u64,
+        publication: Publication,
+        policy: HistoryPolicy,
+    ) -> StreamPosition {
+        let now = Instant::now();
+        let mut histories = self.histories.lock();
+        histories.appended += 1;
+        if histories.appended % SWEEP_EVERY == 0 {
+            histories.sweep(now);
+        }
+        let (positioned, position) =
+            histories
+                .live(&publication.topic, policy, now)
+                .append(publication, policy, now);
+        self.publish(origin, &positioned);
+        position
+    }
+
+    fn history(&self, topic: &Topic, policy: HistoryPolicy, after: u64) -> HistoryPage {
+        let now = Instant::now();
+        let mut histories = self.histories.lock();
+        match histories.topics.get_mut(topic) {
+            Some((_, history)) if !history.expired(policy.ttl, now) => {
+                history.page(policy, after, now)
+            }
+            _ => HistoryPage::empty(),
         }
     }
 
@@ -137,9 +205,28 @@ impl Backplane for MemoryBackplane {
         "memory"
     }
 
-    fn publish(&self, publication: Publication) -> BoxFuture<'static, Result<(), BackplaneError>> {
-        self.bus.publish(self.id, &publication);
-        future::ready(Ok(())).boxed()
+    fn publish(
+        &self,
+        publication: Publication,
+        history: Option<HistoryPolicy>,
+    ) -> BoxFuture<'static, Result<Option<StreamPosition>, BackplaneError>> {
+        let position = match history {
+            Some(policy) => Some(self.bus.publish_with_history(self.id, publication, policy)),
+            None => {
+                self.bus.publish(self.id, &publication);
+                None
+            }
+        };
+        future::ready(Ok(position)).boxed()
+    }
+
+    fn history(
+        &self,
+        topic: &Topic,
+        policy: HistoryPolicy,
+        after: u64,
+    ) -> BoxFuture<'static, Result<HistoryPage, BackplaneError>> {
+        future::ready(Ok(self.bus.history(topic, policy, after))).boxed()
     }
 
     fn subscribe(

@@ -27,6 +27,25 @@
 //!   once it is back; callers do not resubscribe.
 //! - **Topic semantics** are those of [`TopicFilter::matches`]: `*` one token, `>`
 //!   one or more trailing tokens, whatever the backplane's native syntax.
+//!
+//! # History
+//! A publication made with a [`HistoryPolicy`] (its namespace keeps history) is
+//! appended to its topic's history and given a [`StreamPosition`] by the
+//! backplane, atomically, so that every node agrees:
+//! - **Offsets are contiguous per topic within an epoch**: 1, 2, 3, … in the
+//!   order the backplane appended them. An epoch names one incarnation of the
+//!   topic's history; a new one (offsets from 1 again) starts when the history
+//!   expired entirely or was lost. A topic that has never been published to,
+//!   or whose history expired, has the empty epoch `""` and top offset 0.
+//! - **Positioned publications travel like the others** (never back to the
+//!   origin, which delivers them itself once [`Backplane::publish`] returned the
+//!   position), carrying their position. Live delivery stays at most once and
+//!   may reorder publications of different nodes: receivers detect a gap or a
+//!   reordering by the offsets and read what they miss with
+//!   [`Backplane::history`].
+//! - **History is trimmed** to the policy's size (newest kept) and age; an
+//!   entry older than the time-to-live is never returned, and the whole history
+//!   of a topic without a publication for the time-to-live may vanish.
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,7 +53,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use ferrocast_protocol::TopicFilter;
+use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::publication::Publication;
 
@@ -57,6 +77,49 @@ pub enum BackplaneError {
     Rejected(String),
 }
 
+/// How much history a namespace keeps for each of its topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// Most publications kept per topic (at least 1).
+    pub size: usize,
+    /// How long a publication is kept.
+    pub ttl: std::time::Duration,
+}
+
+/// A topic's history as [`Backplane::history`] read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    /// The current incarnation of the topic's history; `""` when there is none.
+    pub epoch: String,
+    /// Offset of the newest publication (0 when there is none).
+    pub top: u64,
+    /// Offset of the oldest publication still kept (`top + 1` when none is).
+    pub oldest: u64,
+    /// The kept publications after the requested offset, oldest first, each
+    /// with its position.
+    pub publications: Vec<Publication>,
+}
+
+impl HistoryPage {
+    /// The page of a topic without history.
+    pub fn empty() -> Self {
+        Self {
+            epoch: String::new(),
+            top: 0,
+            oldest: 1,
+            publications: Vec::new(),
+        }
+    }
+
+    /// The position of the newest publication.
+    pub fn top_position(&self) -> StreamPosition {
+        StreamPosition {
+            epoch: self.epoch.clone(),
+            offset: self.top,
+        }
+    }
+}
+
 /// Receives what the backplane routes to this node.
 pub trait PublicationSink: Send + Sync + 'static {
     /// Called with each publication and the subscribed filter it matched. Must
@@ -73,7 +136,25 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// publication is queued before this returns; the future completes when the
     /// backplane accepted it, or fails with [`BackplaneError::Unavailable`]
     /// while the backplane is unreachable.
-    fn publish(&self, publication: Publication) -> BoxFuture<'static, Result<(), BackplaneError>>;
+    ///
+    /// With a `history` policy the publication is also appended to its topic's
+    /// history, and the future yields the position it was given (see the
+    /// module docs); without one it yields `None`.
+    fn publish(
+        &self,
+        publication: Publication,
+        history: Option<HistoryPolicy>,
+    ) -> BoxFuture<'static, Result<Option<StreamPosition>, BackplaneError>>;
+
+    /// Reads `topic`'s history under `policy`: its epoch and top offset, and
+    /// the kept publications with an offset above `after` (all kept ones for
+    /// 0), oldest first.
+    fn history(
+        &self,
+        topic: &Topic,
+        policy: HistoryPolicy,
+        after: u64,
+    ) -> BoxFuture<'static, Result<HistoryPage, BackplaneError>>;
 
     /// Adds interest in `filters`. Completes when the backplane routes them to
     /// this node. On error the interest is kept and applied once the backplane

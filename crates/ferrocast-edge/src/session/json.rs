@@ -217,19 +217,28 @@ impl JsonProtocol {
                 );
             }
             ClientRequest::Publish { id, topic, data } => {
-                let accepted = link.edge.hub().publish(topic, data);
+                let hub = link.edge.hub();
+                let kept = hub.namespace(topic.namespace()).history.is_some();
+                let accepted = hub.publish(topic, data);
                 link.spawn(async move {
                     match accepted.await {
-                        Ok(()) => Completion::Reply(id.map(|id| {
+                        Ok(position) => Completion::Reply(id.map(|id| {
+                            let (epoch, offset) = position.map(|p| (p.epoch, p.offset)).unzip();
                             encode_ok(&OkReply {
                                 id: Some(id),
+                                epoch,
+                                offset,
                                 ..OkReply::default()
                             })
                         })),
                         Err(error) => Completion::Error(RequestError::new(
                             id,
                             ErrorCode::Unavailable,
-                            format!("{error}; delivered to this node's subscribers only"),
+                            if kept {
+                                format!("{error}; not published")
+                            } else {
+                                format!("{error}; delivered to this node's subscribers only")
+                            },
                         )),
                     }
                 });

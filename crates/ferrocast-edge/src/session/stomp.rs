@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::Message;
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use metrics::counter;
 
 use ferrocast_core::metrics as names;
@@ -448,13 +449,21 @@ impl StompProtocol {
             .filter(|(name, _)| !RESERVED_HEADERS.contains(&name.as_str()))
             .cloned()
             .collect();
-        let accepted = link
-            .edge
-            .hub()
-            .publish_message(topic, payload, content_type, headers);
-        receipt_when_done(link, accepted, receipt, |e| {
-            format!("{e}; delivered to this node's subscribers only")
-        });
+        let hub = link.edge.hub();
+        let kept = hub.namespace(topic.namespace()).history.is_some();
+        let accepted = hub
+            .publish_message(topic, payload, content_type, headers)
+            .map(|result| result.map(|_position| ()));
+        receipt_when_done(
+            link,
+            accepted,
+            receipt,
+            if kept {
+                |e| format!("{e}; not delivered")
+            } else {
+                |e| format!("{e}; delivered to this node's subscribers only")
+            },
+        );
         Ok(())
     }
 
