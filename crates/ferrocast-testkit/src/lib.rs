@@ -7,8 +7,10 @@
 //! - [`RedisServer`], [`NatsServer`]: real backplane servers on free ports,
 //!   killed on drop, restartable for outage tests.
 //! - [`TcpProxy`]: a proxy that can stall, for network-path faults.
+//! - [`HaProxy`]: a real HAProxy in front of nodes, configured as shipped in deploy/.
 
 mod client;
+mod haproxy;
 mod http;
 mod node;
 mod proxy;
@@ -16,6 +18,7 @@ mod servers;
 mod stomp;
 
 pub use client::{ClientError, JsonClient};
+pub use haproxy::HaProxy;
 pub use http::{http_get, metric};
 pub use node::Node;
 pub use proxy::TcpProxy;

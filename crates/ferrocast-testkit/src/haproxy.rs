@@ -1,0 +1,157 @@
+//! A real `haproxy` process in front of ferrocast nodes, configured from the
+//! file users deploy (`deploy/haproxy/haproxy.cfg`) with loopback addresses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::servers::{free_port, wait_for_port};
+use crate::Node;
+
+/// The configuration shipped in deploy/, the template of the test's.
+const SHIPPED_CONFIG: &str = include_str!("../../../deploy/haproxy/haproxy.cfg");
+
+/// An `haproxy` on a free loopback port, balancing over the nodes it was
+/// started with; killed on drop, its configuration directory removed.
+#[derive(Debug)]
+pub struct HaProxy {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl HaProxy {
+    /// Starts HAProxy in front of `nodes` and waits until it listens. The
+    /// configuration is deploy/haproxy/haproxy.cfg: its timeouts, retries,
+    /// balancing and `/readyz` health checks, with loopback addresses.
+    pub fn start<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Self {
+        let port = free_port();
+        let backends: Vec<(SocketAddr, SocketAddr)> =
+            nodes.into_iter().map(|n| (n.public, n.admin)).collect();
+        let dir =
+            std::env::temp_dir().join(format!("ferrocast-haproxy-{}-{port}", std::process::id()));
+        let file = dir.join("haproxy.cfg");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&file, loopback_config(port, &backends)))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
+        // Debian installs haproxy in /usr/sbin, which is not on every PATH.
+        let mut child = ["haproxy", "/usr/sbin/haproxy"]
+            .iter()
+            .find_map(|program| {
+                Command::new(program)
+                    .arg("-db")
+                    .arg("-f")
+                    .arg(&file)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .ok()
+            })
+            .unwrap_or_else(|| {
+                panic!("cannot start haproxy (install it: apt-get install -y haproxy)")
+            });
+        wait_for_port(port, "haproxy", &mut child);
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        }
+    }
+
+    /// The public (client) address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The WebSocket endpoint through the proxy, `ws://127.0.0.1:PORT/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The shipped configuration with the `public` frontend bound to
+/// `127.0.0.1:port` and one server per `(public, admin)` address pair in the
+/// `ferrocast` backend, health-checked on the admin address. Other frontends
+/// (the stats page) are left out.
+fn loopback_config(port: u16, backends: &[(SocketAddr, SocketAddr)]) -> String {
+    let mut out = String::new();
+    let mut keep = true;
+    let mut section = "";
+    let mut servers_written = false;
+    for line in SHIPPED_CONFIG.lines() {
+        let starts_section = !line.is_empty() && !line.starts_with([' ', '\t', '#']);
+        if starts_section {
+            section = line.trim();
+            keep = !section.starts_with("frontend ") || section == "frontend public";
+        }
+        if !keep {
+            continue;
+        }
+        let directive = line.trim_start();
+        if section == "frontend public" && directive.starts_with("bind ") {
+            out.push_str(&format!("    bind 127.0.0.1:{port}\n"));
+        } else if section == "backend ferrocast" && directive.starts_with("server ") {
+            if !servers_written {
+                for (i, (public, admin)) in backends.iter().enumerate() {
+                    out.push_str(&format!(
+                        "    server node-{} {public} check port {}\n",
+                        i + 1,
+                        admin.port()
+                    ));
+                }
+                servers_written = true;
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_is_bound_to_loopback_with_the_given_servers() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let backends = [
+            (addr("127.0.0.1:4001"), addr("127.0.0.1:5001")),
+            (addr("127.0.0.1:4002"), addr("127.0.0.1:5002")),
+        ];
+        let config = loopback_config(3999, &backends);
+        let directives: Vec<&str> = config
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("bind ") || l.starts_with("server "))
+            .collect();
+        assert_eq!(
+            directives,
+            [
+                "bind 127.0.0.1:3999",
+                "server node-1 127.0.0.1:4001 check port 5001",
+                "server node-2 127.0.0.1:4002 check port 5002",
+            ]
+        );
+        // What the test relies on stays as shipped.
+        for kept in [
+            "balance leastconn",
+            "http-check send meth GET uri /readyz",
+            "retry-on conn-failure empty-response 503",
+            "timeout tunnel",
+        ] {
+            assert!(config.contains(kept), "{kept} missing from:\n{config}");
+        }
+        assert!(!config.contains("frontend stats"), "{config}");
+    }
+}
