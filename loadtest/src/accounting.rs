@@ -1,7 +1,11 @@
 //! Who should receive what: the measurement window, the topic plan, the
-//! publish schedule and the expected-delivery count. Pure functions only.
+//! publish schedule, the expected-delivery count, and what each subscriber
+//! saw of a numbered sequence. Pure code only.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// The measured part of a run, in Unix nanoseconds of the publish timestamp
 /// (`ts`). A publication belongs to the window when the publisher stamped it
@@ -88,6 +92,125 @@ pub(crate) fn add_per_topic(into: &mut Vec<u64>, from: &[u64]) {
     }
 }
 
+/// How many of `burst` publications publisher `publisher` of `publishers`
+/// sends: an even split, the first ones taking the remainder.
+pub(crate) fn burst_share(burst: u64, publishers: usize, publisher: usize) -> u64 {
+    let publishers = publishers.max(1) as u64;
+    let publisher = publisher as u64;
+    burst / publishers + u64::from(publisher < burst % publishers)
+}
+
+/// Publications per topic of a burst: every publisher sends its
+/// [`burst_share`] walking the topics with [`publish_topic`].
+pub(crate) fn burst_per_topic(burst: u64, publishers: usize, topics: usize) -> Vec<u64> {
+    let topics = topics.max(1);
+    let mut per_topic = vec![0u64; topics];
+    for publisher in 0..publishers.max(1) {
+        let sent = burst_share(burst, publishers, publisher);
+        // Whole rounds over every topic, then the first `rest` from its start.
+        let (rounds, rest) = (sent / topics as u64, sent % topics as u64);
+        for count in &mut per_topic {
+            *count += rounds;
+        }
+        for nth in 0..rest {
+            per_topic[publish_topic(publisher, nth, topics)] += 1;
+        }
+    }
+    per_topic
+}
+
+/// For each topic, how many subscribers ended with each count (of deliveries,
+/// or of distinct sequence numbers). Small whatever the number of subscribers
+/// (one entry when all agree), and adds up across workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CountsByTopic(pub(crate) Vec<BTreeMap<u64, u64>>);
+
+impl CountsByTopic {
+    pub(crate) fn new(topics: usize) -> Self {
+        Self(vec![BTreeMap::new(); topics])
+    }
+
+    /// One subscriber of `topic` ended with `count`.
+    pub(crate) fn note(&mut self, topic: usize, count: u64) {
+        self.add(topic, count, 1);
+    }
+
+    fn add(&mut self, topic: usize, count: u64, subscribers: u64) {
+        if self.0.len() <= topic {
+            self.0.resize(topic + 1, BTreeMap::new());
+        }
+        *self.0[topic].entry(count).or_default() += subscribers;
+    }
+
+    pub(crate) fn merge(&mut self, other: &Self) {
+        for (topic, counts) in other.0.iter().enumerate() {
+            for (count, subscribers) in counts {
+                self.add(topic, *count, *subscribers);
+            }
+        }
+    }
+
+    /// Subscribers of each topic, counted from their entries.
+    pub(crate) fn subscribers_per_topic(&self) -> Vec<u64> {
+        self.0.iter().map(|counts| counts.values().sum()).collect()
+    }
+
+    /// Subscribers whose count is below `owed[topic]`, and by how much in total.
+    pub(crate) fn shortfall(&self, owed: &[u64]) -> (u64, u64) {
+        let mut subscribers = 0;
+        let mut missing = 0;
+        for (topic, counts) in self.0.iter().enumerate() {
+            let owed = owed.get(topic).copied().unwrap_or(0);
+            for (count, n) in counts {
+                if *count < owed {
+                    subscribers += n;
+                    missing += (owed - count) * n;
+                }
+            }
+        }
+        (subscribers, missing)
+    }
+}
+
+/// What one subscriber saw of a topic's numbered sequence `0, 1, 2, …`:
+/// which numbers arrived, and how many arrived more than once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SequenceTracker {
+    /// Bit `n` is set once number `n` arrived.
+    seen: Vec<u64>,
+    distinct: u64,
+    pub(crate) duplicates: u64,
+}
+
+/// Sequence numbers beyond this are not tracked (a run publishes far fewer
+/// per topic); they count as neither received nor duplicate.
+pub(crate) const MAX_TRACKED_SEQUENCE: u64 = 1 << 26;
+
+impl SequenceTracker {
+    /// Notes number `seq`; returns `false` for a duplicate.
+    pub(crate) fn note(&mut self, seq: u64) -> bool {
+        if seq >= MAX_TRACKED_SEQUENCE {
+            return true;
+        }
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if self.seen.len() <= word {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+            return false;
+        }
+        self.seen[word] |= 1 << bit;
+        self.distinct += 1;
+        true
+    }
+
+    /// Distinct numbers received.
+    pub(crate) fn distinct(&self) -> u64 {
+        self.distinct
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +278,57 @@ mod tests {
         assert_eq!(publishes_due(Duration::from_secs(10), 0.0), 0);
         assert_eq!(publisher_rate(2000.0, 8), 250.0);
         assert_eq!(publisher_rate(2000.0, 0), 0.0);
+    }
+
+    #[test]
+    fn a_burst_is_split_evenly_over_publishers_and_topics() {
+        assert_eq!(
+            (0..3).map(|p| burst_share(2000, 3, p)).collect::<Vec<_>>(),
+            [667, 667, 666]
+        );
+        assert_eq!(burst_share(5, 0, 0), 5);
+        let per_topic = burst_per_topic(2000, 3, 10);
+        assert_eq!(per_topic.iter().sum::<u64>(), 2000);
+        // Counted the way publishers walk the topics.
+        let mut walked = vec![0u64; 10];
+        for p in 0..3 {
+            for nth in 0..burst_share(2000, 3, p) {
+                walked[publish_topic(p, nth, 10)] += 1;
+            }
+        }
+        assert_eq!(per_topic, walked);
+        assert_eq!(burst_per_topic(2000, 1, 1), [2000]);
+    }
+
+    #[test]
+    fn shortfalls_are_found_per_topic_across_workers() {
+        let mut a = CountsByTopic::new(2);
+        for _ in 0..3 {
+            a.note(0, 100);
+        }
+        a.note(1, 48);
+        let mut b = CountsByTopic::new(1);
+        b.note(0, 97);
+        b.note(1, 50);
+        a.merge(&b);
+        assert_eq!(a.subscribers_per_topic(), [4, 2]);
+        // Topic 0 owes 100, topic 1 owes 50.
+        assert_eq!(a.shortfall(&[100, 50]), (2, 3 + 2));
+        assert_eq!(a.shortfall(&[0, 0]), (0, 0));
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<CountsByTopic>(&json).unwrap(), a);
+    }
+
+    #[test]
+    fn sequences_count_distinct_numbers_and_duplicates() {
+        let mut seen = SequenceTracker::default();
+        for seq in [0, 1, 2, 2, 5, 64, 1, 200] {
+            seen.note(seq);
+        }
+        assert_eq!(seen.distinct(), 6);
+        assert_eq!(seen.duplicates, 2);
+        assert!(!seen.note(64));
+        assert!(seen.note(MAX_TRACKED_SEQUENCE));
+        assert_eq!(seen.distinct(), 6);
     }
 }

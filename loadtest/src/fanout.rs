@@ -1,83 +1,86 @@
-//! The `fanout` scenario: S subscribers spread over T topics, P publishers
-//! sharing a total rate R.
+//! The `fanout` and `cross-node` scenarios: S subscribers spread over T
+//! topics, P publishers sharing a total rate R (or sending a burst of N as
+//! fast as they can). `cross-node` puts publishers and subscribers on
+//! different nodes.
 //!
 //! Timeline: every connection is opened and every subscription confirmed
-//! (bounded by `--setup-timeout`); then publishers publish for `--warmup` +
-//! `--duration`; only publications stamped inside the last `--duration` are
-//! measured. Subscribers keep reading for `--grace` after the publishers stop,
-//! then everything closes and the report is built from the per-task counters
-//! and latency histograms.
+//! (bounded by `--setup-timeout`), in every worker; then publishers publish
+//! for `--warmup` + `--duration`, and only publications stamped inside the
+//! last `--duration` are measured. Subscribers keep reading for `--grace`
+//! after the publishers stop, then everything closes and the report is built
+//! from the merged counters and latency histograms.
+//!
+//! In burst mode the whole burst is measured (no warmup) and the run ends as
+//! soon as every subscriber has received everything it was owed, or
+//! `--duration` + `--grace` after the start.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::ensure;
 use clap::Args;
-use futures::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep_until, timeout, timeout_at, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio::time::{sleep_until, timeout_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{
-    add_per_topic, expected_deliveries, publish_topic, publisher_rate, publishes_due,
-    subscriber_topic, Window,
+    burst_per_topic, burst_share, expected_deliveries, publish_topic, publisher_rate,
+    publishes_due, subscriber_topic, CountsByTopic, Window,
 };
-use crate::host::resident_kib;
-use crate::report::{
-    latency_histogram, ConnectionErrors, FanoutReport, FanoutSettings, LatencySummary, NodeMemory,
-};
-use crate::wire::{
-    parse_object, publish_request, split_frame, subscribe_request, topic_name, ServerEvent,
-    SUBPROTOCOL,
-};
+use crate::chart::{Chart, Series};
+use crate::client::{Conn, ConnectArgs, Dialer, Ending, Protocol, Target};
+use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
+use crate::host::{NodeArgs, NodeWatch, NodesReport};
+use crate::latency::{Latencies, LatencySummary};
+use crate::progress::{unix_nanos, LiveCounters, Timeline};
+use crate::report::{per_second, percent, ConnectionErrors, Oddities, Table};
+use crate::wire::{topic_name, ServerEvent};
 
-pub(crate) const LONG_ABOUT: &str = "\
+pub(crate) const FANOUT_ABOUT: &str = "\
 Fan-out: many subscribers spread over a few topics, a few publishers at a fixed
-total rate. Measures deliveries per second, publish to delivery latency and
-losses.
+total rate (or a burst as fast as they can). Measures deliveries per second,
+publish to delivery latency, losses and disconnects.
 
 Subscriber i subscribes to topic bench.t{i % topics}. Publishers publish in turn
-to every topic, {\"op\":\"publish\",\"topic\":…,\"data\":{\"ts\":<unix ns>,\"seq\":N,
-\"pad\":\"xx…\"}} without id, paced with timers so that together they send --rate
-publishes per second. They start only once every subscription is confirmed.
+to every topic; each publication carries its send time (Unix ns) and a
+sequence number in its data, {\"ts\":…,\"seq\":…,\"pad\":\"xx…\"}, padded to
+--payload-bytes. Publishers start only once every subscription (in every
+worker process) is confirmed.
 
-Only publications stamped inside the measured window (after --warmup, for
---duration) count. Each is expected by every subscriber of its topic; what has
-not arrived --grace after the publishers stop is reported as lost.
+With --rate, only publications stamped inside the measured window (after
+--warmup, for --duration) count. With --burst N, the publishers send N
+publications together as fast as they can, all of them count, and
+deliveries/s is every delivery divided by the time from the first send to the
+last delivery. Either way each publication is owed to every subscriber of its
+topic; what has not arrived --grace after the publishers stop is lost.
 
-Connections are spread round-robin over the --url values (subscribers first,
-then publishers).
+Connections are spread round-robin over the --url values.
 
-Example:
+Examples:
   ferrocast-loadtest fanout --url ws://127.0.0.1:8080/ws \\
-      --subscribers 1000 --topics 10 --publishers 10 --rate 2000 --duration 20s";
+      --subscribers 1000 --topics 10 --publishers 10 --rate 2000 --duration 20s
+  ferrocast-loadtest fanout --subscribers 1000 --topics 1 --publishers 1 --burst 2000";
 
-/// Time a connection gets for its closing handshake at the end.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// How long after its stop time a publisher may still be stuck in a send.
+pub(crate) const CROSS_NODE_ABOUT: &str = "\
+Cross-node fan-out: publishers on some nodes, subscribers on others, so that
+every delivery crosses the backplane (Redis or NATS). Same options and figures
+as fanout, with --pub-url and --sub-url instead of --url.
+
+Example (two nodes on one backplane):
+  ferrocast-loadtest cross-node --pub-url ws://127.0.0.1:8080/ws \\
+      --sub-url ws://127.0.0.1:8090/ws --subscribers 1000 --topics 10 \\
+      --publishers 10 --rate 2000 --duration 20s";
+
+/// Slack given to a publisher past its stop time to finish a send.
 const SEND_GRACE: Duration = Duration::from_secs(1);
-/// Slack given to tasks past the point where they must have finished.
-const JOIN_SLACK: Duration = Duration::from_secs(3);
-/// Read buffer of each connection. tungstenite zero-fills the free part of
-/// its buffer before every read, so its 128 KiB default costs more CPU than the
-/// parsing; a batched frame of the node is at most a few KiB.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// File descriptors kept free for everything but connections.
-const SPARE_FDS: u64 = 64;
+/// Publications of a burst written before each flush.
+const BURST_FLUSH_EVERY: u64 = 64;
 
 /// Options of the `fanout` scenario.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct FanoutArgs {
     /// WebSocket URL of a node's public listener. Repeat to spread the
     /// connections round-robin over several nodes.
@@ -86,132 +89,220 @@ pub(crate) struct FanoutArgs {
         value_name = "URL",
         default_value = "ws://127.0.0.1:8080/ws"
     )]
-    urls: Vec<String>,
+    pub(crate) urls: Vec<String>,
 
+    #[command(flatten)]
+    pub(crate) traffic: TrafficArgs,
+}
+
+/// Options of the `cross-node` scenario.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CrossNodeArgs {
+    /// URL the publishers connect to. Repeat for several (round-robin).
+    #[arg(long = "pub-url", value_name = "URL", required = true)]
+    pub(crate) pub_urls: Vec<String>,
+
+    /// URL the subscribers connect to. Repeat for several (round-robin).
+    #[arg(long = "sub-url", value_name = "URL", required = true)]
+    pub(crate) sub_urls: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) traffic: TrafficArgs,
+}
+
+/// What `fanout` and `cross-node` share.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TrafficArgs {
     /// Subscriber connections; each subscribes to one topic.
     #[arg(long, value_name = "S", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..))]
-    subscribers: u32,
+    pub(crate) subscribers: u32,
 
     /// Topics the subscribers are spread over (bench.t0 … bench.t{T-1}).
     #[arg(long, value_name = "T", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
-    topics: u32,
+    pub(crate) topics: u32,
 
-    /// Publisher connections sharing the rate.
+    /// Publisher connections sharing the rate (or the burst).
     #[arg(long, value_name = "P", default_value_t = 1)]
-    publishers: u32,
+    pub(crate) publishers: u32,
 
     /// Publishes per second, all publishers together (0: connect and idle).
     #[arg(long, value_name = "R", default_value_t = 100.0)]
-    rate: f64,
+    pub(crate) rate: f64,
+
+    /// Instead of a rate: N publications in total, sent as fast as possible.
+    #[arg(long, value_name = "N", conflicts_with = "rate")]
+    pub(crate) burst: Option<u64>,
 
     /// Size of the `data` object of each publication, in bytes (padded with
     /// `x`; at least the size of the timestamp and sequence fields).
     #[arg(long, value_name = "B", default_value_t = 128)]
-    payload_bytes: usize,
+    pub(crate) payload_bytes: usize,
 
-    /// Length of the measured window.
+    /// Length of the measured window (with --burst: the longest the burst
+    /// may take).
     #[arg(long, value_name = "DURATION", default_value = "10s",
           value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
 
-    /// Publishing before the measured window, not counted.
+    /// Publishing before the measured window, not counted (not with --burst).
     #[arg(long, value_name = "DURATION", default_value = "2s",
           value_parser = humantime::parse_duration)]
-    warmup: Duration,
+    pub(crate) warmup: Duration,
 
     /// Time subscribers keep reading after the publishers stop.
     #[arg(long, value_name = "DURATION", default_value = "2s",
           value_parser = humantime::parse_duration)]
-    grace: Duration,
+    pub(crate) grace: Duration,
 
-    /// Longest time to open every connection and confirm every subscription;
-    /// connections not ready by then count as errors and the run goes on
-    /// without them.
-    #[arg(long, value_name = "DURATION", default_value = "60s",
-          value_parser = humantime::parse_duration)]
-    setup_timeout: Duration,
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
 
-    /// Connections being opened (and subscribing) at once.
-    #[arg(long, value_name = "N", default_value_t = 64,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    connect_concurrency: u32,
-
-    /// Process id of the node under test (same machine): its resident memory
-    /// is read from /proc before connecting, once connected and at the end.
-    #[arg(long, value_name = "PID")]
-    node_pid: Option<u32>,
+    #[command(flatten)]
+    pub(crate) nodes: NodeArgs,
 }
 
-impl FanoutArgs {
-    fn validate(&self, open_files: u64) -> anyhow::Result<()> {
-        for url in &self.urls {
-            ensure!(
-                url.starts_with("ws://"),
-                "--url {url}: only ws:// URLs are supported"
-            );
-        }
+impl TrafficArgs {
+    pub(crate) fn connections(&self) -> u64 {
+        u64::from(self.subscribers) + u64::from(self.publishers)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
         ensure!(
             self.rate.is_finite() && self.rate >= 0.0,
             "--rate must be a finite number ≥ 0"
         );
         ensure!(
-            self.rate == 0.0 || self.publishers > 0,
-            "--rate {} needs at least one publisher",
-            self.rate
-        );
-        let connections = u64::from(self.subscribers) + u64::from(self.publishers);
-        ensure!(
-            connections + SPARE_FDS <= open_files,
-            "{connections} connections need about {} file descriptors; the limit is {open_files}",
-            connections + SPARE_FDS
+            self.publishers > 0 || (self.burst.is_none() && self.rate == 0.0),
+            "publishing needs at least one publisher"
         );
         Ok(())
     }
 
-    fn settings(&self) -> FanoutSettings {
-        FanoutSettings {
-            urls: self.urls.clone(),
-            subscribers: self.subscribers as usize,
-            topics: self.topics as usize,
-            publishers: self.publishers as usize,
-            rate: self.rate,
-            payload_bytes: self.payload_bytes,
-            duration_s: self.duration.as_secs_f64(),
-            warmup_s: self.warmup.as_secs_f64(),
-            grace_s: self.grace.as_secs_f64(),
+    fn warmup(&self) -> Duration {
+        if self.burst.is_some() {
+            Duration::ZERO
+        } else {
+            self.warmup
+        }
+    }
+
+    /// Longest a run can take, setup included.
+    pub(crate) fn time_limit(&self) -> Duration {
+        self.connect.setup_timeout + self.warmup() + self.duration + self.grace
+    }
+
+    /// The measured window of a run whose publishing starts at `start_unix_ns`.
+    fn window(&self, start_unix_ns: u64) -> Window {
+        match self.burst {
+            Some(_) => Window {
+                start: start_unix_ns,
+                end: u64::MAX,
+            },
+            None => Window::after_warmup(start_unix_ns, self.warmup, self.duration),
         }
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// Where publishers and subscribers connect.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) scenario: &'static str,
+    pub(crate) pub_urls: Vec<String>,
+    pub(crate) sub_urls: Vec<String>,
+    pub(crate) traffic: TrafficArgs,
+}
 
-/// What every task of the run shares.
+impl From<FanoutArgs> for Plan {
+    fn from(args: FanoutArgs) -> Self {
+        Self {
+            scenario: "fanout",
+            pub_urls: args.urls.clone(),
+            sub_urls: args.urls,
+            traffic: args.traffic,
+        }
+    }
+}
+
+impl From<CrossNodeArgs> for Plan {
+    fn from(args: CrossNodeArgs) -> Self {
+        Self {
+            scenario: "cross-node",
+            pub_urls: args.pub_urls,
+            sub_urls: args.sub_urls,
+            traffic: args.traffic,
+        }
+    }
+}
+
+/// What one worker measured; adds up across workers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct FanoutPartial {
+    subscribers_ready: u64,
+    publishers_ready: u64,
+    /// Time this worker took to set up.
+    setup_s: f64,
+    /// Window publications per topic.
+    published: Vec<u64>,
+    /// Window deliveries each subscriber received, by topic.
+    received_by_topic: CountsByTopic,
+    received: u64,
+    warmup_deliveries: u64,
+    latency: Latencies,
+    errors: ConnectionErrors,
+    oddities: Oddities,
+    /// Unix ns of the first publication sent.
+    first_send_ns: Option<u64>,
+    /// Unix ns of the last window delivery received.
+    last_delivery_ns: Option<u64>,
+}
+
+impl FanoutPartial {
+    fn merge(&mut self, other: &Self) {
+        self.subscribers_ready += other.subscribers_ready;
+        self.publishers_ready += other.publishers_ready;
+        self.setup_s = self.setup_s.max(other.setup_s);
+        crate::accounting::add_per_topic(&mut self.published, &other.published);
+        self.received_by_topic.merge(&other.received_by_topic);
+        self.received += other.received;
+        self.warmup_deliveries += other.warmup_deliveries;
+        self.latency.merge(&other.latency.0);
+        self.errors.merge(&other.errors);
+        self.oddities.merge(&other.oddities);
+        self.first_send_ns = min_some(self.first_send_ns, other.first_send_ns);
+        self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
+    }
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What every task of a worker shares.
 #[derive(Debug)]
 struct Shared {
-    payload_bytes: usize,
+    traffic: TrafficArgs,
     /// `bench.t0` …, built once.
     topics: Vec<String>,
-    /// Total target rate and publisher count, for each publisher's share.
-    rate: f64,
-    publishers: usize,
+    /// Publications each subscriber of a topic is owed in burst mode.
+    burst_owed: Option<Vec<u64>>,
+    dialer: Dialer,
     /// Connect and subscribe must be done by then.
     setup_deadline: Instant,
     /// Limits handshakes in progress (`--connect-concurrency`).
     connect_slots: Semaphore,
     /// Set once, before the first publish.
     window: OnceLock<Window>,
-    /// Cancelled when the grace is over: every connection closes.
+    /// Cancelled at the end: every connection closes.
     stop: CancellationToken,
-    progress: Progress,
-}
-
-/// Running totals for the progress lines (not for the report).
-#[derive(Debug, Default)]
-struct Progress {
-    published: AtomicU64,
-    delivered: AtomicU64,
+    /// Burst mode: subscribers of this worker still owed something.
+    incomplete: AtomicU64,
+    completed: Notify,
+    live: Arc<LiveCounters>,
 }
 
 /// When publishers start and stop.
@@ -221,401 +312,153 @@ struct Schedule {
     end: Instant,
 }
 
-/// Why connect-and-subscribe failed.
-#[derive(Debug, Clone, Copy)]
-enum SetupError {
-    Connect,
-    Subscribe,
-}
-
-/// How a connection's main loop ended.
-#[derive(Debug, Clone, Copy)]
-enum Ending {
-    /// The run is over (or this task's part of it).
-    Done,
-    /// The node sent a close frame with this code (1005: without a code).
-    ClosedByNode(u16),
-    /// The connection broke without a close frame.
-    Dropped,
-}
-
-/// Objects that were neither deliveries of ours nor expected replies.
-#[derive(Debug, Default)]
-struct Oddities {
-    error_replies: BTreeMap<String, u64>,
-    unexpected: u64,
-}
-
-impl Oddities {
-    fn note(&mut self, event: Result<ServerEvent<'_>, serde_json::Error>) {
-        match event {
-            Ok(ServerEvent::Error { code, .. }) => {
-                *self.error_replies.entry(code).or_default() += 1;
-            }
-            Ok(ServerEvent::Ok { .. } | ServerEvent::Other) => {}
-            Ok(ServerEvent::Delivery { .. } | ServerEvent::ForeignDelivery) | Err(_) => {
-                self.unexpected += 1;
-            }
-        }
-    }
-
-    fn merge_into(self, errors: &mut BTreeMap<String, u64>, unexpected: &mut u64) {
-        for (code, n) in self.error_replies {
-            *errors.entry(code).or_default() += n;
-        }
-        *unexpected += self.unexpected;
-    }
-}
-
 /// What one subscriber saw.
 #[derive(Debug)]
 struct SubscriberStats {
     topic: usize,
     subscribed: bool,
-    /// Deliveries of window publications.
     received: u64,
-    /// Deliveries of warmup publications.
     warmup: u64,
-    /// Publish → delivery latency of `received`, in microseconds.
-    latency: Option<Histogram<u64>>,
+    latency: Option<Latencies>,
+    last_delivery_ns: Option<u64>,
     errors: ConnectionErrors,
     oddities: Oddities,
-}
-
-impl SubscriberStats {
-    /// Accounts for one text frame (one or more objects).
-    fn on_frame(&mut self, text: &str, topic: &str, window: Option<&Window>) -> u64 {
-        let now = unix_nanos();
-        let mut deliveries = 0;
-        for line in split_frame(text) {
-            match parse_object(line) {
-                Ok(ServerEvent::Delivery { topic: t, ts, .. }) if t == topic => {
-                    deliveries += 1;
-                    match (window, &mut self.latency) {
-                        (Some(window), Some(latency)) if window.contains(ts) => {
-                            self.received += 1;
-                            latency.saturating_record(now.saturating_sub(ts) / 1_000);
-                        }
-                        _ => self.warmup += 1,
-                    }
-                }
-                other => self.oddities.note(other),
-            }
-        }
-        deliveries
-    }
 }
 
 /// What one publisher did.
 #[derive(Debug)]
 struct PublisherStats {
+    connected: bool,
     /// Window publications per topic.
     published: Vec<u64>,
+    first_send_ns: Option<u64>,
     errors: ConnectionErrors,
     oddities: Oddities,
 }
 
-/// Runs the scenario and builds its report.
-pub(crate) async fn run(
-    args: FanoutArgs,
-    open_files: u64,
-    show_progress: bool,
-) -> anyhow::Result<FanoutReport> {
-    args.validate(open_files)?;
-    let say = |line: String| {
-        if show_progress {
-            eprintln!("{line}");
-        }
-    };
-    let subscribers = args.subscribers as usize;
-    let publishers = args.publishers as usize;
-    let topics = args.topics as usize;
-    let rss_before = args.node_pid.and_then(resident_kib);
-
-    let setup_started = Instant::now();
+/// The client side of the scenario, in one worker.
+pub(crate) async fn work(plan: Plan, mut link: WorkerLink) -> anyhow::Result<FanoutPartial> {
+    let traffic = &plan.traffic;
+    traffic.validate()?;
+    let sub_targets = Target::resolve_all(&plan.sub_urls).await?;
+    let pub_targets = Target::resolve_all(&plan.pub_urls).await?;
+    let share = link.share;
+    let topics = traffic.topics as usize;
+    let sources = traffic
+        .connect
+        .source_addrs
+        .as_ref()
+        .map(|s| s.share(share.index, share.count));
+    let started = Instant::now();
     let shared = Arc::new(Shared {
-        payload_bytes: args.payload_bytes,
         topics: (0..topics).map(topic_name).collect(),
-        rate: args.rate,
-        publishers,
-        setup_deadline: setup_started + args.setup_timeout,
-        connect_slots: Semaphore::new(args.connect_concurrency as usize),
+        burst_owed: traffic
+            .burst
+            .map(|n| burst_per_topic(n, traffic.publishers as usize, topics)),
+        dialer: Dialer::new(traffic.connect.protocol, sources),
+        setup_deadline: started + traffic.connect.setup_timeout,
+        connect_slots: Semaphore::new(traffic.connect.connect_concurrency as usize),
         window: OnceLock::new(),
         stop: CancellationToken::new(),
-        progress: Progress::default(),
+        incomplete: AtomicU64::new(0),
+        completed: Notify::new(),
+        live: link.live.clone(),
+        traffic: traffic.clone(),
     });
-    let url_of = |connection: usize| args.urls[connection % args.urls.len()].clone();
 
-    say(format!(
-        "connecting {subscribers} subscribers and {publishers} publishers to {} URL(s)",
-        args.urls.len()
-    ));
-    let (subscribed_tx, mut subscribed_rx) = mpsc::channel(subscribers);
-    let subscriber_tasks: Vec<JoinHandle<SubscriberStats>> = (0..subscribers)
+    let subscribers = share.range(traffic.subscribers as usize);
+    let publishers = share.range(traffic.publishers as usize);
+    let (ready_tx, mut ready_rx) = mpsc::channel::<bool>(1024);
+    let (start_tx, start_rx) = watch::channel::<Option<Schedule>>(None);
+    let subscriber_tasks: Vec<JoinHandle<SubscriberStats>> = subscribers
+        .clone()
         .map(|i| {
-            tokio::spawn(run_subscriber(
-                shared.clone(),
-                i,
-                url_of(i),
-                subscribed_tx.clone(),
-            ))
+            let target = sub_targets[i % sub_targets.len()].clone();
+            tokio::spawn(run_subscriber(shared.clone(), i, target, ready_tx.clone()))
         })
         .collect();
-    drop(subscribed_tx);
-    let (connected_tx, mut connected_rx) = mpsc::channel(publishers.max(1));
-    let (start_tx, start_rx) = watch::channel(None);
-    let publisher_tasks: Vec<JoinHandle<PublisherStats>> = (0..publishers)
-        .map(|i| {
+    let publisher_tasks: Vec<JoinHandle<PublisherStats>> = publishers
+        .clone()
+        .map(|p| {
+            // Publishers use source addresses after the subscribers.
+            let n = traffic.subscribers as usize + p;
+            let target = pub_targets[p % pub_targets.len()].clone();
             tokio::spawn(run_publisher(
                 shared.clone(),
-                i,
-                url_of(subscribers + i),
-                connected_tx.clone(),
+                p,
+                n,
+                target,
+                ready_tx.clone(),
                 start_rx.clone(),
             ))
         })
         .collect();
-    drop(connected_tx);
+    drop(ready_tx);
+    // Every connection reports once, ready or failed.
+    while let Ok(Some(_)) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
+    let setup_s = started.elapsed().as_secs_f64();
 
-    // Every task reports by the setup deadline, ready or not.
-    let setup_limit = shared.setup_deadline + JOIN_SLACK;
-    let mut subscribers_per_topic = vec![0u64; topics];
-    while let Ok(Some(outcome)) = timeout_at(setup_limit, subscribed_rx.recv()).await {
-        if let Some(topic) = outcome {
-            subscribers_per_topic[topic] += 1;
-        }
-    }
-    let mut publishers_ready = 0u64;
-    while let Ok(Some(ready)) = timeout_at(setup_limit, connected_rx.recv()).await {
-        publishers_ready += u64::from(ready);
-    }
-    let subscribers_ready: u64 = subscribers_per_topic.iter().sum();
-    let setup_s = setup_started.elapsed().as_secs_f64();
-    say(format!(
-        "ready: {subscribers_ready}/{subscribers} subscribers, \
-         {publishers_ready}/{publishers} publishers in {setup_s:.1} s"
-    ));
-    if subscribers_ready == 0 || (args.rate > 0.0 && publishers_ready == 0) {
-        shared.stop.cancel();
-        subscriber_tasks.iter().for_each(JoinHandle::abort);
-        publisher_tasks.iter().for_each(JoinHandle::abort);
-        bail!(
-            "setup failed: {subscribers_ready} subscribers and {publishers_ready} publishers \
-             ready; is a node listening at {}?",
-            args.urls.join(", ")
-        );
-    }
-    // Give the node a moment to settle before sampling its memory.
-    let rss_connected = match args.node_pid {
-        Some(pid) => {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            resident_kib(pid)
-        }
-        None => None,
-    };
-
-    let start = Instant::now();
-    let window = Window::after_warmup(unix_nanos(), args.warmup, args.duration);
-    shared
-        .window
-        .set(window)
-        .map_err(|_| anyhow::anyhow!("the window was set twice"))?;
-    let end = start + args.warmup + args.duration;
+    let go = link.reached(Phase::Ready).await?;
+    let _ = shared.window.set(traffic.window(go.unix_ns));
+    let start = go.instant;
+    let end = start + traffic.warmup() + traffic.duration;
     start_tx.send_replace(Some(Schedule { start, end }));
-    say(format!(
-        "publishing: {:.1} s warmup, {:.1} s measured",
-        args.warmup.as_secs_f64(),
-        args.duration.as_secs_f64()
-    ));
-    if show_progress {
-        report_progress(&shared.progress, start, end + args.grace).await;
-    }
 
-    sleep_until(end + args.grace).await;
-    let rss_end = args.node_pid.and_then(resident_kib);
+    let stop_at = end + traffic.grace;
+    if shared.burst_owed.is_some() {
+        // Until every subscriber of this worker has everything, or time is up.
+        loop {
+            let notified = shared.completed.notified();
+            if shared.incomplete.load(Ordering::Acquire) == 0 || Instant::now() >= stop_at {
+                break;
+            }
+            let _ = timeout_at(stop_at, notified).await;
+        }
+    } else {
+        sleep_until(stop_at).await;
+    }
     shared.stop.cancel();
 
-    let join_limit = Instant::now() + CLOSE_WAIT + JOIN_SLACK;
-    let mut published = vec![0u64; topics];
-    let mut connection_errors = ConnectionErrors::default();
-    let mut error_replies = BTreeMap::new();
-    let mut unexpected_objects = 0;
+    let join_limit = Instant::now() + JOIN_SLACK;
+    let mut partial = FanoutPartial {
+        setup_s,
+        published: vec![0; topics],
+        received_by_topic: CountsByTopic::new(topics),
+        ..FanoutPartial::default()
+    };
     for task in publisher_tasks {
         let stats = join_within(task, join_limit, "publisher").await?;
-        add_per_topic(&mut published, &stats.published);
-        connection_errors.merge(&stats.errors);
-        stats
-            .oddities
-            .merge_into(&mut error_replies, &mut unexpected_objects);
+        partial.publishers_ready += u64::from(stats.connected);
+        crate::accounting::add_per_topic(&mut partial.published, &stats.published);
+        partial.first_send_ns = min_some(partial.first_send_ns, stats.first_send_ns);
+        partial.errors.merge(&stats.errors);
+        partial.oddities.merge(&stats.oddities);
     }
-
-    let mut latency = latency_histogram();
-    let mut received = 0;
-    let mut warmup_deliveries = 0;
-    let mut subscribers_with_losses = 0;
     for task in subscriber_tasks {
         let stats = join_within(task, join_limit, "subscriber").await?;
-        if stats.subscribed && stats.received < published[stats.topic] {
-            subscribers_with_losses += 1;
+        if stats.subscribed {
+            partial.subscribers_ready += 1;
+            partial.received_by_topic.note(stats.topic, stats.received);
         }
-        received += stats.received;
-        warmup_deliveries += stats.warmup;
-        if let Some(histogram) = &stats.latency {
-            latency
-                .add(histogram)
-                .context("merging latency histograms")?;
+        partial.received += stats.received;
+        partial.warmup_deliveries += stats.warmup;
+        if let Some(latency) = &stats.latency {
+            partial.latency.merge(&latency.0);
         }
-        connection_errors.merge(&stats.errors);
-        stats
-            .oddities
-            .merge_into(&mut error_replies, &mut unexpected_objects);
+        partial.last_delivery_ns = partial.last_delivery_ns.max(stats.last_delivery_ns);
+        partial.errors.merge(&stats.errors);
+        partial.oddities.merge(&stats.oddities);
     }
-
-    let expected = expected_deliveries(&subscribers_per_topic, &published);
-    let publishes: u64 = published.iter().sum();
-    let seconds = args.duration.as_secs_f64().max(f64::EPSILON);
-    let node = args.node_pid.map(|pid| NodeMemory {
-        pid,
-        rss_before_kib: rss_before,
-        rss_connected_kib: rss_connected,
-        rss_end_kib: rss_end,
-        kib_per_connection: rss_before.zip(rss_connected).map(|(before, connected)| {
-            connected.saturating_sub(before) as f64
-                / (subscribers_ready + publishers_ready).max(1) as f64
-        }),
-    });
-    Ok(FanoutReport {
-        scenario: "fanout",
-        settings: args.settings(),
-        subscribers_ready,
-        publishers_ready,
-        setup_s,
-        publishes,
-        publishes_per_s: publishes as f64 / seconds,
-        received,
-        deliveries_per_s: received as f64 / seconds,
-        expected,
-        lost: expected.saturating_sub(received),
-        extra: received.saturating_sub(expected),
-        subscribers_with_losses,
-        latency: LatencySummary::from_micros(&latency),
-        connection_errors_total: connection_errors.total(),
-        connection_errors,
-        error_replies,
-        unexpected_objects,
-        warmup_deliveries,
-        node,
-    })
+    Ok(partial)
 }
 
-/// Prints, once a second until `until`, what was published and delivered.
-async fn report_progress(progress: &Progress, start: Instant, until: Instant) {
-    let mut ticks =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let (mut published, mut delivered) = (0, 0);
-    while timeout_at(until, ticks.tick()).await.is_ok() {
-        let now_published = progress.published.load(Ordering::Relaxed);
-        let now_delivered = progress.delivered.load(Ordering::Relaxed);
-        eprintln!(
-            "[{:>4.0} s] published {:>8}/s  delivered {:>9}/s",
-            start.elapsed().as_secs_f64(),
-            now_published - published,
-            now_delivered - delivered
-        );
-        (published, delivered) = (now_published, now_delivered);
-    }
-}
-
-/// Waits for `task` until `deadline`; a task still running then is aborted.
-async fn join_within<T>(
-    mut task: JoinHandle<T>,
-    deadline: Instant,
-    what: &str,
-) -> anyhow::Result<T> {
-    match timeout_at(deadline, &mut task).await {
-        Ok(result) => result.with_context(|| format!("a {what} task failed")),
-        Err(_) => {
-            task.abort();
-            bail!("a {what} task did not finish in time")
-        }
-    }
-}
-
-/// Now, in Unix nanoseconds.
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-/// Opens a WebSocket connection offering `ferrocast.v1.json`, with Nagle off.
-async fn connect(url: &str) -> Result<Ws, tungstenite::Error> {
-    let mut request = url.into_client_request()?;
-    request.headers_mut().insert(
-        SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-    let (ws, _response) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-    Ok(ws)
-}
-
-/// Connects and subscribes to `topic`, waiting for the `ok` reply.
-async fn connect_and_subscribe(shared: &Shared, url: &str, topic: &str) -> Result<Ws, SetupError> {
-    // The semaphore is never closed.
-    let _slot = shared.connect_slots.acquire().await;
-    let mut ws = connect(url).await.map_err(|_| SetupError::Connect)?;
-    let id = 1;
-    ws.send(Message::text(subscribe_request(id, topic)))
-        .await
-        .map_err(|_| SetupError::Subscribe)?;
-    while let Some(Ok(message)) = ws.next().await {
-        let Message::Text(text) = message else {
-            continue;
-        };
-        for line in split_frame(text.as_str()) {
-            match parse_object(line) {
-                Ok(ServerEvent::Ok { id: Some(n) }) if n == id => return Ok(ws),
-                Ok(ServerEvent::Error { id: Some(n), .. }) if n == id => {
-                    return Err(SetupError::Subscribe)
-                }
-                _ => {}
-            }
-        }
-    }
-    Err(SetupError::Subscribe)
-}
-
-fn count_setup_failure(errors: &mut ConnectionErrors, failure: Option<SetupError>) {
-    match failure {
-        Some(SetupError::Connect) => errors.connect_failed += 1,
-        Some(SetupError::Subscribe) => errors.subscribe_failed += 1,
-        None => errors.setup_timeouts += 1,
-    }
-}
-
-fn count_ending(errors: &mut ConnectionErrors, ending: Ending) {
-    match ending {
-        Ending::Done => {}
-        Ending::ClosedByNode(code) => *errors.closed_by_node.entry(code).or_default() += 1,
-        Ending::Dropped => errors.dropped += 1,
-    }
-}
-
-fn close_code(frame: Option<&CloseFrame>) -> u16 {
-    frame.map_or(1005, |f| u16::from(f.code))
-}
-
-/// One subscriber connection: subscribe, report readiness on `subscribed`
-/// (its topic, or `None` on failure), then count deliveries until stopped.
+/// One subscriber connection: subscribe, report readiness, then count
+/// deliveries until stopped.
 async fn run_subscriber(
     shared: Arc<Shared>,
     index: usize,
-    url: String,
-    subscribed: mpsc::Sender<Option<usize>>,
+    target: Target,
+    ready: mpsc::Sender<bool>,
 ) -> SubscriberStats {
     let topic_index = subscriber_topic(index, shared.topics.len());
     let topic = shared.topics[topic_index].as_str();
@@ -625,143 +468,161 @@ async fn run_subscriber(
         received: 0,
         warmup: 0,
         latency: None,
+        last_delivery_ns: None,
         errors: ConnectionErrors::default(),
         oddities: Oddities::default(),
     };
-    let setup = timeout_at(
-        shared.setup_deadline,
-        connect_and_subscribe(&shared, &url, topic),
-    )
-    .await;
-    let mut ws = match setup {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(failure)) => {
-            count_setup_failure(&mut stats.errors, Some(failure));
-            let _ = subscribed.send(None).await;
-            return stats;
-        }
-        Err(_) => {
-            count_setup_failure(&mut stats.errors, None);
-            let _ = subscribed.send(None).await;
+    let setup = {
+        let _slot = shared.connect_slots.acquire().await;
+        shared
+            .dialer
+            .open_and_subscribe(
+                &target,
+                index,
+                topic,
+                None,
+                shared.setup_deadline,
+                |event| stats.oddities.note(event),
+            )
+            .await
+    };
+    let mut conn = match setup {
+        Ok((conn, _)) => conn,
+        Err(error) => {
+            stats.errors.count_setup(error);
+            LiveCounters::add(&shared.live.errors, 1);
+            let _ = ready.send(false).await;
             return stats;
         }
     };
     stats.subscribed = true;
-    stats.latency = Some(latency_histogram());
-    let _ = subscribed.send(Some(topic_index)).await;
-    drop(subscribed);
+    stats.latency = Some(Latencies::default());
+    LiveCounters::add(&shared.live.ready, 1);
+    let owed = shared.burst_owed.as_ref().map(|owed| owed[topic_index]);
+    let mut complete = owed == Some(0);
+    if owed.is_some() && !complete {
+        shared.incomplete.fetch_add(1, Ordering::AcqRel);
+    }
+    let _ = ready.send(true).await;
+    drop(ready);
 
     let ending = loop {
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => break Ending::Done,
-            next = ws.next() => match next {
-                Some(Ok(Message::Text(text))) => {
-                    let n = stats.on_frame(text.as_str(), topic, shared.window.get());
-                    shared.progress.delivered.fetch_add(n, Ordering::Relaxed);
+            next = conn.recv(|event| on_delivery(&mut stats, event, topic, shared.window.get())) => {
+                if let Err(ending) = next {
+                    break ending;
                 }
-                Some(Ok(Message::Close(frame))) => break Ending::ClosedByNode(close_code(frame.as_ref())),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break Ending::Dropped,
-            },
+            }
+        }
+        if !complete && owed.is_some_and(|owed| stats.received >= owed) {
+            complete = true;
+            if shared.incomplete.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.completed.notify_one();
+            }
         }
     };
-    count_ending(&mut stats.errors, ending);
-    close(&mut ws, ending).await;
+    if !complete && owed.is_some() && shared.incomplete.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // A subscriber that broke off will get nothing more.
+        shared.completed.notify_one();
+    }
+    if ending != Ending::Done {
+        LiveCounters::add(&shared.live.errors, 1);
+    }
+    stats.errors.count_ending(ending);
+    conn.close(ending).await;
     stats
 }
 
-/// Ends the connection: a close handshake if it still stands, bounded in time.
-async fn close(ws: &mut Ws, ending: Ending) {
-    let handshake = async {
-        if matches!(ending, Ending::Done) {
-            ws.close(None).await?;
+/// Accounts for one object a subscriber received.
+fn on_delivery(
+    stats: &mut SubscriberStats,
+    event: ServerEvent<'_>,
+    topic: &str,
+    window: Option<&Window>,
+) {
+    match event {
+        ServerEvent::Delivery { topic: t, ts, .. } if t == topic => {
+            match (window, &mut stats.latency) {
+                (Some(window), Some(latency)) if window.contains(ts) => {
+                    let now = unix_nanos();
+                    stats.received += 1;
+                    stats.last_delivery_ns = Some(now);
+                    latency.record(now.saturating_sub(ts) / 1_000);
+                }
+                _ => stats.warmup += 1,
+            }
         }
-        // Reading on completes the handshake (and answers a node's close).
-        while ws.next().await.transpose()?.is_some() {}
-        Ok::<_, tungstenite::Error>(())
-    };
-    let _ = timeout(CLOSE_WAIT, handshake).await;
+        other => stats.oddities.note(other),
+    }
 }
 
-/// One publisher connection: connect, report on `connected`, wait for the
-/// schedule, publish at its share of the rate until the schedule ends, then
-/// keep the connection (and read error replies) until the run stops.
+/// One publisher connection: connect, report, wait for the schedule, publish,
+/// then keep the connection (and read error replies) until the run stops.
 async fn run_publisher(
     shared: Arc<Shared>,
     index: usize,
-    url: String,
-    connected: mpsc::Sender<bool>,
+    n: usize,
+    target: Target,
+    ready: mpsc::Sender<bool>,
     mut start: watch::Receiver<Option<Schedule>>,
 ) -> PublisherStats {
     let mut stats = PublisherStats {
+        connected: false,
         published: vec![0; shared.topics.len()],
+        first_send_ns: None,
         errors: ConnectionErrors::default(),
         oddities: Oddities::default(),
     };
-    let setup = timeout_at(shared.setup_deadline, async {
+    let setup = {
         let _slot = shared.connect_slots.acquire().await;
-        connect(&url).await.map_err(|_| SetupError::Connect)
-    })
-    .await;
-    let mut ws = match setup {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(failure)) => {
-            count_setup_failure(&mut stats.errors, Some(failure));
-            let _ = connected.send(false).await;
+        timeout_at(shared.setup_deadline, shared.dialer.open(&target, n)).await
+    };
+    let mut conn = match setup {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(error)) => {
+            stats.errors.count_setup(error);
+            let _ = ready.send(false).await;
             return stats;
         }
         Err(_) => {
-            count_setup_failure(&mut stats.errors, None);
-            let _ = connected.send(false).await;
+            stats.errors.count_setup(crate::client::SetupError::Timeout);
+            let _ = ready.send(false).await;
             return stats;
         }
     };
-    let _ = connected.send(true).await;
-    drop(connected);
+    stats.connected = true;
+    let _ = ready.send(true).await;
+    drop(ready);
 
-    let ending = match publish(&shared, index, &mut ws, &mut start, &mut stats).await {
+    let ending = match publish(&shared, index, &mut conn, &mut start, &mut stats).await {
         // Stay connected until the run stops; the node may still answer.
         Ending::Done => loop {
             tokio::select! {
                 biased;
                 () = shared.stop.cancelled() => break Ending::Done,
-                next = ws.next() => if let Some(ending) = on_publisher_message(next, &mut stats.oddities) {
+                next = conn.recv(|event| stats.oddities.note(event)) => if let Err(ending) = next {
                     break ending;
                 },
             }
         },
         ending => ending,
     };
-    count_ending(&mut stats.errors, ending);
-    close(&mut ws, ending).await;
+    if ending != Ending::Done {
+        LiveCounters::add(&shared.live.errors, 1);
+    }
+    stats.errors.count_ending(ending);
+    conn.close(ending).await;
     stats
 }
 
-/// What a publisher does with one message from the node; `Some` ends the connection.
-fn on_publisher_message(
-    next: Option<Result<Message, tungstenite::Error>>,
-    oddities: &mut Oddities,
-) -> Option<Ending> {
-    match next {
-        Some(Ok(Message::Text(text))) => {
-            for line in split_frame(text.as_str()) {
-                oddities.note(parse_object(line));
-            }
-            None
-        }
-        Some(Ok(Message::Close(frame))) => Some(Ending::ClosedByNode(close_code(frame.as_ref()))),
-        Some(Ok(_)) => None,
-        Some(Err(_)) | None => Some(Ending::Dropped),
-    }
-}
-
-/// The publishing loop of publisher `index`. Returns [`Ending::Done`] when the
-/// schedule is over (or the run stopped before it began).
+/// The publishing of publisher `index`. Returns [`Ending::Done`] when it is
+/// over (or the run stopped before it began).
 async fn publish(
     shared: &Shared,
     index: usize,
-    ws: &mut Ws,
+    conn: &mut Conn,
     start: &mut watch::Receiver<Option<Schedule>>,
     stats: &mut PublisherStats,
 ) -> Ending {
@@ -774,7 +635,7 @@ async fn publish(
                 Ok(Some(schedule)) => break *schedule,
                 _ => return Ending::Done,
             },
-            next = ws.next() => if let Some(ending) = on_publisher_message(next, &mut stats.oddities) {
+            next = conn.recv(|event| stats.oddities.note(event)) => if let Err(ending) = next {
                 return ending;
             },
         }
@@ -782,20 +643,54 @@ async fn publish(
     let Some(window) = shared.window.get().copied() else {
         return Ending::Done;
     };
-    let rate = publisher_rate(shared.rate, shared.publishers);
+    sleep_until(schedule.start).await;
+    let traffic = &shared.traffic;
+    let topics = shared.topics.len();
+    let mut sent = 0u64;
+    let mut stamp = |sent: u64| {
+        let ts = unix_nanos();
+        let topic = publish_topic(index, sent, topics);
+        if window.contains(ts) {
+            stats.published[topic] += 1;
+        }
+        stats.first_send_ns.get_or_insert(ts);
+        LiveCounters::add(&shared.live.published, 1);
+        (topic, ts)
+    };
+    if let Some(burst) = traffic.burst {
+        let count = burst_share(burst, traffic.publishers as usize, index);
+        let written = async {
+            while sent < count {
+                let (topic, ts) = stamp(sent);
+                conn.feed_publish(&shared.topics[topic], ts, sent, traffic.payload_bytes)
+                    .await?;
+                sent += 1;
+                if sent % BURST_FLUSH_EVERY == 0 {
+                    conn.flush().await?;
+                }
+            }
+            conn.flush().await
+        };
+        return match timeout_at(schedule.end + SEND_GRACE, written).await {
+            Ok(Ok(())) => Ending::Done,
+            Ok(Err(_)) | Err(_) => Ending::Dropped,
+        };
+    }
+    let rate = publisher_rate(traffic.rate, traffic.publishers as usize);
+    if rate <= 0.0 {
+        return Ending::Done;
+    }
     let period = tick_period(rate);
     // Publishers tick in turn, not all at once.
     let first_tick =
-        schedule.start + period.mul_f64(index as f64 / shared.publishers.max(1) as f64);
+        schedule.start + period.mul_f64(index as f64 / f64::from(traffic.publishers.max(1)));
     let mut ticks = tokio::time::interval_at(first_tick, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let topics = shared.topics.len();
-    let mut sent = 0u64;
     loop {
         tokio::select! {
             biased;
             () = sleep_until(schedule.end) => return Ending::Done,
-            next = ws.next() => if let Some(ending) = on_publisher_message(next, &mut stats.oddities) {
+            next = conn.recv(|event| stats.oddities.note(event)) => if let Err(ending) = next {
                 return ending;
             },
             _ = ticks.tick() => {
@@ -804,22 +699,15 @@ async fn publish(
                     return Ending::Done;
                 }
                 let due = publishes_due(now.saturating_duration_since(first_tick), rate);
-                let burst = async {
+                let written = async {
                     while sent < due {
-                        let ts = unix_nanos();
-                        let topic = publish_topic(index, sent, topics);
-                        let request =
-                            publish_request(&shared.topics[topic], ts, sent, shared.payload_bytes);
-                        ws.feed(Message::text(request)).await?;
+                        let (topic, ts) = stamp(sent);
+                        conn.feed_publish(&shared.topics[topic], ts, sent, traffic.payload_bytes).await?;
                         sent += 1;
-                        shared.progress.published.fetch_add(1, Ordering::Relaxed);
-                        if window.contains(ts) {
-                            stats.published[topic] += 1;
-                        }
                     }
-                    ws.flush().await
+                    conn.flush().await
                 };
-                match timeout_at(schedule.end + SEND_GRACE, burst).await {
+                match timeout_at(schedule.end + SEND_GRACE, written).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) | Err(_) => return Ending::Dropped,
                 }
@@ -832,8 +720,273 @@ async fn publish(
 /// but no faster than 1 ms (the timer's resolution; several publishes then go
 /// per tick) and no slower than 100 ms.
 fn tick_period(rate: f64) -> Duration {
-    if rate <= 0.0 {
-        return Duration::from_millis(100);
-    }
     Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1))
+}
+
+/// The parent side: node readings around the run, then the report.
+pub(crate) async fn conduct(
+    plan: &Plan,
+    conductor: &mut Conductor,
+) -> anyhow::Result<FanoutReport> {
+    let traffic = &plan.traffic;
+    traffic.validate()?;
+    let mut nodes = NodeWatch::new(&traffic.nodes);
+    nodes.before().await;
+    conductor.status.set_phase("connecting");
+    conductor
+        .barrier(
+            Phase::Ready,
+            Instant::now() + traffic.connect.setup_timeout + JOIN_SLACK,
+        )
+        .await?;
+    nodes.connected().await;
+    let start = Instant::now() + Duration::from_millis(200);
+    conductor.go(start).await?;
+    conductor.status.set_phase("publishing");
+    let end = start + traffic.warmup() + traffic.duration;
+    let deadline = end + traffic.grace + JOIN_SLACK * 2;
+    let (partials, timeline) = if traffic.burst.is_some() {
+        let results = conductor.results::<FanoutPartial>(deadline).await?;
+        nodes.end().await;
+        results
+    } else {
+        // The end readings come when publishing ends, before connections close.
+        let end_readings = async {
+            sleep_until(end).await;
+            nodes.end().await;
+        };
+        let (results, ()) =
+            tokio::join!(conductor.results::<FanoutPartial>(deadline), end_readings);
+        results?
+    };
+    let mut total = FanoutPartial::default();
+    for partial in &partials {
+        total.merge(partial);
+    }
+    let nodes = nodes.report(total.subscribers_ready + total.publishers_ready);
+    Ok(FanoutReport::new(
+        plan,
+        total,
+        nodes,
+        timeline,
+        conductor.processes(),
+    ))
+}
+
+/// The settings of a run, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FanoutSettings {
+    pub(crate) pub_urls: Vec<String>,
+    pub(crate) sub_urls: Vec<String>,
+    pub(crate) protocol: Protocol,
+    pub(crate) subscribers: u32,
+    pub(crate) topics: u32,
+    pub(crate) publishers: u32,
+    /// Target publishes per second, all publishers together (rate mode).
+    pub(crate) rate: Option<f64>,
+    /// Publications of the burst (burst mode).
+    pub(crate) burst: Option<u64>,
+    pub(crate) payload_bytes: usize,
+    pub(crate) duration_s: f64,
+    pub(crate) warmup_s: f64,
+    pub(crate) grace_s: f64,
+    pub(crate) workers: usize,
+}
+
+/// The result of a `fanout` or `cross-node` run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FanoutReport {
+    pub(crate) scenario: &'static str,
+    pub(crate) settings: FanoutSettings,
+    pub(crate) subscribers_ready: u64,
+    pub(crate) publishers_ready: u64,
+    /// Time to connect and subscribe everybody (slowest worker).
+    pub(crate) setup_s: f64,
+    /// Publications measured (stamped inside the window; every one of a burst).
+    pub(crate) publishes: u64,
+    pub(crate) publishes_per_s: f64,
+    /// Deliveries of those publications that arrived before the end.
+    pub(crate) received: u64,
+    /// Rate mode: received / window length. Burst mode: received / time from
+    /// the first send to the last delivery.
+    pub(crate) deliveries_per_s: f64,
+    /// Burst mode: time from the first send to the last delivery.
+    pub(crate) burst_s: Option<f64>,
+    /// Deliveries owed: each publication times the subscribers of its topic.
+    pub(crate) expected: u64,
+    /// Owed deliveries that did not arrive.
+    pub(crate) lost: u64,
+    /// received − expected, when positive (duplicates).
+    pub(crate) extra: u64,
+    /// Subscribers that received fewer deliveries than they were owed.
+    pub(crate) subscribers_with_losses: u64,
+    /// Connections the node closed (any close code) or that broke after setup.
+    pub(crate) disconnects: u64,
+    /// Publish → delivery latency of the received deliveries.
+    pub(crate) latency: LatencySummary,
+    pub(crate) connection_errors: ConnectionErrors,
+    pub(crate) connection_errors_total: u64,
+    /// `error` objects (STOMP `ERROR` frames) the node sent, by code.
+    pub(crate) error_replies: std::collections::BTreeMap<String, u64>,
+    /// Objects that were not valid, or deliveries of foreign data or topics.
+    pub(crate) unexpected_objects: u64,
+    /// Deliveries of warmup publications (not measured).
+    pub(crate) warmup_deliveries: u64,
+    pub(crate) nodes: NodesReport,
+    /// Per-second counts over the run.
+    pub(crate) timeline: Timeline,
+    #[serde(skip)]
+    latency_histogram: Latencies,
+}
+
+impl FanoutReport {
+    fn new(
+        plan: &Plan,
+        total: FanoutPartial,
+        nodes: NodesReport,
+        timeline: Timeline,
+        workers: usize,
+    ) -> Self {
+        let traffic = &plan.traffic;
+        let subscribers_per_topic = total.received_by_topic.subscribers_per_topic();
+        let expected = expected_deliveries(&subscribers_per_topic, &total.published);
+        let (subscribers_with_losses, lost) = total.received_by_topic.shortfall(&total.published);
+        let publishes: u64 = total.published.iter().sum();
+        let window_s = traffic.duration.as_secs_f64();
+        let burst_s = traffic.burst.map(|_| {
+            total
+                .first_send_ns
+                .zip(total.last_delivery_ns)
+                .map_or(0.0, |(first, last)| last.saturating_sub(first) as f64 / 1e9)
+        });
+        let seconds = burst_s.unwrap_or(window_s);
+        Self {
+            scenario: plan.scenario,
+            settings: FanoutSettings {
+                pub_urls: plan.pub_urls.clone(),
+                sub_urls: plan.sub_urls.clone(),
+                protocol: traffic.connect.protocol,
+                subscribers: traffic.subscribers,
+                topics: traffic.topics,
+                publishers: traffic.publishers,
+                rate: traffic.burst.is_none().then_some(traffic.rate),
+                burst: traffic.burst,
+                payload_bytes: traffic.payload_bytes,
+                duration_s: window_s,
+                warmup_s: traffic.warmup().as_secs_f64(),
+                grace_s: traffic.grace.as_secs_f64(),
+                workers,
+            },
+            subscribers_ready: total.subscribers_ready,
+            publishers_ready: total.publishers_ready,
+            setup_s: total.setup_s,
+            publishes,
+            publishes_per_s: per_second(publishes, seconds),
+            received: total.received,
+            deliveries_per_s: per_second(total.received, seconds),
+            burst_s,
+            expected,
+            lost,
+            extra: total.received.saturating_sub(expected),
+            subscribers_with_losses,
+            disconnects: total.errors.disconnects(),
+            latency: total.latency.summary(),
+            connection_errors_total: total.errors.total(),
+            connection_errors: total.errors,
+            error_replies: total.oddities.error_replies.clone(),
+            unexpected_objects: total.oddities.unexpected,
+            warmup_deliveries: total.warmup_deliveries,
+            nodes,
+            timeline,
+            latency_histogram: total.latency,
+        }
+    }
+
+    pub(crate) fn table(&self) -> Table {
+        let s = &self.settings;
+        let mut table = Table::default();
+        let load = match (s.burst, s.rate) {
+            (Some(burst), _) => format!("a burst of {burst}"),
+            (None, rate) => format!("{} publishes/s", rate.unwrap_or(0.0)),
+        };
+        table.heading(format!(
+            "{}: {} subscribers on {} topic(s), {} publisher(s) sending {load}, {}-byte payload, {:?}, {} worker process(es)",
+            self.scenario, s.subscribers, s.topics, s.publishers, s.payload_bytes, s.protocol, s.workers
+        ));
+        table.heading(match self.burst_s {
+            Some(burst_s) => format!(
+                "burst took {burst_s:.3} s from first send to last delivery; setup took {:.1} s",
+                self.setup_s
+            ),
+            None => format!(
+                "measured {:.1} s after {:.1} s of warmup, then {:.1} s of grace; setup took {:.1} s",
+                s.duration_s, s.warmup_s, s.grace_s, self.setup_s
+            ),
+        });
+        table
+            .row(
+                "connections ready",
+                format!(
+                    "{} subscribers, {} publishers",
+                    self.subscribers_ready, self.publishers_ready
+                ),
+            )
+            .row("publishes/s", format!("{:.1}", self.publishes_per_s))
+            .row("deliveries/s", format!("{:.1}", self.deliveries_per_s))
+            .latency("latency", &self.latency)
+            .row("publishes (measured)", self.publishes)
+            .row("deliveries expected", self.expected)
+            .row("deliveries received", self.received)
+            .row(
+                "deliveries lost",
+                format!(
+                    "{} ({:.4} %), {} subscriber(s) affected",
+                    self.lost,
+                    percent(self.lost, self.expected),
+                    self.subscribers_with_losses
+                ),
+            )
+            .row("deliveries extra", self.extra)
+            .row("disconnects", self.disconnects)
+            .row("connection errors", self.connection_errors.line())
+            .row(
+                "error replies",
+                Oddities {
+                    error_replies: self.error_replies.clone(),
+                    unexpected: 0,
+                }
+                .errors_line(),
+            )
+            .row("unexpected objects", self.unexpected_objects)
+            .rows(self.nodes.rows());
+        table
+    }
+
+    pub(crate) fn chart(&self) -> Chart<'_> {
+        Chart {
+            title: format!("ferrocast {}: {}", self.scenario, self.headline()),
+            latency: Some(("publish → delivery", &self.latency_histogram.0)),
+            timeline: &self.timeline,
+            series: vec![
+                Series {
+                    label: "deliveries/s",
+                    value: |c| c.delivered,
+                },
+                Series {
+                    label: "publishes/s",
+                    value: |c| c.published,
+                },
+            ],
+        }
+    }
+
+    fn headline(&self) -> String {
+        format!(
+            "{} subscribers, {} topics, {:.0} deliveries/s, p99 {:.2} ms",
+            self.settings.subscribers,
+            self.settings.topics,
+            self.deliveries_per_s,
+            self.latency.p99_ms
+        )
+    }
 }

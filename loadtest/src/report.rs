@@ -1,79 +1,26 @@
-//! The end-of-run report: a table for people, a JSON object for scripts.
+//! What every report shares: connection errors, odd replies, latency rows and
+//! the table layout. Each scenario's report is built in its own module.
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
-use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// Latencies are recorded in microseconds, from 1 µs up to this (60 s); larger
-/// values are recorded as this.
-pub(crate) const LATENCY_MAX_MICROS: u64 = 60_000_000;
-
-/// A latency histogram of one task: microseconds with two significant digits
-/// (values within 1 %). Every subscriber has one; with three digits each would
-/// take about 140 KiB, too much for tens of thousands of subscribers.
-pub(crate) fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_MICROS, 2)
-        .expect("constant histogram bounds are valid")
-}
-
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub(crate) struct LatencySummary {
-    /// Deliveries the figures are computed from.
-    pub(crate) samples: u64,
-    pub(crate) mean_ms: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p90_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) p999_ms: f64,
-    pub(crate) max_ms: f64,
-}
-
-impl LatencySummary {
-    pub(crate) fn from_micros(histogram: &Histogram<u64>) -> Self {
-        if histogram.is_empty() {
-            return Self::default();
-        }
-        let ms = |micros: u64| micros as f64 / 1000.0;
-        Self {
-            samples: histogram.len(),
-            mean_ms: histogram.mean() / 1000.0,
-            p50_ms: ms(histogram.value_at_quantile(0.50)),
-            p90_ms: ms(histogram.value_at_quantile(0.90)),
-            p99_ms: ms(histogram.value_at_quantile(0.99)),
-            p999_ms: ms(histogram.value_at_quantile(0.999)),
-            max_ms: ms(histogram.max()),
-        }
-    }
-}
-
-/// What the run was asked to do.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct FanoutSettings {
-    pub(crate) urls: Vec<String>,
-    pub(crate) subscribers: usize,
-    pub(crate) topics: usize,
-    pub(crate) publishers: usize,
-    /// Target publishes per second, all publishers together.
-    pub(crate) rate: f64,
-    pub(crate) payload_bytes: usize,
-    pub(crate) duration_s: f64,
-    pub(crate) warmup_s: f64,
-    pub(crate) grace_s: f64,
-}
+use crate::client::{Ending, SetupError};
+use crate::latency::LatencySummary;
+use crate::wire::ServerEvent;
 
 /// Connection trouble, by kind. Everything here is also an error of the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ConnectionErrors {
-    /// TCP connect or WebSocket upgrade failed.
+    /// TCP connect, WebSocket upgrade or STOMP CONNECT failed.
     pub(crate) connect_failed: u64,
     /// The node answered a subscribe with an error, or closed before the reply.
     pub(crate) subscribe_failed: u64,
     /// Connect and subscribe did not finish within the setup timeout.
     pub(crate) setup_timeouts: u64,
-    /// Close frames received from the node during the run, by close code.
+    /// Close frames received from the node during the run, by close code
+    /// (4000 slow consumer, 1012 drain, 1013 overloaded, …).
     pub(crate) closed_by_node: BTreeMap<u16, u64>,
     /// Connections that ended without a close frame (reset, EOF, protocol error).
     pub(crate) dropped: u64,
@@ -81,11 +28,16 @@ pub(crate) struct ConnectionErrors {
 
 impl ConnectionErrors {
     pub(crate) fn total(&self) -> u64 {
-        self.connect_failed
-            + self.subscribe_failed
-            + self.setup_timeouts
-            + self.closed_by_node.values().sum::<u64>()
-            + self.dropped
+        self.setup_failures() + self.disconnects()
+    }
+
+    pub(crate) fn setup_failures(&self) -> u64 {
+        self.connect_failed + self.subscribe_failed + self.setup_timeouts
+    }
+
+    /// Connections the node closed or that broke after setup.
+    pub(crate) fn disconnects(&self) -> u64 {
+        self.closed_by_node.values().sum::<u64>() + self.dropped
     }
 
     pub(crate) fn merge(&mut self, other: &Self) {
@@ -97,149 +49,142 @@ impl ConnectionErrors {
         }
         self.dropped += other.dropped;
     }
-}
 
-/// Resident memory of the node under test, from `/proc/<pid>/status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub(crate) struct NodeMemory {
-    pub(crate) pid: u32,
-    /// Before the tool connected.
-    pub(crate) rss_before_kib: Option<u64>,
-    /// With every connection open and subscribed, before any publish.
-    pub(crate) rss_connected_kib: Option<u64>,
-    /// After the measured window, before the connections closed.
-    pub(crate) rss_end_kib: Option<u64>,
-    /// (connected − before) / connections.
-    pub(crate) kib_per_connection: Option<f64>,
-}
-
-/// The result of a `fanout` run.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct FanoutReport {
-    pub(crate) scenario: &'static str,
-    pub(crate) settings: FanoutSettings,
-    pub(crate) subscribers_ready: u64,
-    pub(crate) publishers_ready: u64,
-    /// Time to connect and subscribe everybody.
-    pub(crate) setup_s: f64,
-    /// Publications stamped inside the measured window.
-    pub(crate) publishes: u64,
-    pub(crate) publishes_per_s: f64,
-    /// Deliveries of those publications that arrived before the grace ended.
-    pub(crate) received: u64,
-    pub(crate) deliveries_per_s: f64,
-    /// Deliveries owed: each publication times the subscribers of its topic.
-    pub(crate) expected: u64,
-    /// expected − received, when positive.
-    pub(crate) lost: u64,
-    /// received − expected, when positive (duplicates).
-    pub(crate) extra: u64,
-    /// Subscribers that received fewer deliveries than they were owed.
-    pub(crate) subscribers_with_losses: u64,
-    /// Publish → delivery latency of the received deliveries.
-    pub(crate) latency: LatencySummary,
-    pub(crate) connection_errors: ConnectionErrors,
-    pub(crate) connection_errors_total: u64,
-    /// `error` objects the node sent (e.g. `rate_limited` on a publish).
-    pub(crate) error_replies: BTreeMap<String, u64>,
-    /// Objects that were not valid JSON, or deliveries of foreign data or topics.
-    pub(crate) unexpected_objects: u64,
-    /// Deliveries of warmup publications (not measured).
-    pub(crate) warmup_deliveries: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) node: Option<NodeMemory>,
-}
-
-impl fmt::Display for FanoutReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.settings;
-        writeln!(
-            f,
-            "fanout: {} subscribers on {} topic(s), {} publisher(s) at {} publishes/s, \
-             {}-byte payload, over {} URL(s)",
-            s.subscribers,
-            s.topics,
-            s.publishers,
-            s.rate,
-            s.payload_bytes,
-            s.urls.len()
-        )?;
-        writeln!(
-            f,
-            "measured {:.1} s after {:.1} s of warmup, then {:.1} s of grace; setup took {:.1} s",
-            s.duration_s, s.warmup_s, s.grace_s, self.setup_s
-        )?;
-        writeln!(f)?;
-        let mut rows: Vec<(&str, String)> = vec![
-            (
-                "connections ready",
-                format!(
-                    "{} subscribers, {} publishers",
-                    self.subscribers_ready, self.publishers_ready
-                ),
-            ),
-            ("publishes/s", format!("{:.1}", self.publishes_per_s)),
-            ("deliveries/s", format!("{:.1}", self.deliveries_per_s)),
-            ("latency p50", ms(self.latency.p50_ms)),
-            ("latency p90", ms(self.latency.p90_ms)),
-            ("latency p99", ms(self.latency.p99_ms)),
-            ("latency p99.9", ms(self.latency.p999_ms)),
-            ("latency max", ms(self.latency.max_ms)),
-            ("latency mean", ms(self.latency.mean_ms)),
-            ("publishes (window)", self.publishes.to_string()),
-            ("deliveries expected", self.expected.to_string()),
-            ("deliveries received", self.received.to_string()),
-            (
-                "deliveries lost",
-                format!(
-                    "{} ({:.4} %), {} subscriber(s) affected",
-                    self.lost,
-                    percent(self.lost, self.expected),
-                    self.subscribers_with_losses
-                ),
-            ),
-            ("deliveries extra", self.extra.to_string()),
-            ("connection errors", self.connection_errors_line()),
-            ("error replies", counts(&self.error_replies)),
-            ("unexpected objects", self.unexpected_objects.to_string()),
-        ];
-        if let Some(node) = &self.node {
-            rows.push(("node RSS", node_memory_line(node)));
+    pub(crate) fn count_setup(&mut self, error: SetupError) {
+        match error {
+            SetupError::Connect => self.connect_failed += 1,
+            SetupError::Subscribe => self.subscribe_failed += 1,
+            SetupError::Timeout => self.setup_timeouts += 1,
         }
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        for (key, value) in rows {
+    }
+
+    pub(crate) fn count_ending(&mut self, ending: Ending) {
+        match ending {
+            Ending::Done => {}
+            Ending::ClosedByNode(code) => *self.closed_by_node.entry(code).or_default() += 1,
+            Ending::Dropped => self.dropped += 1,
+        }
+    }
+
+    /// `0`, or the total and its parts.
+    pub(crate) fn line(&self) -> String {
+        let total = self.total();
+        if total == 0 {
+            return "0".into();
+        }
+        let closes = self
+            .closed_by_node
+            .iter()
+            .map(|(code, n)| format!("{n}×{code}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!(
+            "{total} (connect {}, subscribe {}, setup timeout {}, closed by node [{closes}], dropped {})",
+            self.connect_failed, self.subscribe_failed, self.setup_timeouts, self.dropped
+        )
+    }
+}
+
+/// Objects that were neither deliveries of ours nor expected replies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Oddities {
+    /// `error` objects (STOMP `ERROR` frames) by code.
+    pub(crate) error_replies: BTreeMap<String, u64>,
+    /// Invalid objects, deliveries of foreign data or of other topics.
+    pub(crate) unexpected: u64,
+}
+
+impl Oddities {
+    pub(crate) fn note(&mut self, event: ServerEvent<'_>) {
+        match event {
+            ServerEvent::Error { code, .. } => {
+                *self.error_replies.entry(code).or_default() += 1;
+            }
+            ServerEvent::Ok { .. } | ServerEvent::Other => {}
+            ServerEvent::Delivery { .. } | ServerEvent::ForeignDelivery => self.unexpected += 1,
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: &Self) {
+        for (code, n) in &other.error_replies {
+            *self.error_replies.entry(code.clone()).or_default() += n;
+        }
+        self.unexpected += other.unexpected;
+    }
+
+    pub(crate) fn errors_line(&self) -> String {
+        if self.error_replies.is_empty() {
+            return "0".into();
+        }
+        self.error_replies
+            .iter()
+            .map(|(k, n)| format!("{n}×{k}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A two-column table: a heading, then `key  value` rows.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    heading: Vec<String>,
+    rows: Vec<(String, String)>,
+}
+
+impl Table {
+    pub(crate) fn heading(&mut self, line: impl Into<String>) -> &mut Self {
+        self.heading.push(line.into());
+        self
+    }
+
+    pub(crate) fn row(&mut self, key: impl Into<String>, value: impl fmt::Display) -> &mut Self {
+        self.rows.push((key.into(), value.to_string()));
+        self
+    }
+
+    pub(crate) fn rows(&mut self, rows: impl IntoIterator<Item = (String, String)>) -> &mut Self {
+        self.rows.extend(rows);
+        self
+    }
+
+    /// p50 … max rows of `summary`, each key prefixed with `what`.
+    pub(crate) fn latency(&mut self, what: &str, summary: &LatencySummary) -> &mut Self {
+        for (name, value) in [
+            ("p50", summary.p50_ms),
+            ("p90", summary.p90_ms),
+            ("p99", summary.p99_ms),
+            ("p99.9", summary.p999_ms),
+            ("max", summary.max_ms),
+            ("mean", summary.mean_ms),
+        ] {
+            self.row(format!("{what} {name}"), format!("{value:.3} ms"));
+        }
+        self
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.heading {
+            writeln!(f, "{line}")?;
+        }
+        if !self.heading.is_empty() {
+            writeln!(f)?;
+        }
+        let width = self
+            .rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (key, value) in &self.rows {
             writeln!(f, "  {key:<width$}  {value}")?;
         }
         Ok(())
     }
 }
 
-impl FanoutReport {
-    fn connection_errors_line(&self) -> String {
-        let e = &self.connection_errors;
-        let mut line = self.connection_errors_total.to_string();
-        if self.connection_errors_total > 0 {
-            let closes = e
-                .closed_by_node
-                .iter()
-                .map(|(code, n)| format!("{n}×{code}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let _ = write!(
-                line,
-                " (connect {}, subscribe {}, setup timeout {}, closed by node [{}], dropped {})",
-                e.connect_failed, e.subscribe_failed, e.setup_timeouts, closes, e.dropped
-            );
-        }
-        line
-    }
-}
-
-fn ms(value: f64) -> String {
-    format!("{value:.3} ms")
-}
-
-fn percent(part: u64, whole: u64) -> f64 {
+pub(crate) fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -247,32 +192,13 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn counts(map: &BTreeMap<String, u64>) -> String {
-    if map.is_empty() {
-        return "0".into();
+/// `count / seconds`, 0 for an empty span.
+pub(crate) fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
     }
-    map.iter()
-        .map(|(k, n)| format!("{n}×{k}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn node_memory_line(node: &NodeMemory) -> String {
-    let mib = |kib: Option<u64>| {
-        kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "?".into())
-    };
-    let mut line = format!(
-        "pid {}: before {}, connected {}, end {}",
-        node.pid,
-        mib(node.rss_before_kib),
-        mib(node.rss_connected_kib),
-        mib(node.rss_end_kib)
-    );
-    if let Some(per) = node.kib_per_connection {
-        let _ = write!(line, "; {per:.1} KiB per idle connection");
-    }
-    line
 }
 
 #[cfg(test)]
@@ -280,37 +206,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_are_reported_in_milliseconds() {
-        let mut histogram = latency_histogram();
-        for micros in 1..=1000 {
-            histogram.record(micros).unwrap();
-        }
-        histogram.saturating_record(LATENCY_MAX_MICROS * 10);
-        let summary = LatencySummary::from_micros(&histogram);
-        assert_eq!(summary.samples, 1001);
-        assert!((summary.p50_ms - 0.5).abs() <= 0.005, "{summary:?}");
-        assert!((summary.p99_ms - 0.99).abs() <= 0.01, "{summary:?}");
-        assert!((summary.max_ms - 60_000.0).abs() <= 600.0, "{summary:?}");
-        assert_eq!(
-            LatencySummary::from_micros(&latency_histogram()),
-            LatencySummary::default()
-        );
-    }
-
-    #[test]
     fn connection_errors_merge_and_total() {
-        let mut a = ConnectionErrors {
-            connect_failed: 1,
-            ..ConnectionErrors::default()
-        };
-        let mut b = ConnectionErrors {
-            dropped: 2,
-            ..ConnectionErrors::default()
-        };
-        b.closed_by_node.insert(4000, 3);
+        let mut a = ConnectionErrors::default();
+        a.count_setup(SetupError::Connect);
+        let mut b = ConnectionErrors::default();
+        b.count_ending(Ending::Dropped);
+        b.count_ending(Ending::Dropped);
+        b.count_ending(Ending::Done);
+        for _ in 0..3 {
+            b.count_ending(Ending::ClosedByNode(4000));
+        }
         a.merge(&b);
         a.merge(&b);
         assert_eq!(a.closed_by_node[&4000], 6);
+        assert_eq!(a.disconnects(), 4 + 6);
         assert_eq!(a.total(), 1 + 4 + 6);
+        assert_eq!(
+            a.line(),
+            "11 (connect 1, subscribe 0, setup timeout 0, closed by node [6×4000], dropped 4)"
+        );
+        assert_eq!(ConnectionErrors::default().line(), "0");
+    }
+
+    #[test]
+    fn the_table_aligns_its_values() {
+        let mut table = Table::default();
+        table.heading("run").row("a", 1).row("longer key", "x");
+        assert_eq!(
+            table.to_string(),
+            "run\n\n  a           1\n  longer key  x\n"
+        );
     }
 }
