@@ -19,7 +19,7 @@ use crate::coord::{Conductor, Phase, WorkerLink, JOIN_SLACK};
 use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{LiveCounters, Timeline};
-use crate::report::{per_second, ConnectionErrors, Oddities, Table};
+use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
 use crate::wire::topic_name;
 
 pub(crate) const ABOUT: &str = "\
@@ -378,11 +378,8 @@ pub(crate) struct ChurnReport {
     pub(crate) skipped: u64,
     pub(crate) connect_latency: LatencySummary,
     pub(crate) subscribe_latency: LatencySummary,
-    /// Connections the node closed or that broke while held.
-    pub(crate) disconnects: u64,
-    pub(crate) connection_errors: ConnectionErrors,
-    pub(crate) connection_errors_total: u64,
-    pub(crate) error_replies: std::collections::BTreeMap<String, u64>,
+    #[serde(flatten)]
+    pub(crate) trouble: Trouble,
     pub(crate) nodes: NodesReport,
     pub(crate) timeline: Timeline,
     #[serde(skip)]
@@ -416,10 +413,7 @@ impl ChurnReport {
             skipped: total.skipped,
             connect_latency: total.connect_latency.summary(),
             subscribe_latency: total.subscribe_latency.summary(),
-            disconnects: total.errors.disconnects(),
-            connection_errors_total: total.errors.total(),
-            connection_errors: total.errors,
-            error_replies: total.oddities.error_replies,
+            trouble: Trouble::new(total.errors, total.oddities),
             nodes,
             timeline,
             connect_histogram: total.connect_latency,
@@ -446,16 +440,7 @@ impl ChurnReport {
             .row("cycles skipped (too many open)", self.skipped)
             .latency("connect", &self.connect_latency)
             .latency("subscribe", &self.subscribe_latency)
-            .row("disconnects", self.disconnects)
-            .row("connection errors", self.connection_errors.line())
-            .row(
-                "error replies",
-                Oddities {
-                    error_replies: self.error_replies.clone(),
-                    unexpected: 0,
-                }
-                .errors_line(),
-            )
+            .rows(self.trouble.rows())
             .rows(self.nodes.rows());
         table
     }

@@ -37,6 +37,15 @@ pub(crate) enum Protocol {
     Stomp,
 }
 
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Json => "json",
+            Self::Stomp => "stomp",
+        })
+    }
+}
+
 impl Protocol {
     fn subprotocol(self) -> &'static str {
         match self {

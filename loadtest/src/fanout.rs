@@ -36,7 +36,7 @@ use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
 use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
-use crate::report::{per_second, percent, ConnectionErrors, Oddities, Table};
+use crate::report::{per_second, percent, ConnectionErrors, Oddities, Table, Trouble};
 use crate::wire::{topic_name, ServerEvent};
 
 pub(crate) const FANOUT_ABOUT: &str = "\
@@ -270,15 +270,12 @@ impl FanoutPartial {
         self.latency.merge(&other.latency.0);
         self.errors.merge(&other.errors);
         self.oddities.merge(&other.oddities);
-        self.first_send_ns = min_some(self.first_send_ns, other.first_send_ns);
+        self.first_send_ns = self
+            .first_send_ns
+            .into_iter()
+            .chain(other.first_send_ns)
+            .min();
         self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
-    }
-}
-
-fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
@@ -430,7 +427,11 @@ pub(crate) async fn work(plan: Plan, mut link: WorkerLink) -> anyhow::Result<Fan
         let stats = join_within(task, join_limit, "publisher").await?;
         partial.publishers_ready += u64::from(stats.connected);
         crate::accounting::add_per_topic(&mut partial.published, &stats.published);
-        partial.first_send_ns = min_some(partial.first_send_ns, stats.first_send_ns);
+        partial.first_send_ns = partial
+            .first_send_ns
+            .into_iter()
+            .chain(stats.first_send_ns)
+            .min();
         partial.errors.merge(&stats.errors);
         partial.oddities.merge(&stats.oddities);
     }
@@ -820,18 +821,12 @@ pub(crate) struct FanoutReport {
     pub(crate) extra: u64,
     /// Subscribers that received fewer deliveries than they were owed.
     pub(crate) subscribers_with_losses: u64,
-    /// Connections the node closed (any close code) or that broke after setup.
-    pub(crate) disconnects: u64,
     /// Publish → delivery latency of the received deliveries.
     pub(crate) latency: LatencySummary,
-    pub(crate) connection_errors: ConnectionErrors,
-    pub(crate) connection_errors_total: u64,
-    /// `error` objects (STOMP `ERROR` frames) the node sent, by code.
-    pub(crate) error_replies: std::collections::BTreeMap<String, u64>,
-    /// Objects that were not valid, or deliveries of foreign data or topics.
-    pub(crate) unexpected_objects: u64,
     /// Deliveries of warmup publications (not measured).
     pub(crate) warmup_deliveries: u64,
+    #[serde(flatten)]
+    pub(crate) trouble: Trouble,
     pub(crate) nodes: NodesReport,
     /// Per-second counts over the run.
     pub(crate) timeline: Timeline,
@@ -889,12 +884,8 @@ impl FanoutReport {
             lost,
             extra: total.received.saturating_sub(expected),
             subscribers_with_losses,
-            disconnects: total.errors.disconnects(),
             latency: total.latency.summary(),
-            connection_errors_total: total.errors.total(),
-            connection_errors: total.errors,
-            error_replies: total.oddities.error_replies.clone(),
-            unexpected_objects: total.oddities.unexpected,
+            trouble: Trouble::new(total.errors, total.oddities),
             warmup_deliveries: total.warmup_deliveries,
             nodes,
             timeline,
@@ -910,7 +901,7 @@ impl FanoutReport {
             (None, rate) => format!("{} publishes/s", rate.unwrap_or(0.0)),
         };
         table.heading(format!(
-            "{}: {} subscribers on {} topic(s), {} publisher(s) sending {load}, {}-byte payload, {:?}, {} worker process(es)",
+            "{}: {} subscribers on {} topic(s), {} publisher(s) sending {load}, {}-byte payload, {}, {} worker process(es)",
             self.scenario, s.subscribers, s.topics, s.publishers, s.payload_bytes, s.protocol, s.workers
         ));
         table.heading(match self.burst_s {
@@ -947,17 +938,7 @@ impl FanoutReport {
                 ),
             )
             .row("deliveries extra", self.extra)
-            .row("disconnects", self.disconnects)
-            .row("connection errors", self.connection_errors.line())
-            .row(
-                "error replies",
-                Oddities {
-                    error_replies: self.error_replies.clone(),
-                    unexpected: 0,
-                }
-                .errors_line(),
-            )
-            .row("unexpected objects", self.unexpected_objects)
+            .rows(self.trouble.rows())
             .rows(self.nodes.rows());
         table
     }

@@ -249,23 +249,23 @@ impl NodeWatch {
                 }
             })
             .collect();
-        let growth: Option<u64> = nodes
+        // Over the nodes that could be read (a node given both by PID and by
+        // metrics URL would count twice).
+        let growth: Vec<u64> = nodes
             .iter()
-            .map(|n| {
+            .filter_map(|n| {
                 n.rss_connected_kib
                     .zip(n.rss_before_kib)
                     .map(|(c, b)| c.saturating_sub(b))
             })
-            .sum();
+            .collect();
         NodesReport {
-            kib_per_connection: growth
-                .filter(|_| !nodes.is_empty() && connections > 0)
-                .map(|kib| kib as f64 / connections as f64),
+            kib_per_connection: (!growth.is_empty() && connections > 0)
+                .then(|| growth.iter().sum::<u64>() as f64 / connections as f64),
             cpu_percent: nodes
                 .iter()
-                .map(|n| n.cpu_percent)
-                .sum::<Option<f64>>()
-                .filter(|_| !nodes.is_empty()),
+                .filter_map(|n| n.cpu_percent)
+                .reduce(|a, b| a + b),
             measured_s: self.measured_s,
             nodes,
         }
@@ -291,9 +291,9 @@ pub(crate) struct NodeUsage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub(crate) struct NodesReport {
     pub(crate) nodes: Vec<NodeUsage>,
-    /// Σ (connected − before) over the nodes / connections ready.
+    /// Σ (connected − before) over the nodes that could be read / connections ready.
     pub(crate) kib_per_connection: Option<f64>,
-    /// Σ CPU % of one core over the nodes.
+    /// Σ CPU % of one core over the nodes that could be read.
     pub(crate) cpu_percent: Option<f64>,
     /// Length of the part CPU was measured over, in seconds.
     pub(crate) measured_s: f64,

@@ -20,7 +20,7 @@ use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
 use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
-use crate::report::{per_second, ConnectionErrors, Oddities, Table};
+use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
 use crate::wire::{topic_name, ServerEvent};
 
 pub(crate) const ABOUT: &str = "\
@@ -407,14 +407,10 @@ pub(crate) struct IdleReport {
     pub(crate) connects_per_s: f64,
     /// Connect + subscribe time of each connection.
     pub(crate) setup_latency: LatencySummary,
-    /// Connections the node closed or that broke after setup.
-    pub(crate) disconnects: u64,
-    pub(crate) connection_errors: ConnectionErrors,
-    pub(crate) connection_errors_total: u64,
-    pub(crate) error_replies: std::collections::BTreeMap<String, u64>,
-    pub(crate) unexpected_objects: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) verify: Option<VerifyReport>,
+    #[serde(flatten)]
+    pub(crate) trouble: Trouble,
     pub(crate) nodes: NodesReport,
     pub(crate) timeline: Timeline,
     #[serde(skip)]
@@ -445,11 +441,7 @@ impl IdleReport {
             setup_s: total.setup_s,
             connects_per_s: per_second(total.ready, total.setup_s),
             setup_latency: total.setup_latency.summary(),
-            disconnects: total.errors.disconnects(),
-            connection_errors_total: total.errors.total(),
-            connection_errors: total.errors,
-            error_replies: total.oddities.error_replies,
-            unexpected_objects: total.oddities.unexpected,
+            trouble: Trouble::new(total.errors, total.oddities),
             verify: args.verify.then(|| VerifyReport {
                 publications: args.topics,
                 received: total.verified,
@@ -486,18 +478,7 @@ impl IdleReport {
                     self.setup_s, self.connects_per_s
                 ),
             )
-            .latency("connect+subscribe", &self.setup_latency)
-            .row("disconnects", self.disconnects)
-            .row("connection errors", self.connection_errors.line())
-            .row(
-                "error replies",
-                Oddities {
-                    error_replies: self.error_replies.clone(),
-                    unexpected: 0,
-                }
-                .errors_line(),
-            )
-            .row("unexpected objects", self.unexpected_objects);
+            .latency("connect+subscribe", &self.setup_latency);
         if let Some(verify) = &self.verify {
             table
                 .row(
@@ -515,7 +496,7 @@ impl IdleReport {
                     ),
                 );
         }
-        table.rows(self.nodes.rows());
+        table.rows(self.trouble.rows()).rows(self.nodes.rows());
         table
     }
 

@@ -111,16 +111,52 @@ impl Oddities {
         }
         self.unexpected += other.unexpected;
     }
+}
 
-    pub(crate) fn errors_line(&self) -> String {
-        if self.error_replies.is_empty() {
-            return "0".into();
+/// What went wrong with connections and replies, as every report shows it
+/// (flattened into the report's JSON object).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct Trouble {
+    /// Connections the node closed (any close code) or that broke after setup.
+    pub(crate) disconnects: u64,
+    pub(crate) connection_errors: ConnectionErrors,
+    pub(crate) connection_errors_total: u64,
+    /// `error` objects (STOMP `ERROR` frames) the node sent, by code.
+    pub(crate) error_replies: BTreeMap<String, u64>,
+    /// Objects that were not valid, or deliveries of foreign data or topics.
+    pub(crate) unexpected_objects: u64,
+}
+
+impl Trouble {
+    pub(crate) fn new(errors: ConnectionErrors, oddities: Oddities) -> Self {
+        Self {
+            disconnects: errors.disconnects(),
+            connection_errors_total: errors.total(),
+            connection_errors: errors,
+            error_replies: oddities.error_replies,
+            unexpected_objects: oddities.unexpected,
         }
-        self.error_replies
-            .iter()
-            .map(|(k, n)| format!("{n}×{k}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+    }
+
+    pub(crate) fn rows(&self) -> Vec<(String, String)> {
+        let errors = if self.error_replies.is_empty() {
+            "0".into()
+        } else {
+            self.error_replies
+                .iter()
+                .map(|(k, n)| format!("{n}×{k}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        vec![
+            ("disconnects".into(), self.disconnects.to_string()),
+            ("connection errors".into(), self.connection_errors.line()),
+            ("error replies".into(), errors),
+            (
+                "unexpected objects".into(),
+                self.unexpected_objects.to_string(),
+            ),
+        ]
     }
 }
 

@@ -27,7 +27,7 @@ use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
 use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
-use crate::report::{per_second, ConnectionErrors, Oddities, Table};
+use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
 use crate::wire::{topic_name, ResumePoint, ServerEvent};
 
 pub(crate) const ABOUT: &str = "\
@@ -193,8 +193,6 @@ pub(crate) struct StormPartial {
     duplicates: u64,
     /// Clients that lost their connection at least once.
     clients_disconnected: u64,
-    /// Connection losses (a client may lose several).
-    disconnects: u64,
     /// Successful reconnect + resubscribe.
     reconnects: u64,
     /// Reconnect attempts that failed.
@@ -223,15 +221,11 @@ impl StormPartial {
         self.distinct_by_topic.merge(&o.distinct_by_topic);
         self.duplicates += o.duplicates;
         self.clients_disconnected += o.clients_disconnected;
-        self.disconnects += o.disconnects;
         self.reconnects += o.reconnects;
         self.failed_attempts += o.failed_attempts;
         self.not_back += o.not_back;
         self.reconnect_latency.merge(&o.reconnect_latency.0);
-        self.first_loss_ns = match (self.first_loss_ns, o.first_loss_ns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.first_loss_ns = self.first_loss_ns.into_iter().chain(o.first_loss_ns).min();
         self.last_back_ns = self.last_back_ns.max(o.last_back_ns);
         self.recovered_true += o.recovered_true;
         self.recovered_false += o.recovered_false;
@@ -400,17 +394,17 @@ pub(crate) async fn work(args: StormArgs, mut link: WorkerLink) -> anyhow::Resul
         partial.distinct_by_topic.note(topic, stats.seen.distinct());
         partial.duplicates += stats.seen.duplicates;
         partial.clients_disconnected += u64::from(stats.disconnects > 0);
-        partial.disconnects += stats.disconnects;
         partial.reconnects += stats.reconnects;
         partial.failed_attempts += stats.failed_attempts;
         partial.not_back += u64::from(!stats.connected_at_end);
         for micros in &stats.reconnect_micros {
             partial.reconnect_latency.record(*micros);
         }
-        partial.first_loss_ns = match (partial.first_loss_ns, stats.first_loss_ns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        partial.first_loss_ns = partial
+            .first_loss_ns
+            .into_iter()
+            .chain(stats.first_loss_ns)
+            .min();
         partial.last_back_ns = partial.last_back_ns.max(stats.last_back_ns);
         partial.recovered_true += stats.recovered[0];
         partial.recovered_false += stats.recovered[1];
@@ -663,7 +657,6 @@ pub(crate) struct StormReport {
     pub(crate) publishes_per_s: f64,
     pub(crate) publisher_reconnects: u64,
     pub(crate) clients_disconnected: u64,
-    pub(crate) disconnects: u64,
     pub(crate) reconnects: u64,
     pub(crate) failed_attempts: u64,
     /// Clients without a connection when the run ended.
@@ -685,9 +678,8 @@ pub(crate) struct StormReport {
     pub(crate) recovered_absent: u64,
     /// Resubscribes without `since`: no position had been seen (no history).
     pub(crate) resubscribed_without_position: u64,
-    pub(crate) connection_errors: ConnectionErrors,
-    pub(crate) error_replies: std::collections::BTreeMap<String, u64>,
-    pub(crate) unexpected_objects: u64,
+    #[serde(flatten)]
+    pub(crate) trouble: Trouble,
     pub(crate) nodes: NodesReport,
     pub(crate) timeline: Timeline,
     #[serde(skip)]
@@ -733,7 +725,6 @@ impl StormReport {
             publishes_per_s: per_second(publishes, args.duration.as_secs_f64()),
             publisher_reconnects: total.publisher_reconnects,
             clients_disconnected: total.clients_disconnected,
-            disconnects: total.disconnects,
             reconnects: total.reconnects,
             failed_attempts: total.failed_attempts,
             clients_not_back: total.not_back,
@@ -747,9 +738,7 @@ impl StormReport {
             recovered_false: total.recovered_false,
             recovered_absent: total.recovered_absent,
             resubscribed_without_position: total.resubscribed_without_position,
-            connection_errors: total.errors,
-            error_replies: total.oddities.error_replies,
-            unexpected_objects: total.oddities.unexpected,
+            trouble: Trouble::new(total.errors, total.oddities),
             nodes,
             timeline,
             reconnect_histogram: total.reconnect_latency,
@@ -760,7 +749,7 @@ impl StormReport {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
-            "reconnect-storm: {} subscribers on {} topic(s) over {} URL(s), {} publishes/s on {}, {:?}, {} worker process(es)",
+            "reconnect-storm: {} subscribers on {} topic(s) over {} URL(s), {} publishes/s on {}, {}, {} worker process(es)",
             s.subscribers, s.topics, s.urls.len(), s.rate, s.pub_url, s.protocol, s.workers
         ));
         table.heading(match s.kill_pid {
@@ -788,7 +777,7 @@ impl StormReport {
                 "clients disconnected",
                 format!(
                     "{} ({} losses in all)",
-                    self.clients_disconnected, self.disconnects
+                    self.clients_disconnected, self.trouble.disconnects
                 ),
             )
             .row(
@@ -824,16 +813,7 @@ impl StormReport {
                 "resubscribes without position",
                 self.resubscribed_without_position,
             )
-            .row("connection errors", self.connection_errors.line())
-            .row(
-                "error replies",
-                Oddities {
-                    error_replies: self.error_replies.clone(),
-                    unexpected: 0,
-                }
-                .errors_line(),
-            )
-            .row("unexpected objects", self.unexpected_objects)
+            .rows(self.trouble.rows())
             .rows(self.nodes.rows());
         table
     }
