@@ -22,6 +22,11 @@ pub const BACKPLANE_ERRORS: &str = "ferrocast_backplane_errors_total";
 pub const BACKPLANE_SUBSCRIPTIONS: &str = "ferrocast_backplane_subscriptions";
 pub const BACKPLANE_RECONNECTS: &str = "ferrocast_backplane_reconnects_total";
 pub const BACKPLANE_RECEIVED: &str = "ferrocast_backplane_messages_received_total";
+/// Subscriptions that resumed from a position, by `outcome` (`recovered`,
+/// `not_recovered`).
+pub const RESUMES: &str = "ferrocast_resumes_total";
+/// Gaps or reorderings in a live stream that a subscription filled from history.
+pub const STREAM_RESYNCS: &str = "ferrocast_stream_resyncs_total";
 pub const DELIVERY_LAG: &str = "ferrocast_delivery_lag_seconds";
 pub const BUILD_INFO: &str = "ferrocast_build_info";
 pub const DRAINING: &str = "ferrocast_draining";
@@ -38,7 +43,7 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED,
-        "Client connections closed, by reason (normal, client_gone, slow_consumer, shutdown, ping_timeout, too_large, protocol_error, error)."
+        "Client connections closed, by reason (normal, client_gone, slow_consumer, shutdown, ping_timeout, too_large, protocol_error, history_unavailable, error)."
     );
     describe_counter!(
         CONNECTIONS_REJECTED,
@@ -65,6 +70,14 @@ pub fn describe() {
     describe_counter!(
         LIMIT_HITS,
         "Requests or frames refused by a limit, by limit (message_size, subscriptions, connections, topic_length)."
+    );
+    describe_counter!(
+        RESUMES,
+        "Subscriptions that resumed from a position, by outcome (recovered, not_recovered)."
+    );
+    describe_counter!(
+        STREAM_RESYNCS,
+        "Gaps or reorderings in a live stream with history that a subscription filled by reading the history."
     );
     describe_gauge!(BACKPLANE_UP, "1 when the backplane is reachable, else 0.");
     describe_histogram!(

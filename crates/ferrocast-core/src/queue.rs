@@ -59,6 +59,9 @@ pub enum CloseReason {
     ProtocolError,
     /// The client exceeded a size limit; the error already queued is written first.
     TooLarge,
+    /// A subscription's history could not be read to fill a gap: the client
+    /// reconnects and resumes from its last position instead.
+    HistoryUnavailable,
 }
 
 /// Why a push failed.
@@ -138,6 +141,24 @@ impl OutboundQueue {
         Ok(())
     }
 
+    /// Puts `items` before everything queued, in order: a replay that must
+    /// reach the client before live deliveries already waiting. It is counted
+    /// in the queue's bytes but never overflows it (a replay is bounded by the
+    /// history size); ignored when the queue is closed.
+    pub fn push_front(&self, items: Vec<Outbound>) {
+        {
+            let mut state = self.state.lock();
+            if state.closed.is_some() {
+                return;
+            }
+            state.bytes += items.iter().map(Outbound::size).sum::<usize>();
+            for item in items.into_iter().rev() {
+                state.items.push_front(item);
+            }
+        }
+        self.writer.wake();
+    }
+
     /// Closes the queue for `reason`. Items already queued are still taken
     /// before [`Taken::Closed`] is returned. Has no effect if already closed.
     pub fn close(&self, reason: CloseReason) {
@@ -212,6 +233,29 @@ mod tests {
         let mut out = Vec::new();
         let poll = q.poll_take(&mut Context::from_waker(noop_waker_ref()), &mut out, max);
         (poll, out)
+    }
+
+    #[test]
+    fn push_front_goes_before_what_waits_and_may_exceed_the_bound() {
+        let q = OutboundQueue::new(100);
+        q.push(frame(40)).unwrap();
+        q.push_front(vec![frame(1), frame(80)]);
+        let (poll, out) = take(&q, 10);
+        assert_eq!(poll, Poll::Ready(Taken::Items));
+        let sizes: Vec<usize> = out
+            .iter()
+            .map(|item| match item {
+                Outbound::Frame(b) => b.len(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, [1, 80, 40]);
+        q.close(CloseReason::Shutdown);
+        q.push_front(vec![frame(1)]);
+        assert_eq!(
+            take(&q, 10).0,
+            Poll::Ready(Taken::Closed(CloseReason::Shutdown))
+        );
     }
 
     #[test]

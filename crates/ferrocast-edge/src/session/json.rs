@@ -13,7 +13,7 @@ use ferrocast_protocol::json::{
 };
 use ferrocast_protocol::TopicFilter;
 
-use super::{count_error, text_or_binary, End, Link, Protocol};
+use super::{count_error, text_or_binary, End, Link, Opening, Protocol};
 
 /// The reserved namespace of private user destinations (see the STOMP
 /// `/user/...` destinations); JSON clients cannot subscribe to it directly.
@@ -23,6 +23,12 @@ pub(crate) const USER_NAMESPACE: &str = "_user";
 pub(crate) enum Completion {
     /// A reply to send, or nothing (a request without id that succeeded).
     Reply(Option<Bytes>),
+    /// A subscription in a namespace with history is ready to start.
+    Opened {
+        id: Option<u64>,
+        filter: TopicFilter,
+        opening: Opening,
+    },
     Error(RequestError),
     /// The backplane refused the subscription: undo it locally.
     SubscribeFailed {
@@ -62,6 +68,20 @@ impl Protocol for JsonProtocol {
         match done {
             Completion::Reply(Some(frame)) => link.send(frame),
             Completion::Reply(None) => {}
+            Completion::Opened {
+                id,
+                filter,
+                opening,
+            } => link.open(&filter, opening, |opened| {
+                id.map(|id| {
+                    encode_ok(&OkReply {
+                        id: Some(id),
+                        epoch: Some(opened.top.epoch.clone()),
+                        offset: Some(opened.top.offset),
+                        recovered: opened.recovered,
+                    })
+                })
+            }),
             Completion::Error(error) => reply_error(link, error),
             Completion::SubscribeFailed { filter, error } => {
                 if self.subscriptions.remove(&filter) {
@@ -158,8 +178,25 @@ impl JsonProtocol {
                     );
                     return;
                 }
-                // No namespace keeps history yet, so a resume cannot recover.
-                let recovered = since.map(|_| false);
+                let kept = link
+                    .edge
+                    .hub()
+                    .namespace(filter.namespace())
+                    .history
+                    .is_some();
+                if kept && since.is_some() && filter.is_pattern() {
+                    reply_error(
+                        link,
+                        RequestError::new(
+                            id,
+                            ErrorCode::BadRequest,
+                            "`since` resumes one topic; a pattern cannot carry it",
+                        ),
+                    );
+                    return;
+                }
+                // Without history in the namespace a resume cannot recover.
+                let recovered = since.as_ref().filter(|_| !kept).map(|_| false);
                 if self.subscriptions.contains(&filter) {
                     reply_ok(
                         link,
@@ -187,10 +224,15 @@ impl JsonProtocol {
                     return;
                 }
                 self.subscriptions.insert(filter.clone());
-                let confirmed = link.subscribe(&filter);
+                let confirmed = link.subscribe(&filter, since.filter(|_| kept));
                 link.spawn(async move {
                     match confirmed.await {
-                        Ok(()) => Completion::Reply(id.map(|id| {
+                        Ok(Some(opening)) => Completion::Opened {
+                            id,
+                            filter,
+                            opening,
+                        },
+                        Ok(None) => Completion::Reply(id.map(|id| {
                             encode_ok(&OkReply {
                                 id: Some(id),
                                 recovered,

@@ -10,6 +10,7 @@
 //! stops reading, which pushes back on the client through TCP.
 
 mod json;
+mod resume;
 mod stomp;
 
 pub(crate) use json::JsonProtocol;
@@ -32,11 +33,15 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite;
 
+use ferrocast_core::backplane::{BackplaneError, HistoryPage};
 use ferrocast_core::metrics as names;
 use ferrocast_core::{
     unix_micros, CloseReason, ConnId, Outbound, OutboundQueue, SubscribeError, Taken,
 };
-use ferrocast_protocol::TopicFilter;
+use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::{Topic, TopicFilter};
+
+use resume::{Gates, Resync};
 
 use crate::edge::{Edge, CLOSE_GRACE};
 
@@ -51,6 +56,7 @@ pub(crate) mod code {
     pub(crate) const PROTOCOL_ERROR: u16 = 1002;
     pub(crate) const INVALID_DATA: u16 = 1007;
     pub(crate) const TOO_BIG: u16 = 1009;
+    pub(crate) const INTERNAL: u16 = 1011;
     pub(crate) const SERVICE_RESTART: u16 = 1012;
     pub(crate) const SLOW_CONSUMER: u16 = 4000;
     pub(crate) const PING_TIMEOUT: u16 = 4001;
@@ -79,6 +85,7 @@ impl End {
     fn label(self) -> &'static str {
         match self {
             Self::Queue(CloseReason::SlowConsumer) => "slow_consumer",
+            Self::Queue(CloseReason::HistoryUnavailable) => "history_unavailable",
             Self::Queue(CloseReason::Shutdown) => "shutdown",
             Self::Queue(CloseReason::ClientRequest) | Self::ClientClosed => "normal",
             Self::ClientGone => "client_gone",
@@ -107,6 +114,10 @@ impl End {
                 "node draining; reconnect to another node".into(),
             ),
             Self::Queue(CloseReason::ClientRequest) => (code::NORMAL, "disconnected".into()),
+            Self::Queue(CloseReason::HistoryUnavailable) => (
+                code::INTERNAL,
+                "history unavailable; reconnect and resume from your last position".into(),
+            ),
             Self::Queue(CloseReason::ProtocolError) | Self::ProtocolError => {
                 (code::PROTOCOL_ERROR, "protocol error".into())
             }
@@ -171,6 +182,33 @@ pub(crate) trait Protocol: Send + 'static {
     fn on_end(&mut self, _link: &mut Link<Self::Completion>) {}
 }
 
+/// Something that finished waiting on the backplane.
+enum Done<C> {
+    /// A protocol request.
+    Protocol(C),
+    /// A history read that fills a gap.
+    Resynced(Resync, Result<HistoryPage, BackplaneError>),
+}
+
+/// A subscription in a namespace with history, once the backplane routes it
+/// here and its history was read: what [`Link::open`] needs.
+#[derive(Debug)]
+pub(crate) struct Opening {
+    topic: Topic,
+    since: Option<StreamPosition>,
+    page: HistoryPage,
+}
+
+/// Where a subscription starts, for the protocol's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Opened {
+    /// The newest position in the topic's history.
+    pub(crate) top: StreamPosition,
+    /// For a subscription that resumed from a position: whether nothing was
+    /// missed.
+    pub(crate) recovered: Option<bool>,
+}
+
 /// What a [`Protocol`] may do with its connection.
 pub(crate) struct Link<C> {
     pub(crate) edge: Edge,
@@ -179,7 +217,9 @@ pub(crate) struct Link<C> {
     /// Local subscriptions of this connection: filter → how many protocol-level
     /// subscriptions use it (several STOMP subscriptions may share a filter).
     filters: HashMap<TopicFilter, usize>,
-    in_flight: FuturesUnordered<BoxFuture<'static, C>>,
+    /// Subscriptions in namespaces with history.
+    gates: Gates,
+    in_flight: FuturesUnordered<BoxFuture<'static, Done<C>>>,
 }
 
 impl<C: Send + 'static> Link<C> {
@@ -197,24 +237,81 @@ impl<C: Send + 'static> Link<C> {
     /// Runs `work` (a request waiting on the backplane) alongside the session;
     /// its result comes back through [`Protocol::on_completion`].
     pub(crate) fn spawn(&mut self, work: impl Future<Output = C> + Send + 'static) {
-        self.in_flight.push(work.boxed());
+        self.in_flight.push(work.map(Done::Protocol).boxed());
     }
 
     /// Adds one use of `filter`. The first use subscribes the connection in
     /// the hub; the future completes when the backplane routes it here.
+    ///
+    /// In a namespace with history, a first use of one topic (not a pattern)
+    /// then reads the topic's history, after `since` if given, and yields an
+    /// [`Opening`]; until it is passed to [`Link::open`] the subscription's
+    /// deliveries are held back. A pattern, or a filter already in use, yields
+    /// `None`.
     pub(crate) fn subscribe(
         &mut self,
         filter: &TopicFilter,
-    ) -> BoxFuture<'static, Result<(), SubscribeError>> {
+        since: Option<StreamPosition>,
+    ) -> BoxFuture<'static, Result<Option<Opening>, SubscribeError>> {
         let uses = self.filters.entry(filter.clone()).or_insert(0);
         *uses += 1;
         if *uses > 1 {
-            return futures::future::ready(Ok(())).boxed();
+            return futures::future::ready(Ok(None)).boxed();
         }
-        self.edge
-            .hub()
-            .subscribe(filter, self.conn, self.queue.clone())
-            .boxed()
+        let hub = self.edge.hub().clone();
+        let kept = hub.namespace(filter.namespace()).history.is_some();
+        let topic = filter.as_topic().filter(|_| kept);
+        if kept {
+            self.gates.open(filter, topic.is_some());
+        }
+        let confirmed = hub.subscribe(filter, self.conn, self.queue.clone());
+        async move {
+            confirmed.await?;
+            let Some(topic) = topic else {
+                return Ok(None);
+            };
+            let after = since.as_ref().map_or(u64::MAX, |s| s.offset);
+            let page = hub.history(&topic, after).await?;
+            Ok(Some(Opening { topic, since, page }))
+        }
+        .boxed()
+    }
+
+    /// Starts delivering a subscription whose history was read: queues
+    /// `reply` (the protocol's answer, given where the subscription starts),
+    /// then what the client missed, then the live deliveries.
+    pub(crate) fn open(
+        &mut self,
+        filter: &TopicFilter,
+        opening: Opening,
+        reply: impl FnOnce(&Opened) -> Option<Bytes>,
+    ) {
+        let Opening { topic, since, page } = opening;
+        let top = page.top_position();
+        let (recovered, start, replay) = match since {
+            Some(since) => {
+                let (recovered, replay) = ferrocast_core::history::resume(&since, page);
+                let outcome = if recovered {
+                    "recovered"
+                } else {
+                    "not_recovered"
+                };
+                counter!(names::RESUMES, "outcome" => outcome).increment(1);
+                let start = if recovered || !replay.is_empty() {
+                    since
+                } else {
+                    top.clone()
+                };
+                (Some(recovered), start, replay)
+            }
+            None => (None, top.clone(), Vec::new()),
+        };
+        let mut items = Vec::with_capacity(replay.len() + 1);
+        if let Some(frame) = reply(&Opened { top, recovered }) {
+            items.push(Outbound::Frame(frame));
+        }
+        items.extend(self.gates.opened(filter, &topic, start, replay));
+        self.queue.push_front(items);
     }
 
     /// Removes one use of `filter`; the last one unsubscribes from the hub.
@@ -225,7 +322,32 @@ impl<C: Send + 'static> Link<C> {
         *uses -= 1;
         if *uses == 0 {
             self.filters.remove(filter);
+            self.gates.close(filter);
             self.edge.hub().unsubscribe(filter, self.conn);
+        }
+    }
+
+    /// Reads the history for the gaps the writer found.
+    fn resync(&mut self) {
+        for resync in self.gates.take_resyncs() {
+            let read = self.edge.hub().history(&resync.topic, resync.after);
+            self.in_flight
+                .push(async move { Done::Resynced(resync, read.await) }.boxed());
+        }
+    }
+
+    /// A history read for a gap finished: replays it, or closes the
+    /// connection (the client resumes elsewhere) when it failed.
+    fn resynced(&mut self, resync: Resync, read: Result<HistoryPage, BackplaneError>) {
+        match read {
+            Ok(page) => {
+                let items = self.gates.resynced(&resync, page.epoch, page.publications);
+                self.queue.push_front(items);
+            }
+            Err(error) => {
+                tracing::warn!(conn = self.conn, %error, "cannot read history to fill a gap; closing the connection");
+                self.queue.close(CloseReason::HistoryUnavailable);
+            }
         }
     }
 
@@ -256,6 +378,15 @@ struct WriterMetrics {
     lag: Histogram,
 }
 
+/// What moves the queue to the socket: the queue, the batch being encoded,
+/// and the encoded messages not yet handed to the socket.
+struct Writer {
+    queue: Arc<OutboundQueue>,
+    batch: Vec<Outbound>,
+    staged: VecDeque<Message>,
+    metrics: WriterMetrics,
+}
+
 /// Serves one upgraded connection with `protocol` until it closes. `_permit`
 /// is the connection's slot under `max_connections`, released on return.
 pub(crate) async fn serve<P: Protocol>(
@@ -275,6 +406,7 @@ pub(crate) async fn serve<P: Protocol>(
         conn,
         queue,
         filters: HashMap::new(),
+        gates: Gates::default(),
         in_flight: FuturesUnordered::new(),
     };
     let end = run_loop(&mut protocol, &mut link, socket).await;
@@ -317,13 +449,15 @@ async fn run_loop<P: Protocol>(
 ) -> End {
     let (mut sink, mut stream) = socket.split();
     let settings = link.edge.settings().clone();
-    let queue = link.queue.clone();
-    let writer = WriterMetrics {
-        delivered: counter!(names::MESSAGES_DELIVERED),
-        lag: histogram!(names::DELIVERY_LAG),
+    let mut writer = Writer {
+        queue: link.queue.clone(),
+        batch: Vec::new(),
+        staged: VecDeque::new(),
+        metrics: WriterMetrics {
+            delivered: counter!(names::MESSAGES_DELIVERED),
+            lag: histogram!(names::DELIVERY_LAG),
+        },
     };
-    let mut batch = Vec::new();
-    let mut staged = VecDeque::new();
     let mut ping = timer(Some(settings.ping_interval));
     let mut pong_deadline = pin!(tokio::time::sleep(settings.pong_timeout));
     let mut awaiting_pong = false;
@@ -336,13 +470,16 @@ async fn run_loop<P: Protocol>(
     let end = loop {
         tokio::select! {
             biased;
-            written = poll_fn(|cx| pump(cx, &mut sink, &queue, &mut batch, &mut staged, protocol, &writer)) => {
+            written = poll_fn(|cx| pump(cx, &mut sink, &mut writer, protocol, &mut link.gates)) => {
                 break match written {
                     Ok(reason) => End::Queue(reason),
                     Err(error) => classify(error),
                 };
             }
-            Some(done) = link.in_flight.next(), if !link.in_flight.is_empty() => protocol.on_completion(link, done),
+            Some(done) = link.in_flight.next(), if !link.in_flight.is_empty() => match done {
+                Done::Protocol(done) => protocol.on_completion(link, done),
+                Done::Resynced(resync, read) => link.resynced(resync, read),
+            },
             incoming = stream.next(), if link.in_flight.len() < MAX_IN_FLIGHT => {
                 awaiting_pong = false;
                 match incoming {
@@ -383,6 +520,7 @@ async fn run_loop<P: Protocol>(
                 }
             }
         }
+        link.resync();
     };
     let edge = link.edge.clone();
     close(protocol, &edge, end, sink, stream).await;
@@ -454,12 +592,16 @@ fn is_disconnect(kind: std::io::ErrorKind) -> bool {
 fn pump<P: Protocol>(
     cx: &mut Context<'_>,
     sink: &mut SplitSink<WebSocket, Message>,
-    queue: &OutboundQueue,
-    batch: &mut Vec<Outbound>,
-    staged: &mut VecDeque<Message>,
+    writer: &mut Writer,
     protocol: &mut P,
-    metrics: &WriterMetrics,
+    gates: &mut Gates,
 ) -> Poll<Result<CloseReason, axum::Error>> {
+    let Writer {
+        queue,
+        batch,
+        staged,
+        metrics,
+    } = writer;
     loop {
         if !staged.is_empty() {
             ready!(sink.poll_ready_unpin(cx))?;
@@ -474,6 +616,9 @@ fn pump<P: Protocol>(
                 return Poll::Ready(Ok(reason));
             }
             Poll::Ready(Taken::Items) => {
+                if !gates.is_empty() {
+                    gates.admit(batch);
+                }
                 if let [Outbound::Ping] = &batch[..] {
                     staged.push_back(Message::Ping(Bytes::new()));
                 } else {

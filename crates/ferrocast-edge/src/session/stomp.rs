@@ -24,6 +24,7 @@ use metrics::counter;
 
 use ferrocast_core::metrics as names;
 use ferrocast_core::{CloseReason, Delivery, Outbound, Publication, WireFormat};
+use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::stomp::{
     encode, encode_body, encode_command, encode_header, negotiate_heartbeat, negotiate_version,
     supported_versions, Command, Decoded, Decoder, Frame, HeartBeat, Limits, StompError, Version,
@@ -32,7 +33,7 @@ use ferrocast_protocol::stomp::{
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use super::json::USER_NAMESPACE;
-use super::{count_error, text_or_binary, End, Heartbeat, Link, Protocol};
+use super::{count_error, text_or_binary, End, Heartbeat, Link, Opening, Protocol};
 use crate::settings::EdgeSettings;
 
 /// Headers of SEND that the node interprets rather than passes through.
@@ -45,6 +46,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "message-id",
     "subscription",
     "ack",
+    "ferrocast-epoch",
+    "ferrocast-offset",
 ];
 
 /// A STOMP subscription of this connection.
@@ -59,6 +62,12 @@ struct Subscription {
 pub(crate) enum Completion {
     /// Confirmed: send the RECEIPT, if one was asked for.
     Done { receipt: Option<String> },
+    /// A subscription in a namespace with history is ready to start.
+    Opened {
+        filter: TopicFilter,
+        opening: Opening,
+        receipt: Option<String>,
+    },
     /// Failed: ERROR, then close.
     Failed {
         message: String,
@@ -374,15 +383,38 @@ impl StompProtocol {
             ));
         }
         let filter = self.subscription_filter(destination, settings.max_topic_length)?;
-        let confirmed = link.subscribe(&filter);
+        let since = frame
+            .header("ferrocast-since")
+            .map(parse_since)
+            .transpose()?;
+        if since.is_some() && filter.is_pattern() {
+            return Err("ferrocast-since resumes one topic; a pattern cannot carry it".into());
+        }
+        let confirmed = link.subscribe(&filter, since);
         self.by_filter
             .entry(filter.clone())
             .or_default()
             .push(id.clone());
-        self.subscriptions
-            .insert(id, Subscription { filter, needs_ack });
-        receipt_when_done(link, confirmed, receipt, |e| {
-            format!("subscription failed: {e}")
+        self.subscriptions.insert(
+            id,
+            Subscription {
+                filter: filter.clone(),
+                needs_ack,
+            },
+        );
+        link.spawn(async move {
+            match confirmed.await {
+                Ok(Some(opening)) => Completion::Opened {
+                    filter,
+                    opening,
+                    receipt,
+                },
+                Ok(None) => Completion::Done { receipt },
+                Err(error) => Completion::Failed {
+                    message: format!("subscription failed: {error}"),
+                    receipt,
+                },
+            }
         });
         Ok(())
     }
@@ -627,6 +659,24 @@ impl Protocol for StompProtocol {
         }
         match done {
             Completion::Done { receipt } => self.receipt(link, receipt),
+            Completion::Opened {
+                filter,
+                opening,
+                receipt,
+            } => {
+                let version = self.version();
+                link.open(&filter, opening, |opened| {
+                    let id = receipt?;
+                    let mut frame = Frame::new(Command::Receipt)
+                        .with_header("receipt-id", id)
+                        .with_header("ferrocast-epoch", opened.top.epoch.clone())
+                        .with_header("ferrocast-offset", opened.top.offset.to_string());
+                    if let Some(recovered) = opened.recovered {
+                        frame = frame.with_header("ferrocast-recovered", recovered.to_string());
+                    }
+                    Some(encode(&frame, version))
+                });
+            }
             Completion::Failed { message, receipt } => self.fail(
                 link,
                 &message,
@@ -769,11 +819,28 @@ fn message_tail(publication: &Publication, version: Version) -> Bytes {
     header("destination", &destination);
     header("content-type", content_type);
     header("content-length", &publication.payload.len().to_string());
+    if let Some(position) = &publication.position {
+        header("ferrocast-epoch", &position.epoch);
+        header("ferrocast-offset", &position.offset.to_string());
+    }
     for (name, value) in &publication.headers {
         header(name, value);
     }
     encode_body(&publication.payload, &mut out);
     out.freeze()
+}
+
+/// Parses `ferrocast-since:<epoch>:<offset>` (the epoch may be empty).
+fn parse_since(value: &str) -> Result<StreamPosition, String> {
+    value
+        .rsplit_once(':')
+        .and_then(|(epoch, offset)| {
+            Some(StreamPosition {
+                epoch: epoch.to_string(),
+                offset: offset.parse().ok()?,
+            })
+        })
+        .ok_or_else(|| format!("ferrocast-since must be <epoch>:<offset>, not {value:?}"))
 }
 
 fn rand_suffix() -> u32 {
