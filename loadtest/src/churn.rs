@@ -424,7 +424,7 @@ impl ChurnReport {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
-            "churn: {} connections/s for {:.1} s, held {:.2}–{:.2} s, {:?}, over {} URL(s), {} worker process(es)",
+            "churn: {} connections/s for {:.1} s, held {:.2}–{:.2} s, {}, over {} URL(s), {} worker process(es)",
             s.rate, s.duration_s, s.hold_min_s, s.hold_max_s, s.protocol, s.urls.len(), s.workers
         ));
         table

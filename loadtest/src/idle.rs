@@ -458,7 +458,7 @@ impl IdleReport {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
-            "idle: {} connections on {} topic(s) over {} URL(s), {:?}, held {:.1} s, {} worker process(es)",
+            "idle: {} connections on {} topic(s) over {} URL(s), {}, held {:.1} s, {} worker process(es)",
             s.connections,
             s.topics,
             s.urls.len(),
