@@ -351,7 +351,7 @@ impl Conn {
         self.next_id += 1;
         let request = match self.protocol {
             Protocol::Json => wire::subscribe_request(id, topic, since),
-            Protocol::Stomp => stomp::subscribe_frame(id, topic),
+            Protocol::Stomp => stomp::subscribe_frame(id, topic, since),
         };
         self.ws
             .send(Message::text(request))

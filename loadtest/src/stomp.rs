@@ -1,14 +1,16 @@
 //! The parts of STOMP 1.2 (subprotocol `v12.stomp`) the load tool speaks:
-//! `CONNECT`, `SUBSCRIBE` with a receipt and `SEND` out; `CONNECTED`,
-//! `MESSAGE`, `RECEIPT` and `ERROR` in. No I/O.
+//! `CONNECT`, `SUBSCRIBE` with a receipt (and `ferrocast-since` to resume) and
+//! `SEND` out; `CONNECTED`, `MESSAGE`, `RECEIPT` and `ERROR` in, with the
+//! history positions ferrocast adds (`ferrocast-epoch`, `ferrocast-offset`,
+//! `ferrocast-recovered`). No I/O.
 //!
-//! The tool only sends headers without characters that need escaping (topics
-//! of the `bench.` namespace) and reads only `destination`, `receipt-id` and
-//! `message` back, so it does not unescape header values.
+//! Header values the tool reads back are taken as they are: a value holding
+//! an escape (a backslash) is ignored rather than unescaped, which only
+//! matters for an epoch, and then the client does not resume.
 
 use std::fmt::Write as _;
 
-use crate::wire::{parse_bench_data, write_bench_data, ServerEvent};
+use crate::wire::{parse_bench_data, write_bench_data, Position, ResumePoint, ServerEvent};
 
 /// The subprotocol offered on STOMP connections.
 pub(crate) const SUBPROTOCOL: &str = "v12.stomp";
@@ -22,9 +24,36 @@ pub(crate) fn connect_frame() -> String {
 }
 
 /// `SUBSCRIBE` to `/topic/<topic>` with subscription id `id`, asking for a
-/// `RECEIPT` whose `receipt-id` is `id` as well.
-pub(crate) fn subscribe_frame(id: u64, topic: &str) -> String {
-    format!("SUBSCRIBE\nid:{id}\ndestination:{TOPIC_PREFIX}{topic}\nack:auto\nreceipt:{id}\n\n\0")
+/// `RECEIPT` whose `receipt-id` is `id` as well; with
+/// `ferrocast-since:<epoch>:<offset>` when resuming.
+pub(crate) fn subscribe_frame(id: u64, topic: &str, since: Option<&ResumePoint>) -> String {
+    let mut out =
+        format!("SUBSCRIBE\nid:{id}\ndestination:{TOPIC_PREFIX}{topic}\nack:auto\nreceipt:{id}\n");
+    if let Some(point) = since {
+        let _ = writeln!(
+            out,
+            "ferrocast-since:{}\\c{}",
+            escape_header_value(&point.epoch),
+            point.offset
+        );
+    }
+    out.push_str("\n\0");
+    out
+}
+
+/// Escapes a STOMP 1.2 header value (`\\`, `\c`, `\n`, `\r`).
+fn escape_header_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ':' => out.push_str("\\c"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `SEND` of the tool's data (see [`write_bench_data`]) to `/topic/<topic>` as
@@ -85,6 +114,15 @@ impl<'a> StompFrame<'a> {
         })
     }
 
+    /// `ferrocast-epoch` and `ferrocast-offset`, when both are there.
+    fn position(&self) -> Option<Position<'a>> {
+        let epoch = self
+            .header("ferrocast-epoch")
+            .filter(|epoch| !epoch.contains('\\'))?;
+        let offset = self.header("ferrocast-offset")?.parse().ok()?;
+        Some(Position { epoch, offset })
+    }
+
     /// What the frame means to the tool, in the terms of the JSON protocol.
     pub(crate) fn event(&self) -> ServerEvent<'a> {
         match self.command {
@@ -97,15 +135,17 @@ impl<'a> StompFrame<'a> {
                         topic,
                         ts,
                         seq,
-                        position: None,
+                        position: self.position(),
                     },
                     _ => ServerEvent::ForeignDelivery,
                 }
             }
             "RECEIPT" => ServerEvent::Ok {
                 id: self.header("receipt-id").and_then(|id| id.parse().ok()),
-                recovered: None,
-                position: None,
+                recovered: self
+                    .header("ferrocast-recovered")
+                    .and_then(|r| r.parse().ok()),
+                position: self.position(),
             },
             "ERROR" => ServerEvent::Error {
                 id: self.header("receipt-id").and_then(|id| id.parse().ok()),
@@ -178,12 +218,21 @@ mod tests {
             connect_frame(),
             "CONNECT\naccept-version:1.2\nhost:ferrocast\nheart-beat:0,0\n\n\0"
         );
-        let subscribe = subscribe_frame(7, "bench.t3");
+        let subscribe = subscribe_frame(7, "bench.t3", None);
         let frame = StompFrame::parse(subscribe.strip_suffix('\0').unwrap()).unwrap();
         assert_eq!(frame.command, "SUBSCRIBE");
         assert_eq!(frame.header("id"), Some("7"));
         assert_eq!(frame.header("receipt"), Some("7"));
         assert_eq!(frame.header("destination"), Some("/topic/bench.t3"));
+        assert_eq!(frame.header("ferrocast-since"), None);
+        let since = ResumePoint {
+            epoch: "e:1\\x".into(),
+            offset: 41,
+        };
+        let resume = subscribe_frame(8, "bench.t3", Some(&since));
+        let frame = StompFrame::parse(resume.strip_suffix('\0').unwrap()).unwrap();
+        // Escaped as STOMP 1.2 demands; the node splits at the last `:`.
+        assert_eq!(frame.header("ferrocast-since"), Some("e\\c1\\\\x\\c41"));
 
         let send = send_frame("bench.t1", 1_700_000_000_000_000_000, 5, 100);
         let frame = StompFrame::parse(send.strip_suffix('\0').unwrap()).unwrap();
@@ -222,6 +271,29 @@ mod tests {
                 "Ok { id: Some(4), recovered: None, position: None }",
                 r#"Error { id: None, code: "stomp_error", message: "too slow" }"#,
                 "ForeignDelivery",
+            ]
+        );
+    }
+
+    #[test]
+    fn history_positions_and_recovery_are_read_from_headers() {
+        let mut reader = FrameReader::default();
+        let text = concat!(
+            "RECEIPT\nreceipt-id:2\nferrocast-epoch:ab12\nferrocast-offset:40\nferrocast-recovered:true\n\n\0",
+            "MESSAGE\ndestination:/topic/bench.t1\nferrocast-epoch:ab12\nferrocast-offset:41\n\n",
+            r#"{"ts":9,"seq":3}"#,
+            "\0",
+            "MESSAGE\ndestination:/topic/bench.t1\nferrocast-epoch:a\\cb\nferrocast-offset:42\n\n",
+            r#"{"ts":9,"seq":4}"#,
+            "\0",
+        );
+        assert_eq!(
+            events(&mut reader, text),
+            [
+                r#"Ok { id: Some(2), recovered: Some(true), position: Some(Position { epoch: "ab12", offset: 40 }) }"#,
+                r#"Delivery { topic: "bench.t1", ts: 9, seq: 3, position: Some(Position { epoch: "ab12", offset: 41 }) }"#,
+                // An escaped epoch is not resumed from.
+                r#"Delivery { topic: "bench.t1", ts: 9, seq: 4, position: None }"#,
             ]
         );
     }
