@@ -9,6 +9,8 @@
 #          ws://127.0.0.1:8090/ws  (admin 127.0.0.1:8091)
 #          ws://127.0.0.1:8100/ws  (admin 127.0.0.1:8101)
 # Backplane: redis-server on 127.0.0.1:16379 or nats-server on 127.0.0.1:14222.
+# HAProxy (when installed) in front of the three: ws://127.0.0.1:8070/ws, with
+# deploy/haproxy/haproxy.cfg (stats on http://127.0.0.1:8404/stats).
 # Binary: $FERROCAST_BIN, else target/release/ferrocast (built if missing).
 # PIDs and logs: $FERROCAST_CLUSTER_DIR, else /tmp/ferrocast-cluster.
 set -euo pipefail
@@ -70,6 +72,18 @@ start() {
     echo "node-$i: ws://127.0.0.1:$public/ws  admin http://127.0.0.1:$admin  (log $dir/node-$i.log)"
   done
   echo "backplane: $url"
+  if command -v haproxy >/dev/null 2>&1; then
+    # The shipped configuration, with loopback addresses for this cluster.
+    sed -e 's/bind :8080/bind 127.0.0.1:8070/' -e 's/bind :8404/bind 127.0.0.1:8404/' \
+      -e 's/ ferrocast-1:8080$/ 127.0.0.1:8080 check port 8081/' \
+      -e 's/ ferrocast-2:8080$/ 127.0.0.1:8090 check port 8091/' \
+      -e 's/ ferrocast-3:8080$/ 127.0.0.1:8100 check port 8101/' \
+      deploy/haproxy/haproxy.cfg >"$dir/haproxy.cfg"
+    haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+    echo $! >"$dir/haproxy.pid"
+    wait_port 8070
+    echo "haproxy: ws://127.0.0.1:8070/ws  stats http://127.0.0.1:8404/stats  (log $dir/haproxy.log)"
+  fi
 }
 
 status() {
@@ -86,8 +100,8 @@ status() {
 }
 
 stop() {
-  # Nodes first (they drain), then the backplane server.
-  for f in "$dir"/node-*.pid "$dir"/redis.pid "$dir"/nats.pid; do
+  # The proxy, the nodes (they drain), then the backplane server.
+  for f in "$dir"/haproxy.pid "$dir"/node-*.pid "$dir"/redis.pid "$dir"/nats.pid; do
     [ -e "$f" ] || continue
     if running "$f"; then
       pid=$(cat "$f")
@@ -105,7 +119,7 @@ case "${1:-}" in
   status) status ;;
   stop) stop ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -301,8 +301,8 @@ async fn clients_spread_over_the_nodes_behind_haproxy_and_move_when_one_drains()
     );
     let codes: HashSet<Option<u16>> = clients.closes.iter().map(|c| c.1).collect();
     assert_eq!(codes, HashSet::from([Some(1012)]));
-    // In paced batches, not at once: the closes span over a second, and no
-    // 100 ms stretch holds more than a quarter of them.
+    // In paced batches, not at once: the closes span over a second, arrive in
+    // many distinct 100 ms stretches, and no stretch holds a third of them.
     let first = clients.closes.iter().map(|c| c.2).min().unwrap();
     let last = clients.closes.iter().map(|c| c.2).max().unwrap();
     let span = last - first;
@@ -316,8 +316,9 @@ async fn clients_spread_over_the_nodes_behind_haproxy_and_move_when_one_drains()
         "closes spread over {span:?} only"
     );
     assert!(
-        busiest * 4 <= victim,
-        "{busiest} of {victim} closes within 100 ms: {per_tick:?}"
+        per_tick.len() >= 8 && busiest * 3 <= victim,
+        "{victim} closes in {} stretches of 100 ms, {busiest} in the busiest: {per_tick:?}",
+        per_tick.len()
     );
 
     // The node exits within its drain window; the other two hold everyone.
@@ -339,8 +340,9 @@ async fn clients_spread_over_the_nodes_behind_haproxy_and_move_when_one_drains()
     }
     eprintln!(
         "{CLIENTS} clients connected through haproxy in {connected_in:?}, spread {spread:?}; \
-         drained node's {victim} clients closed over {span:?} (busiest 100 ms: {busiest}) \
+         drained node's {victim} clients closed over {span:?} in {} stretches of 100 ms (busiest: {busiest}) \
          and subscribed again within {moved_in:?}; survivors {after:?}; total {:?}",
+        per_tick.len(),
         started.elapsed()
     );
     for task in tasks {
