@@ -4,7 +4,8 @@
 
 For the chart's defaults and every values file in helm/ferrocast/examples/:
   - `helm lint --strict` (warnings fail too);
-  - render the chart as `helm template` would, and validate every object
+  - render the chart as `helm template` would; no pod but the nodes' may
+    match the nodes' selector; validate every object
     against the Kubernetes schemas (strict: unknown fields fail); objects of
     CRDs (ServiceMonitor, PrometheusRule, HTTPRoute) have no schema there and
     are listed as not validated;
@@ -111,6 +112,17 @@ def validate(name, objects):
                 fail(f"{name}: {template}: {doc['kind']} {doc['metadata']['name']}: {error.message}")
     note = f"; no schema (CRD), not validated: {', '.join(sorted(skipped))}" if skipped else ""
     print(f"  {count} objects against Kubernetes {KUBE_VERSION} schemas{note}")
+
+
+def check_selectors(name, objects):
+    """No pod but the nodes' (the helm test pod) matches the nodes' selector,
+    which the Services, the PodDisruptionBudget and the spread constraints use."""
+    docs = [d for docs in objects.values() for d in docs]
+    selector = next(d for d in docs if d["kind"] == "Deployment")["spec"]["selector"]["matchLabels"]
+    for pod in (d for d in docs if d["kind"] == "Pod"):
+        labels = pod["metadata"].get("labels", {})
+        if all(labels.get(k) == v for k, v in selector.items()):
+            fail(f"{name}: pod {pod['metadata']['name']} matches the nodes' selector {selector}")
 
 
 def node_env_names(binary):
@@ -225,6 +237,7 @@ def main():
             fail(f"{name}: render: {error}")
             continue
         validate(name, objects)
+        check_selectors(name, objects)
         check_node_config(name, objects, binary, known_env)
     check_refusals()
 

@@ -29,6 +29,15 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* Labels of the `helm test` objects: outside the nodes' selector. */}}
+{{- define "ferrocast.testLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "ferrocast.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
 {{- define "ferrocast.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "ferrocast.fullname" .) .Values.serviceAccount.name }}
