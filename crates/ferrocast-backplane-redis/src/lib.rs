@@ -17,6 +17,9 @@
 //!   load, and a single publication when the node is quiet. A full queue, or a
 //!   connection that is down, fails `publish` at once with
 //!   [`BackplaneError::Unavailable`] instead of making callers wait.
+//!   Publications with history and history reads are Lua scripts that travel
+//!   in the same queue and pipelines (`history.rs` describes the keys, the
+//!   scripts and why offsets are never duplicated or skipped).
 //! - **The pub/sub connection** (`subscriber.rs`), a RESP3 connection whose
 //!   push messages are handled as they are read (`receive.rs`): the envelope is
 //!   decoded, this node's own publications (Redis echoes them) are dropped, and
@@ -48,7 +51,8 @@
 //!
 //! # Deployment notes
 //!
-//! - Requires Redis 6 or newer (RESP3 push messages).
+//! - Requires Redis 6.2 or newer (RESP3 push messages, `XTRIM MINID`), and
+//!   for history a user allowed to run scripts (`SCRIPT LOAD`, `EVALSHA`).
 //! - Sharded mode sends `SPUBLISH` and `SSUBSCRIBE` (Redis 7), one channel
 //!   per `SSUBSCRIBE` command (in a cluster, the channels of one command must
 //!   share a hash slot), all in one pipeline. It talks to the one server named
@@ -86,6 +90,7 @@ use ferrocast_protocol::{Topic, TopicFilter};
 mod backoff;
 mod connection;
 mod health;
+mod history;
 mod interest;
 mod publisher;
 mod receive;
@@ -94,7 +99,7 @@ mod subscriber;
 use connection::Connector;
 use health::Health;
 use interest::{Interest, WaiterKind};
-use publisher::Outgoing;
+use publisher::{Outgoing, Reply, Request};
 
 /// How many publications may wait for the publisher task. Beyond this,
 /// `publish` fails at once: a backlog this deep means Redis cannot keep up,
@@ -109,7 +114,8 @@ pub struct RedisSettings {
     /// Prefix of channel names: topic `chat.a` travels on channel
     /// `{prefix}chat.a`. Default `"ferrocast:"`. Lets several clusters (or
     /// other applications) share one Redis. Must not contain glob characters
-    /// `* ? [ ] \`, since it is also part of every `PSUBSCRIBE` pattern.
+    /// `* ? [ ] \`, since it is also part of every `PSUBSCRIBE` pattern, nor
+    /// braces, since the channel is the hash tag of the topic's history keys.
     pub channel_prefix: String,
     /// Sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) for Redis Cluster, where
     /// classic pub/sub broadcasts every message to every shard. Sharded
@@ -150,6 +156,17 @@ pub(crate) struct Shared {
     pub(crate) sink: Arc<dyn PublicationSink>,
 }
 
+impl Shared {
+    /// `PUBLISH`, or `SPUBLISH` when sharded.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        if self.sharded {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+}
+
 /// A node's handle on the Redis backplane. Dropping it stops its tasks, which
 /// closes both connections (Redis then forgets the node's subscriptions).
 pub struct RedisBackplane {
@@ -181,6 +198,8 @@ impl Drop for RedisBackplane {
 
 /// Characters that have a meaning in Redis glob patterns.
 const GLOB_CHARS: &[char] = &['*', '?', '[', ']', '\\'];
+/// Characters that delimit a Redis Cluster hash tag.
+const HASH_TAG_CHARS: &[char] = &['{', '}'];
 
 impl RedisBackplane {
     /// Validates the settings (a bad URL or prefix is
@@ -192,15 +211,23 @@ impl RedisBackplane {
         settings: RedisSettings,
         sink: Arc<dyn PublicationSink>,
     ) -> Result<Self, BackplaneError> {
-        if let Some(c) = settings
-            .channel_prefix
-            .chars()
-            .find(|c| GLOB_CHARS.contains(c))
-        {
-            return Err(BackplaneError::Rejected(format!(
-                "the redis channel prefix {:?} contains the glob character {c:?}",
-                settings.channel_prefix
-            )));
+        let forbidden = [
+            (
+                GLOB_CHARS,
+                "a glob character (the prefix is part of PSUBSCRIBE patterns)",
+            ),
+            (
+                HASH_TAG_CHARS,
+                "a brace (the channel is the hash tag of history keys)",
+            ),
+        ];
+        for (chars, why) in forbidden {
+            if let Some(c) = settings.channel_prefix.chars().find(|c| chars.contains(c)) {
+                return Err(BackplaneError::Rejected(format!(
+                    "the redis channel prefix {:?} contains {c:?}, {why}",
+                    settings.channel_prefix
+                )));
+            }
         }
         if settings.timeout.is_zero() {
             return Err(BackplaneError::Rejected(
@@ -229,8 +256,23 @@ impl RedisBackplane {
         })
     }
 
-    fn no_history() -> BackplaneError {
-        BackplaneError::Rejected("this backplane keeps no history yet".to_string())
+    /// Queues `request` for the publisher task; the receiver gets Redis's
+    /// reply. Fails at once while the publisher connection is down or the
+    /// queue is full.
+    fn enqueue(&self, request: Request) -> Result<oneshot::Receiver<Reply>, BackplaneError> {
+        if !self.shared.health.publisher_up.load(Ordering::Acquire) {
+            return Err(BackplaneError::Unavailable(
+                "not connected to redis".to_string(),
+            ));
+        }
+        let (done, reply) = oneshot::channel();
+        match self.queue.try_send(Outgoing { request, done }) {
+            Ok(()) => Ok(reply),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(BackplaneError::Unavailable(
+                "the redis publish queue is full".to_string(),
+            )),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Self::stopped()),
+        }
     }
 
     fn stopped() -> BackplaneError {
@@ -248,47 +290,47 @@ impl Backplane for RedisBackplane {
         publication: Publication,
         history: Option<HistoryPolicy>,
     ) -> BoxFuture<'static, Result<Option<StreamPosition>, BackplaneError>> {
-        if history.is_some() {
-            return future::ready(Err(Self::no_history())).boxed();
-        }
-        if !self.shared.health.publisher_up.load(Ordering::Acquire) {
-            return future::ready(Err(BackplaneError::Unavailable(
-                "not connected to redis".to_string(),
-            )))
-            .boxed();
-        }
         let channel = interest::channel_name(&self.shared.prefix, publication.topic.as_str());
-        let (done, result) = oneshot::channel();
-        let outgoing = Outgoing {
-            channel,
-            envelope: envelope::encode(&publication),
-            done,
+        let request = match history {
+            None => Request::Publish {
+                channel,
+                envelope: envelope::encode(&publication),
+            },
+            Some(policy) => Request::History(history::Call::append(
+                channel,
+                publication,
+                policy,
+                self.shared.publish_command(),
+            )),
         };
-        match self.queue.try_send(outgoing) {
-            Ok(()) => async move {
-                result
-                    .await
-                    .unwrap_or_else(|_| Err(Self::stopped()))
-                    .map(|()| None)
+        match self.enqueue(request) {
+            Ok(reply) => async move {
+                let reply = reply.await.unwrap_or_else(|_| Err(Self::stopped()))?;
+                match history {
+                    None => Ok(None),
+                    Some(_) => history::position(reply).map(Some),
+                }
             }
             .boxed(),
-            Err(mpsc::error::TrySendError::Full(_)) => future::ready(Err(
-                BackplaneError::Unavailable("the redis publish queue is full".to_string()),
-            ))
-            .boxed(),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                future::ready(Err(Self::stopped())).boxed()
-            }
+            Err(error) => future::ready(Err(error)).boxed(),
         }
     }
 
     fn history(
         &self,
-        _topic: &Topic,
-        _policy: HistoryPolicy,
-        _after: u64,
+        topic: &Topic,
+        policy: HistoryPolicy,
+        after: u64,
     ) -> BoxFuture<'static, Result<HistoryPage, BackplaneError>> {
-        future::ready(Err(Self::no_history())).boxed()
+        let channel = interest::channel_name(&self.shared.prefix, topic.as_str());
+        let request = Request::History(history::Call::read(&channel, policy, after));
+        match self.enqueue(request) {
+            Ok(reply) => {
+                async move { history::page(reply.await.unwrap_or_else(|_| Err(Self::stopped()))?) }
+                    .boxed()
+            }
+            Err(error) => future::ready(Err(error)).boxed(),
+        }
     }
 
     fn subscribe(

@@ -1,19 +1,27 @@
 //! The publisher task: owns the publish queue and the publisher connection.
 //!
-//! `publish` pushes into the queue in call order and returns; this task takes
-//! everything queued (up to [`MAX_BATCH`]) and sends it as one pipeline, so the
-//! number of round trips follows the load: one per publication when the node
-//! is quiet, one per thousands when it is busy. Only one pipeline is in flight
-//! at a time, which keeps the order of the queue on the wire even across a
-//! lost connection (a failed pipeline's publications fail; none is retried, so
-//! none is duplicated).
+//! `publish` and `history` push requests into the queue in call order and
+//! return; this task takes everything queued (up to [`MAX_BATCH`]) and sends
+//! it as one pipeline, so the number of round trips follows the load: one per
+//! request when the node is quiet, one per thousands when it is busy. Only one
+//! pipeline is in flight at a time, which keeps the order of the queue on the
+//! wire even across a lost connection (a failed pipeline's requests fail;
+//! none is retried, so none is applied twice).
+//!
+//! A request is a plain publication (`PUBLISH` or `SPUBLISH`) or a history
+//! script (`EVALSHA`, module `history`): publications with and without
+//! history share the queue and keep their call order. The scripts are loaded
+//! on the connection when a batch first needs them, and loaded again when
+//! Redis answers `NOSCRIPT` (it lost its script cache); the requests answered
+//! so did not run and are sent once more, after the rest of their batch
+//! (they keep their order among themselves, and the next batch waits).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::Value;
+use redis::{ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +30,12 @@ use ferrocast_core::backplane::BackplaneError;
 use crate::backoff;
 use crate::connection::ConnectionError;
 use crate::health::Part;
-use crate::interest::Outcome;
+use crate::history::{self, Scripts};
 use crate::receive::{LostSignal, PublisherPushes};
 use crate::Shared;
 
-/// Most publications in one pipeline: enough to amortise a round trip over
-/// many publications, small enough that one pipeline (about 1.5 MB of 128-byte
+/// Most requests in one pipeline: enough to amortise a round trip over many
+/// publications, small enough that one pipeline (about 1.5 MB of 128-byte
 /// payloads) is written and answered well within the timeout.
 const MAX_BATCH: usize = 8 * 1024;
 
@@ -35,15 +43,43 @@ const MAX_BATCH: usize = 8 * 1024;
 /// written in chunks of this size.
 const WRITE_BUFFER: usize = 256 * 1024;
 
-/// A publication waiting in the queue.
+/// What a request waiting in the queue asks of Redis.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// `PUBLISH` (`SPUBLISH` when sharded) of an encoded envelope on
+    /// `{prefix}{topic}`. The envelope is made by the caller of `publish`, so
+    /// encoding spreads over the callers' tasks.
+    Publish { channel: String, envelope: Bytes },
+    /// A history script.
+    History(history::Call),
+}
+
+/// Redis's reply to a request; a server error is `Rejected`.
+pub(crate) type Reply = Result<Value, BackplaneError>;
+
+/// A request waiting in the queue.
 pub(crate) struct Outgoing {
-    /// `{prefix}{topic}`
-    pub(crate) channel: String,
-    /// The encoded envelope, made by the caller of `publish` (so encoding
-    /// spreads over the callers' tasks).
-    pub(crate) envelope: Bytes,
+    pub(crate) request: Request,
     /// Completes the caller's future.
-    pub(crate) done: oneshot::Sender<Outcome>,
+    pub(crate) done: oneshot::Sender<Reply>,
+}
+
+impl Outgoing {
+    fn complete(self, reply: Value) {
+        let reply = match reply {
+            Value::ServerError(error) => Err(BackplaneError::Rejected(error.to_string())),
+            value => Ok(value),
+        };
+        let _ = self.done.send(reply);
+    }
+
+    fn fail(self, error: BackplaneError) {
+        let _ = self.done.send(Err(error));
+    }
+
+    fn is_script(&self) -> bool {
+        matches!(self.request, Request::History(_))
+    }
 }
 
 /// Why a connected period ended.
@@ -114,11 +150,9 @@ async fn fail_queued_while<F: std::future::Future>(
             biased;
             output = &mut until => return output,
             item = queue.recv(), if open => match item {
-                Some(outgoing) => {
-                    let _ = outgoing.done.send(Err(BackplaneError::Unavailable(
-                        "not connected to redis".to_string(),
-                    )));
-                }
+                Some(outgoing) => outgoing.fail(BackplaneError::Unavailable(
+                    "not connected to redis".to_string(),
+                )),
                 None => open = false,
             },
         }
@@ -136,15 +170,13 @@ async fn pump(
     lost: &LostSignal,
     stop: &CancellationToken,
 ) -> Ended {
-    let command = if shared.sharded {
-        "SPUBLISH"
-    } else {
-        "PUBLISH"
-    };
+    let command = shared.publish_command();
     let (period, deadline) = check_timing(shared.timeout);
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Loaded on this connection when a batch first needs them.
+    let mut scripts = None;
     let mut busy = false;
     loop {
         tokio::select! {
@@ -155,8 +187,14 @@ async fn pump(
                 if n == 0 {
                     return Ended::Stopped;
                 }
-                if let Err(error) =
-                    send_batch(&mut connection, command, &mut batch, shared.timeout).await
+                if let Err(error) = send_batch(
+                    &mut connection,
+                    command,
+                    &mut scripts,
+                    &mut batch,
+                    shared.timeout,
+                )
+                .await
                 {
                     return Ended::Lost(error);
                 }
@@ -206,64 +244,115 @@ pub(crate) async fn ping(
     }
 }
 
-/// Sends `batch` as one pipeline and completes each publication with its
-/// reply. Drains `batch`. An error means the connection is no longer usable.
+/// Sends `batch` as one pipeline and completes each request with its reply
+/// (requests answered `NOSCRIPT` after loading the scripts again, in a second
+/// pipeline). Drains `batch`. An error means the connection is no longer
+/// usable.
 async fn send_batch(
     connection: &mut MultiplexedConnection,
     command: &str,
+    scripts: &mut Option<Scripts>,
     batch: &mut Vec<Outgoing>,
     timeout: Duration,
 ) -> Result<(), ConnectionError> {
-    let mut pipeline = redis::Pipeline::with_capacity(batch.len());
-    for outgoing in batch.iter() {
-        pipeline
-            .cmd(command)
-            .arg(outgoing.channel.as_bytes())
-            .arg(&outgoing.envelope[..]);
+    for first in [true, false] {
+        if scripts.is_none() && batch.iter().any(Outgoing::is_script) {
+            match Scripts::load(connection, timeout).await {
+                Ok(loaded) => *scripts = Some(loaded),
+                Err(error) if error.is_refusal() => {
+                    // History fails, publications without it still go out.
+                    let (mut refused, rest): (Vec<_>, Vec<_>) =
+                        batch.drain(..).partition(Outgoing::is_script);
+                    fail(&mut refused, &error);
+                    *batch = rest;
+                }
+                Err(error) => {
+                    fail(batch, &error);
+                    return Err(error);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let replies = match exchange(connection, command, scripts.as_ref(), batch, timeout).await {
+            Ok(replies) => replies,
+            Err(error) => {
+                fail(batch, &error);
+                return if error.is_refusal() {
+                    Ok(())
+                } else {
+                    Err(error)
+                };
+            }
+        };
+        let mut again = Vec::new();
+        for (outgoing, reply) in batch.drain(..).zip(replies) {
+            match reply {
+                Value::ServerError(error)
+                    if first && error.kind() == Some(ServerErrorKind::NoScript) =>
+                {
+                    again.push(outgoing);
+                }
+                reply => outgoing.complete(reply),
+            }
+        }
+        if again.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!("redis lost the history scripts (NOSCRIPT); loading them again");
+        *scripts = None;
+        *batch = again;
     }
-    let sent = tokio::time::timeout(
+    // Not reached: the second round completes every request it sends.
+    Ok(())
+}
+
+/// Sends `batch` as one pipeline and returns one reply per request. The
+/// scripts must be loaded if `batch` has a history request.
+async fn exchange(
+    connection: &mut MultiplexedConnection,
+    command: &str,
+    scripts: Option<&Scripts>,
+    batch: &[Outgoing],
+    timeout: Duration,
+) -> Result<Vec<Value>, ConnectionError> {
+    let mut pipeline = redis::Pipeline::with_capacity(batch.len());
+    for outgoing in batch {
+        match (&outgoing.request, scripts) {
+            (Request::Publish { channel, envelope }, _) => {
+                pipeline
+                    .cmd(command)
+                    .arg(channel.as_bytes())
+                    .arg(&envelope[..]);
+            }
+            (Request::History(call), Some(scripts)) => call.add_to(&mut pipeline, scripts),
+            (Request::History(_), None) => {
+                return Err(ConnectionError::Refused(
+                    "the history scripts are not loaded".to_string(),
+                ))
+            }
+        }
+    }
+    match tokio::time::timeout(
         timeout,
         connection.send_packed_commands(&pipeline, 0, batch.len()),
     )
-    .await;
-    let replies = match sent {
-        Ok(Ok(replies)) if replies.len() == batch.len() => replies,
-        Ok(Ok(replies)) => {
-            let error = ConnectionError::Redis(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "unexpected number of replies to a publish pipeline",
-                format!("{} replies to {} commands", replies.len(), batch.len()),
-            )));
-            fail(batch, &error);
-            return Err(error);
-        }
-        Ok(Err(error)) => {
-            let error = ConnectionError::from_command(error);
-            fail(batch, &error);
-            return if error.is_refusal() {
-                Ok(())
-            } else {
-                Err(error)
-            };
-        }
-        Err(_) => {
-            let error = ConnectionError::Timeout(timeout);
-            fail(batch, &error);
-            return Err(error);
-        }
-    };
-    for (outgoing, reply) in batch.drain(..).zip(replies) {
-        let outcome = match reply {
-            Value::ServerError(error) => Err(BackplaneError::Rejected(error.to_string())),
-            _ => Ok(()),
-        };
-        let _ = outgoing.done.send(outcome);
+    .await
+    {
+        Ok(Ok(replies)) if replies.len() == batch.len() => Ok(replies),
+        Ok(Ok(replies)) => Err(ConnectionError::Redis(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "unexpected number of replies to a pipeline",
+            format!("{} replies to {} commands", replies.len(), batch.len()),
+        )))),
+        Ok(Err(error)) => Err(ConnectionError::from_command(error)),
+        Err(_) => Err(ConnectionError::Timeout(timeout)),
     }
-    Ok(())
 }
 
 fn fail(batch: &mut Vec<Outgoing>, error: &ConnectionError) {
     for outgoing in batch.drain(..) {
-        let _ = outgoing.done.send(Err(error.to_backplane_error()));
+        outgoing.fail(error.to_backplane_error());
     }
 }

@@ -1,6 +1,8 @@
 //! The Redis backplane against real `redis-server` processes: the shared
 //! conformance suite, sharded pub/sub, a crash of Redis, a stalled network
-//! path, cleanup on drop and settings validation.
+//! path, cleanup on drop, settings validation, and history (positions that
+//! need multi-byte varints, a flushed script cache, reconnects, order with
+//! publications without history).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,8 +17,11 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use ferrocast_backplane_redis::{RedisBackplane, RedisSettings};
-use ferrocast_core::backplane::{conformance, Backplane, BackplaneError, PublicationSink};
+use ferrocast_core::backplane::{
+    conformance, Backplane, BackplaneError, HistoryPolicy, PublicationSink,
+};
 use ferrocast_core::{NodeId, Publication};
+use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 use ferrocast_testkit::{RedisServer, TcpProxy};
 
@@ -614,7 +619,7 @@ async fn rejects_bad_settings() {
         }
         other => panic!("{other:?}"),
     }
-    for prefix in ["a*", "a?", "[x]", "a]", "back\\slash"] {
+    for prefix in ["a*", "a?", "[x]", "a]", "back\\slash", "{tag}:", "a}"] {
         let result = start(RedisSettings {
             channel_prefix: prefix.to_string(),
             ..settings("redis://127.0.0.1:6379", Duration::from_secs(1))
@@ -644,4 +649,239 @@ async fn rejects_bad_settings() {
     ))
     .await;
     assert!(tls.is_ok(), "{tls:?}");
+}
+
+const POLICY: HistoryPolicy = HistoryPolicy {
+    size: 100,
+    ttl: Duration::from_secs(60),
+};
+
+/// A node named `{name}-sub` whose deliveries go to the returned sink, and
+/// one named `{name}-pub`.
+async fn subscriber_and_publisher(
+    name: &str,
+    settings: RedisSettings,
+) -> (Arc<Sink>, RedisBackplane, RedisBackplane) {
+    let sink = Arc::new(Sink::default());
+    let subscriber = start_node(&format!("{name}-sub"), settings.clone(), sink.clone()).await;
+    let publisher = start_node(&format!("{name}-pub"), settings, Arc::new(Sink::default())).await;
+    (sink, subscriber, publisher)
+}
+
+async fn publish_kept(node: &RedisBackplane, p: Publication) -> StreamPosition {
+    match node.publish(p, Some(POLICY)).await {
+        Ok(Some(position)) => position,
+        other => panic!("publish with history: {other:?}"),
+    }
+}
+
+fn offsets(publications: &[Publication]) -> Vec<u64> {
+    publications
+        .iter()
+        .map(|p| p.position.as_ref().unwrap().offset)
+        .collect()
+}
+
+/// The script writes the position into the envelope itself: offsets and
+/// epochs whose lengths need several varint bytes come out intact, live
+/// and from history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_with_long_varints_decode() {
+    init_tracing();
+    let redis = RedisServer::start();
+    let (sink, subscriber, publisher) =
+        subscriber_and_publisher("varint", settings(&redis.url(), Duration::from_secs(5))).await;
+    subscriber.subscribe(vec![filter("big.>")]).await.unwrap();
+    let long_epoch = "e".repeat(300);
+    let cases = [
+        ("big.a", "e1", 126u64),
+        ("big.b", "e2", 16_383),
+        ("big.c", long_epoch.as_str(), (1 << 40) - 1),
+        ("big.d", "e4", (1 << 53) - 2),
+    ];
+    for (topic, epoch, top) in cases {
+        let meta = format!("{{ferrocast:{topic}}}:meta");
+        redis
+            .command(&["HSET", &meta, "epoch", epoch, "top", &top.to_string()])
+            .unwrap();
+        let mut sent = publication(topic, "payload", "varint-pub");
+        sent.headers = vec![("h".into(), "v".into())];
+        let position = publish_kept(&publisher, sent.clone()).await;
+        let expected = StreamPosition {
+            epoch: epoch.to_string(),
+            offset: top + 1,
+        };
+        assert_eq!(position, expected);
+        let page = publisher
+            .history(&Topic::parse(topic, MAX_TOPIC_LEN).unwrap(), POLICY, 0)
+            .await
+            .unwrap();
+        let kept = Publication {
+            position: Some(expected),
+            ..sent
+        };
+        assert_eq!(page.publications, vec![kept.clone()], "{topic}");
+        assert_eq!((page.top, page.oldest), (top + 1, top + 1));
+        assert!(sink.wait_for(1, Duration::from_secs(5)).await);
+        let live = sink.received.lock().remove(0).1;
+        sink.count.fetch_sub(1, Ordering::SeqCst);
+        assert_eq!(live, kept, "{topic} live");
+    }
+}
+
+/// After `SCRIPT FLUSH` the scripts are loaded again and the publications
+/// that Redis answered `NOSCRIPT` go out once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_script_cache_is_reloaded() {
+    init_tracing();
+    let redis = RedisServer::start();
+    let node = start_node(
+        "flush",
+        settings(&redis.url(), Duration::from_secs(5)),
+        Arc::new(Sink::default()),
+    )
+    .await;
+    assert_eq!(
+        publish_kept(&node, publication("flush.t", "1", "flush"))
+            .await
+            .offset,
+        1
+    );
+    redis.command(&["SCRIPT", "FLUSH"]).unwrap();
+    let pending: Vec<_> = (2..=20)
+        .map(|i| {
+            node.publish(
+                publication("flush.t", &i.to_string(), "flush"),
+                Some(POLICY),
+            )
+        })
+        .collect();
+    let got: Vec<u64> = futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().offset)
+        .collect();
+    assert_eq!(got, (2..=20).collect::<Vec<_>>());
+    let page = node
+        .history(&Topic::parse("flush.t", MAX_TOPIC_LEN).unwrap(), POLICY, 0)
+        .await
+        .unwrap();
+    assert_eq!(offsets(&page.publications), (1..=20).collect::<Vec<_>>());
+}
+
+/// History outlives a connection: after a stalled path the node reads the
+/// same history and continues its offsets. A Redis that restarts without
+/// persistence lost it: the next publication starts a new epoch at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_across_reconnects_and_a_restart() {
+    init_tracing();
+    let mut redis = RedisServer::start();
+    let proxy = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], redis.port())))
+        .await
+        .unwrap();
+    let timeout = Duration::from_secs(1);
+    let node = start_node(
+        "reconnect",
+        settings(&format!("redis://{}", proxy.addr()), timeout),
+        Arc::new(Sink::default()),
+    )
+    .await;
+    let topic = Topic::parse("again.t", MAX_TOPIC_LEN).unwrap();
+    let first = publish_kept(&node, publication("again.t", "1", "reconnect")).await;
+    publish_kept(&node, publication("again.t", "2", "reconnect")).await;
+
+    proxy.set_stalled(true);
+    assert!(wait_health(&node, false, timeout + Duration::from_secs(1)).await);
+    let during = node.history(&topic, POLICY, 0).await;
+    assert!(
+        matches!(during, Err(BackplaneError::Unavailable(_))),
+        "{during:?}"
+    );
+    proxy.set_stalled(false);
+    assert!(wait_health(&node, true, Duration::from_secs(10)).await);
+    let page = node.history(&topic, POLICY, 0).await.unwrap();
+    assert_eq!((page.epoch.as_str(), page.top), (first.epoch.as_str(), 2));
+    let third = publish_kept(&node, publication("again.t", "3", "reconnect")).await;
+    assert_eq!(
+        (third.epoch.as_str(), third.offset),
+        (first.epoch.as_str(), 3)
+    );
+
+    redis.kill9();
+    assert!(wait_health(&node, false, Duration::from_secs(5)).await);
+    redis.restart();
+    assert!(wait_health(&node, true, Duration::from_secs(10)).await);
+    assert_eq!(
+        node.history(&topic, POLICY, 0).await.unwrap(),
+        ferrocast_core::backplane::HistoryPage::empty()
+    );
+    let restarted = publish_kept(&node, publication("again.t", "4", "reconnect")).await;
+    assert_eq!(restarted.offset, 1);
+    assert_ne!(restarted.epoch, first.epoch);
+}
+
+/// Publications with and without history from one node share the queue
+/// and the connection, so they arrive in call order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_with_and_without_history_keep_their_order() {
+    init_tracing();
+    let redis = RedisServer::start();
+    let (sink, subscriber, publisher) =
+        subscriber_and_publisher("mixed", settings(&redis.url(), Duration::from_secs(5))).await;
+    subscriber.subscribe(vec![filter("*.mixed")]).await.unwrap();
+    const N: usize = 1_000;
+    let pending: Vec<_> = (0..N)
+        .map(|i| {
+            let (topic, history) = if i % 2 == 0 {
+                ("kept.mixed", Some(POLICY))
+            } else {
+                ("plain.mixed", None)
+            };
+            publisher.publish(publication(topic, &i.to_string(), "mixed-pub"), history)
+        })
+        .collect();
+    for result in futures::future::join_all(pending).await {
+        result.unwrap();
+    }
+    assert!(sink.wait_for(N, Duration::from_secs(10)).await);
+    let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(sink.payloads(), expected);
+}
+
+/// In sharded mode the script publishes with `SPUBLISH` on the channel
+/// whose slot holds the history keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_history_publishes_on_the_shard_channel() {
+    init_tracing();
+    let redis = RedisServer::start();
+    let sharded = RedisSettings {
+        sharded: true,
+        ..settings(&redis.url(), Duration::from_secs(5))
+    };
+    let (sink, subscriber, publisher) = subscriber_and_publisher("shist", sharded).await;
+    subscriber
+        .subscribe(vec![filter("room.kept")])
+        .await
+        .unwrap();
+    for i in 1..=3u64 {
+        let position = publish_kept(
+            &publisher,
+            publication("room.kept", &i.to_string(), "shist-pub"),
+        )
+        .await;
+        assert_eq!(position.offset, i);
+    }
+    assert!(sink.wait_for(3, Duration::from_secs(5)).await);
+    let live: Vec<Publication> = sink
+        .received
+        .lock()
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(offsets(&live), [1, 2, 3]);
+    let keys = redis.command(&["KEYS", "*room.kept*"]).unwrap();
+    assert!(
+        keys.contains("{ferrocast:room.kept}:meta") && keys.contains("{ferrocast:room.kept}:hist"),
+        "{keys}"
+    );
 }

@@ -127,6 +127,18 @@ where
     unsubscribe_stops_delivery(&nodes, &run_id).await;
     history_positions_are_contiguous_and_shared(&nodes, &run_id).await;
     history_keeps_the_newest(&nodes, &run_id).await;
+    history_follows_the_policy_it_is_read_with(&nodes, &run_id).await;
+    history_keeps_every_field_and_separates_topics(&nodes, &run_id).await;
+    history_offsets_are_unique_under_concurrent_publishers(&nodes, &run_id).await;
+    // A node that joins later (or one that restarted) shares the history.
+    let late_id: NodeId = Arc::from(format!("{run_id}-late"));
+    let late_sink = Arc::new(RecordingSink::default());
+    let late = Node {
+        backplane: attach(late_id.clone(), late_sink.clone()).await,
+        id: late_id,
+        sink: late_sink,
+    };
+    history_is_shared_with_a_node_that_joins_later(&nodes, &late, &run_id).await;
     history_expires_into_a_new_epoch(&nodes, &run_id).await;
 }
 
@@ -177,6 +189,13 @@ fn offsets(publications: &[Publication]) -> Vec<u64> {
         .iter()
         .map(|p| p.position.as_ref().map_or(0, |pos| pos.offset))
         .collect()
+}
+
+fn position(epoch: &str, offset: u64) -> StreamPosition {
+    StreamPosition {
+        epoch: epoch.to_string(),
+        offset,
+    }
 }
 
 fn clear(nodes: &[Node]) {
@@ -504,4 +523,246 @@ async fn history_expires_into_a_new_epoch(nodes: &[Node], run_id: &str) {
         next.epoch, first.epoch,
         "the epoch did not change after expiry"
     );
+}
+
+/// Reading with a smaller size or after the top gives what the policy and
+/// the offset ask for, whatever was kept before.
+async fn history_follows_the_policy_it_is_read_with(nodes: &[Node], run_id: &str) {
+    let policy = HistoryPolicy {
+        size: 5,
+        ttl: Duration::from_secs(60),
+    };
+    let name = format!("{run_id}h4.stream");
+    for i in 1..=5 {
+        publish_kept(
+            &nodes[0],
+            publication(&name, &i.to_string(), &nodes[0]),
+            policy,
+        )
+        .await;
+    }
+    let smaller = HistoryPolicy { size: 2, ..policy };
+    let page = history(&nodes[1], &name, smaller, 0).await;
+    assert_eq!(
+        (page.top, page.oldest),
+        (5, 4),
+        "history read with a smaller size"
+    );
+    assert_eq!(payloads(&page.publications), ["4", "5"]);
+    for after in [5, 9] {
+        let page = history(&nodes[2], &name, smaller, after).await;
+        assert_eq!(page.top, 5, "top when reading after {after}");
+        assert!(
+            page.publications.is_empty(),
+            "publications after offset {after} of 5"
+        );
+    }
+}
+
+/// History keeps every field of a publication; each topic has its own
+/// offsets, also topics that extend one another and the one-token topic
+/// that is just the namespace; wildcard subscribers get the positions too.
+async fn history_keeps_every_field_and_separates_topics(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    let policy = HistoryPolicy {
+        size: 10,
+        ttl: Duration::from_secs(60),
+    };
+    let namespace = format!("{run_id}h5");
+    let short = format!("{namespace}.a");
+    let long = format!("{namespace}.a.b");
+    let everything = filter(&format!("{namespace}.>"));
+    let just_namespace = filter(&namespace);
+    subscribe(&nodes[1], &[&everything, &just_namespace]).await;
+
+    let mut rich = publication(&short, "", &nodes[0]);
+    rich.payload = Bytes::from((0..=255u8).collect::<Vec<_>>());
+    rich.content_type = Some(Arc::from("application/octet-stream"));
+    rich.headers = vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())];
+    // A position given by the caller is replaced by the backplane's.
+    rich.position = Some(position("caller", 99));
+    let order = [
+        (&short, rich.clone()),
+        (&long, publication(&long, "long1", &nodes[0])),
+        (&namespace, publication(&namespace, "ns1", &nodes[0])),
+        (&short, publication(&short, "short2", &nodes[0])),
+        (&long, publication(&long, "long2", &nodes[0])),
+    ];
+    let mut positions = Vec::new();
+    for (_, p) in order.iter().cloned() {
+        positions.push(publish_kept(&nodes[0], p, policy).await);
+    }
+    let offsets_given: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+    assert_eq!(
+        offsets_given,
+        [1, 1, 1, 2, 2],
+        "topics sharing a namespace or a prefix share offsets"
+    );
+
+    let page = history(&nodes[2], &short, policy, 0).await;
+    assert_eq!(offsets(&page.publications), [1, 2]);
+    let kept = &page.publications[0];
+    let expected = Publication {
+        position: Some(positions[0].clone()),
+        ..rich
+    };
+    assert_eq!(kept, &expected, "history changed a publication");
+    assert_eq!(
+        payloads(&history(&nodes[2], &long, policy, 0).await.publications),
+        ["long1", "long2"]
+    );
+    let single = history(&nodes[2], &namespace, policy, 0).await;
+    assert_eq!(
+        (payloads(&single.publications), single.top),
+        (vec!["ns1".to_string()], 1)
+    );
+
+    let got = nodes[1].sink.wait_for(order.len()).await;
+    let mut live: Vec<(String, Option<StreamPosition>)> = got
+        .into_iter()
+        .map(|(via, p)| {
+            assert!(via.matches(&p.topic), "delivered with the wrong filter");
+            (p.topic.to_string(), p.position)
+        })
+        .collect();
+    live.sort_by_key(|(topic, _)| topic.clone());
+    let mut expected: Vec<(String, Option<StreamPosition>)> = order
+        .iter()
+        .zip(&positions)
+        .map(|((topic, _), position)| (topic.to_string(), Some(position.clone())))
+        .collect();
+    expected.sort_by_key(|(topic, _)| topic.clone());
+    assert_eq!(
+        live, expected,
+        "live deliveries to a wildcard lack their positions"
+    );
+    unsubscribe(&nodes[1], &[&everything, &just_namespace]).await;
+}
+
+/// Three nodes publish to one topic at once, each many publications
+/// awaited together: every offset from 1 is given exactly once, each node's
+/// in the order of its calls; every other node receives each publication
+/// once, with the position its publisher got; history returns them all in
+/// offset order.
+async fn history_offsets_are_unique_under_concurrent_publishers(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    const EACH: usize = 200;
+    let policy = HistoryPolicy {
+        size: 1_000,
+        ttl: Duration::from_secs(60),
+    };
+    let name = format!("{run_id}h6.busy");
+    let f = filter(&name);
+    for node in nodes {
+        subscribe(node, &[&f]).await;
+    }
+    let per_node = nodes.iter().enumerate().map(|(n, node)| {
+        let pending: Vec<_> = (0..EACH)
+            .map(|i| {
+                node.backplane
+                    .publish(publication(&name, &format!("{n}:{i}"), node), Some(policy))
+            })
+            .collect();
+        futures::future::join_all(pending)
+    });
+    let results = futures::future::join_all(per_node).await;
+
+    let total = nodes.len() * EACH;
+    // Payload → the position its publisher got.
+    let mut given = std::collections::HashMap::new();
+    let mut epochs = std::collections::HashSet::new();
+    for (n, positions) in results.into_iter().enumerate() {
+        let positions: Vec<StreamPosition> = positions
+            .into_iter()
+            .map(|r| match r {
+                Ok(Some(position)) => position,
+                other => panic!("concurrent publish with history: {other:?}"),
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0].offset < w[1].offset),
+            "node {n}'s offsets do not follow its calls"
+        );
+        for (i, position) in positions.into_iter().enumerate() {
+            epochs.insert(position.epoch.clone());
+            given.insert(format!("{n}:{i}"), position);
+        }
+    }
+    assert_eq!(epochs.len(), 1, "concurrent publishers got several epochs");
+    let mut all: Vec<u64> = given.values().map(|p| p.offset).collect();
+    all.sort_unstable();
+    assert!(
+        all == (1..=total as u64).collect::<Vec<_>>(),
+        "offsets are not 1..={total} exactly once each"
+    );
+
+    let page = history(&nodes[0], &name, policy, 0).await;
+    assert_eq!((page.top, page.oldest), (total as u64, 1));
+    assert!(
+        offsets(&page.publications) == (1..=total as u64).collect::<Vec<_>>(),
+        "history is not in offset order"
+    );
+    for p in &page.publications {
+        let payload = String::from_utf8_lossy(&p.payload).into_owned();
+        assert_eq!(
+            given.get(&payload),
+            p.position.as_ref(),
+            "history has {payload} at another position than its publisher got"
+        );
+    }
+
+    for (n, node) in nodes.iter().enumerate() {
+        let others = total - EACH;
+        node.sink.wait_for(others).await;
+        let got = node.sink.settled().await;
+        assert_eq!(got.len(), others, "node {n} received {} copies", got.len());
+        let mut last_offset = std::collections::HashMap::new();
+        for (_, p) in got {
+            let payload = String::from_utf8_lossy(&p.payload).into_owned();
+            assert!(
+                !payload.starts_with(&format!("{n}:")),
+                "node {n} received its own publication"
+            );
+            let position = p
+                .position
+                .unwrap_or_else(|| panic!("{payload} arrived without position"));
+            assert_eq!(
+                given.get(&payload),
+                Some(&position),
+                "{payload} arrived with another position"
+            );
+            let previous = last_offset.insert(p.origin.clone(), position.offset);
+            assert!(
+                previous.is_none_or(|previous| previous < position.offset),
+                "node {n} received a publisher's publications out of order"
+            );
+        }
+    }
+    for node in nodes {
+        unsubscribe(node, &[&f]).await;
+    }
+}
+
+/// A node attached after the publications (a fresh connection, nothing
+/// cached) reads the same history and continues its offsets.
+async fn history_is_shared_with_a_node_that_joins_later(nodes: &[Node], late: &Node, run_id: &str) {
+    let policy = HistoryPolicy {
+        size: 100,
+        ttl: Duration::from_secs(60),
+    };
+    let name = format!("{run_id}h1.stream");
+    let known = history(&nodes[1], &name, policy, 0).await;
+    let seen = history(late, &name, policy, 0).await;
+    assert_eq!(
+        seen, known,
+        "a node that joined later reads another history"
+    );
+    let next = publish_kept(late, publication(&name, "late", late), policy).await;
+    assert_eq!(
+        next,
+        position(&known.epoch, known.top + 1),
+        "a node that joined later does not continue the offsets"
+    );
+    let after = history(&nodes[0], &name, policy, known.top).await;
+    assert_eq!(payloads(&after.publications), ["late"]);
 }
