@@ -564,7 +564,10 @@ async fn run_publisher(
             conn = None;
         }
     }
+    // Stay connected until the run stops: closing right behind the last
+    // publish could race it.
     if let Some(conn) = conn {
+        shared.stop.cancelled().await;
         conn.close(Ending::Done).await;
     }
     (published, reconnects)
