@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::future::Either;
 use metrics::{counter, histogram, Counter, Histogram};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -191,7 +192,7 @@ impl Hub {
         };
         let accepted = self.inner.backplane.publish(publication, history);
         let inner = self.inner.clone();
-        async move {
+        let outcome = async move {
             let result = accepted.await;
             inner
                 .publish_duration
@@ -207,7 +208,21 @@ impl Hub {
                 Err(_) => counter!(names::BACKPLANE_ERRORS, "op" => "publish").increment(1),
             }
             result
+        };
+        if history.is_none() {
+            return Either::Left(outcome);
         }
+        // With history, this node's subscribers get the publication once the
+        // backplane gave it a position; that must not depend on the caller
+        // still waiting (a client may close right after publishing).
+        let task = tokio::spawn(outcome);
+        Either::Right(async move {
+            task.await.unwrap_or_else(|_| {
+                Err(BackplaneError::Unavailable(
+                    "the node stopped before the backplane answered".into(),
+                ))
+            })
+        })
     }
 }
 

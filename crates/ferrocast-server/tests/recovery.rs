@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use ferrocast_testkit::{http_get, metric, JsonClient, Node, StompClient};
+use ferrocast_testkit::{http_get, metric, JsonClient, Node, RedisServer, StompClient};
 
 /// A config file with the namespaces `chat` (100 kept, 60 s) and `brief`
 /// (3 kept, 1 s); `news` keeps nothing.
@@ -333,5 +333,43 @@ async fn stomp_resumes_with_ferrocast_since() {
     assert!(
         error.header("message").unwrap().contains("ferrocast-since"),
         "{error:?}"
+    );
+}
+
+/// With history, the publishing node delivers to its own subscribers once the
+/// backplane gave the position: a publisher that closes right after sending
+/// must not take that delivery with it.
+#[tokio::test]
+async fn a_publication_sent_just_before_closing_reaches_local_subscribers() {
+    let redis = RedisServer::start();
+    let config = config_file("closing");
+    let node = Node::spawn(
+        env!("CARGO_BIN_EXE_ferrocast"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--backplane",
+            &redis.url(),
+        ],
+    );
+    let mut subscriber = client(&node).await;
+    assert_eq!(subscriber.subscribe("chat.last").await.unwrap()["op"], "ok");
+    for n in 1..=20u64 {
+        let mut publisher = client(&node).await;
+        publisher
+            .send(json!({"op": "publish", "topic": "chat.last", "data": n}))
+            .await
+            .unwrap();
+        publisher.close().await;
+    }
+    let got: Vec<u64> = messages(&mut subscriber, 20)
+        .await
+        .into_iter()
+        .map(|m| m.1)
+        .collect();
+    assert_eq!(
+        got,
+        (1..=20).collect::<Vec<_>>(),
+        "offsets in order, none missing"
     );
 }
