@@ -370,8 +370,9 @@ impl Driver {
             if let Err(error) = write(&mut sink, &mut out, idle).await {
                 break End::Lost(error);
             }
+            // Unbiased: a flood of messages does not starve the commands,
+            // nor a flood of commands the socket.
             let wake = tokio::select! {
-                biased;
                 () = shutdown.cancelled() => Wake::Shutdown,
                 frame = stream.next() => Wake::Frame(frame),
                 Some((filter, key)) = self.room.next(), if !self.room.is_empty() => {
@@ -696,24 +697,24 @@ impl Driver {
         let exact = self
             .subscriptions
             .get(name.as_ref())
-            .and_then(|r| r.filter.as_topic());
-        let Some(topic) = exact.or_else(|| Topic::parse(&name, MAX_TOPIC_LEN).ok()) else {
+            .map(|r| r.filter.clone());
+        let topic = match exact.as_ref() {
+            Some(filter) => filter.as_topic(),
+            None => Topic::parse(&name, MAX_TOPIC_LEN).ok(),
+        };
+        let Some(topic) = topic else {
             return;
         };
-        let mut targets: Vec<String> = Vec::new();
-        if self.subscriptions.contains_key(topic.as_str()) {
-            targets.push(topic.as_str().to_string());
-        }
-        targets.extend(
-            self.patterns
-                .iter()
-                .filter(|p| {
-                    self.subscriptions
-                        .get(p.as_str())
-                        .is_some_and(|r| r.filter.matches(&topic))
-                })
-                .cloned(),
-        );
+        let patterns: Vec<String> = self
+            .patterns
+            .iter()
+            .filter(|p| {
+                self.subscriptions
+                    .get(p.as_str())
+                    .is_some_and(|r| r.filter.matches(&topic))
+            })
+            .cloned()
+            .collect();
         let message = Message {
             data: object.data.unwrap_or(RawValue::NULL).to_owned(),
             position: object.position(),
@@ -721,15 +722,23 @@ impl Driver {
             base64: object.encoding.as_deref() == Some("base64"),
             topic,
         };
-        for filter in targets {
-            let Some(record) = self.subscriptions.get_mut(&filter) else {
-                continue;
-            };
-            match record.deliver(message.clone()) {
-                Outcome::Done => {}
-                Outcome::Full => self.fall_behind(&filter, out),
-                Outcome::Closed => self.remove(&filter, out),
-            }
+        for filter in &patterns {
+            self.deliver(filter, message.clone(), out);
+        }
+        if exact.is_some() {
+            self.deliver(&name, message, out);
+        }
+    }
+
+    /// Hands `message` to the subscription to `filter`.
+    fn deliver(&mut self, filter: &str, message: Message, out: &mut Outbox) {
+        let Some(record) = self.subscriptions.get_mut(filter) else {
+            return;
+        };
+        match record.deliver(message) {
+            Outcome::Done => {}
+            Outcome::Full => self.fall_behind(filter, out),
+            Outcome::Closed => self.remove(filter, out),
         }
     }
 
@@ -917,4 +926,113 @@ async fn write(sink: &mut Sink, out: &mut Outbox, limit: Duration) -> Result<(),
         .await
         .map_err(|_| format!("nothing could be written for {limit:?}"))?
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(filter: &str, capacity: usize) -> (Record, mpsc::Receiver<Item>) {
+        let (items, receiver) = mpsc::channel(capacity);
+        let record = Record {
+            filter: TopicFilter::parse(filter, MAX_TOPIC_LEN).unwrap(),
+            key: 1,
+            items,
+            tracker: Tracker::default(),
+            state: State::Live,
+            gap: None,
+            waiter: None,
+        };
+        (record, receiver)
+    }
+
+    fn message(topic: &str, offset: u64) -> Message {
+        Message {
+            topic: Topic::parse(topic, MAX_TOPIC_LEN).unwrap(),
+            data: serde_json::value::to_raw_value(&offset).unwrap(),
+            position: Some(StreamPosition {
+                epoch: "e".into(),
+                offset,
+            }),
+            content_type: None,
+            base64: false,
+        }
+    }
+
+    /// What the application would read: offsets, `0` for a gap.
+    fn drain(receiver: &mut mpsc::Receiver<Item>) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(item) = receiver.try_recv() {
+            out.push(match item {
+                Item::Message(m) => m.position.map_or(u64::MAX, |p| p.offset),
+                Item::Gap(_) => 0,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn a_full_buffer_delivers_nothing_and_keeps_the_last_position() {
+        let (mut record, mut receiver) = record("chat.a", 2);
+        for offset in 1..=2 {
+            assert!(matches!(
+                record.deliver(message("chat.a", offset)),
+                Outcome::Done
+            ));
+        }
+        assert!(matches!(
+            record.deliver(message("chat.a", 3)),
+            Outcome::Full
+        ));
+        // The resume starts after what the application has.
+        assert_eq!(record.resume_position().map(|p| p.offset), Some(2));
+        assert_eq!(drain(&mut receiver), [1, 2]);
+        drop(receiver);
+        assert!(matches!(
+            record.deliver(message("chat.a", 3)),
+            Outcome::Closed
+        ));
+    }
+
+    #[test]
+    fn duplicates_and_stale_messages_are_dropped_and_jumps_reported() {
+        let (mut record, mut receiver) = record("chat.a", 16);
+        record.tracker.start_at(StreamPosition {
+            epoch: "e".into(),
+            offset: 4,
+        });
+        for offset in [3, 4, 5, 5, 6, 9, 10] {
+            record.deliver(message("chat.a", offset));
+        }
+        assert_eq!(drain(&mut receiver), [5, 6, 0, 9, 10]);
+        // Resubscribing with since: what arrives before the reply is stale.
+        record.state = State::Subscribing { since: true };
+        record.deliver(message("chat.a", 11));
+        assert!(drain(&mut receiver).is_empty());
+        assert_eq!(record.resume_position().map(|p| p.offset), Some(10));
+    }
+
+    #[test]
+    fn a_gap_waits_for_room_and_goes_before_the_next_message() {
+        let (mut record, mut receiver) = record("chat.a", 2);
+        record.deliver(message("chat.a", 1));
+        record.deliver(message("chat.a", 2));
+        record.note_gap(Gap::NotRecovered);
+        assert!(!record.flush_gap());
+        assert_eq!(drain(&mut receiver), [1, 2]);
+        // An announced gap lets the position jump.
+        record.deliver(message("chat.a", 7));
+        assert_eq!(drain(&mut receiver), [0, 7]);
+        assert!(record.flush_gap());
+    }
+
+    #[test]
+    fn patterns_keep_no_position() {
+        let (mut record, mut receiver) = record("chat.*", 8);
+        record.deliver(message("chat.a", 5));
+        record.deliver(message("chat.b", 1));
+        record.deliver(message("chat.a", 5));
+        assert_eq!(drain(&mut receiver), [5, 1, 5]);
+        assert_eq!(record.resume_position(), None);
+    }
 }

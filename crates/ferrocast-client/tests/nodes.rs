@@ -1,7 +1,7 @@
 //! The client against real `ferrocast` nodes (memory backplane): positions,
-//! a silent connection replaced and resumed without gap, a drain followed
-//! promptly to the next URL, a slow application that loses nothing, resuming
-//! from a kept position, and closing.
+//! a silent connection replaced and resumed without gap, the node's pings
+//! answered, a drain followed promptly to the next URL, a slow application
+//! that loses nothing, resuming from a kept position, and closing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -244,6 +244,25 @@ async fn a_silent_connection_is_replaced_and_the_subscription_resumes_without_ga
         (4..=10).map(Some).collect::<Vec<_>>()
     );
     nothing_more(&mut sub).await;
+}
+
+#[tokio::test]
+async fn an_idle_client_answers_the_node_pings_and_keeps_its_connection() {
+    let node = node(
+        "pings",
+        &["--ping-interval", "100ms", "--pong-timeout", "300ms"],
+    );
+    let c = client(&[node.ws_url()]);
+    let mut events = c.events();
+    let mut sub = c.subscribe("chat.p").await.unwrap();
+    let mut seen = Vec::new();
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    while let Ok(Some(event)) = tokio::time::timeout_at(quiet_until, events.recv()).await {
+        seen.push(event);
+    }
+    assert_eq!(seen, [Event::Connected { url: node.ws_url() }]);
+    c.publish("chat.p", &1).await.unwrap();
+    assert_eq!(numbers(&mut sub, 1).await, [Some(1)]);
 }
 
 #[tokio::test]
