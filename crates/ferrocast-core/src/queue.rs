@@ -198,6 +198,8 @@ impl OutboundQueue {
     fn try_take(&self, out: &mut Vec<Outbound>, max_items: usize) -> Option<Taken> {
         let mut state = self.state.lock();
         if state.items.is_empty() {
+            // Idle: an empty queue holds no memory.
+            state.items = VecDeque::new();
             return state.closed.map(Taken::Closed);
         }
         let mut taken = 0;

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures::future::BoxFuture;
 use metrics::counter;
 
 use ferrocast_core::metrics as names;
@@ -17,9 +18,13 @@ use crate::session::{self, JsonProtocol, StompProtocol};
 /// Subprotocols this node speaks, in the order they are listed to clients.
 const SUPPORTED: &[&str] = &[SUBPROTOCOL_JSON, "v12.stomp", "v11.stomp", "v10.stomp"];
 
-/// The public listener's routes: `GET /ws`.
+/// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`.
 pub fn public_router(edge: Edge) -> Router {
-    Router::new().route("/ws", get(upgrade)).with_state(edge)
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/sse", get(crate::sse::stream))
+        .route("/publish", axum::routing::post(crate::publish::publish))
+        .with_state(edge)
 }
 
 fn reject(status: StatusCode, reason: &'static str, message: String) -> Response {
@@ -106,14 +111,16 @@ async fn upgrade(
     let stomp = protocol.and_then(Version::from_subprotocol);
     upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
+        .on_upgrade(move |socket| -> BoxFuture<'static, ()> {
+            // Boxed apart, so that each connection holds the state of its
+            // own protocol only.
             match stomp {
                 Some(version) => {
                     let conn = edge.next_session_number();
                     let protocol = StompProtocol::new(version, conn, edge.settings());
-                    session::serve(edge, socket, permit, protocol).await;
+                    Box::pin(session::serve(edge, socket, permit, protocol))
                 }
-                None => session::serve(edge, socket, permit, JsonProtocol::default()).await,
+                None => Box::pin(session::serve(edge, socket, permit, JsonProtocol)),
             }
         })
 }

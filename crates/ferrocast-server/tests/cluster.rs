@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use ferrocast_testkit::{
-    http_get, metric, ClientError, JsonClient, NatsServer, Node, RedisServer, TcpProxy,
+    http_get, metric, wait_readyz, ClientError, JsonClient, NatsServer, Node, RedisServer, TcpProxy,
 };
 
 /// A backplane server under test.
@@ -100,21 +100,7 @@ fn spawn_node(backplane_url: &str, name: &str) -> Node {
 }
 
 async fn wait_ready(node: &Node, want: u16) -> Duration {
-    let started = Instant::now();
-    loop {
-        let status = http_get(node.admin, "/readyz")
-            .await
-            .map(|(s, _)| s)
-            .unwrap_or(0);
-        if status == want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "readyz never answered {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_readyz(node.admin, want).await
 }
 
 async fn cluster(backend: &Backend) -> Vec<Node> {

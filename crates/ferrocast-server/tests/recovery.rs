@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use ferrocast_testkit::{http_get, metric, JsonClient, Node, RedisServer, StompClient};
+use ferrocast_testkit::{
+    http_get, metric, wait_readyz, JsonClient, Node, RedisServer, StompClient,
+};
 
 /// A config file with the namespaces `chat` (100 kept, 60 s) and `brief`
 /// (3 kept, 1 s); `news` keeps nothing.
@@ -352,6 +354,7 @@ async fn a_publication_sent_just_before_closing_reaches_local_subscribers() {
             &redis.url(),
         ],
     );
+    wait_readyz(node.admin, 200).await;
     let mut subscriber = client(&node).await;
     assert_eq!(subscriber.subscribe("chat.last").await.unwrap()["op"], "ok");
     for n in 1..=20u64 {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use ferrocast_testkit::{http_get, JsonClient, Node, RedisServer};
+use ferrocast_testkit::{wait_readyz, JsonClient, Node, RedisServer};
 
 /// A script has its own 30 s limit; this one also covers a script that hangs.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -167,18 +167,7 @@ async fn run_script_async(program: &'static str, args: Vec<String>) -> Run {
 }
 
 async fn wait_ready(node: &Node) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok((200, _)) = http_get(node.admin, "/readyz").await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never became ready",
-            node.admin
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_readyz(node.admin, 200).await;
 }
 
 /// Two nodes on one Redis, both ready.

@@ -20,6 +20,23 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body.to_string()))
 }
 
+/// Waits until `GET /readyz` on the admin listener `admin` answers `want`
+/// (200 ready, 503 not ready); returns how long that took. Panics after 15 s.
+pub async fn wait_readyz(admin: SocketAddr, want: u16) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let status = http_get(admin, "/readyz").await.map_or(0, |(s, _)| s);
+        if status == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "{admin}/readyz never answered {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 /// The sum of the samples of `name` in a Prometheus text exposition whose
 /// labels include every `key="value"` in `labels` (0 when there is none).
 pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -1,6 +1,6 @@
 //! `ferrocast.v1.json`: JSON objects in text frames (docs/protocol.md).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use axum::extract::ws::Message;
 use bytes::{Bytes, BytesMut};
@@ -37,13 +37,10 @@ pub(crate) enum Completion {
     },
 }
 
-/// The JSON protocol's state of one connection.
+/// The JSON protocol of one connection: it keeps no state of its own (the
+/// [`Link`] knows the subscriptions).
 #[derive(Debug, Default)]
-pub(crate) struct JsonProtocol {
-    /// What this connection is subscribed to, to enforce the limit and answer
-    /// a repeated subscribe.
-    subscriptions: HashSet<TopicFilter>,
-}
+pub(crate) struct JsonProtocol;
 
 impl Protocol for JsonProtocol {
     type Completion = Completion;
@@ -84,7 +81,7 @@ impl Protocol for JsonProtocol {
             }),
             Completion::Error(error) => reply_error(link, error),
             Completion::SubscribeFailed { filter, error } => {
-                if self.subscriptions.remove(&filter) {
+                if link.holds(&filter) {
                     link.unsubscribe(&filter);
                 }
                 reply_error(link, error);
@@ -197,7 +194,7 @@ impl JsonProtocol {
                 }
                 // Without history in the namespace a resume cannot recover.
                 let recovered = since.as_ref().filter(|_| !kept).map(|_| false);
-                if self.subscriptions.contains(&filter) {
+                if link.holds(&filter) {
                     reply_ok(
                         link,
                         OkReply {
@@ -209,7 +206,7 @@ impl JsonProtocol {
                     return;
                 }
                 let limit = link.edge.settings().max_subscriptions_per_connection;
-                if self.subscriptions.len() >= limit {
+                if link.subscription_count() >= limit {
                     metrics::counter!(names::LIMIT_HITS, "limit" => "subscriptions").increment(1);
                     reply_error(
                         link,
@@ -223,7 +220,6 @@ impl JsonProtocol {
                     );
                     return;
                 }
-                self.subscriptions.insert(filter.clone());
                 let confirmed = link.subscribe(&filter, since.filter(|_| kept));
                 link.spawn(async move {
                     match confirmed.await {
@@ -247,7 +243,7 @@ impl JsonProtocol {
                 });
             }
             ClientRequest::Unsubscribe { id, filter } => {
-                if self.subscriptions.remove(&filter) {
+                if link.holds(&filter) {
                     link.unsubscribe(&filter);
                 }
                 reply_ok(
@@ -312,7 +308,7 @@ mod tests {
 
     fn encode(batch: &[Outbound]) -> (Vec<Message>, u64) {
         let mut out = VecDeque::new();
-        let n = JsonProtocol::default().encode(batch, &mut out);
+        let n = JsonProtocol.encode(batch, &mut out);
         (out.into_iter().collect(), n)
     }
 

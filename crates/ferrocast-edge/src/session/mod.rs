@@ -10,15 +10,15 @@
 //! stops reading, which pushes back on the client through TCP.
 
 mod json;
-mod resume;
+pub(crate) mod resume;
 mod stomp;
 
-pub(crate) use json::JsonProtocol;
+pub(crate) use json::{JsonProtocol, USER_NAMESPACE};
 pub(crate) use stomp::StompProtocol;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -26,11 +26,11 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, SplitSink, SplitStream};
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite;
 
 use ferrocast_core::backplane::{BackplaneError, HistoryPage};
@@ -314,6 +314,16 @@ impl<C: Send + 'static> Link<C> {
         self.queue.push_front(items);
     }
 
+    /// Whether the connection is subscribed to `filter`.
+    pub(crate) fn holds(&self, filter: &TopicFilter) -> bool {
+        self.filters.contains_key(filter)
+    }
+
+    /// How many distinct filters the connection is subscribed to.
+    pub(crate) fn subscription_count(&self) -> usize {
+        self.filters.len()
+    }
+
     /// Removes one use of `filter`; the last one unsubscribes from the hub.
     pub(crate) fn unsubscribe(&mut self, filter: &TopicFilter) {
         let Some(uses) = self.filters.get_mut(filter) else {
@@ -378,165 +388,263 @@ struct WriterMetrics {
     lag: Histogram,
 }
 
-/// What moves the queue to the socket: the queue, the batch being encoded,
-/// and the encoded messages not yet handed to the socket.
+/// What moves the queue to the socket: the batch being encoded and the
+/// encoded messages not yet handed to the socket. Both are empty, holding no
+/// memory, while the connection is idle.
 struct Writer {
-    queue: Arc<OutboundQueue>,
     batch: Vec<Outbound>,
     staged: VecDeque<Message>,
     metrics: WriterMetrics,
 }
 
-/// Serves one upgraded connection with `protocol` until it closes. `_permit`
-/// is the connection's slot under `max_connections`, released on return.
-pub(crate) async fn serve<P: Protocol>(
-    edge: Edge,
-    socket: WebSocket,
-    _permit: OwnedSemaphorePermit,
-    mut protocol: P,
-) {
-    let queue = Arc::new(OutboundQueue::new(edge.settings().outbound_queue_bytes));
-    let conn = edge.register(queue.clone());
-    let connections = gauge!(names::CONNECTIONS, "protocol" => P::LABEL);
-    connections.increment(1.0);
-    counter!(names::CONNECTIONS_OPENED, "protocol" => P::LABEL).increment(1);
-
-    let mut link = Link {
-        edge: edge.clone(),
-        conn,
-        queue,
-        filters: HashMap::new(),
-        gates: Gates::default(),
-        in_flight: FuturesUnordered::new(),
-    };
-    let end = run_loop(&mut protocol, &mut link, socket).await;
-    protocol.on_end(&mut link);
-    link.release();
-    edge.deregister(conn);
-
-    connections.decrement(1.0);
-    counter!(names::CONNECTIONS_CLOSED, "reason" => end.label()).increment(1);
-    tracing::debug!(
-        conn,
-        protocol = P::LABEL,
-        reason = end.label(),
-        "connection closed"
-    );
+/// What the keep-alive timer asks for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Due {
+    ping: bool,
+    heartbeat: bool,
+    timed_out: bool,
 }
 
-/// A repeating timer that may be off.
-fn timer(every: Option<Duration>) -> Option<Interval> {
-    every.map(|every| {
-        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        interval
-    })
+/// Every keep-alive deadline of a connection on one timer: WebSocket pings
+/// with their pong timeout, and the protocol heart-beats agreed (STOMP).
+struct Keepalive {
+    timer: Pin<Box<Sleep>>,
+    ping_interval: Duration,
+    pong_timeout: Duration,
+    next_ping: Instant,
+    /// Set when a ping went out and nothing arrived since.
+    pong_due: Option<Instant>,
+    heartbeat: Heartbeat,
+    next_heartbeat: Option<Instant>,
+    next_check: Option<Instant>,
+    /// When protocol data last arrived: heart-beats count data only, not
+    /// WebSocket pongs.
+    last_data: Instant,
 }
 
-async fn tick(timer: &mut Option<Interval>) {
-    match timer {
-        Some(interval) => {
-            interval.tick().await;
+impl Keepalive {
+    fn new(ping_interval: Duration, pong_timeout: Duration) -> Self {
+        let now = Instant::now();
+        let next_ping = now + ping_interval;
+        Self {
+            timer: Box::pin(tokio::time::sleep_until(next_ping)),
+            ping_interval,
+            pong_timeout,
+            next_ping,
+            pong_due: None,
+            heartbeat: Heartbeat::default(),
+            next_heartbeat: None,
+            next_check: None,
+            last_data: now,
         }
-        None => std::future::pending().await,
+    }
+
+    /// Something arrived from the client; `data` when it was protocol data.
+    fn heard(&mut self, data: bool) {
+        self.pong_due = None;
+        if data {
+            self.last_data = Instant::now();
+        }
+    }
+
+    /// Follows the protocol heart-beats currently agreed.
+    fn agree(&mut self, heartbeat: Heartbeat) {
+        if heartbeat == self.heartbeat {
+            return;
+        }
+        let now = Instant::now();
+        self.heartbeat = heartbeat;
+        self.next_heartbeat = heartbeat.send_every.map(|every| now + every);
+        self.next_check = heartbeat.expect_within.map(|window| now + window);
+        self.rearm();
+    }
+
+    fn rearm(&mut self) {
+        let next = [
+            Some(self.next_ping),
+            self.pong_due,
+            self.next_heartbeat,
+            self.next_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_ping);
+        self.timer.as_mut().reset(next);
+    }
+
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
+        ready!(self.timer.as_mut().poll(cx));
+        let now = Instant::now();
+        let mut due = Due::default();
+        if self.pong_due.is_some_and(|at| at <= now) {
+            due.timed_out = true;
+            return Poll::Ready(due);
+        }
+        if self.next_ping <= now {
+            due.ping = true;
+            self.pong_due.get_or_insert(now + self.pong_timeout);
+            self.next_ping = now + self.ping_interval;
+        }
+        if let (Some(at), Some(every)) = (self.next_heartbeat, self.heartbeat.send_every) {
+            if at <= now {
+                due.heartbeat = true;
+                self.next_heartbeat = Some(now + every);
+            }
+        }
+        if let (Some(at), Some(window)) = (self.next_check, self.heartbeat.expect_within) {
+            if at <= now {
+                // The spec asks for tolerance: allow twice the agreed window.
+                if now.saturating_duration_since(self.last_data) > window.saturating_mul(2) {
+                    due.timed_out = true;
+                }
+                self.next_check = Some(now + window);
+            }
+        }
+        self.rearm();
+        Poll::Ready(due)
     }
 }
 
-async fn run_loop<P: Protocol>(
-    protocol: &mut P,
-    link: &mut Link<P::Completion>,
+/// One connection: its socket, protocol state, queue and timers, polled by
+/// hand as one future (no split socket, no per-source futures), which keeps
+/// an idle connection small.
+struct Session<P: Protocol> {
     socket: WebSocket,
-) -> End {
-    let (mut sink, mut stream) = socket.split();
-    let settings = link.edge.settings().clone();
-    let mut writer = Writer {
-        queue: link.queue.clone(),
-        batch: Vec::new(),
-        staged: VecDeque::new(),
-        metrics: WriterMetrics {
-            delivered: counter!(names::MESSAGES_DELIVERED),
-            lag: histogram!(names::DELIVERY_LAG),
-        },
-    };
-    let mut ping = timer(Some(settings.ping_interval));
-    let mut pong_deadline = pin!(tokio::time::sleep(settings.pong_timeout));
-    let mut awaiting_pong = false;
-    let mut heartbeat = protocol.heartbeat();
-    let mut heartbeat_send = timer(heartbeat.send_every);
-    let mut heartbeat_check = timer(heartbeat.expect_within);
-    // Protocol heart-beats count protocol data only, not WebSocket pongs.
-    let mut last_data = Instant::now();
+    protocol: P,
+    link: Link<P::Completion>,
+    writer: Writer,
+    keepalive: Keepalive,
+}
 
-    let end = loop {
-        tokio::select! {
-            biased;
-            written = poll_fn(|cx| pump(cx, &mut sink, &mut writer, protocol, &mut link.gates)) => {
-                break match written {
-                    Ok(reason) => End::Queue(reason),
-                    Err(error) => classify(error),
-                };
-            }
-            Some(done) = link.in_flight.next(), if !link.in_flight.is_empty() => match done {
-                Done::Protocol(done) => protocol.on_completion(link, done),
-                Done::Resynced(resync, read) => link.resynced(resync, read),
+/// Serves one upgraded connection with `protocol` until it closes. `permit`
+/// is the connection's slot under `max_connections`, released at the end.
+pub(crate) fn serve<P: Protocol>(
+    edge: Edge,
+    socket: WebSocket,
+    permit: OwnedSemaphorePermit,
+    protocol: P,
+) -> impl Future<Output = ()> + Send {
+    let queue = Arc::new(OutboundQueue::new(edge.settings().outbound_queue_bytes));
+    let conn = edge.register(queue.clone());
+    gauge!(names::CONNECTIONS, "protocol" => P::LABEL).increment(1.0);
+    counter!(names::CONNECTIONS_OPENED, "protocol" => P::LABEL).increment(1);
+    let settings = edge.settings();
+    let keepalive = Keepalive::new(settings.ping_interval, settings.pong_timeout);
+    let session = Session {
+        socket,
+        protocol,
+        link: Link {
+            edge,
+            conn,
+            queue,
+            filters: HashMap::new(),
+            gates: Gates::default(),
+            in_flight: FuturesUnordered::new(),
+        },
+        writer: Writer {
+            batch: Vec::new(),
+            staged: VecDeque::new(),
+            metrics: WriterMetrics {
+                delivered: counter!(names::MESSAGES_DELIVERED),
+                lag: histogram!(names::DELIVERY_LAG),
             },
-            incoming = stream.next(), if link.in_flight.len() < MAX_IN_FLIGHT => {
-                awaiting_pong = false;
-                match incoming {
-                    None => break End::ClientClosed,
-                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                        last_data = Instant::now();
-                        if let Some(end) = protocol.on_message(link, message) {
-                            break end;
-                        }
-                        let agreed = protocol.heartbeat();
-                        if agreed != heartbeat {
-                            heartbeat = agreed;
-                            heartbeat_send = timer(heartbeat.send_every);
-                            heartbeat_check = timer(heartbeat.expect_within);
-                        }
-                    }
-                    // Pings are answered and a close is echoed by the codec;
-                    // after a close the stream ends.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
-                    Some(Err(error)) => break classify(error),
-                }
-            }
-            _ = tick(&mut ping) => {
-                if !awaiting_pong {
-                    awaiting_pong = true;
-                    pong_deadline.as_mut().reset(Instant::now() + settings.pong_timeout);
-                }
-                // A full queue has already closed the session as slow.
-                let _ = link.queue.push(Outbound::Ping);
-            }
-            () = &mut pong_deadline, if awaiting_pong => break End::PingTimeout,
-            _ = tick(&mut heartbeat_send) => link.send(protocol.heartbeat_frame()),
-            _ = tick(&mut heartbeat_check) => {
-                // The spec asks for tolerance: allow twice the agreed window.
-                let window = heartbeat.expect_within.unwrap_or(Duration::MAX);
-                if last_data.elapsed() > window.saturating_mul(2) {
-                    break End::PingTimeout;
-                }
-            }
-        }
-        link.resync();
+        },
+        keepalive,
     };
-    let edge = link.edge.clone();
-    close(protocol, &edge, end, sink, stream).await;
-    end
+    session.run(permit)
+}
+
+impl<P: Protocol> Session<P> {
+    async fn run(mut self, _permit: OwnedSemaphorePermit) {
+        let end = poll_fn(|cx| self.poll_end(cx)).await;
+        let edge = self.link.edge.clone();
+        close(&mut self.protocol, &edge, end, &mut self.socket).await;
+        self.protocol.on_end(&mut self.link);
+        self.link.release();
+        edge.deregister(self.link.conn);
+        gauge!(names::CONNECTIONS, "protocol" => P::LABEL).decrement(1.0);
+        counter!(names::CONNECTIONS_CLOSED, "reason" => end.label()).increment(1);
+        tracing::debug!(
+            conn = self.link.conn,
+            protocol = P::LABEL,
+            reason = end.label(),
+            "connection closed"
+        );
+    }
+
+    /// Polls, in this order, the writer, requests that finished waiting on
+    /// the backplane, the socket (unless [`MAX_IN_FLIGHT`] requests wait) and
+    /// the keep-alive timer, until none has anything to do or the session
+    /// ends.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            let written = pump(
+                cx,
+                &mut self.socket,
+                &self.link.queue,
+                &mut self.writer,
+                &mut self.protocol,
+                &mut self.link.gates,
+            );
+            match written {
+                Poll::Ready(Ok(reason)) => return Poll::Ready(End::Queue(reason)),
+                Poll::Ready(Err(error)) => return Poll::Ready(classify(error)),
+                Poll::Pending => {}
+            }
+            self.link.resync();
+            if !self.link.in_flight.is_empty() {
+                if let Poll::Ready(Some(done)) = self.link.in_flight.poll_next_unpin(cx) {
+                    match done {
+                        Done::Protocol(done) => self.protocol.on_completion(&mut self.link, done),
+                        Done::Resynced(resync, read) => self.link.resynced(resync, read),
+                    }
+                    continue;
+                }
+            }
+            if self.link.in_flight.len() < MAX_IN_FLIGHT {
+                if let Poll::Ready(incoming) = self.socket.poll_next_unpin(cx) {
+                    match incoming {
+                        None => return Poll::Ready(End::ClientClosed),
+                        Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                            self.keepalive.heard(true);
+                            if let Some(end) = self.protocol.on_message(&mut self.link, message) {
+                                return Poll::Ready(end);
+                            }
+                            self.keepalive.agree(self.protocol.heartbeat());
+                        }
+                        // Pings are answered and a close is echoed by the
+                        // codec; after a close the stream ends.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {
+                            self.keepalive.heard(false);
+                        }
+                        Some(Err(error)) => return Poll::Ready(classify(error)),
+                    }
+                    continue;
+                }
+            }
+            if let Poll::Ready(due) = self.keepalive.poll_due(cx) {
+                if due.timed_out {
+                    return Poll::Ready(End::PingTimeout);
+                }
+                if due.ping {
+                    // A full queue has already closed the session as slow.
+                    let _ = self.link.queue.push(Outbound::Ping);
+                }
+                if due.heartbeat {
+                    self.link.send(self.protocol.heartbeat_frame());
+                }
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
 }
 
 /// Sends the close frame for `end` (after the protocol's own error for an
 /// oversized message) and waits, up to [`CLOSE_GRACE`], for the client's
 /// close reply.
-async fn close<P: Protocol>(
-    protocol: &mut P,
-    edge: &Edge,
-    end: End,
-    mut sink: SplitSink<WebSocket, Message>,
-    mut stream: SplitStream<WebSocket>,
-) {
+async fn close<P: Protocol>(protocol: &mut P, edge: &Edge, end: End, socket: &mut WebSocket) {
     let Some(frame) = end.close_frame(edge) else {
         return;
     };
@@ -547,10 +655,10 @@ async fn close<P: Protocol>(
     };
     let handshake = async {
         if let Some(message) = farewell {
-            sink.send(message).await?;
+            socket.send(message).await?;
         }
-        sink.send(Message::Close(Some(frame))).await?;
-        while let Some(Ok(_)) = stream.next().await {}
+        socket.send(Message::Close(Some(frame))).await?;
+        while let Some(Ok(_)) = socket.next().await {}
         Ok::<_, axum::Error>(())
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
@@ -591,28 +699,28 @@ fn is_disconnect(kind: std::io::ErrorKind) -> bool {
 /// was taken from the queue is either staged here or in the codec's buffer.
 fn pump<P: Protocol>(
     cx: &mut Context<'_>,
-    sink: &mut SplitSink<WebSocket, Message>,
+    socket: &mut WebSocket,
+    queue: &OutboundQueue,
     writer: &mut Writer,
     protocol: &mut P,
     gates: &mut Gates,
 ) -> Poll<Result<CloseReason, axum::Error>> {
     let Writer {
-        queue,
         batch,
         staged,
         metrics,
     } = writer;
     loop {
         if !staged.is_empty() {
-            ready!(sink.poll_ready_unpin(cx))?;
+            ready!(socket.poll_ready_unpin(cx))?;
             if let Some(message) = staged.pop_front() {
-                sink.start_send_unpin(message)?;
+                socket.start_send_unpin(message)?;
             }
             continue;
         }
         match queue.poll_take(cx, batch, MAX_BATCH_ITEMS) {
             Poll::Ready(Taken::Closed(reason)) => {
-                ready!(sink.poll_flush_unpin(cx))?;
+                ready!(socket.poll_flush_unpin(cx))?;
                 return Poll::Ready(Ok(reason));
             }
             Poll::Ready(Taken::Items) => {
@@ -628,7 +736,10 @@ fn pump<P: Protocol>(
                 batch.clear();
             }
             Poll::Pending => {
-                ready!(sink.poll_flush_unpin(cx))?;
+                ready!(socket.poll_flush_unpin(cx))?;
+                // Idle: give the buffers back.
+                *batch = Vec::new();
+                *staged = VecDeque::new();
                 return Poll::Pending;
             }
         }
