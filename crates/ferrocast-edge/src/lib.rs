@@ -1,6 +1,7 @@
 //! The edge of a ferrocast node: it terminates client connections.
 //!
-//! - [`public_router`]: `GET /ws` (WebSocket with subprotocol negotiation).
+//! - [`public_router`]: `GET /ws` (WebSocket with subprotocol negotiation),
+//!   `GET /sse` (Server-Sent Events) and `POST /publish` (HTTP publish).
 //! - [`admin_router`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`Edge::drain`]: closes every connection with 1012 in paced batches.
 //!
@@ -11,8 +12,11 @@
 
 mod admin;
 mod edge;
+mod publish;
+mod refusal;
 mod session;
 mod settings;
+mod sse;
 mod ws;
 
 pub use admin::{admin_router, MetricsRender};

@@ -29,6 +29,11 @@ pub struct EdgeSettings {
     /// `/user/queue/...` destinations) without any authentication. For
     /// development and trusted networks only.
     pub stomp_login_is_user: bool,
+    /// How long a Server-Sent Events stream may stay silent before it gets a
+    /// keep-alive comment: below the idle cuts of common proxies (30 s, 60 s).
+    /// A client that takes nothing for this long while events wait is closed
+    /// as a slow consumer.
+    pub sse_keepalive: Duration,
 }
 
 impl Default for EdgeSettings {
@@ -44,6 +49,7 @@ impl Default for EdgeSettings {
             read_buffer_size: 1024,
             ready_requires_backplane: true,
             stomp_login_is_user: false,
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }

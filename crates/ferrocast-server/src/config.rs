@@ -406,6 +406,7 @@ impl Config {
             read_buffer_size: self.ws_read_buffer_size,
             ready_requires_backplane: self.ready_requires_backplane,
             stomp_login_is_user: self.stomp_login_is_user,
+            sse_keepalive: EdgeSettings::default().sse_keepalive,
         }
     }
 
