@@ -46,7 +46,7 @@ impl Default for EdgeSettings {
             outbound_queue_bytes: 1024 * 1024,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
-            read_buffer_size: 1024,
+            read_buffer_size: 512,
             ready_requires_backplane: true,
             stomp_login_is_user: false,
             sse_keepalive: Duration::from_secs(15),

@@ -148,7 +148,7 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_STOMP_LOGIN_IS_USER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) stomp_login_is_user: Option<bool>,
 
-    /// Read buffer per WebSocket connection, in bytes; allocated for every connection, so it weighs on memory per idle connection. Larger messages still arrive (the buffer grows). [default: 1024]
+    /// Read buffer per WebSocket connection, in bytes; allocated for every connection, so it weighs on memory per idle connection. Larger messages still arrive, in several reads (the buffer grows). [default: 512]
     #[arg(long, env = "FERROCAST_WS_READ_BUFFER_SIZE", value_name = "BYTES")]
     pub(crate) ws_read_buffer_size: Option<usize>,
 }

@@ -531,7 +531,7 @@ pub(crate) fn serve<P: Protocol>(
     counter!(names::CONNECTIONS_OPENED, "protocol" => P::LABEL).increment(1);
     let settings = edge.settings();
     let keepalive = Keepalive::new(settings.ping_interval, settings.pong_timeout);
-    let session = Session {
+    let mut session = Session {
         socket,
         protocol,
         link: Link {
@@ -552,14 +552,21 @@ pub(crate) fn serve<P: Protocol>(
         },
         keepalive,
     };
-    session.run(permit)
+    // An async block that uses `session` in place: an `async fn` taking it
+    // by value would hold it twice.
+    async move {
+        let end = poll_fn(|cx| session.poll_end(cx)).await;
+        session.finish(end).await;
+        drop(permit);
+    }
 }
 
 impl<P: Protocol> Session<P> {
-    async fn run(mut self, _permit: OwnedSemaphorePermit) {
-        let end = poll_fn(|cx| self.poll_end(cx)).await;
+    /// Closes the connection for `end` and releases what it held.
+    async fn finish(&mut self, end: End) {
         let edge = self.link.edge.clone();
-        close(&mut self.protocol, &edge, end, &mut self.socket).await;
+        // Boxed: only a closing connection pays for the close handshake.
+        Box::pin(close(&mut self.protocol, &edge, end, &mut self.socket)).await;
         self.protocol.on_end(&mut self.link);
         self.link.release();
         edge.deregister(self.link.conn);
@@ -761,4 +768,24 @@ fn record_deliveries(batch: &[Outbound], deliveries: u64, metrics: &WriterMetric
         .unwrap_or_else(unix_micros);
     let lag_micros = unix_micros().saturating_sub(oldest);
     metrics.lag.record(lag_micros as f64 / 1e6);
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future a function of four arguments returns.
+    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// An idle connection is mostly this future (plus the socket's kernel
+    /// buffers and the codec's read buffer): a budget that keeps it from
+    /// growing unnoticed (docs/benchmarks.md, memory per connection).
+    #[test]
+    fn the_state_of_an_idle_connection_stays_small() {
+        let json = future_size(serve::<JsonProtocol>);
+        let stomp = future_size(serve::<StompProtocol>);
+        assert!(json <= 1024, "a JSON connection's future takes {json} bytes");
+        assert!(stomp <= 1536, "a STOMP connection's future takes {stomp} bytes");
+    }
 }
