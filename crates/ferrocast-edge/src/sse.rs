@@ -205,6 +205,8 @@ fn slots(
             ))
         })?;
         for (slot, since) in slots.iter_mut().zip(positions) {
+            // Until the topic is open again, ids keep where the client is.
+            slot.at = since.clone().filter(|_| slot.kept.is_some());
             slot.since = since;
         }
     }

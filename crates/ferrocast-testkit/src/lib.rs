@@ -3,6 +3,7 @@
 //! - [`Node`]: a real `ferrocast` process on free loopback ports, killed on drop.
 //! - [`JsonClient`]: a WebSocket client of the native JSON protocol;
 //!   [`StompClient`]: a raw STOMP-over-WebSocket client.
+//! - [`SseClient`]: a Server-Sent Events client; [`HttpPublisher`]: HTTP publish.
 //! - [`http_get`] and [`metric`]: read the admin listener.
 //! - [`RedisServer`], [`NatsServer`]: real backplane servers on free ports,
 //!   killed on drop, restartable for outage tests.
@@ -15,6 +16,7 @@ mod http;
 mod node;
 mod proxy;
 mod servers;
+mod sse;
 mod stomp;
 
 pub use client::{ClientError, JsonClient};
@@ -23,6 +25,7 @@ pub use http::{http_get, metric, wait_readyz};
 pub use node::Node;
 pub use proxy::TcpProxy;
 pub use servers::{free_port, NatsServer, RedisServer};
+pub use sse::{HttpPublisher, SseClient, SseError, SseEvent, SseItem};
 pub use stomp::{StompClient, StompFrame};
 
 /// How long a test waits for something that should happen promptly.
