@@ -3,6 +3,7 @@
 mod backplane;
 mod config;
 mod node;
+mod process;
 mod telemetry;
 
 use std::process::ExitCode;

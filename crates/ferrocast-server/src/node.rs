@@ -64,7 +64,11 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
 
     let render: MetricsRender = {
         let handle = prometheus.clone();
-        Arc::new(move || handle.render())
+        Arc::new(move || {
+            let mut text = handle.render();
+            crate::process::render(&mut text);
+            text
+        })
     };
     let admin_app = admin_router(edge.clone(), render);
     let stop_admin = shutdown.clone();
