@@ -1,7 +1,7 @@
 //! How many publications per second one node gets through the NATS backplane.
 //!
 //! ```text
-//! cargo run --release -p ferrocast-backplane-nats --example publish_rate -- nats://127.0.0.1:4222 [count]
+//! cargo run --release -p ferrocast-backplane-nats --example publish_rate -- nats://127.0.0.1:4222 [count] [--history] [--topics N]
 //! ```
 //!
 //! One node publishes `count` (default 1,000,000) publications with a
@@ -10,6 +10,10 @@
 //! connection, in the same process) subscribes to the topic and counts what
 //! arrives. Prints the rate at which publications were accepted and the rate at
 //! which the peer received them.
+//!
+//! `--history` publishes with a history policy (JetStream: each publication
+//! is stored and given its position), `--topics N` spreads the publications
+//! over N topics of one namespace, round robin.
 
 use std::collections::VecDeque;
 use std::error::Error;
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferrocast_backplane_nats::{NatsBackplane, NatsSettings};
-use ferrocast_core::backplane::{Backplane, PublicationSink};
+use ferrocast_core::backplane::{Backplane, HistoryPolicy, PublicationSink};
 use ferrocast_core::{NodeId, Publication};
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
@@ -36,6 +40,51 @@ struct Counter(AtomicU64);
 impl PublicationSink for Counter {
     fn deliver(&self, _filter: &TopicFilter, _publication: Publication) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The command line: `URL [count] [--history] [--topics N]`.
+struct Options {
+    url: String,
+    count: u64,
+    history: Option<HistoryPolicy>,
+    topics: usize,
+}
+
+impl Options {
+    fn parse() -> Result<Self, Box<dyn Error>> {
+        let usage = "usage: publish_rate nats://HOST:PORT [count] [--history] [--topics N]";
+        let mut url = None;
+        let mut count = 1_000_000;
+        let mut history = None;
+        let mut topics = 1;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--history" => {
+                    history = Some(HistoryPolicy {
+                        size: 100,
+                        ttl: Duration::from_secs(300),
+                    })
+                }
+                "--topics" => topics = args.next().ok_or(usage)?.parse()?,
+                _ if url.is_none() => url = Some(arg),
+                _ => count = arg.parse()?,
+            }
+        }
+        Ok(Self {
+            url: url.ok_or(usage)?,
+            count,
+            history,
+            topics: topics.max(1),
+        })
+    }
+
+    /// `bench.t0`, `bench.t1`, …
+    fn topics(&self) -> Result<Vec<Topic>, Box<dyn Error>> {
+        (0..self.topics)
+            .map(|i| Ok(Topic::parse(&format!("bench.t{i}"), MAX_TOPIC_LEN)?))
+            .collect()
     }
 }
 
@@ -58,21 +107,16 @@ async fn up(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .ok_or("usage: publish_rate nats://HOST:PORT [count]")?;
-    let count: u64 = match args.next() {
-        Some(n) => n.parse()?,
-        None => 1_000_000,
-    };
+    let options = Options::parse()?;
+    let url = options.url.as_str();
+    let count = options.count;
 
     let received = Arc::new(Counter::default());
-    let publisher = up("bench-publisher", &url, Arc::new(Counter::default())).await?;
-    let receiver = up("bench-receiver", &url, received.clone()).await?;
-    let topic = Topic::parse("bench.rate", MAX_TOPIC_LEN)?;
+    let publisher = up("bench-publisher", url, Arc::new(Counter::default())).await?;
+    let receiver = up("bench-receiver", url, received.clone()).await?;
+    let topics = options.topics()?;
     receiver
-        .subscribe(vec![TopicFilter::from(topic.clone())])
+        .subscribe(vec![TopicFilter::parse("bench.>", MAX_TOPIC_LEN)?])
         .await?;
 
     let origin = NodeId::from("bench-publisher");
@@ -80,9 +124,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut window = VecDeque::with_capacity(WINDOW);
     let mut failed = 0u64;
     let started = Instant::now();
-    for _ in 0..count {
+    for topic in topics.iter().cycle().take(count as usize) {
         let publication = Publication::new(topic.clone(), payload.clone(), origin.clone());
-        window.push_back(publisher.publish(publication, None));
+        window.push_back(publisher.publish(publication, options.history));
         if window.len() >= WINDOW {
             if let Some(oldest) = window.pop_front() {
                 failed += u64::from(oldest.await.is_err());
@@ -111,7 +155,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
     println!(
-        "published {count} x {PAYLOAD}-byte payloads: {} failed",
+        "published {count} x {PAYLOAD}-byte payloads on {} topic(s){}: {} failed",
+        topics.len(),
+        if options.history.is_some() {
+            ", with history"
+        } else {
+            ""
+        },
         failed
     );
     println!(

@@ -31,6 +31,17 @@
 //!
 //! Delivery is at most once: NATS core does not store messages, so what is
 //! published while a node is disconnected does not reach it.
+//!
+//! # History
+//! Namespaces with history keep it in NATS JetStream (module `history`, and
+//! module `streams` for the streams): one stream per namespace, created on
+//! first use, whose subjects are `{prefix}-history.{namespace}.{topic}`. A
+//! publication with history is published to the stream with the position it
+//! should get, and stored only if no other publication came in between; the
+//! stream then republishes it to `{prefix}.{topic}`, where the other nodes
+//! receive it like any publication. History therefore needs JetStream on the
+//! server (nats-server 2.9 or newer) and, with permissions, publish rights on
+//! `{prefix}-history.>` and `$JS.API.>` for the account.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -52,13 +63,16 @@ use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
 mod connection;
+mod history;
 mod publisher;
 mod settings;
+mod streams;
 mod subscriptions;
 
 pub use settings::NatsSettings;
 
 use connection::ConnectionState;
+use history::History;
 use publisher::Outgoing;
 use settings::UrlAuth;
 use subscriptions::{Forwarding, Interest};
@@ -73,6 +87,8 @@ pub struct NatsBackplane {
     forwarding: Forwarding,
     interest: Mutex<Interest>,
     queue: mpsc::Sender<Outgoing>,
+    /// Publications with history and history reads (JetStream).
+    history: Arc<History>,
     publisher: JoinHandle<()>,
     monitor: JoinHandle<()>,
 }
@@ -197,6 +213,7 @@ impl NatsBackplane {
             sync_subject.clone(),
             timeout,
         ));
+        let history = Arc::new(History::new(client.clone(), &subject_prefix, timeout));
         Ok(Self {
             forwarding: Forwarding {
                 client: client.clone(),
@@ -211,6 +228,7 @@ impl NatsBackplane {
             sync_subject,
             interest: Mutex::new(Interest::new()),
             queue,
+            history,
             publisher,
             monitor,
         })
@@ -221,10 +239,6 @@ impl NatsBackplane {
     /// (which changes first).
     fn is_connected(&self) -> bool {
         self.state.is_up() && self.client.connection_state() == State::Connected
-    }
-
-    fn no_history() -> BackplaneError {
-        BackplaneError::Rejected("this backplane keeps no history yet".to_string())
     }
 
     fn unavailable() -> BackplaneError {
@@ -272,11 +286,15 @@ impl Backplane for NatsBackplane {
         publication: Publication,
         history: Option<HistoryPolicy>,
     ) -> BoxFuture<'static, Result<Option<StreamPosition>, BackplaneError>> {
-        if history.is_some() {
-            return future::ready(Err(Self::no_history())).boxed();
-        }
         if !self.is_connected() {
             return future::ready(Err(Self::unavailable())).boxed();
+        }
+        if let Some(policy) = history {
+            return self
+                .history
+                .append(publication, policy)
+                .map(|appended| appended.map(Some))
+                .boxed();
         }
         let payload = envelope::encode(&publication);
         if payload.len() > self.client.max_payload() {
@@ -315,11 +333,22 @@ impl Backplane for NatsBackplane {
 
     fn history(
         &self,
-        _topic: &Topic,
-        _policy: HistoryPolicy,
-        _after: u64,
+        topic: &Topic,
+        policy: HistoryPolicy,
+        after: u64,
     ) -> BoxFuture<'static, Result<HistoryPage, BackplaneError>> {
-        future::ready(Err(Self::no_history())).boxed()
+        if !self.is_connected() {
+            return future::ready(Err(Self::unavailable())).boxed();
+        }
+        let history = self.history.clone();
+        let topic = topic.clone();
+        let timeout = self.timeout;
+        async move {
+            tokio::time::timeout(timeout, history.read(&topic, policy, after))
+                .await
+                .unwrap_or(Err(BackplaneError::Timeout(timeout)))
+        }
+        .boxed()
     }
 
     /// Records the interest and starts one subscription per new filter;

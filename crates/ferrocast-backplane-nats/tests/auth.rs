@@ -1,5 +1,6 @@
-//! Credentials in the URL against a nats-server that requires them, and
-//! settings that are refused before connecting.
+//! Credentials in the URL against a nats-server that requires them (and has
+//! no JetStream, which history then reports), and settings that are refused
+//! before connecting.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ferrocast_backplane_nats::{NatsBackplane, NatsSettings};
-use ferrocast_core::backplane::{Backplane, BackplaneError};
+use ferrocast_core::backplane::{Backplane, BackplaneError, HistoryPolicy};
 use ferrocast_testkit::free_port;
 
 use common::{publication, Sink};
@@ -184,6 +185,43 @@ async fn user_and_password_auth() {
         "userpass",
     )
     .await;
+}
+
+/// These servers run without JetStream: history fails with a reason that
+/// tells the operator what to change, publications without history go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_without_jetstream_says_so() {
+    let server = AuthServer::start(&["--auth", "t0ken"]);
+    let id = common::node_id("nojs");
+    let backplane = common::start_up(
+        id.clone(),
+        common::settings(&server.url("t0ken"), Duration::from_secs(5)),
+        Sink::new(),
+    )
+    .await;
+    let policy = HistoryPolicy {
+        size: 10,
+        ttl: Duration::from_secs(60),
+    };
+    let published = backplane
+        .publish(publication("nojs.t", "1", &id), Some(policy))
+        .await;
+    let read = backplane.history(&common::topic("nojs.t"), policy, 0).await;
+    for result in [published.map(|_| ()), read.map(|_| ())] {
+        match result {
+            Err(BackplaneError::Rejected(reason)) => {
+                assert!(
+                    reason.contains("JetStream") && reason.contains("-js"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    backplane
+        .publish(publication("nojs.t", "1", &id), None)
+        .await
+        .unwrap();
 }
 
 async fn rejected(settings: NatsSettings) -> String {

@@ -11,6 +11,10 @@ use ferrocast_testkit::NatsServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nats_backplane_conforms() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let server = NatsServer::start();
     let url = server.url();
     conformance::run(|id, sink| {

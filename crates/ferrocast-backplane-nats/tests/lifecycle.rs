@@ -1,5 +1,5 @@
 //! Interest is in place when subscribe completes, gone when the backplane is
-//! dropped; oversized publications are refused.
+//! dropped; oversized publications are refused, with or without history.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use ferrocast_core::backplane::{Backplane, BackplaneError};
+use ferrocast_core::backplane::{Backplane, BackplaneError, HistoryPolicy};
 use ferrocast_core::Publication;
 use ferrocast_testkit::NatsServer;
 
@@ -119,11 +119,17 @@ async fn refuses_oversized_publications() {
         Bytes::from(vec![b'x'; 2 * 1024 * 1024]),
         id.clone(),
     );
-    let result = backplane.publish(big, None).await;
-    assert!(
-        matches!(result, Err(BackplaneError::Rejected(_))),
-        "{result:?}"
-    );
+    let policy = HistoryPolicy {
+        size: 10,
+        ttl: Duration::from_secs(60),
+    };
+    for history in [None, Some(policy)] {
+        let result = backplane.publish(big.clone(), history).await;
+        assert!(
+            matches!(result, Err(BackplaneError::Rejected(_))),
+            "{history:?}: {result:?}"
+        );
+    }
     // The connection is still fine.
     backplane
         .publish(publication("big.a", "1", &id), None)

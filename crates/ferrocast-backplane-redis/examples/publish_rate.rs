@@ -1,10 +1,14 @@
 //! Publication rate through Redis: one node publishes N 128-byte publications
 //! as fast as it can (at most `WINDOW` unacknowledged at a time), a second
-//! node subscribed to the topic counts what it receives.
+//! node subscribed to the topics counts what it receives.
 //!
 //! ```text
-//! cargo run --release -p ferrocast-backplane-redis --example publish_rate -- redis://127.0.0.1:6379 [count]
+//! cargo run --release -p ferrocast-backplane-redis --example publish_rate -- redis://127.0.0.1:6379 [count] [--history] [--topics N]
 //! ```
+//!
+//! `--history` publishes with a history policy (each publication is appended
+//! to its topic's stream by the history script), `--topics N` spreads the
+//! publications over N topics of one namespace, round robin.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
 use ferrocast_backplane_redis::{RedisBackplane, RedisSettings};
-use ferrocast_core::backplane::{Backplane, PublicationSink};
+use ferrocast_core::backplane::{Backplane, HistoryPolicy, PublicationSink};
 use ferrocast_core::{NodeId, Publication};
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
@@ -39,21 +43,60 @@ impl PublicationSink for Counter {
     }
 }
 
+/// The command line: `URL [count] [--history] [--topics N]`.
+struct Options {
+    url: String,
+    count: usize,
+    history: Option<HistoryPolicy>,
+    topics: usize,
+}
+
+impl Options {
+    fn parse() -> Result<Self, Box<dyn std::error::Error>> {
+        let usage = "usage: publish_rate redis://host:port [count] [--history] [--topics N]";
+        let mut url = None;
+        let mut count = 1_000_000;
+        let mut history = None;
+        let mut topics = 1;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--history" => {
+                    history = Some(HistoryPolicy {
+                        size: 100,
+                        ttl: Duration::from_secs(300),
+                    })
+                }
+                "--topics" => topics = args.next().ok_or(usage)?.parse()?,
+                _ if url.is_none() => url = Some(arg),
+                _ => count = arg.parse()?,
+            }
+        }
+        Ok(Self {
+            url: url.ok_or(usage)?,
+            count,
+            history,
+            topics: topics.max(1),
+        })
+    }
+
+    /// `bench.t0`, `bench.t1`, …
+    fn topics(&self) -> Result<Vec<Topic>, Box<dyn std::error::Error>> {
+        (0..self.topics)
+            .map(|i| Ok(Topic::parse(&format!("bench.t{i}"), MAX_TOPIC_LEN)?))
+            .collect()
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
-    let mut args = std::env::args().skip(1);
-    let url = args
-        .next()
-        .ok_or("usage: publish_rate redis://host:port [count]")?;
-    let count: usize = match args.next() {
-        Some(n) => n.parse()?,
-        None => 1_000_000,
-    };
+    let options = Options::parse()?;
+    let count = options.count;
     let settings = RedisSettings {
-        url,
+        url: options.url.clone(),
         ..RedisSettings::default()
     };
 
@@ -76,9 +119,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await
             .map_err(|_| "redis not reachable within 10 s")??;
     }
-    let topic = Topic::parse("bench.rate", MAX_TOPIC_LEN)?;
+    let topics = options.topics()?;
     subscriber
-        .subscribe(vec![TopicFilter::from(topic.clone())])
+        .subscribe(vec![TopicFilter::parse("bench.>", MAX_TOPIC_LEN)?])
         .await?;
 
     let payload = Bytes::from(vec![b'x'; PAYLOAD]);
@@ -86,7 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut failed = 0usize;
     let mut in_flight = FuturesUnordered::new();
     let started = Instant::now();
-    for _ in 0..count {
+    for topic in topics.iter().cycle().take(count) {
         if in_flight.len() >= WINDOW {
             if let Some(Err(_)) = in_flight.next().await {
                 failed += 1;
@@ -94,7 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         in_flight.push(publisher.publish(
             Publication::new(topic.clone(), payload.clone(), origin.clone()),
-            None,
+            options.history,
         ));
     }
     while let Some(result) = in_flight.next().await {
@@ -111,7 +154,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let received_after = started.elapsed();
     let received = counter.received.load(Ordering::Relaxed);
 
-    println!("publications:  {count} x {PAYLOAD} bytes, window {WINDOW}");
+    println!(
+        "publications:  {count} x {PAYLOAD} bytes on {} topic(s){}, window {WINDOW}",
+        topics.len(),
+        if options.history.is_some() {
+            ", with history"
+        } else {
+            ""
+        }
+    );
     println!(
         "acknowledged:  {} in {:.3} s = {:.0} publications/s ({failed} failed)",
         count - failed,

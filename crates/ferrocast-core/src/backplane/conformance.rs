@@ -398,7 +398,9 @@ async fn unsubscribe_stops_delivery(nodes: &[Node], run_id: &str) {
 }
 
 /// Offsets 1, 2, 3… in one epoch, whichever node publishes; other nodes
-/// receive them with their positions; history returns them in order.
+/// receive them with their positions, each once (also the one a node
+/// publishes after another node's, which it has not seen); history returns
+/// them in order.
 async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &str) {
     clear(nodes);
     let policy = HistoryPolicy {
@@ -426,6 +428,7 @@ async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &st
         );
     }
     positions.push(publish_kept(&nodes[2], publication(&name, "4", &nodes[2]), policy).await);
+    positions.push(publish_kept(&nodes[0], publication(&name, "5", &nodes[0]), policy).await);
     let epoch = positions[0].epoch.clone();
     assert!(
         !epoch.is_empty(),
@@ -433,7 +436,7 @@ async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &st
     );
     assert_eq!(
         positions,
-        (1..=4)
+        (1..=5)
             .map(|offset| StreamPosition {
                 epoch: epoch.clone(),
                 offset
@@ -441,16 +444,17 @@ async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &st
             .collect::<Vec<_>>(),
         "positions are not contiguous in one epoch across nodes"
     );
-    let got = nodes[1].sink.wait_for(4).await;
+    nodes[1].sink.wait_for(5).await;
+    let got = nodes[1].sink.settled().await;
     let received: Vec<Publication> = got.into_iter().map(|(_, p)| p).collect();
     let mut by_offset = received.clone();
     by_offset.sort_by_key(|p| p.position.as_ref().map_or(0, |pos| pos.offset));
     assert_eq!(
         offsets(&by_offset),
-        [1, 2, 3, 4],
-        "live deliveries lack their positions"
+        [1, 2, 3, 4, 5],
+        "live deliveries lack their positions or came twice"
     );
-    assert_eq!(payloads(&by_offset), ["1", "2", "3", "4"]);
+    assert_eq!(payloads(&by_offset), ["1", "2", "3", "4", "5"]);
     assert!(
         nodes[0].sink.settled().await.is_empty(),
         "a publication with history was delivered back to its origin"
@@ -459,10 +463,10 @@ async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &st
     let page = history(&nodes[1], &name, policy, 0).await;
     assert_eq!(
         (page.epoch.as_str(), page.top, page.oldest),
-        (epoch.as_str(), 4, 1)
+        (epoch.as_str(), 5, 1)
     );
-    assert_eq!(offsets(&page.publications), [1, 2, 3, 4]);
-    assert_eq!(payloads(&page.publications), ["1", "2", "3", "4"]);
+    assert_eq!(offsets(&page.publications), [1, 2, 3, 4, 5]);
+    assert_eq!(payloads(&page.publications), ["1", "2", "3", "4", "5"]);
     assert_eq!(
         page.publications[3].origin, nodes[2].id,
         "history lost the origin"
@@ -470,10 +474,10 @@ async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &st
     let after = history(&nodes[0], &name, policy, 2).await;
     assert_eq!(
         offsets(&after.publications),
-        [3, 4],
+        [3, 4, 5],
         "history after offset 2"
     );
-    assert_eq!(after.top, 4);
+    assert_eq!(after.top, 5);
     unsubscribe(&nodes[1], &[&f]).await;
 }
 
