@@ -2,25 +2,30 @@
 //! deploy/haproxy/haproxy.cfg, in front of three real nodes on one Redis.
 //! 2,000 WebSocket clients connect through the proxy and spread over the
 //! nodes; a publication through the proxy reaches all of them; one node is
-//! drained with SIGTERM, its clients are closed with 1012 in batches,
-//! reconnect through the proxy to the other nodes, and receive again.
+//! drained with SIGTERM while a publisher keeps publishing, its clients are
+//! closed with 1012 in batches, reconnect through the proxy to the other
+//! nodes, resume from their last position, and no client misses a message.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 
 use ferrocast_testkit::{http_get, metric, ClientError, HaProxy, JsonClient, Node, RedisServer};
 
 const CLIENTS: usize = 2000;
+/// In the namespace `lb`, which keeps a history (see [`config_file`]).
 const TOPIC: &str = "lb.all";
+/// Publications made while the drained node's clients move.
+const DURING_DRAIN: u64 = 400;
 /// Long enough for the node to pace its closes in batches (it keeps 5.5 s of
 /// the window for the last close handshakes), short enough for a quick test.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(7);
@@ -44,10 +49,29 @@ enum Event {
     Failed { client: usize, error: String },
 }
 
+/// A node configuration whose namespace `lb` keeps a history.
+fn config_file() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrocast-lb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.toml");
+    std::fs::write(
+        &file,
+        "[namespaces.lb]\nhistory_size = 10000\nhistory_ttl = \"60s\"\n",
+    )
+    .unwrap();
+    file
+}
+
+/// The position a message or a subscribe reply carries.
+fn position(value: &Value) -> Option<Value> {
+    Some(json!({"epoch": value.get("epoch")?, "offset": value.get("offset")?}))
+}
+
 /// One client for the whole test: connects through the proxy, subscribes and
-/// reports every delivery; when the server closes it, it reconnects through
-/// the proxy (after a pause that differs per client, like a client's jittered
-/// backoff) and subscribes again.
+/// reports every delivery, remembering the last position; when the server
+/// closes it, it reconnects through the proxy (after a pause that differs per
+/// client, like a client's jittered backoff) and subscribes again from that
+/// position, which must recover everything it missed.
 async fn run_client(
     client: usize,
     url: String,
@@ -55,18 +79,21 @@ async fn run_client(
     first_connect: Arc<Semaphore>,
 ) {
     let fail = |error: String| Event::Failed { client, error };
-    let mut reconnecting = false;
+    let mut last: Option<Value> = None;
     // Bounded: the test needs one reconnect per client.
     for _session in 0..4 {
-        let connected = if reconnecting {
+        let connected = if last.is_some() {
             tokio::time::sleep(Duration::from_millis(20 + (client as u64 * 7) % 300)).await;
-            connect_and_subscribe(&url).await
+            connect_and_subscribe(&url, last.clone()).await
         } else {
             let _permit = first_connect.acquire().await.unwrap();
-            connect_and_subscribe(&url).await
+            connect_and_subscribe(&url, None).await
         };
         let mut ws = match connected {
-            Ok(ws) => ws,
+            Ok((ws, top)) => {
+                last = last.or(top);
+                ws
+            }
             Err(error) => {
                 let _ = events.send(fail(error)).await;
                 return;
@@ -76,6 +103,7 @@ async fn run_client(
         loop {
             match ws.recv_within(Duration::from_secs(60)).await {
                 Ok(m) if m["op"] == "message" => {
+                    last = position(&m);
                     let seq = m["data"]["seq"].as_u64().unwrap_or(u64::MAX);
                     let _ = events.send(Event::Delivered { client, seq }).await;
                 }
@@ -96,22 +124,33 @@ async fn run_client(
                 }
             }
         }
-        reconnecting = true;
     }
 }
 
-async fn connect_and_subscribe(url: &str) -> Result<JsonClient, String> {
+/// Connects and subscribes to [`TOPIC`], from `since` if given (then the
+/// reply must say `recovered`); returns the client and the topic's position
+/// from the reply.
+async fn connect_and_subscribe(
+    url: &str,
+    since: Option<Value>,
+) -> Result<(JsonClient, Option<Value>), String> {
     let mut ws = JsonClient::connect(url)
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
+    let mut request = json!({"op": "subscribe", "topic": TOPIC});
+    let resuming = since.is_some();
+    if let Some(since) = since {
+        request["since"] = since;
+    }
     let reply = ws
-        .subscribe(TOPIC)
+        .request(request)
         .await
         .map_err(|e| format!("subscribe: {e:?}"))?;
-    if reply["op"] != "ok" {
+    if reply["op"] != "ok" || (resuming && reply["recovered"] != true) {
         return Err(format!("subscribe: {reply}"));
     }
-    Ok(ws)
+    let top = position(&reply);
+    Ok((ws, top))
 }
 
 /// The events of the clients, and what they add up to.
@@ -220,12 +259,15 @@ async fn clients_spread_over_the_nodes_behind_haproxy_and_move_when_one_drains()
     let started = Instant::now();
     let redis = RedisServer::start();
     let drain = format!("{}s", DRAIN_TIMEOUT.as_secs());
+    let config = config_file();
     let mut nodes: Vec<Node> = ["a", "b", "c"]
         .into_iter()
         .map(|name| {
             Node::spawn(
                 env!("CARGO_BIN_EXE_ferrocast"),
                 &[
+                    "--config",
+                    config.to_str().unwrap(),
                     "--backplane",
                     &redis.url(),
                     "--node-id",
@@ -280,6 +322,22 @@ async fn clients_spread_over_the_nodes_behind_haproxy_and_move_when_one_drains()
     // A publication through the proxy reaches every client.
     publish_to_everyone(&proxy, &mut clients, 1).await;
 
+    // A publisher on a node that stays publishes 2..=DURING_DRAIN+1, one
+    // every 10 ms, while the first node drains.
+    let mut publisher = JsonClient::connect(&nodes[1].ws_url()).await.unwrap();
+    let publishing = tokio::spawn(async move {
+        for seq in 2..=DURING_DRAIN + 1 {
+            let reply = publisher
+                .publish(TOPIC, json!({ "seq": seq }))
+                .await
+                .unwrap();
+            assert_eq!(reply["op"], "ok", "{reply}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        publisher.close().await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     // Drain the first node.
     let victim = spread[0];
     let signalled = Instant::now();
@@ -326,17 +384,20 @@ async fn clients_spread_over_the_nodes_behind_haproxy_and_move_when_one_drains()
         .wait_exit(DRAIN_TIMEOUT)
         .expect("drained node exits");
     assert!(status.success(), "{status:?}");
+    publishing.await.unwrap();
     let survivors: Vec<&Node> = nodes[1..].iter().collect();
     let after = connections_per_node(&survivors, CLIENTS).await;
     assert_eq!(after.iter().sum::<usize>(), CLIENTS, "{after:?}");
 
     // A publication through the proxy reaches every client again. Every
-    // client has then received exactly publications 1 and 2. (Publications
-    // made while clients move between nodes need history and recovery:
-    // subscribing again `since` the last offset seen.)
-    publish_to_everyone(&proxy, &mut clients, 2).await;
+    // client, moved or not, has then received every publication exactly once
+    // and in order: those made while it moved were replayed on the node it
+    // moved to.
+    let last = DURING_DRAIN + 2;
+    publish_to_everyone(&proxy, &mut clients, last).await;
+    let expected: Vec<u64> = (1..=last).collect();
     for (client, seqs) in clients.received.iter().enumerate() {
-        assert_eq!(seqs, &[1, 2], "client {client}");
+        assert_eq!(seqs, &expected, "client {client}");
     }
     eprintln!(
         "{CLIENTS} clients connected through haproxy in {connected_in:?}, spread {spread:?}; \
