@@ -236,6 +236,13 @@ impl History {
         // Taken: known again only once an append succeeds.
         let mut known = last.lock().take();
         for attempt in 0..MAX_ATTEMPTS {
+            // Appends queued behind one that met an outage fail at once
+            // instead of each waiting for its own timeout.
+            if self.client.connection_state() != State::Connected {
+                return Err(BackplaneError::Unavailable(
+                    "not connected to NATS".to_string(),
+                ));
+            }
             let previous = match known.take() {
                 Some(stored) => stored,
                 None => self.last_stored(&stream, &subject).await?,

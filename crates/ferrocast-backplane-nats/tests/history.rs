@@ -1,12 +1,12 @@
 //! History in JetStream beyond the conformance suite: it survives a crash of
-//! the server, a stream deleted by an operator is made again, a policy change
+//! the server (and a backlog of appends fails fast then), a stream deleted by an operator is made again, a policy change
 //! reaches the stream without undoing what an operator set, and a stream
 //! that takes the history subjects is reported.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::jetstream::stream::Config;
@@ -73,7 +73,20 @@ async fn history_survives_a_crash_of_the_server() {
         .unwrap()
         .epoch;
 
+    // A backlog of appends on one topic when the server dies: the one in
+    // flight waits for its timeout at most, the others fail at once.
+    let backlog: Vec<_> = (0..500)
+        .map(|_| backplane.publish(publication("crash.backlog", "1", &id), Some(POLICY)))
+        .collect();
     server.kill9();
+    let killed = Instant::now();
+    let outcomes = futures::future::join_all(backlog).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(7),
+        "the backlog took {:?} to fail",
+        killed.elapsed()
+    );
+    assert!(outcomes.iter().any(Result::is_err), "nothing failed");
     let mut health = backplane.health();
     assert!(
         common::wait_health(&mut health, false, Duration::from_secs(10))
