@@ -145,11 +145,17 @@ enum Refused {
 
 /// The history side of the NATS backplane.
 pub(crate) struct History {
+    /// For the connection state: requests are not even tried while it is
+    /// down.
     client: Client,
+    /// JetStream requests and publishes, over the backplane's connection.
     context: jetstream::Context,
     names: Names,
+    /// Which namespaces' streams this node has made sure of.
     streams: Streams,
+    /// Bound of one append (after the ones queued before it) and one read.
     timeout: Duration,
+    /// Per topic, the order of this node's appends and their last message.
     chains: Mutex<HashMap<Topic, Chain>>,
 }
 

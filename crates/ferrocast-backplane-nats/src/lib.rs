@@ -29,8 +29,9 @@
 //!   the round trip: subscribe then fails with `Timeout` although the interest
 //!   is applied (logged with that cause).
 //!
-//! Delivery is at most once: NATS core does not store messages, so what is
-//! published while a node is disconnected does not reach it.
+//! Live delivery is at most once: NATS core does not store messages, so what
+//! is published while a node is disconnected does not reach it (of topics
+//! with history, a node reads back what it missed).
 //!
 //! # History
 //! Namespaces with history keep it in NATS JetStream (module `history`, and

@@ -170,6 +170,14 @@ async fn publish_kept(node: &Node, p: Publication, policy: HistoryPolicy) -> Str
     }
 }
 
+/// Publishes the payloads "1" to "`count`" on `name` from `node`, one after
+/// the other.
+async fn publish_numbered(node: &Node, name: &str, count: usize, policy: HistoryPolicy) {
+    for i in 1..=count {
+        publish_kept(node, publication(name, &i.to_string(), node), policy).await;
+    }
+}
+
 async fn history(node: &Node, name: &str, policy: HistoryPolicy, after: u64) -> HistoryPage {
     match node.backplane.history(&topic(name), policy, after).await {
         Ok(page) => page,
@@ -189,6 +197,14 @@ fn offsets(publications: &[Publication]) -> Vec<u64> {
         .iter()
         .map(|p| p.position.as_ref().map_or(0, |pos| pos.offset))
         .collect()
+}
+
+/// A policy that keeps `size` publications for a minute.
+fn kept_a_minute(size: usize) -> HistoryPolicy {
+    HistoryPolicy {
+        size,
+        ttl: Duration::from_secs(60),
+    }
 }
 
 fn position(epoch: &str, offset: u64) -> StreamPosition {
@@ -403,10 +419,7 @@ async fn unsubscribe_stops_delivery(nodes: &[Node], run_id: &str) {
 /// them in order.
 async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &str) {
     clear(nodes);
-    let policy = HistoryPolicy {
-        size: 100,
-        ttl: Duration::from_secs(60),
-    };
+    let policy = kept_a_minute(100);
     let name = format!("{run_id}h1.stream");
     let f = filter(&name);
     let empty = history(&nodes[2], &name, policy, 0).await;
@@ -483,19 +496,9 @@ async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &st
 
 /// History is trimmed to its size, newest kept.
 async fn history_keeps_the_newest(nodes: &[Node], run_id: &str) {
-    let policy = HistoryPolicy {
-        size: 3,
-        ttl: Duration::from_secs(60),
-    };
+    let policy = kept_a_minute(3);
     let name = format!("{run_id}h2.stream");
-    for i in 1..=5 {
-        publish_kept(
-            &nodes[0],
-            publication(&name, &i.to_string(), &nodes[0]),
-            policy,
-        )
-        .await;
-    }
+    publish_numbered(&nodes[0], &name, 5, policy).await;
     let page = history(&nodes[1], &name, policy, 0).await;
     assert_eq!(
         (page.top, page.oldest),
@@ -532,19 +535,9 @@ async fn history_expires_into_a_new_epoch(nodes: &[Node], run_id: &str) {
 /// Reading with a smaller size or after the top gives what the policy and
 /// the offset ask for, whatever was kept before.
 async fn history_follows_the_policy_it_is_read_with(nodes: &[Node], run_id: &str) {
-    let policy = HistoryPolicy {
-        size: 5,
-        ttl: Duration::from_secs(60),
-    };
+    let policy = kept_a_minute(5);
     let name = format!("{run_id}h4.stream");
-    for i in 1..=5 {
-        publish_kept(
-            &nodes[0],
-            publication(&name, &i.to_string(), &nodes[0]),
-            policy,
-        )
-        .await;
-    }
+    publish_numbered(&nodes[0], &name, 5, policy).await;
     let smaller = HistoryPolicy { size: 2, ..policy };
     let page = history(&nodes[1], &name, smaller, 0).await;
     assert_eq!(
@@ -568,10 +561,7 @@ async fn history_follows_the_policy_it_is_read_with(nodes: &[Node], run_id: &str
 /// that is just the namespace; wildcard subscribers get the positions too.
 async fn history_keeps_every_field_and_separates_topics(nodes: &[Node], run_id: &str) {
     clear(nodes);
-    let policy = HistoryPolicy {
-        size: 10,
-        ttl: Duration::from_secs(60),
-    };
+    let policy = kept_a_minute(10);
     let namespace = format!("{run_id}h5");
     let short = format!("{namespace}.a");
     let long = format!("{namespace}.a.b");
@@ -651,10 +641,7 @@ async fn history_keeps_every_field_and_separates_topics(nodes: &[Node], run_id: 
 async fn history_offsets_are_unique_under_concurrent_publishers(nodes: &[Node], run_id: &str) {
     clear(nodes);
     const EACH: usize = 200;
-    let policy = HistoryPolicy {
-        size: 1_000,
-        ttl: Duration::from_secs(60),
-    };
+    let policy = kept_a_minute(1_000);
     let name = format!("{run_id}h6.busy");
     let f = filter(&name);
     for node in nodes {
@@ -750,10 +737,7 @@ async fn history_offsets_are_unique_under_concurrent_publishers(nodes: &[Node], 
 /// A node attached after the publications (a fresh connection, nothing
 /// cached) reads the same history and continues its offsets.
 async fn history_is_shared_with_a_node_that_joins_later(nodes: &[Node], late: &Node, run_id: &str) {
-    let policy = HistoryPolicy {
-        size: 100,
-        ttl: Duration::from_secs(60),
-    };
+    let policy = kept_a_minute(100);
     let name = format!("{run_id}h1.stream");
     let known = history(&nodes[1], &name, policy, 0).await;
     let seen = history(late, &name, policy, 0).await;
