@@ -193,6 +193,32 @@ impl TopicFilter {
         }
         topic_tokens.next().is_none()
     }
+
+    /// Whether every topic `other` matches is also matched by this filter:
+    /// what permission checks ask ("may a client allowed `chat.*` subscribe
+    /// to `chat.>`?" no: `chat.a.b` would reach it).
+    pub fn covers(&self, other: &TopicFilter) -> bool {
+        let mut theirs = other.tokens();
+        for mine in self.tokens() {
+            let Some(their) = theirs.next() else {
+                // They stop where this filter still needs a token.
+                return false;
+            };
+            match (mine, their) {
+                // `>` takes one or more tokens, as whatever they have left does.
+                (">", _) => return true,
+                // Their `>` reaches topics this filter's tokens do not.
+                (_, ">") => return false,
+                ("*", _) => {}
+                (literal, token) => {
+                    if literal != token {
+                        return false;
+                    }
+                }
+            }
+        }
+        theirs.next().is_none()
+    }
 }
 
 impl From<Topic> for TopicFilter {
@@ -396,6 +422,37 @@ mod tests {
             let filter = TopicFilter::parse(&p.join("."), MAX_TOPIC_LEN).unwrap();
             let tp = Topic::parse(&t.join("."), MAX_TOPIC_LEN).unwrap();
             prop_assert_eq!(filter.matches(&tp), reference_match(&p, &t));
+        }
+
+        #[test]
+        fn covers_agrees_with_every_topic(
+            mine in prop::collection::vec(prop_oneof![Just("*"), Just("a"), Just("b")], 1..4),
+            my_tail in any::<bool>(),
+            theirs in prop::collection::vec(prop_oneof![Just("*"), Just("a"), Just("b")], 1..4),
+            their_tail in any::<bool>(),
+        ) {
+            let build = |tokens: &[&str], tail: bool| {
+                let mut t = tokens.to_vec();
+                if tail { t.push(">"); }
+                TopicFilter::parse(&t.join("."), MAX_TOPIC_LEN).unwrap()
+            };
+            let (mine, theirs) = (build(&mine, my_tail), build(&theirs, their_tail));
+            // Every topic of up to 6 tokens over {a, b, c}: `c` stands for any
+            // token neither filter names.
+            let mut topics = vec![String::new()];
+            let mut all = Vec::new();
+            for _ in 0..6 {
+                topics = topics
+                    .iter()
+                    .flat_map(|t| ["a", "b", "c"].map(|x| if t.is_empty() { x.to_string() } else { format!("{t}.{x}") }))
+                    .collect();
+                all.extend(topics.iter().cloned());
+            }
+            let expected = all.iter().all(|t| {
+                let topic = Topic::parse(t, MAX_TOPIC_LEN).unwrap();
+                !theirs.matches(&topic) || mine.matches(&topic)
+            });
+            prop_assert_eq!(mine.covers(&theirs), expected, "{} covers {}", mine.as_str(), theirs.as_str());
         }
 
         #[test]
