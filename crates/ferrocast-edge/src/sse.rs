@@ -36,6 +36,7 @@ use metrics::{counter, gauge, histogram, Counter, Histogram};
 use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use ferrocast_core::backplane::{BackplaneError, HistoryPage};
 use ferrocast_core::metrics as names;
@@ -55,7 +56,7 @@ const LABEL: &str = "sse";
 /// Most topics and patterns in one stream (fewer when
 /// `max_subscriptions_per_connection` is lower): every event id names a
 /// position per topic, so the id grows with them.
-pub(crate) const MAX_TOPICS: usize = 16;
+const MAX_TOPICS: usize = 16;
 /// The query parameter that carries the last event id, for clients that
 /// cannot set the `Last-Event-ID` header.
 const LAST_EVENT_ID_PARAM: &str = "lastEventId";
@@ -398,7 +399,11 @@ async fn serve(
         lag: histogram!(names::DELIVERY_LAG),
     };
     stream.subscribe();
-    let end = stream.run(&body).await;
+    tracing::debug!(conn, topics = stream.slots.len(), "stream opened");
+    let end = stream
+        .run(&body)
+        .instrument(tracing::debug_span!("sse", conn))
+        .await;
     if let Some(farewell) = end.farewell(&edge) {
         let _ = tokio::time::timeout(CLOSE_GRACE, body.send(Bytes::from(farewell))).await;
     }

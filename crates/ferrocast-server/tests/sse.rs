@@ -90,6 +90,10 @@ async fn resumed(
     let mut received = 0;
     while opened.len() < n || received < messages {
         let event = stream.next_event().await.unwrap();
+        // Every topic here keeps history: while one opens, the ids still
+        // hold the position of the others.
+        let id = event.id.clone().unwrap();
+        assert!(!id.split(',').any(str::is_empty), "{id}");
         let data = event.json().unwrap();
         let topic = data["topic"].as_str().unwrap().to_string();
         if event.event == "subscribed" {
