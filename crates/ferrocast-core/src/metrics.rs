@@ -27,6 +27,10 @@ pub const BACKPLANE_RECEIVED: &str = "ferrocast_backplane_messages_received_tota
 pub const RESUMES: &str = "ferrocast_resumes_total";
 /// Gaps or reorderings in a live stream that a subscription filled from history.
 pub const STREAM_RESYNCS: &str = "ferrocast_stream_resyncs_total";
+/// Tokens refused, by `reason` (expired, bad_signature, algorithm, …).
+pub const AUTH_FAILURES: &str = "ferrocast_auth_failures_total";
+/// Requests refused by permissions, by `reason` (unauthorized, forbidden).
+pub const ACCESS_DENIED: &str = "ferrocast_access_denied_total";
 pub const DELIVERY_LAG: &str = "ferrocast_delivery_lag_seconds";
 pub const BUILD_INFO: &str = "ferrocast_build_info";
 pub const DRAINING: &str = "ferrocast_draining";
@@ -43,7 +47,7 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED,
-        "Client connections closed, by reason (normal, client_gone, slow_consumer, shutdown, ping_timeout, too_large, protocol_error, history_unavailable, error)."
+        "Client connections closed, by reason (normal, client_gone, slow_consumer, shutdown, ping_timeout, too_large, protocol_error, history_unavailable, unauthorized, error)."
     );
     describe_counter!(
         CONNECTIONS_REJECTED,
@@ -78,6 +82,14 @@ pub fn describe() {
     describe_counter!(
         STREAM_RESYNCS,
         "Gaps or reorderings in a live stream with history that a subscription filled by reading the history."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Client tokens refused, by reason (malformed, algorithm, no_key, bad_signature, expired, not_yet_valid, missing_claim, bad_claim, not_configured, missing)."
+    );
+    describe_counter!(
+        ACCESS_DENIED,
+        "Subscribes and publishes refused by permissions, by reason (unauthorized: a token is needed; forbidden: the token or namespace does not allow it)."
     );
     describe_gauge!(BACKPLANE_UP, "1 when the backplane is reachable, else 0.");
     describe_histogram!(

@@ -62,6 +62,9 @@ pub enum CloseReason {
     /// A subscription's history could not be read to fill a gap: the client
     /// reconnects and resumes from its last position instead.
     HistoryUnavailable,
+    /// The client presented no valid token where one is needed; the error
+    /// already queued is written first.
+    Unauthorized,
 }
 
 /// Why a push failed.

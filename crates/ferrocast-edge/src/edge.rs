@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use ferrocast_core::metrics as names;
 use ferrocast_core::{CloseReason, ConnId, Hub, OutboundQueue};
 
+use crate::auth::Authenticator;
 use crate::settings::EdgeSettings;
 
 /// Time a closing connection gets to deliver its close frame.
@@ -29,6 +30,7 @@ pub struct Edge {
 struct EdgeInner {
     hub: Hub,
     settings: EdgeSettings,
+    auth: Authenticator,
     /// One permit per open connection, taken before the upgrade; when every
     /// permit is back, every connection is gone.
     connections: Arc<Semaphore>,
@@ -40,10 +42,17 @@ struct EdgeInner {
 }
 
 impl Edge {
+    /// An edge that serves everyone without a token.
     pub fn new(hub: Hub, settings: EdgeSettings) -> Self {
+        Self::with_auth(hub, settings, Authenticator::anonymous())
+    }
+
+    /// An edge that checks client tokens with `auth`.
+    pub fn with_auth(hub: Hub, settings: EdgeSettings, auth: Authenticator) -> Self {
         Self {
             inner: Arc::new(EdgeInner {
                 hub,
+                auth,
                 connections: Arc::new(Semaphore::new(settings.max_connections)),
                 settings,
                 open: Mutex::new(HashMap::new()),
@@ -59,6 +68,11 @@ impl Edge {
 
     pub fn settings(&self) -> &EdgeSettings {
         &self.inner.settings
+    }
+
+    /// Verifies client tokens.
+    pub fn auth(&self) -> &Authenticator {
+        &self.inner.auth
     }
 
     /// Cancelled once draining starts.

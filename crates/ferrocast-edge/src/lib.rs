@@ -2,6 +2,8 @@
 //!
 //! - [`public_router`]: `GET /ws` (WebSocket with subprotocol negotiation),
 //!   `GET /sse` (Server-Sent Events) and `POST /publish` (HTTP publish).
+//! - `GET /echo`, only with [`EdgeSettings::echo_endpoint`]: a WebSocket echo
+//!   on the stack of `/ws`, for conformance testing.
 //! - [`admin_router`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`Edge::drain`]: closes every connection with 1012 in paced batches.
 //!
@@ -11,6 +13,8 @@
 //! is a `session::Protocol`.
 
 mod admin;
+mod auth;
+mod echo;
 mod edge;
 mod publish;
 mod refusal;
@@ -20,6 +24,7 @@ mod sse;
 mod ws;
 
 pub use admin::{admin_router, MetricsRender};
+pub use auth::{AuthConfig, AuthError, Authenticator, Identity};
 pub use edge::Edge;
 pub use settings::EdgeSettings;
 pub use ws::public_router;

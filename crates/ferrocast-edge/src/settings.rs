@@ -34,6 +34,19 @@ pub struct EdgeSettings {
     /// A client that takes nothing for this long while events wait is closed
     /// as a slow consumer.
     pub sse_keepalive: Duration,
+    /// Whether the public listener serves `GET /echo`, a WebSocket echo on
+    /// the same stack, settings and connection limit as `/ws`, for
+    /// conformance testing (the Autobahn suite) only.
+    pub echo_endpoint: bool,
+    /// How long a connection that brought no token at the upgrade has to
+    /// authenticate, when anonymous connections are not served.
+    pub auth_timeout: Duration,
+    /// Origins (`scheme://host[:port]`, or `*.example.com` for subdomains)
+    /// browsers may connect from; empty allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// Whether a client without an `Origin` header (not a browser) may connect
+    /// when `allowed_origins` is set.
+    pub allow_missing_origin: bool,
 }
 
 impl Default for EdgeSettings {
@@ -50,6 +63,10 @@ impl Default for EdgeSettings {
             ready_requires_backplane: true,
             stomp_login_is_user: false,
             sse_keepalive: Duration::from_secs(15),
+            echo_endpoint: false,
+            auth_timeout: Duration::from_secs(5),
+            allowed_origins: Vec::new(),
+            allow_missing_origin: true,
         }
     }
 }

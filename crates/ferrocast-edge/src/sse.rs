@@ -328,6 +328,7 @@ impl End {
             Self::Queue(CloseReason::ClientRequest) => "normal",
             Self::Queue(CloseReason::ProtocolError) => "protocol_error",
             Self::Queue(CloseReason::TooLarge) => "too_large",
+            Self::Queue(CloseReason::Unauthorized) => "unauthorized",
             Self::Unsubscribed(_) => "error",
             Self::ClientGone => "client_gone",
         }

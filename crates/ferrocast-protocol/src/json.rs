@@ -95,6 +95,12 @@ pub enum ClientRequest {
     Ping {
         id: Option<u64>,
     },
+    /// Authenticates the connection with a token (the first request of a
+    /// connection that brought none at the upgrade).
+    Auth {
+        id: Option<u64>,
+        token: String,
+    },
 }
 
 impl ClientRequest {
@@ -103,7 +109,8 @@ impl ClientRequest {
             Self::Subscribe { id, .. }
             | Self::Unsubscribe { id, .. }
             | Self::Publish { id, .. }
-            | Self::Ping { id } => *id,
+            | Self::Ping { id }
+            | Self::Auth { id, .. } => *id,
         }
     }
 }
@@ -148,6 +155,8 @@ struct WireRequest<'a> {
     data: Option<&'a RawValue>,
     #[serde(default)]
     since: Option<StreamPosition>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// Keeps an explicit `"data": null` as `Some("null")`, unlike plain `Option`.
@@ -224,11 +233,17 @@ fn to_request(
             })
         }
         "ping" => Ok(ClientRequest::Ping { id }),
+        "auth" => Ok(ClientRequest::Auth {
+            id,
+            token: wire.token.ok_or_else(|| {
+                RequestError::new(id, ErrorCode::BadRequest, "'auth' needs a token")
+            })?,
+        }),
         other => Err(RequestError::new(
             id,
             ErrorCode::BadRequest,
             format!(
-                "unknown op {:?}; expected subscribe, unsubscribe, publish or ping",
+                "unknown op {:?}; expected subscribe, unsubscribe, publish, ping or auth",
                 truncate(other, 32)
             ),
         )),
@@ -436,6 +451,17 @@ mod tests {
             Ok(ClientRequest::Ping { id: Some(5) })
         );
         // Unknown fields are ignored, for forward compatibility.
+        assert_eq!(
+            decode_one(r#"{"op":"auth","id":6,"token":"a.b.c"}"#),
+            Ok(ClientRequest::Auth {
+                id: Some(6),
+                token: "a.b.c".into()
+            })
+        );
+        assert_eq!(
+            decode_one(r#"{"op":"auth","id":7}"#).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
         assert_eq!(
             decode_one(r#"{"op":"ping","x":[1,2]}"#),
             Ok(ClientRequest::Ping { id: None })

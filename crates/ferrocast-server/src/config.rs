@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use ferrocast_core::backplane::HistoryPolicy;
 use ferrocast_core::{NamespaceSettings, Namespaces};
-use ferrocast_edge::EdgeSettings;
+use ferrocast_edge::{AuthConfig, EdgeSettings};
 use ferrocast_protocol::{Topic, MAX_TOPIC_LEN};
 
 const ABOUT: &str = "ferrocast: a clustered WebSocket publish/subscribe broker.";
@@ -148,6 +148,47 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_STOMP_LOGIN_IS_USER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) stomp_login_is_user: Option<bool>,
 
+    /// JWT: a file holding the HS256 shared secret (its bytes; a trailing newline is ignored).
+    #[arg(long, env = "FERROCAST_JWT_HMAC_SECRET_FILE", value_name = "FILE")]
+    pub(crate) jwt_hmac_secret_file: Option<PathBuf>,
+
+    /// JWT: a PEM public key, RSA (for RS256) or EC P-256 (for ES256).
+    #[arg(long, env = "FERROCAST_JWT_PUBLIC_KEY_FILE", value_name = "FILE")]
+    pub(crate) jwt_public_key_file: Option<PathBuf>,
+
+    /// JWT: a JWKS file of RSA and EC public keys, reloaded when it changes (tokens pick a key by `kid`).
+    #[arg(long, env = "FERROCAST_JWT_JWKS_FILE", value_name = "FILE")]
+    pub(crate) jwt_jwks_file: Option<PathBuf>,
+
+    /// JWT: the `iss` claim tokens must carry, if set.
+    #[arg(long, env = "FERROCAST_JWT_ISSUER", value_name = "ISSUER")]
+    pub(crate) jwt_issuer: Option<String>,
+
+    /// JWT: the `aud` claim tokens must carry, if set.
+    #[arg(long, env = "FERROCAST_JWT_AUDIENCE", value_name = "AUDIENCE")]
+    pub(crate) jwt_audience: Option<String>,
+
+    /// Serve clients without a token (namespace rules then decide what they may do). [default: true without JWT keys, false with; a node whose public listener is not on loopback and has no JWT keys refuses to start unless this is set explicitly]
+    #[arg(long, env = "FERROCAST_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) allow_anonymous: Option<bool>,
+
+    /// When anonymous clients are not served: how long a connection without a token at the upgrade has to send one (JSON `auth`, STOMP CONNECT passcode) before it is closed with 1008. [default: 5s]
+    #[arg(long, env = "FERROCAST_AUTH_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) auth_timeout: Option<Duration>,
+
+    /// Origins browsers may connect from, comma-separated: `https://app.example.com`, `https://*.example.com`, or `*`. Unset: every origin. [default: every origin]
+    #[arg(
+        long,
+        env = "FERROCAST_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub(crate) allowed_origins: Option<Vec<String>>,
+
+    /// With --allowed-origins: whether clients sending no Origin header (not browsers) may connect. [default: true]
+    #[arg(long, env = "FERROCAST_ALLOW_MISSING_ORIGIN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) allow_missing_origin: Option<bool>,
+
     /// Read buffer per WebSocket connection, in bytes; allocated for every connection, so it weighs on memory per idle connection. Larger messages still arrive, in several reads (the buffer grows). [default: 512]
     #[arg(long, env = "FERROCAST_WS_READ_BUFFER_SIZE", value_name = "BYTES")]
     pub(crate) ws_read_buffer_size: Option<usize>,
@@ -194,6 +235,22 @@ pub(crate) struct Config {
     pub(crate) drain_timeout: Duration,
     pub(crate) ws_read_buffer_size: usize,
     pub(crate) stomp_login_is_user: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwt_hmac_secret_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwt_public_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwt_jwks_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwt_issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwt_audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) allow_anonymous: Option<bool>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) auth_timeout: Duration,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) allow_missing_origin: bool,
     /// Settings per namespace, by name (file only: `[namespaces.<name>]`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) namespaces: BTreeMap<String, NamespaceConfig>,
@@ -208,6 +265,10 @@ pub(crate) struct NamespaceConfig {
     /// How long a publication is kept.
     #[serde(with = "humantime_serde")]
     pub(crate) history_ttl: Duration,
+    /// Whether connections without a token may subscribe and publish here.
+    pub(crate) anonymous: bool,
+    /// Whether clients may publish here (else only backends).
+    pub(crate) client_publish: bool,
 }
 
 impl Default for NamespaceConfig {
@@ -215,6 +276,8 @@ impl Default for NamespaceConfig {
         Self {
             history_size: 0,
             history_ttl: Duration::from_secs(300),
+            anonymous: true,
+            client_publish: true,
         }
     }
 }
@@ -248,6 +311,15 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             ws_read_buffer_size: edge.read_buffer_size,
             stomp_login_is_user: edge.stomp_login_is_user,
+            jwt_hmac_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            allow_anonymous: None,
+            auth_timeout: edge.auth_timeout,
+            allowed_origins: edge.allowed_origins.clone(),
+            allow_missing_origin: edge.allow_missing_origin,
             namespaces: BTreeMap::new(),
         }
     }
@@ -288,6 +360,19 @@ impl Config {
         if o.nats_tls_ca.is_some() {
             self.nats_tls_ca.clone_from(&o.nats_tls_ca);
         }
+        macro_rules! set_optional {
+            ($($field:ident),* $(,)?) => {
+                $(if o.$field.is_some() { self.$field.clone_from(&o.$field); })*
+            };
+        }
+        set_optional!(
+            jwt_hmac_secret_file,
+            jwt_public_key_file,
+            jwt_jwks_file,
+            jwt_issuer,
+            jwt_audience,
+            allow_anonymous,
+        );
         set!(
             node_id,
             listen,
@@ -309,6 +394,9 @@ impl Config {
             drain_timeout,
             ws_read_buffer_size,
             stomp_login_is_user,
+            auth_timeout,
+            allowed_origins,
+            allow_missing_origin,
         );
     }
 
@@ -351,6 +439,20 @@ impl Config {
         if self.ws_read_buffer_size < 256 {
             bail!("ws_read_buffer_size must be at least 256 bytes");
         }
+        let has_keys = self.jwt_hmac_secret_file.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_file.is_some();
+        if self.allow_anonymous.is_none() && !has_keys && !self.listen.ip().is_loopback() {
+            bail!(
+                "refusing to start: the public listener {} is reachable from other hosts and no \
+                 authentication is configured; set jwt_hmac_secret_file, jwt_public_key_file or \
+                 jwt_jwks_file, or serve anonymous clients explicitly with allow_anonymous = true",
+                self.listen
+            );
+        }
+        if self.auth_timeout.is_zero() {
+            bail!("auth_timeout must be above zero");
+        }
         for (name, namespace) in &self.namespaces {
             let valid = Topic::parse(name, MAX_TOPIC_LEN).is_ok_and(|t| t.namespace() == name);
             if !valid {
@@ -368,6 +470,39 @@ impl Config {
         Ok(())
     }
 
+    /// The authentication settings, with the key files read.
+    pub(crate) fn auth_config(&self) -> anyhow::Result<AuthConfig> {
+        let read = |path: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            path.as_ref()
+                .map(|p| {
+                    std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
+                })
+                .transpose()
+        };
+        let hmac_secret = read(&self.jwt_hmac_secret_file, "jwt_hmac_secret_file")?.map(|mut s| {
+            while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                s.pop();
+            }
+            s
+        });
+        if hmac_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            bail!("jwt_hmac_secret_file must hold at least 32 bytes");
+        }
+        let config = AuthConfig {
+            hmac_secret,
+            public_key_pem: read(&self.jwt_public_key_file, "jwt_public_key_file")?,
+            jwks_file: self.jwt_jwks_file.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            allow_anonymous: false,
+        };
+        let allow_anonymous = self.allow_anonymous.unwrap_or(!config.has_keys());
+        Ok(AuthConfig {
+            allow_anonymous,
+            ..config
+        })
+    }
+
     /// The namespaces as the hub uses them.
     pub(crate) fn namespaces(&self) -> Namespaces {
         let by_name: HashMap<String, NamespaceSettings> = self
@@ -383,6 +518,8 @@ impl Config {
                     NamespaceSettings {
                         history,
                         presence: false,
+                        anonymous: ns.anonymous,
+                        client_publish: ns.client_publish,
                     },
                 )
             })
@@ -407,6 +544,10 @@ impl Config {
             ready_requires_backplane: self.ready_requires_backplane,
             stomp_login_is_user: self.stomp_login_is_user,
             sse_keepalive: EdgeSettings::default().sse_keepalive,
+            echo_endpoint: EdgeSettings::default().echo_endpoint,
+            auth_timeout: self.auth_timeout,
+            allowed_origins: self.allowed_origins.clone(),
+            allow_missing_origin: self.allow_missing_origin,
         }
     }
 

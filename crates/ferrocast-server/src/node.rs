@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use ferrocast_core::metrics as names;
 use ferrocast_core::{Hub, NodeId, SubscriptionRegistry};
-use ferrocast_edge::{admin_router, public_router, Edge, MetricsRender};
+use ferrocast_edge::{admin_router, public_router, Authenticator, Edge, MetricsRender};
 
 use crate::backplane;
 use crate::config::Config;
@@ -37,7 +37,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         &tasks,
         shutdown.clone(),
     );
-    let edge = Edge::new(hub, config.edge_settings());
+    let auth = Authenticator::new(config.auth_config()?)
+        .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
+    let edge = Edge::with_auth(hub, config.edge_settings(), auth.clone());
 
     let public = TcpListener::bind(config.listen)
         .await
@@ -84,6 +86,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         edge.hub().backplane_health(),
         shutdown.clone(),
     ));
+    tasks.spawn(reload_jwks(auth, shutdown.clone()));
     tasks.spawn({
         let stop = shutdown.clone();
         async move {
@@ -126,6 +129,27 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the JWKS file is checked for changes.
+const JWKS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reloads the JWKS file when it changes, until `stop`.
+async fn reload_jwks(auth: Authenticator, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(JWKS_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match auth.reload_jwks() {
+            Ok(true) => tracing::info!("JWKS file reloaded"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the JWKS file; keeping the keys in use")
+            }
+        }
+    }
 }
 
 /// Keeps `ferrocast_backplane_up` in step with the backplane's health.

@@ -72,7 +72,32 @@ impl JsonClient {
         protocols: &[&str],
         recv_buffer: Option<u32>,
     ) -> Result<Self, ClientError> {
+        Self::open(url, protocols, &[], recv_buffer).await
+    }
+
+    /// Connects offering `ferrocast.v1.json`, with `headers` added to the
+    /// upgrade request (`Authorization`, `Origin`, …).
+    pub async fn connect_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, ClientError> {
+        Self::open(url, &["ferrocast.v1.json"], headers, None).await
+    }
+
+    async fn open(
+        url: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+        recv_buffer: Option<u32>,
+    ) -> Result<Self, ClientError> {
         let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| ClientError::Ws(tungstenite::Error::HttpFormat(e.into())))?;
+            let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| ClientError::Ws(tungstenite::Error::HttpFormat(e.into())))?;
+            request.headers_mut().insert(name, value);
+        }
         if !protocols.is_empty() {
             let offered = HeaderValue::from_str(&protocols.join(", "))
                 .map_err(|e| ClientError::Ws(tungstenite::Error::HttpFormat(e.into())))?;

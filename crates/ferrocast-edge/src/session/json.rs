@@ -6,7 +6,7 @@ use axum::extract::ws::Message;
 use bytes::{Bytes, BytesMut};
 
 use ferrocast_core::metrics as names;
-use ferrocast_core::Outbound;
+use ferrocast_core::{CloseReason, Outbound};
 use ferrocast_protocol::json::{
     decode_requests, encode_error, encode_ok, encode_pong, ClientRequest, ErrorCode, OkReply,
     RequestError,
@@ -14,10 +14,6 @@ use ferrocast_protocol::json::{
 use ferrocast_protocol::TopicFilter;
 
 use super::{count_error, text_or_binary, End, Link, Opening, Protocol};
-
-/// The reserved namespace of private user destinations (see the STOMP
-/// `/user/...` destinations); JSON clients cannot subscribe to it directly.
-pub(crate) const USER_NAMESPACE: &str = "_user";
 
 /// What a request that waited on the backplane produced.
 pub(crate) enum Completion {
@@ -162,17 +158,42 @@ impl JsonProtocol {
     }
 
     fn handle(&mut self, link: &mut Link<Completion>, request: ClientRequest) {
-        match request {
-            ClientRequest::Subscribe { id, filter, since } => {
-                if filter.namespace() == USER_NAMESPACE {
+        if let ClientRequest::Auth { id, token } = request {
+            match link.authenticate(&token) {
+                Ok(()) => reply_ok(
+                    link,
+                    OkReply {
+                        id,
+                        ..OkReply::default()
+                    },
+                ),
+                Err(message) => {
                     reply_error(
                         link,
-                        RequestError::new(
-                            id,
-                            ErrorCode::Forbidden,
-                            "the _user namespace holds private user destinations",
-                        ),
+                        RequestError::new(id, ErrorCode::Unauthorized, message),
                     );
+                    link.close(CloseReason::Unauthorized);
+                }
+            }
+            return;
+        }
+        if link.awaiting_token() {
+            reply_error(
+                link,
+                RequestError::new(
+                    request.id(),
+                    ErrorCode::Unauthorized,
+                    "this node needs a token: send {\"op\":\"auth\",\"token\":\"…\"} first",
+                ),
+            );
+            link.close(CloseReason::Unauthorized);
+            return;
+        }
+        match request {
+            ClientRequest::Auth { .. } => {}
+            ClientRequest::Subscribe { id, filter, since } => {
+                if let Err(denied) = link.may_subscribe(&filter) {
+                    reply_error(link, denied.into_error(id));
                     return;
                 }
                 let kept = link
@@ -255,6 +276,10 @@ impl JsonProtocol {
                 );
             }
             ClientRequest::Publish { id, topic, data } => {
+                if let Err(denied) = link.may_publish(&topic) {
+                    reply_error(link, denied.into_error(id));
+                    return;
+                }
                 let hub = link.edge.hub();
                 let kept = hub.namespace(topic.namespace()).history.is_some();
                 let accepted = hub.publish(topic, data);

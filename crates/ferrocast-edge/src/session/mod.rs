@@ -13,7 +13,8 @@ mod json;
 pub(crate) mod resume;
 mod stomp;
 
-pub(crate) use json::{JsonProtocol, USER_NAMESPACE};
+pub(crate) use crate::auth::USER_NAMESPACE;
+pub(crate) use json::JsonProtocol;
 pub(crate) use stomp::StompProtocol;
 
 use std::collections::{HashMap, VecDeque};
@@ -43,6 +44,8 @@ use ferrocast_protocol::{Topic, TopicFilter};
 
 use resume::{Gates, Resync};
 
+use crate::auth::{self, Denied, Identity};
+
 use crate::edge::{Edge, CLOSE_GRACE};
 
 /// Most queued items encoded in one go.
@@ -54,6 +57,7 @@ const MAX_IN_FLIGHT: usize = 256;
 pub(crate) mod code {
     pub(crate) const NORMAL: u16 = 1000;
     pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    pub(crate) const POLICY: u16 = 1008;
     pub(crate) const INVALID_DATA: u16 = 1007;
     pub(crate) const TOO_BIG: u16 = 1009;
     pub(crate) const INTERNAL: u16 = 1011;
@@ -77,6 +81,8 @@ pub(crate) enum End {
     ProtocolError,
     /// No pong (or protocol heart-beat) in time.
     PingTimeout,
+    /// No token came in time, or the token expired.
+    TokenDeadline,
     Io,
 }
 
@@ -94,6 +100,7 @@ impl End {
                 "protocol_error"
             }
             Self::PingTimeout => "ping_timeout",
+            Self::Queue(CloseReason::Unauthorized) | Self::TokenDeadline => "unauthorized",
             Self::Io => "error",
         }
     }
@@ -127,6 +134,10 @@ impl End {
             ),
             Self::InvalidUtf8 => (code::INVALID_DATA, "text frame is not valid UTF-8".into()),
             Self::PingTimeout => (code::PING_TIMEOUT, "no pong within the ping timeout".into()),
+            Self::Queue(CloseReason::Unauthorized) => {
+                (code::POLICY, "unauthorized: a valid token is needed".into())
+            }
+            Self::TokenDeadline => (code::POLICY, "no valid token in time, or it expired".into()),
             Self::ClientClosed | Self::ClientGone | Self::Io => return None,
         };
         Some(CloseFrame {
@@ -220,6 +231,14 @@ pub(crate) struct Link<C> {
     /// Subscriptions in namespaces with history.
     gates: Gates,
     in_flight: FuturesUnordered<BoxFuture<'static, Done<C>>>,
+    /// Who the client is, once a token was verified.
+    identity: Option<Arc<Identity>>,
+    /// On a node without authentication, the user a STOMP client named
+    /// (`--stomp-login-is-user`).
+    named_user: Option<String>,
+    /// Set while the node waits for a token (none came with the upgrade and
+    /// anonymous connections are not served): when it must come by.
+    token_due: Option<Instant>,
 }
 
 impl<C: Send + 'static> Link<C> {
@@ -314,6 +333,75 @@ impl<C: Send + 'static> Link<C> {
         self.queue.push_front(items);
     }
 
+    /// Who the client is, if it presented a valid token.
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
+    }
+
+    /// The user of the connection: the token's subject, else the user a
+    /// STOMP client named on a node without authentication.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.identity
+            .as_ref()
+            .map(|id| id.user.as_str())
+            .or(self.named_user.as_deref())
+    }
+
+    /// Takes `user` as the connection's user without a token (development:
+    /// `--stomp-login-is-user`).
+    pub(crate) fn name_user(&mut self, user: String) {
+        self.named_user = Some(user);
+    }
+
+    /// Whether the node still waits for the client's token.
+    pub(crate) fn awaiting_token(&self) -> bool {
+        self.token_due.is_some()
+    }
+
+    /// Verifies `token` and makes its user the connection's. A connection
+    /// authenticates once.
+    pub(crate) fn authenticate(&mut self, token: &str) -> Result<(), String> {
+        if self.identity.is_some() {
+            return Err("this connection is already authenticated".into());
+        }
+        match self.edge.auth().verify(token) {
+            Ok(identity) => {
+                self.identity = Some(Arc::new(identity));
+                self.token_due = None;
+                Ok(())
+            }
+            Err(error) => {
+                counter!(names::AUTH_FAILURES, "reason" => error.label()).increment(1);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// When the connection must close: the token deadline while waiting for
+    /// one, else the token's expiry.
+    fn closes_at(&self) -> Option<Instant> {
+        self.token_due.or_else(|| {
+            self.identity
+                .as_ref()
+                .map(|id| Instant::now() + id.remaining())
+        })
+    }
+
+    /// Whether the client may subscribe to `filter`.
+    pub(crate) fn may_subscribe(&self, filter: &TopicFilter) -> Result<(), Denied> {
+        let settings = self.edge.hub().namespace(filter.namespace());
+        auth::may_subscribe(self.identity(), self.user(), settings, filter)
+            .inspect_err(count_denied)
+    }
+
+    /// Whether the client may publish to `topic`.
+    pub(crate) fn may_publish(&self, topic: &Topic) -> Result<(), Denied> {
+        let settings = self.edge.hub().namespace(topic.namespace());
+        let checks_tokens = self.edge.auth().has_keys();
+        auth::may_publish(self.identity(), checks_tokens, settings, topic)
+            .inspect_err(count_denied)
+    }
+
     /// Whether the connection is subscribed to `filter`.
     pub(crate) fn holds(&self, filter: &TopicFilter) -> bool {
         self.filters.contains_key(filter)
@@ -369,6 +457,14 @@ impl<C: Send + 'static> Link<C> {
     }
 }
 
+fn count_denied(denied: &Denied) {
+    let label = match denied {
+        Denied::Unauthorized(_) => "unauthorized",
+        Denied::Forbidden(_) => "forbidden",
+    };
+    counter!(names::ACCESS_DENIED, "reason" => label).increment(1);
+}
+
 /// Counts an error reply by its protocol-independent code.
 pub(crate) fn count_error(code: &'static str) {
     counter!(names::CLIENT_ERRORS, "code" => code).increment(1);
@@ -403,6 +499,8 @@ struct Due {
     ping: bool,
     heartbeat: bool,
     timed_out: bool,
+    /// The token deadline passed.
+    deadline: bool,
 }
 
 /// Every keep-alive deadline of a connection on one timer: WebSocket pings
@@ -420,6 +518,8 @@ struct Keepalive {
     /// When protocol data last arrived: heart-beats count data only, not
     /// WebSocket pongs.
     last_data: Instant,
+    /// When the connection must close (a token deadline or expiry).
+    close_at: Option<Instant>,
 }
 
 impl Keepalive {
@@ -436,6 +536,15 @@ impl Keepalive {
             next_heartbeat: None,
             next_check: None,
             last_data: now,
+            close_at: None,
+        }
+    }
+
+    /// Closes the connection at `at` (`None`: no such deadline).
+    fn close_at(&mut self, at: Option<Instant>) {
+        if at != self.close_at {
+            self.close_at = at;
+            self.rearm();
         }
     }
 
@@ -465,6 +574,7 @@ impl Keepalive {
             self.pong_due,
             self.next_heartbeat,
             self.next_check,
+            self.close_at,
         ]
         .into_iter()
         .flatten()
@@ -477,6 +587,10 @@ impl Keepalive {
         ready!(self.timer.as_mut().poll(cx));
         let now = Instant::now();
         let mut due = Due::default();
+        if self.close_at.is_some_and(|at| at <= now) {
+            due.deadline = true;
+            return Poll::Ready(due);
+        }
         if self.pong_due.is_some_and(|at| at <= now) {
             due.timed_out = true;
             return Poll::Ready(due);
@@ -524,6 +638,7 @@ pub(crate) fn serve<P: Protocol>(
     socket: WebSocket,
     permit: OwnedSemaphorePermit,
     protocol: P,
+    identity: Option<Identity>,
 ) -> impl Future<Output = ()> + Send {
     let queue = Arc::new(OutboundQueue::new(edge.settings().outbound_queue_bytes));
     let conn = edge.register(queue.clone());
@@ -531,6 +646,8 @@ pub(crate) fn serve<P: Protocol>(
     counter!(names::CONNECTIONS_OPENED, "protocol" => P::LABEL).increment(1);
     let settings = edge.settings();
     let keepalive = Keepalive::new(settings.ping_interval, settings.pong_timeout);
+    let token_due = (identity.is_none() && !edge.auth().allows_anonymous())
+        .then(|| Instant::now() + settings.auth_timeout);
     let mut session = Session {
         socket,
         protocol,
@@ -541,6 +658,9 @@ pub(crate) fn serve<P: Protocol>(
             filters: HashMap::new(),
             gates: Gates::default(),
             in_flight: FuturesUnordered::new(),
+            identity: identity.map(Arc::new),
+            named_user: None,
+            token_due,
         },
         writer: Writer {
             batch: Vec::new(),
@@ -552,6 +672,8 @@ pub(crate) fn serve<P: Protocol>(
         },
         keepalive,
     };
+    let closes_at = session.link.closes_at();
+    session.keepalive.close_at(closes_at);
     // An async block that uses `session` in place: an `async fn` taking it
     // by value would hold it twice.
     async move {
@@ -619,6 +741,7 @@ impl<P: Protocol> Session<P> {
                                 return Poll::Ready(end);
                             }
                             self.keepalive.agree(self.protocol.heartbeat());
+                            self.keepalive.close_at(self.link.closes_at());
                         }
                         // Pings are answered and a close is echoed by the
                         // codec; after a close the stream ends.
@@ -631,6 +754,9 @@ impl<P: Protocol> Session<P> {
                 }
             }
             if let Poll::Ready(due) = self.keepalive.poll_due(cx) {
+                if due.deadline {
+                    return Poll::Ready(End::TokenDeadline);
+                }
                 if due.timed_out {
                     return Poll::Ready(End::PingTimeout);
                 }
@@ -773,8 +899,8 @@ fn record_deliveries(batch: &[Outbound], deliveries: u64, metrics: &WriterMetric
 mod tests {
     use super::*;
 
-    /// The size of the future a function of four arguments returns.
-    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+    /// The size of the future a function of five arguments returns.
+    fn future_size<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -785,7 +911,13 @@ mod tests {
     fn the_state_of_an_idle_connection_stays_small() {
         let json = future_size(serve::<JsonProtocol>);
         let stomp = future_size(serve::<StompProtocol>);
-        assert!(json <= 1024, "a JSON connection's future takes {json} bytes");
-        assert!(stomp <= 1536, "a STOMP connection's future takes {stomp} bytes");
+        assert!(
+            json <= 1024,
+            "a JSON connection's future takes {json} bytes"
+        );
+        assert!(
+            stomp <= 1536,
+            "a STOMP connection's future takes {stomp} bytes"
+        );
     }
 }

@@ -32,8 +32,8 @@ use ferrocast_protocol::stomp::{
 };
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use super::json::USER_NAMESPACE;
 use super::{count_error, text_or_binary, End, Heartbeat, Link, Opening, Protocol};
+use crate::auth::{user_topic, USER_NAMESPACE};
 use crate::settings::EdgeSettings;
 
 /// Headers of SEND that the node interprets rather than passes through.
@@ -170,6 +170,7 @@ impl StompProtocol {
     ) {
         count_error(match reason {
             CloseReason::TooLarge => "too_large",
+            CloseReason::Unauthorized => "unauthorized",
             _ => "bad_request",
         });
         let mut frame = Frame::new(Command::Error)
@@ -281,9 +282,43 @@ impl StompProtocol {
             send_every: millis(send_ms),
             expect_within: millis(receive_ms),
         };
-        if let Some(login) = frame.header("login") {
-            if link.edge.settings().stomp_login_is_user && !login.is_empty() {
+        // The token: CONNECT `passcode` (what stomp.js and Spring clients can
+        // set), or an `Authorization: Bearer` header.
+        let token = frame
+            .header("passcode")
+            .filter(|p| !p.is_empty())
+            .or_else(|| {
+                frame
+                    .header("Authorization")
+                    .or_else(|| frame.header("authorization"))
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            });
+        if let Some(token) = token {
+            if link.identity().is_none() {
+                if let Err(message) = link.authenticate(token) {
+                    let receipt = frame.header("receipt");
+                    let message = format!("unauthorized: {message}");
+                    self.fail(link, &message, receipt, CloseReason::Unauthorized);
+                    return Ok(());
+                }
+            }
+        } else if link.awaiting_token() {
+            let receipt = frame.header("receipt");
+            self.fail(
+                link,
+                "this node needs a token: put it in the CONNECT passcode header",
+                receipt,
+                CloseReason::Unauthorized,
+            );
+            return Ok(());
+        }
+        if let Some(identity) = link.identity() {
+            self.user = Some(identity.user.clone());
+        } else if let Some(login) = frame.header("login") {
+            let named = link.edge.settings().stomp_login_is_user && !link.edge.auth().has_keys();
+            if named && !login.is_empty() {
                 self.user = Some(login.to_string());
+                link.name_user(login.to_string());
             }
         }
         self.version = Some(version);
@@ -383,6 +418,11 @@ impl StompProtocol {
             ));
         }
         let filter = self.subscription_filter(destination, settings.max_topic_length)?;
+        if let Err(denied) = link.may_subscribe(&filter) {
+            let receipt = receipt.as_deref();
+            self.fail(link, denied.message(), receipt, CloseReason::Unauthorized);
+            return Ok(());
+        }
         let since = frame
             .header("ferrocast-since")
             .map(parse_since)
@@ -474,6 +514,11 @@ impl StompProtocol {
     ) -> Result<(), String> {
         let destination = required(frame, "destination")?;
         let topic = Self::send_topic(destination, link.edge.settings().max_topic_length)?;
+        if let Err(denied) = link.may_publish(&topic) {
+            let receipt = receipt.as_deref();
+            self.fail(link, denied.message(), receipt, CloseReason::Unauthorized);
+            return Ok(());
+        }
         let (payload, content_type) = payload_of(frame.header("content-type"), &frame.body);
         let headers: Vec<(String, String)> = frame
             .headers
@@ -750,25 +795,6 @@ fn receipt_when_done<E: std::fmt::Display + Send + 'static>(
     });
 }
 
-/// The topic behind a user's private destination `name`.
-fn user_topic(user: &str, name: &str) -> String {
-    format!("{USER_NAMESPACE}.{}.{name}", escape_user(user))
-}
-
-/// Maps a user id onto one topic token: characters outside the token alphabet
-/// (and `=` itself) become `=XX` (hex of each UTF-8 byte).
-fn escape_user(user: &str) -> String {
-    let mut out = String::with_capacity(user.len());
-    for b in user.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'@') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
-    out
-}
-
 /// The payload and content type to publish for a SEND body: JSON bodies
 /// (declared `application/json`, or undeclared and parsing as JSON) travel as
 /// JSON so that JSON clients receive them as values; anything else keeps its
@@ -851,14 +877,6 @@ fn rand_suffix() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_ids_become_one_token() {
-        assert_eq!(escape_user("bob"), "bob");
-        assert_eq!(escape_user("bob.smith@x.com"), "bob=2Esmith@x=2Ecom");
-        assert_eq!(escape_user("a=b c"), "a=3Db=20c");
-        assert!(Topic::parse(&user_topic("é.x y", "errors"), 255).is_ok());
-    }
 
     #[test]
     fn json_bodies_travel_as_json_and_others_keep_their_type() {

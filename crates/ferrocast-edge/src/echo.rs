@@ -1,0 +1,73 @@
+//! `GET /echo`: a WebSocket echo, for conformance testing only.
+//!
+//! Served when [`EdgeSettings::echo_endpoint`](crate::EdgeSettings) is on, so
+//! that a conformance suite (the Autobahn suite, docs/security.md) exercises
+//! the WebSocket stack of `/ws` without a subprotocol in the way: the same
+//! axum upgrade, the same codec settings (message, frame and read buffer
+//! sizes, [`ws::accept`]) and the same connection slots ([`ws::admit`]). Text
+//! and binary messages come back unchanged; pings, pongs and the close
+//! handshake are left to the codec, as in a session.
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::edge::Edge;
+use crate::session::code;
+use crate::ws;
+
+pub(crate) async fn upgrade(
+    State(edge): State<Edge>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match ws::accept(&edge, upgrade) {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => return refusal,
+    };
+    let permit = match ws::admit(&edge) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal,
+    };
+    upgrade
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| echo(edge, socket, permit))
+}
+
+/// Sends every text and binary message back until the client closes, the
+/// codec fails the connection, or the node drains (then 1012). `_permit`
+/// holds the connection's slot.
+async fn echo(edge: Edge, mut socket: WebSocket, _permit: OwnedSemaphorePermit) {
+    let draining = edge.draining().clone();
+    loop {
+        let received = tokio::select! {
+            received = socket.recv() => received,
+            () = draining.cancelled() => {
+                let farewell = CloseFrame {
+                    code: code::SERVICE_RESTART,
+                    reason: "node draining; reconnect to another node".into(),
+                };
+                let _ = socket.send(Message::Close(Some(farewell))).await;
+                return;
+            }
+        };
+        match received {
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                if socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+            // Pings are answered and a close is echoed by the codec; after a
+            // close the stream ends.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
+            // A protocol violation, invalid UTF-8 or an oversized message:
+            // the codec has failed the connection; dropping the socket closes it.
+            Some(Err(error)) => {
+                tracing::debug!(%error, "echo connection failed");
+                return;
+            }
+            None => return,
+        }
+    }
+}
