@@ -90,7 +90,10 @@ pub(crate) async fn stream(
     headers: HeaderMap,
 ) -> Response {
     if edge.is_draining() {
-        return unavailable("draining", "this node is draining; connect to another node");
+        counter!(names::CONNECTIONS_REJECTED, "reason" => "draining").increment(1);
+        let retry_after = [(header::RETRY_AFTER, HeaderValue::from_static("5"))];
+        let message = "this node is draining; connect to another node\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, retry_after, message).into_response();
     }
     let slots = query
         .map_err(|rejection| Refusal::bad_request(rejection.body_text()))
@@ -103,13 +106,10 @@ pub(crate) async fn stream(
             return (refusal.status, refusal.message + "\n").into_response();
         }
     };
-    let Some(permit) = edge.try_admit() else {
-        counter!(names::LIMIT_HITS, "limit" => "connections").increment(1);
-        let limit = edge.settings().max_connections;
-        return unavailable(
-            "node_limit",
-            &format!("this node is at its limit of {limit} connections; retry later or elsewhere"),
-        );
+    // A stream takes a connection slot, as a WebSocket does.
+    let permit = match crate::ws::admit(&edge) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal,
     };
     let (body, chunks) = mpsc::channel(BODY_CHUNKS);
     tokio::spawn(serve(edge, permit, slots, body));
@@ -125,17 +125,6 @@ pub(crate) async fn stream(
             (HeaderName::from_static("x-accel-buffering"), "no"),
         ],
         Body::from_stream(chunks),
-    )
-        .into_response()
-}
-
-/// 503 with `Retry-After`, counted as a refused connection.
-fn unavailable(reason: &'static str, message: &str) -> Response {
-    counter!(names::CONNECTIONS_REJECTED, "reason" => reason).increment(1);
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
-        format!("{message}\n"),
     )
         .into_response()
 }
@@ -349,7 +338,8 @@ impl End {
             Self::Unsubscribed(reason) => reason.clone(),
             Self::Stalled | Self::ClientGone => return None,
         };
-        Some(format!(": {reason}\n\n"))
+        // A line break would end the comment early.
+        Some(format!(": {}\n\n", reason.replace(['\n', '\r'], " ")))
     }
 }
 
@@ -475,7 +465,9 @@ impl Stream {
                 taken = poll_fn(|cx| self.queue.poll_take(cx, &mut batch, MAX_BATCH_ITEMS)),
                     if staged.is_none() => match taken {
                     Taken::Items => {
-                        self.gates.admit(&mut batch);
+                        if !self.gates.is_empty() {
+                            self.gates.admit(&mut batch);
+                        }
                         staged = self.encode(&batch);
                         batch.clear();
                         self.resync();

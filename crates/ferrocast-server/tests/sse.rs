@@ -384,6 +384,47 @@ async fn in_process(settings: EdgeSettings) -> InProcess {
 }
 
 #[tokio::test]
+async fn a_stream_takes_a_connection_slot() {
+    let node = in_process(EdgeSettings {
+        max_connections: 1,
+        ..EdgeSettings::default()
+    })
+    .await;
+    let path = "/sse?topic=news.slots";
+    let mut first = SseClient::connect(node.addr, path, None).await.unwrap();
+    first.next_event().await.unwrap();
+    let refused = |result: Result<SseClient, SseError>| match result {
+        Err(SseError::Refused { status, body }) => (status, body),
+        other => panic!("{other:?}"),
+    };
+    let (status, body) = refused(SseClient::connect(node.addr, path, None).await);
+    assert_eq!(status, 503);
+    assert!(body.contains("limit of 1 connections"), "{body}");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.edge.connection_count() > 0 {
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut second = SseClient::connect(node.addr, path, None).await.unwrap();
+    second.next_event().await.unwrap();
+
+    tokio::spawn({
+        let edge = node.edge.clone();
+        async move { edge.drain(Duration::from_secs(6)).await }
+    });
+    let (status, body) = loop {
+        match SseClient::connect(node.addr, path, None).await {
+            Err(SseError::Refused { status, body }) if body.contains("draining") => {
+                break (status, body)
+            }
+            other => refused(other),
+        };
+    };
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test]
 async fn an_idle_stream_gets_keep_alive_comments() {
     let node = in_process(EdgeSettings {
         sse_keepalive: Duration::from_millis(150),
