@@ -43,7 +43,7 @@ PLAIN_MANIFESTS = ROOT / "deploy" / "kubernetes" / "ferrocast.yaml"
 KUBE_VERSION = "1.30.0"
 # Variables the chart sets for node features that are being built; the
 # current node does not read them (helm/ferrocast/README.md).
-UPCOMING_ENV = {"FERROCAST_GRPC_LISTEN", "FERROCAST_JWT_KEYS_DIR", "FERROCAST_API_KEY"}
+UPCOMING_ENV = {"FERROCAST_GRPC_LISTEN", "FERROCAST_API_KEY"}
 # Values that must make rendering fail, and a word of the expected reason.
 REFUSED = [
     ({"replicaCount": 3}, "needs backplane.type redis or nats"),
