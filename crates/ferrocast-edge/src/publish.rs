@@ -57,8 +57,20 @@ async fn accept(edge: &Edge, headers: &HeaderMap, body: Body) -> Result<OkReply,
             "send the publication as content-type application/json",
         ));
     }
+    let identity = match crate::ws::token(headers, None) {
+        Some(token) => Some(edge.auth().verify(token).map_err(|error| {
+            counter!(names::AUTH_FAILURES, "reason" => error.label()).increment(1);
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                format!("unauthorized: {error}"),
+            )
+        })?),
+        None => None,
+    };
     let body = read_body(body, settings.max_message_size).await?;
     let (topic, data) = decode(&body, settings.max_topic_length)?;
+    crate::auth::may_publish_as(edge, identity.as_ref(), &topic)?;
     let hub = edge.hub();
     let kept = hub.namespace(topic.namespace()).history.is_some();
     match hub.publish(topic, data).await {

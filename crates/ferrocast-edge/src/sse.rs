@@ -48,8 +48,8 @@ use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::edge::{Edge, CLOSE_GRACE};
 use crate::refusal::Refusal;
+use crate::session::count_error;
 use crate::session::resume::{Gates, Resync};
-use crate::session::{count_error, USER_NAMESPACE};
 
 /// The `protocol` label of connection metrics.
 const LABEL: &str = "sse";
@@ -95,24 +95,40 @@ pub(crate) async fn stream(
         let message = "this node is draining; connect to another node\n";
         return (StatusCode::SERVICE_UNAVAILABLE, retry_after, message).into_response();
     }
-    let slots = query
-        .map_err(|rejection| Refusal::bad_request(rejection.body_text()))
-        .and_then(|Query(params)| slots(&edge, &params, &headers));
+    if let Err(refusal) = crate::ws::check_origin(&edge, &headers) {
+        return refusal;
+    }
+    let params = match query {
+        Ok(Query(params)) => params,
+        Err(rejection) => return refuse(Refusal::bad_request(rejection.body_text())),
+    };
+    // EventSource cannot set headers: the token may come as a parameter.
+    let query_token = params
+        .iter()
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.as_str());
+    let identity = match crate::ws::authenticate(&edge, &headers, query_token) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal,
+    };
+    let slots = slots(&edge, &params, &headers).and_then(|slots| {
+        for slot in &slots {
+            crate::auth::may_subscribe_as(&edge, identity.as_ref(), &slot.filter)?;
+        }
+        Ok(slots)
+    });
     let slots = match slots {
         Ok(slots) => slots,
-        Err(refusal) => {
-            counter!(names::CONNECTIONS_REJECTED, "reason" => "bad_request").increment(1);
-            count_error(refusal.code.as_str());
-            return (refusal.status, refusal.message + "\n").into_response();
-        }
+        Err(refusal) => return refuse(refusal),
     };
+    let expires = identity.map(|id| Instant::now() + id.remaining());
     // A stream takes a connection slot, as a WebSocket does.
     let permit = match crate::ws::admit(&edge) {
         Ok(permit) => permit,
         Err(refusal) => return refusal,
     };
     let (body, chunks) = mpsc::channel(BODY_CHUNKS);
-    tokio::spawn(serve(edge, permit, slots, body));
+    tokio::spawn(serve(edge, permit, slots, expires, body));
     let chunks = futures::stream::unfold(chunks, |mut chunks| async move {
         let chunk = chunks.recv().await?;
         Some((Ok::<_, Infallible>(chunk), chunks))
@@ -164,13 +180,6 @@ fn slots(
         let filter = TopicFilter::parse(text, settings.max_topic_length)
             .map_err(|e| Refusal::topic(text, &e))?;
         let namespace = filter.namespace();
-        if namespace == USER_NAMESPACE {
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Forbidden,
-                "the _user namespace holds private user destinations",
-            ));
-        }
         if slots.iter().any(|slot| slot.filter == filter) {
             return Err(Refusal::bad_request(format!("{text:?} is named twice")));
         }
@@ -305,6 +314,8 @@ enum End {
     Unsubscribed(String),
     /// The client went away.
     ClientGone,
+    /// The client's token expired.
+    TokenExpired,
 }
 
 impl End {
@@ -317,7 +328,7 @@ impl End {
             Self::Queue(CloseReason::ClientRequest) => "normal",
             Self::Queue(CloseReason::ProtocolError) => "protocol_error",
             Self::Queue(CloseReason::TooLarge) => "too_large",
-            Self::Queue(CloseReason::Unauthorized) => "unauthorized",
+            Self::Queue(CloseReason::Unauthorized) | Self::TokenExpired => "unauthorized",
             Self::Unsubscribed(_) => "error",
             Self::ClientGone => "client_gone",
         }
@@ -334,6 +345,7 @@ impl End {
             Self::Queue(CloseReason::HistoryUnavailable) => {
                 "history unavailable; reconnect to resume".into()
             }
+            Self::TokenExpired => "token expired; reconnect with a new one".into(),
             Self::Queue(_) => "closed".into(),
             Self::Unsubscribed(reason) => reason.clone(),
             Self::Stalled | Self::ClientGone => return None,
@@ -364,6 +376,15 @@ struct Stream {
     reads: FuturesUnordered<BoxFuture<'static, Read>>,
     delivered: Counter,
     lag: Histogram,
+    /// When the client's token expires, if it brought one.
+    expires: Option<Instant>,
+}
+
+/// The response refusing a stream, counted.
+fn refuse(refusal: Refusal) -> Response {
+    counter!(names::CONNECTIONS_REJECTED, "reason" => "bad_request").increment(1);
+    count_error(refusal.code.as_str());
+    (refusal.status, refusal.message + "\n").into_response()
 }
 
 /// Serves one stream until it ends; `_permit` is its connection slot.
@@ -371,6 +392,7 @@ async fn serve(
     edge: Edge,
     _permit: OwnedSemaphorePermit,
     slots: Vec<Slot>,
+    expires: Option<Instant>,
     body: mpsc::Sender<Bytes>,
 ) {
     let queue = Arc::new(OutboundQueue::new(edge.settings().outbound_queue_bytes));
@@ -388,6 +410,7 @@ async fn serve(
         reads: FuturesUnordered::new(),
         delivered: counter!(names::MESSAGES_DELIVERED),
         lag: histogram!(names::DELIVERY_LAG),
+        expires,
     };
     stream.subscribe();
     tracing::debug!(conn, topics = stream.slots.len(), "stream opened");
@@ -448,6 +471,13 @@ impl Stream {
         let retry = RETRY_MIN.as_millis() as u64 + (self.conn % 21) * 100;
         let mut staged = Some(Bytes::from(format!("retry: {retry}\n\n")));
         let mut idle = pin!(tokio::time::sleep(keepalive));
+        let expires = self.expires;
+        let mut expiry = pin!(async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        });
         let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
         loop {
             tokio::select! {
@@ -479,6 +509,7 @@ impl Stream {
                         return end;
                     }
                 }
+                () = &mut expiry => return End::TokenExpired,
                 () = &mut idle => {
                     if staged.is_some() {
                         return End::Stalled;

@@ -92,7 +92,7 @@ async fn upgrade(
     if let Err(refusal) = check_origin(&edge, &headers) {
         return refusal;
     }
-    let identity = match authenticate(&edge, &headers, query.as_deref()) {
+    let identity = match authenticate(&edge, &headers, query_token(query.as_deref())) {
         Ok(identity) => identity,
         Err(refusal) => return refusal,
     };
@@ -188,31 +188,31 @@ fn origin_matches(pattern: &str, origin: &str) -> bool {
     }
 }
 
-/// The user the request proves with a token, from `Authorization: Bearer`
-/// or the `token` query parameter (which proxies may log: prefer the
-/// header). `Ok(None)` without a token; a token that fails is refused with
-/// 401 and the reason.
-pub(crate) fn authenticate(
-    edge: &Edge,
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Result<Option<Identity>, Response> {
-    let bearer = headers
+/// The token of a request: `Authorization: Bearer`, else the `token` query
+/// parameter (which proxies may log: prefer the header).
+pub(crate) fn token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Option<&'a str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
-    let from_query = || {
-        query?
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-    };
-    let Some(token) = bearer.or_else(from_query) else {
+        })
+        .or(query_token)
+        .map(str::trim)
+}
+
+/// The user the request proves with a token ([`token`]). `Ok(None)` without
+/// one; a token that fails is refused with 401 and the reason.
+pub(crate) fn authenticate(
+    edge: &Edge,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Option<Identity>, Response> {
+    let Some(token) = token(headers, query_token) else {
         return Ok(None);
     };
-    edge.auth().verify(token.trim()).map(Some).map_err(|error| {
+    edge.auth().verify(token).map(Some).map_err(|error| {
         counter!(names::AUTH_FAILURES, "reason" => error.label()).increment(1);
         reject(
             StatusCode::UNAUTHORIZED,
@@ -220,6 +220,13 @@ pub(crate) fn authenticate(
             format!("unauthorized: {error}"),
         )
     })
+}
+
+/// The `token` parameter of a raw query string.
+fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
 }
 
 /// A connection slot, or the 503 refusal when the node is at

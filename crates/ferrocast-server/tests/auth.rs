@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use ferrocast_testkit::{http_get, metric, ClientError, JsonClient, Node, StompClient};
+use ferrocast_testkit::{
+    http_get, metric, ClientError, HttpPublisher, JsonClient, Node, SseClient, SseError,
+    StompClient,
+};
 
 const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
 
@@ -442,4 +445,48 @@ async fn a_connection_closes_when_its_token_expires() {
     let (code, reason) = bob.expect_close().await.unwrap();
     assert_eq!(code, 1008, "{reason}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Server-Sent Events and HTTP publish follow the same rules: the token as
+/// `Authorization: Bearer` or, for `EventSource`, the `token` parameter.
+#[tokio::test]
+async fn sse_and_http_publish_check_tokens_and_grants() {
+    let node = node("http", &["hmac"], &[]);
+    let token = hs256(json!({
+        "sub": "s", "exp": now() + 600,
+        "ferrocast": {"subscribe": ["chat.*"], "publish": ["chat.a"]}
+    }));
+    let refused = |result: Result<SseClient, SseError>| match result {
+        Err(SseError::Refused { status, body }) => (status, body),
+        Ok(_) => panic!("stream opened"),
+        Err(other) => panic!("{other:?}"),
+    };
+    let (status, body) = refused(SseClient::connect(node.public, "/sse?topic=chat.a", None).await);
+    assert_eq!(status, 401, "{body}");
+    let path = format!(
+        "/sse?topic=chat.a&token={}",
+        hs256(json!({"sub": "s", "exp": now() - 60}))
+    );
+    let (status, body) = refused(SseClient::connect(node.public, &path, None).await);
+    assert_eq!((status, body.contains("expired")), (401, true), "{body}");
+    let path = format!("/sse?topic=chat.a&topic=news.a&token={token}");
+    let (status, body) = refused(SseClient::connect(node.public, &path, None).await);
+    assert_eq!(status, 403, "{body}");
+    let path = format!("/sse?topic=chat.a&token={token}");
+    let mut stream = SseClient::connect(node.public, &path, None).await.unwrap();
+    assert_eq!(stream.next_event().await.unwrap().event, "subscribed");
+
+    let mut anonymous = HttpPublisher::new(node.public);
+    assert_eq!(anonymous.publish("chat.a", &json!(0)).await.unwrap().0, 401);
+    let mut publisher = HttpPublisher::new(node.public).with_token(&token);
+    let (status, reply) = publisher.publish("chat.b", &json!(0)).await.unwrap();
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (403, Some("forbidden")),
+        "{reply}"
+    );
+    let (status, reply) = publisher.publish("chat.a", &json!(7)).await.unwrap();
+    assert_eq!(status, 200, "{reply}");
+    let event = stream.next_event().await.unwrap();
+    assert_eq!(event.json().unwrap()["data"], 7, "{event:?}");
 }

@@ -612,6 +612,7 @@ async fn http_publish_without_the_backplane_is_unavailable() {
         "unavailable",
         &["--backplane", &redis.url(), "--backplane-timeout", "1s"],
     );
+    wait_readyz(node.admin, 200).await;
     let mut publisher = HttpPublisher::new(node.public);
     publish(&mut publisher, "chat.u", json!(1)).await;
     redis.kill9();

@@ -376,11 +376,23 @@ impl SseClient {
 pub struct HttpPublisher {
     addr: SocketAddr,
     conn: Option<HttpConn>,
+    /// Sent as `Authorization: Bearer` when set.
+    token: Option<String>,
 }
 
 impl HttpPublisher {
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
+        Self {
+            addr,
+            conn: None,
+            token: None,
+        }
+    }
+
+    /// Sends `token` as `Authorization: Bearer` with every request.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
     }
 
     /// Publishes `data` on `topic`; returns the status and the reply object.
@@ -402,8 +414,13 @@ impl HttpPublisher {
         content_type: &str,
         body: &[u8],
     ) -> Result<(u16, String), SseError> {
+        let authorization = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{authorization}\r\n",
             self.addr,
             body.len()
         )

@@ -13,7 +13,6 @@ mod json;
 pub(crate) mod resume;
 mod stomp;
 
-pub(crate) use crate::auth::USER_NAMESPACE;
 pub(crate) use json::JsonProtocol;
 pub(crate) use stomp::StompProtocol;
 
@@ -398,8 +397,7 @@ impl<C: Send + 'static> Link<C> {
     pub(crate) fn may_publish(&self, topic: &Topic) -> Result<(), Denied> {
         let settings = self.edge.hub().namespace(topic.namespace());
         let checks_tokens = self.edge.auth().has_keys();
-        auth::may_publish(self.identity(), checks_tokens, settings, topic)
-            .inspect_err(count_denied)
+        auth::may_publish(self.identity(), checks_tokens, settings, topic).inspect_err(count_denied)
     }
 
     /// Whether the connection is subscribed to `filter`.
