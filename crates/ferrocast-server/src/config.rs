@@ -148,6 +148,10 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_STOMP_LOGIN_IS_USER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) stomp_login_is_user: Option<bool>,
 
+    /// Server-Sent Events: a stream silent this long gets a keep-alive comment; keep it below the idle timeout of every proxy in front. [default: 15s]
+    #[arg(long, env = "FERROCAST_SSE_KEEPALIVE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) sse_keepalive: Option<Duration>,
+
     /// JWT: a file holding the HS256 shared secret (its bytes; a trailing newline is ignored).
     #[arg(long, env = "FERROCAST_JWT_HMAC_SECRET_FILE", value_name = "FILE")]
     pub(crate) jwt_hmac_secret_file: Option<PathBuf>,
@@ -235,6 +239,8 @@ pub(crate) struct Config {
     pub(crate) drain_timeout: Duration,
     pub(crate) ws_read_buffer_size: usize,
     pub(crate) stomp_login_is_user: bool,
+    #[serde(with = "humantime_serde")]
+    pub(crate) sse_keepalive: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) jwt_hmac_secret_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -311,6 +317,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             ws_read_buffer_size: edge.read_buffer_size,
             stomp_login_is_user: edge.stomp_login_is_user,
+            sse_keepalive: edge.sse_keepalive,
             jwt_hmac_secret_file: None,
             jwt_public_key_file: None,
             jwt_jwks_file: None,
@@ -394,6 +401,7 @@ impl Config {
             drain_timeout,
             ws_read_buffer_size,
             stomp_login_is_user,
+            sse_keepalive,
             auth_timeout,
             allowed_origins,
             allow_missing_origin,
@@ -449,6 +457,9 @@ impl Config {
                  jwt_jwks_file, or serve anonymous clients explicitly with allow_anonymous = true",
                 self.listen
             );
+        }
+        if self.sse_keepalive < Duration::from_millis(100) {
+            bail!("sse_keepalive must be at least 100ms");
         }
         if self.auth_timeout.is_zero() {
             bail!("auth_timeout must be above zero");
@@ -543,7 +554,7 @@ impl Config {
             read_buffer_size: self.ws_read_buffer_size,
             ready_requires_backplane: self.ready_requires_backplane,
             stomp_login_is_user: self.stomp_login_is_user,
-            sse_keepalive: EdgeSettings::default().sse_keepalive,
+            sse_keepalive: self.sse_keepalive,
             echo_endpoint: EdgeSettings::default().echo_endpoint,
             auth_timeout: self.auth_timeout,
             allowed_origins: self.allowed_origins.clone(),

@@ -97,6 +97,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    // Handled before "listening" is logged: a SIGTERM right after start
+    // drains instead of killing the process.
+    let mut signals = Signals::install()?;
     tracing::info!(
         node_id = %config.node_id,
         public = %public_addr,
@@ -106,7 +109,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         "listening"
     );
 
-    let signal = wait_for_signal().await?;
+    let signal = signals.next().await;
     tracing::info!(
         signal,
         drain_timeout_ms = config.drain_timeout.as_millis() as u64,
@@ -115,8 +118,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     );
     tokio::select! {
         () = edge.drain(config.drain_timeout) => {}
-        second = wait_for_signal() => {
-            tracing::warn!(signal = second.unwrap_or("?"), "second signal: exiting before the drain finished");
+        second = signals.next() => {
+            tracing::warn!(signal = second, "second signal: exiting before the drain finished");
         }
     }
     shutdown.cancel();
@@ -166,12 +169,26 @@ async fn report_backplane_health(mut health: watch::Receiver<bool>, stop: Cancel
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C) and names it.
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, handled from when they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// The name of the next signal.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
