@@ -24,7 +24,8 @@ use crate::session::{self, JsonProtocol, StompProtocol};
 /// Subprotocols this node speaks, in the order they are listed to clients.
 const SUPPORTED: &[&str] = &[SUBPROTOCOL_JSON, "v12.stomp", "v11.stomp", "v10.stomp"];
 
-/// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`.
+/// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`, and
+/// `GET /echo` when [`EdgeSettings::echo_endpoint`](crate::EdgeSettings) is on.
 pub fn public_router(edge: Edge) -> Router {
     let mut router = Router::new()
         .route("/ws", get(upgrade))

@@ -196,6 +196,10 @@ pub(crate) struct Overrides {
     /// Read buffer per WebSocket connection, in bytes; allocated for every connection, so it weighs on memory per idle connection. Larger messages still arrive, in several reads (the buffer grows). [default: 512]
     #[arg(long, env = "FERROCAST_WS_READ_BUFFER_SIZE", value_name = "BYTES")]
     pub(crate) ws_read_buffer_size: Option<usize>,
+
+    /// Serve GET /echo on the public listener: a WebSocket echo on the same stack, settings and connection limit as /ws. For conformance testing only (the Autobahn suite, docs/security.md); never in production. [default: false]
+    #[arg(long, env = "FERROCAST_WS_ECHO_ENDPOINT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) ws_echo_endpoint: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -238,6 +242,7 @@ pub(crate) struct Config {
     #[serde(with = "humantime_serde")]
     pub(crate) drain_timeout: Duration,
     pub(crate) ws_read_buffer_size: usize,
+    pub(crate) ws_echo_endpoint: bool,
     pub(crate) stomp_login_is_user: bool,
     #[serde(with = "humantime_serde")]
     pub(crate) sse_keepalive: Duration,
@@ -316,6 +321,7 @@ impl Default for Config {
             pong_timeout: edge.pong_timeout,
             drain_timeout: Duration::from_secs(10),
             ws_read_buffer_size: edge.read_buffer_size,
+            ws_echo_endpoint: edge.echo_endpoint,
             stomp_login_is_user: edge.stomp_login_is_user,
             sse_keepalive: edge.sse_keepalive,
             jwt_hmac_secret_file: None,
@@ -400,6 +406,7 @@ impl Config {
             pong_timeout,
             drain_timeout,
             ws_read_buffer_size,
+            ws_echo_endpoint,
             stomp_login_is_user,
             sse_keepalive,
             auth_timeout,
@@ -555,7 +562,7 @@ impl Config {
             ready_requires_backplane: self.ready_requires_backplane,
             stomp_login_is_user: self.stomp_login_is_user,
             sse_keepalive: self.sse_keepalive,
-            echo_endpoint: EdgeSettings::default().echo_endpoint,
+            echo_endpoint: self.ws_echo_endpoint,
             auth_timeout: self.auth_timeout,
             allowed_origins: self.allowed_origins.clone(),
             allow_missing_origin: self.allow_missing_origin,
@@ -675,6 +682,13 @@ mod tests {
                 .ready_requires_backplane
         );
         assert!(load(&["--redis-sharded"]).unwrap().redis_sharded);
+        assert!(!load(&[]).unwrap().edge_settings().echo_endpoint);
+        assert!(
+            load(&["--ws-echo-endpoint"])
+                .unwrap()
+                .edge_settings()
+                .echo_endpoint
+        );
         assert!(load(&["--ping-interval", "soon"]).is_err());
 
         let dir = std::env::temp_dir().join(format!("ferrocast-badcfg-{}", std::process::id()));

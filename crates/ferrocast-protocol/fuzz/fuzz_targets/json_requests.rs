@@ -1,0 +1,117 @@
+//! Feeds arbitrary bytes, as one client text frame, to the JSON protocol's
+//! request decoder, under the grammar's topic limit and a tight one.
+//!
+//! Beyond "never panics", it checks that:
+//! - decoding ends, and a malformed object ends the frame;
+//! - a tighter topic limit only turns requests into errors, never changes one;
+//! - published data has no raw newline and is one JSON value that a message
+//!   frame carries unchanged, in a frame without newline that is valid JSON;
+//! - every error and pong encodes to one line of valid JSON with its id.
+#![no_main]
+
+use bytes::Bytes;
+use ferrocast_protocol::json::{
+    decode_requests, encode_error, encode_message, encode_pong, ClientRequest, ErrorCode,
+    RequestError,
+};
+use ferrocast_protocol::MAX_TOPIC_LEN;
+use libfuzzer_sys::fuzz_target;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+/// A limit that real topics exceed, so that `too_large` is reached.
+const TIGHT_TOPIC_LEN: usize = 8;
+
+fuzz_target!(|data: &[u8]| {
+    let frame = Bytes::copy_from_slice(data);
+    let loose = decode(&frame, MAX_TOPIC_LEN);
+    let tight = decode(&frame, TIGHT_TOPIC_LEN);
+    assert_eq!(
+        loose.len(),
+        tight.len(),
+        "a limit changed how the frame splits"
+    );
+    for (loose, tight) in loose.iter().zip(&tight) {
+        match (loose, tight) {
+            (Ok(loose), Ok(tight)) => assert_eq!(loose, tight),
+            (Ok(_), Err(err)) => assert_eq!(err.code, ErrorCode::TooLarge, "{err:?}"),
+            (Err(_), Err(_)) => {}
+            (Err(loose), Ok(tight)) => panic!("{tight:?} only under the tight limit: {loose:?}"),
+        }
+    }
+    for result in &loose {
+        match result {
+            Ok(request) => check_request(request),
+            Err(err) => check_error(err),
+        }
+    }
+});
+
+/// Every result of the frame, checking that it ends, and ends after a
+/// malformed object.
+fn decode(frame: &Bytes, max_topic_len: usize) -> Vec<Result<ClientRequest, RequestError>> {
+    // Each object takes at least two bytes (`{}`), each error one more.
+    let bound = frame.len() + 1;
+    let results: Vec<_> = decode_requests(frame, max_topic_len)
+        .take(bound + 1)
+        .collect();
+    assert!(results.len() <= bound, "decoding does not end");
+    if let Some(at) = results.iter().position(is_malformed) {
+        assert_eq!(
+            at + 1,
+            results.len(),
+            "decoding went on after {:?}",
+            results[at]
+        );
+    }
+    results
+}
+
+fn is_malformed(result: &Result<ClientRequest, RequestError>) -> bool {
+    matches!(result, Err(err) if err.message.starts_with("malformed request"))
+}
+
+fn check_request(request: &ClientRequest) {
+    match request {
+        ClientRequest::Publish { topic, data, .. } => {
+            assert!(!data.contains(&b'\n') && !data.contains(&b'\r'), "{data:?}");
+            assert!(
+                serde_json::from_slice::<IgnoredAny>(data).is_ok(),
+                "publish data is not one JSON value: {data:?}"
+            );
+            let message = encode_message(topic, data, None, None);
+            assert!(!message.contains(&b'\n'), "{message:?}");
+            assert!(
+                serde_json::from_slice::<IgnoredAny>(&message).is_ok(),
+                "{message:?} is not JSON"
+            );
+            // Numbers beyond f64 are valid JSON that `Value` refuses; compare
+            // whatever it can hold.
+            if let Ok(value) = serde_json::from_slice::<Value>(data) {
+                let parsed: Value = serde_json::from_slice(&message)
+                    .unwrap_or_else(|e| panic!("{message:?} is not JSON: {e}"));
+                assert_eq!(parsed["topic"].as_str(), Some(topic.as_str()));
+                assert_eq!(parsed["data"], value);
+            }
+        }
+        ClientRequest::Ping { id } => {
+            let pong: Value = one_json_line(&encode_pong(*id));
+            assert_eq!(pong["op"], "pong");
+            assert_eq!(pong["id"].as_u64(), *id);
+        }
+        ClientRequest::Subscribe { .. } | ClientRequest::Unsubscribe { .. } => {}
+    }
+}
+
+fn check_error(err: &RequestError) {
+    let reply = one_json_line(&encode_error(err));
+    assert_eq!(reply["op"], "error");
+    assert_eq!(reply["id"].as_u64(), err.id);
+    assert_eq!(reply["code"].as_str(), Some(err.code.as_str()));
+    assert_eq!(reply["message"].as_str(), Some(err.message.as_str()));
+}
+
+fn one_json_line(frame: &Bytes) -> Value {
+    assert!(!frame.contains(&b'\n'), "{frame:?}");
+    serde_json::from_slice(frame).unwrap_or_else(|e| panic!("{frame:?} is not JSON: {e}"))
+}
