@@ -490,3 +490,37 @@ async fn sse_and_http_publish_check_tokens_and_grants() {
     let event = stream.next_event().await.unwrap();
     assert_eq!(event.json().unwrap()["data"], 7, "{event:?}");
 }
+
+/// A JWKS file is reloaded when it changes: a key added to it is accepted
+/// within the check interval (5 s) without a restart.
+#[tokio::test]
+async fn a_changed_jwks_file_is_reloaded() {
+    let dir = std::env::temp_dir().join(format!("ferrocast-auth-{}-jwks", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
+    let node = Node::spawn(
+        env!("CARGO_BIN_EXE_ferrocast"),
+        &["--jwt-jwks-file", jwks.to_str().unwrap()],
+    );
+    let token = signed(Algorithm::ES256, Some("ec-1"), user("e"));
+    let bearer = format!("Bearer {token}");
+    let (status, _) = refused(&node.ws_url(), &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 401);
+    std::fs::copy(keys().join("jwks.json"), &jwks).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        match JsonClient::connect_with_headers(&node.ws_url(), &[("Authorization", &bearer)]).await
+        {
+            Ok(_) => break,
+            Err(ClientError::Refused { status: 401, .. }) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(12),
+                    "the new JWKS was not picked up"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+}
