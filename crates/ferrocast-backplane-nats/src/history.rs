@@ -67,7 +67,7 @@ use async_nats::connection::State;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::Client;
 use bytes::Bytes;
@@ -149,10 +149,10 @@ pub(crate) struct History {
     /// down.
     client: Client,
     /// JetStream requests and publishes, over the backplane's connection.
-    context: jetstream::Context,
-    names: Names,
-    /// Which namespaces' streams this node has made sure of.
-    streams: Streams,
+    pub(crate) context: jetstream::Context,
+    pub(crate) names: Names,
+    /// Which streams (history and presence) this node has made sure of.
+    pub(crate) streams: Streams,
     /// Bound of one append (after the ones queued before it) and one read.
     timeout: Duration,
     /// Per topic, the order of this node's appends and their last message.
@@ -234,10 +234,8 @@ impl History {
         last: &Mutex<Option<Stored>>,
     ) -> Result<StreamPosition, BackplaneError> {
         let namespace = publication.topic.namespace().to_string();
-        self.streams
-            .ensure(&self.context, &self.names, &namespace, policy)
-            .await?;
-        let stream = self.stream(&namespace).await?;
+        self.ensure_history(&namespace, policy).await?;
+        let stream = self.stream(&self.names.stream(&namespace)).await?;
         let subject = self.names.history_subject(&publication.topic);
         // Taken: known again only once an append succeeds.
         let mut known = last.lock().take();
@@ -271,10 +269,8 @@ impl History {
                     tokio::time::sleep(pause).await;
                 }
                 Err(Refused::NoStream) => {
-                    self.streams.forget(&namespace);
-                    self.streams
-                        .ensure(&self.context, &self.names, &namespace, policy)
-                        .await?;
+                    self.streams.forget(&self.names.stream(&namespace));
+                    self.ensure_history(&namespace, policy).await?;
                 }
                 Err(Refused::Failed(error)) => return Err(error),
             }
@@ -320,10 +316,8 @@ impl History {
         after: u64,
     ) -> Result<HistoryPage, BackplaneError> {
         let namespace = topic.namespace();
-        self.streams
-            .ensure(&self.context, &self.names, namespace, policy)
-            .await?;
-        let stream = self.stream(namespace).await?;
+        self.ensure_history(namespace, policy).await?;
+        let stream = self.stream(&self.names.stream(namespace)).await?;
         let subject = self.names.history_subject(topic);
         let last = self.last_stored(&stream, &subject).await?;
         let Some(newest) = last.position else {
@@ -355,9 +349,26 @@ impl History {
         stream: &Stream<()>,
         subject: &str,
     ) -> Result<Vec<Publication>, BackplaneError> {
+        self.messages(stream, subject, DeliverPolicy::All, "read a history")
+            .await?
+            .into_iter()
+            .map(decode)
+            .collect()
+    }
+
+    /// The payloads of the messages on `filter` (a subject or a wildcard) that
+    /// `deliver` selects, in stream order, read by a consumer made for the
+    /// purpose; `what` names the read in errors.
+    pub(crate) async fn messages(
+        &self,
+        stream: &Stream<()>,
+        filter: &str,
+        deliver: DeliverPolicy,
+        what: &str,
+    ) -> Result<Vec<Bytes>, BackplaneError> {
         let config = pull::Config {
-            filter_subject: subject.to_string(),
-            deliver_policy: DeliverPolicy::All,
+            filter_subject: filter.to_string(),
+            deliver_policy: deliver,
             ack_policy: AckPolicy::None,
             memory_storage: true,
             num_replicas: 1,
@@ -366,10 +377,19 @@ impl History {
             inactive_threshold: self.timeout * 4,
             ..pull::Config::default()
         };
-        let consumer = stream
-            .create_consumer(config)
-            .await
-            .map_err(|error| self.failed("read a history", &error))?;
+        let consumer = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer,
+            // No stream, nothing kept (a presence stream is made by the
+            // first update).
+            Err(error) => match error.kind() {
+                ConsumerErrorKind::JetStream(api)
+                    if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    return Ok(Vec::new())
+                }
+                _ => return Err(self.failed(what, &error)),
+            },
+        };
         let info = consumer.cached_info();
         let name = info.name.clone();
         let count = usize::try_from(info.num_pending).unwrap_or(usize::MAX);
@@ -383,10 +403,10 @@ impl History {
                 .max_messages(count)
                 .messages()
                 .await
-                .map_err(|error| self.failed("read a history", &error))?;
+                .map_err(|error| self.failed(what, &error))?;
             while let Some(message) = messages.next().await {
-                let message = message.map_err(|error| self.failed("read a history", &error))?;
-                kept.push(decode(message.message.payload)?);
+                let message = message.map_err(|error| self.failed(what, &error))?;
+                kept.push(message.message.payload);
                 if kept.len() == count {
                     break;
                 }
@@ -397,7 +417,7 @@ impl History {
         let stream = stream.clone();
         tokio::spawn(async move {
             if let Err(error) = stream.delete_consumer(&name).await {
-                tracing::debug!(%error, "cannot delete a history reader; it expires by itself");
+                tracing::debug!(%error, "cannot delete a JetStream reader; it expires by itself");
             }
         });
         read
@@ -443,18 +463,28 @@ impl History {
         }
     }
 
-    /// A handle on `namespace`'s stream (no request is made).
-    async fn stream(&self, namespace: &str) -> Result<Stream<()>, BackplaneError> {
-        let name = self.names.stream(namespace);
+    /// Makes sure `namespace`'s history stream exists with `policy`.
+    async fn ensure_history(
+        &self,
+        namespace: &str,
+        policy: HistoryPolicy,
+    ) -> Result<(), BackplaneError> {
+        self.streams
+            .ensure(&self.context, self.names.config(namespace, policy))
+            .await
+    }
+
+    /// A handle on the stream `name` (no request is made).
+    pub(crate) async fn stream(&self, name: &str) -> Result<Stream<()>, BackplaneError> {
         self.context
-            .get_stream_no_info(&name)
+            .get_stream_no_info(name)
             .await
             .map_err(|error| BackplaneError::Rejected(format!("stream name {name:?}: {error}")))
     }
 
     /// What a failed request means for the caller: `Unavailable` either way,
     /// saying whether the connection is down.
-    fn failed(&self, what: &str, error: &dyn std::fmt::Display) -> BackplaneError {
+    pub(crate) fn failed(&self, what: &str, error: &dyn std::fmt::Display) -> BackplaneError {
         if self.client.connection_state() == State::Connected {
             BackplaneError::Unavailable(format!("cannot {what} in NATS JetStream: {error}"))
         } else {

@@ -43,6 +43,12 @@
 //! receive it like any publication. History therefore needs JetStream on the
 //! server (nats-server 2.9 or newer) and, with permissions, publish rights on
 //! `{prefix}-history.>` and `$JS.API.>` for the account.
+//!
+//! # Presence
+//! Presence entries are kept in JetStream too (module `presence`): one
+//! in-memory stream per namespace, one subject per topic and client, the
+//! presence ttl as the stream's `max_age`, so that entries nobody refreshes
+//! expire on the server.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -57,7 +63,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use ferrocast_core::backplane::{
-    envelope, Backplane, BackplaneError, HistoryPage, HistoryPolicy, PublicationSink,
+    envelope, Backplane, BackplaneError, HistoryPage, HistoryPolicy, PresenceEntry, PublicationSink,
 };
 use ferrocast_core::{NodeId, Publication};
 use ferrocast_protocol::json::StreamPosition;
@@ -65,6 +71,7 @@ use ferrocast_protocol::{Topic, TopicFilter};
 
 mod connection;
 mod history;
+mod presence;
 mod publisher;
 mod settings;
 mod streams;
@@ -440,5 +447,42 @@ impl Backplane for NatsBackplane {
 
     fn health(&self) -> watch::Receiver<bool> {
         self.state.health.subscribe()
+    }
+
+    fn presence_update(
+        &self,
+        add: Vec<(Topic, PresenceEntry)>,
+        remove: Vec<(Topic, String)>,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        if !self.is_connected() {
+            return future::ready(Err(Self::unavailable())).boxed();
+        }
+        let history = self.history.clone();
+        let timeout = self.timeout;
+        async move {
+            tokio::time::timeout(timeout, history.presence_update(add, remove, ttl))
+                .await
+                .unwrap_or(Err(BackplaneError::Timeout(timeout)))
+        }
+        .boxed()
+    }
+
+    fn presence(
+        &self,
+        topic: &Topic,
+    ) -> BoxFuture<'static, Result<Vec<PresenceEntry>, BackplaneError>> {
+        if !self.is_connected() {
+            return future::ready(Err(Self::unavailable())).boxed();
+        }
+        let history = self.history.clone();
+        let topic = topic.clone();
+        let timeout = self.timeout;
+        async move {
+            tokio::time::timeout(timeout, history.presence_read(&topic))
+                .await
+                .unwrap_or(Err(BackplaneError::Timeout(timeout)))
+        }
+        .boxed()
     }
 }

@@ -66,19 +66,55 @@ impl Names {
     /// that it holds only characters stream names allow and no two
     /// prefixes or namespaces share a name (see [`escape`]).
     pub(crate) fn stream(&self, namespace: &str) -> String {
-        let mut name = escape(&self.prefix);
-        name.push_str("_H_");
-        name.push_str(&escape(namespace));
-        if name.len() > MAX_STREAM_NAME {
-            let hash = fnv1a(name.as_bytes());
-            name.truncate(MAX_STREAM_NAME - 17);
-            let _ = write!(name, "_{hash:016x}");
+        bounded(format!("{}_H_{}", escape(&self.prefix), escape(namespace)))
+    }
+
+    /// The stream that keeps `namespace`'s presence: `{prefix}_P_{namespace}`.
+    pub(crate) fn presence_stream(&self, namespace: &str) -> String {
+        bounded(format!("{}_P_{}", escape(&self.prefix), escape(namespace)))
+    }
+
+    /// The subjects of `topic`'s presence entries (one token per client).
+    pub(crate) fn presence_subjects(&self, topic: &Topic) -> String {
+        format!(
+            "{}-presence.{}.{}.*",
+            self.prefix,
+            topic.namespace(),
+            topic.as_str()
+        )
+    }
+
+    /// The subject of `client`'s entry on `topic`; the client id is
+    /// escaped into one token.
+    pub(crate) fn presence_subject(&self, topic: &Topic, client: &str) -> String {
+        format!(
+            "{}-presence.{}.{}.{}",
+            self.prefix,
+            topic.namespace(),
+            topic.as_str(),
+            escape(client)
+        )
+    }
+
+    /// The configuration of `namespace`'s presence stream: the last entry
+    /// per client, for `ttl`, in memory (presence is rebuilt by the nodes'
+    /// refreshes if the server restarts).
+    pub(crate) fn presence_config(&self, namespace: &str, ttl: Duration) -> Config {
+        Config {
+            name: self.presence_stream(namespace),
+            description: Some(format!("ferrocast presence of the namespace {namespace}")),
+            subjects: vec![format!("{}-presence.{namespace}.>", self.prefix)],
+            max_messages_per_subject: 1,
+            max_age: ttl.max(Duration::from_millis(1)),
+            discard: DiscardPolicy::Old,
+            storage: StorageType::Memory,
+            num_replicas: 1,
+            ..Config::default()
         }
-        name
     }
 
     /// The configuration of `namespace`'s stream under `policy`.
-    fn config(&self, namespace: &str, policy: HistoryPolicy) -> Config {
+    pub(crate) fn config(&self, namespace: &str, policy: HistoryPolicy) -> Config {
         let subjects = format!("{}.{namespace}.>", self.history_root);
         Config {
             name: self.stream(namespace),
@@ -98,6 +134,17 @@ impl Names {
             ..Config::default()
         }
     }
+}
+
+/// `name`, or, when longer than [`MAX_STREAM_NAME`], its start and a hash of
+/// the whole.
+fn bounded(mut name: String) -> String {
+    if name.len() > MAX_STREAM_NAME {
+        let hash = fnv1a(name.as_bytes());
+        name.truncate(MAX_STREAM_NAME - 17);
+        let _ = write!(name, "_{hash:016x}");
+    }
+    name
 }
 
 /// Keeps ASCII letters, digits and `-`; writes every other byte as `_XX`
@@ -122,10 +169,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The streams this node made sure of, with the policy each has.
+/// The streams this node made sure of, by name, with the limits each has
+/// (most messages per subject, age).
 #[derive(Debug, Default)]
 pub(crate) struct Streams {
-    ensured: RwLock<HashMap<String, HistoryPolicy>>,
+    ensured: RwLock<HashMap<String, (i64, Duration)>>,
     /// One stream change at a time from this node.
     changing: tokio::sync::Mutex<()>,
     /// Whether the missing JetStream was logged (once per node).
@@ -133,29 +181,27 @@ pub(crate) struct Streams {
 }
 
 impl Streams {
-    /// Makes sure `namespace`'s stream exists with `policy`: creates it, or
-    /// changes the limits of an existing one whose policy differs (keeping
-    /// what an operator may have set, such as replicas or placement).
-    /// Costs nothing once done for that policy on this node.
+    /// Makes sure the stream `wanted` exists with its limits: creates it, or
+    /// changes the limits of an existing one that differs (keeping what an
+    /// operator may have set, such as replicas or placement). Costs nothing
+    /// once done for those limits on this node.
     pub(crate) async fn ensure(
         &self,
         context: &jetstream::Context,
-        names: &Names,
-        namespace: &str,
-        policy: HistoryPolicy,
+        wanted: Config,
     ) -> Result<(), BackplaneError> {
-        if self.ensured.read().get(namespace) == Some(&policy) {
+        let limits = (wanted.max_messages_per_subject, wanted.max_age);
+        if self.ensured.read().get(&wanted.name) == Some(&limits) {
             return Ok(());
         }
         let _changing = self.changing.lock().await;
-        if self.ensured.read().get(namespace) == Some(&policy) {
+        if self.ensured.read().get(&wanted.name) == Some(&limits) {
             return Ok(());
         }
-        let wanted = names.config(namespace, policy);
         match create_or_update(context, &wanted).await {
             Ok(()) => {
-                tracing::debug!(stream = %wanted.name, ?policy, "history stream ready");
-                self.ensured.write().insert(namespace.to_string(), policy);
+                tracing::debug!(stream = %wanted.name, ?limits, "stream ready");
+                self.ensured.write().insert(wanted.name, limits);
                 Ok(())
             }
             Err(BackplaneError::Rejected(reason)) if reason == JETSTREAM_DISABLED => {
@@ -168,9 +214,9 @@ impl Streams {
         }
     }
 
-    /// Forgets what was made sure of `namespace`'s stream (it was deleted).
-    pub(crate) fn forget(&self, namespace: &str) {
-        self.ensured.write().remove(namespace);
+    /// Forgets what was made sure of the stream `name` (it was deleted).
+    pub(crate) fn forget(&self, name: &str) {
+        self.ensured.write().remove(name);
     }
 }
 

@@ -69,35 +69,42 @@ use ferrocast_protocol::json::StreamPosition;
 
 use crate::connection::ConnectionError;
 
-const APPEND: &str = include_str!("history/append.lua");
-const READ: &str = include_str!("history/read.lua");
+/// Every script, in the order of [`Script`].
+const SOURCES: [&str; 4] = [
+    include_str!("history/append.lua"),
+    include_str!("history/read.lua"),
+    include_str!("presence/update.lua"),
+    include_str!("presence/read.lua"),
+];
 
-/// The scripts' digests, as the connected Redis gave them.
+/// The scripts' digests, as the connected Redis gave them, in the order of
+/// [`Script`].
 #[derive(Debug, Clone)]
 pub(crate) struct Scripts {
-    append: String,
-    read: String,
+    digests: Vec<String>,
 }
 
 impl Scripts {
-    /// Loads both scripts (`SCRIPT LOAD`) within `timeout`.
+    /// Loads every script (`SCRIPT LOAD`) within `timeout`.
     pub(crate) async fn load(
         connection: &mut MultiplexedConnection,
         timeout: std::time::Duration,
     ) -> Result<Self, ConnectionError> {
-        let mut pipeline = Pipeline::with_capacity(2);
-        for source in [APPEND, READ] {
+        let mut pipeline = Pipeline::with_capacity(SOURCES.len());
+        for source in SOURCES {
             pipeline.cmd("SCRIPT").arg("LOAD").arg(source);
         }
-        let replies =
-            match tokio::time::timeout(timeout, connection.send_packed_commands(&pipeline, 0, 2))
-                .await
-            {
-                Ok(Ok(replies)) => replies,
-                Ok(Err(error)) => return Err(ConnectionError::from_command(error)),
-                Err(_) => return Err(ConnectionError::Timeout(timeout)),
-            };
-        let mut digests = replies.into_iter().map(|reply| match reply {
+        let replies = match tokio::time::timeout(
+            timeout,
+            connection.send_packed_commands(&pipeline, 0, SOURCES.len()),
+        )
+        .await
+        {
+            Ok(Ok(replies)) => replies,
+            Ok(Err(error)) => return Err(ConnectionError::from_command(error)),
+            Err(_) => return Err(ConnectionError::Timeout(timeout)),
+        };
+        let digests = replies.into_iter().map(|reply| match reply {
             Value::BulkString(digest) => String::from_utf8(digest).map_err(|_| {
                 ConnectionError::Refused("a script digest that is not UTF-8".to_string())
             }),
@@ -109,29 +116,33 @@ impl Scripts {
                 "unexpected reply to SCRIPT LOAD: {other:?}"
             ))),
         });
-        match (digests.next(), digests.next()) {
-            (Some(append), Some(read)) => Ok(Self {
-                append: append?,
-                read: read?,
-            }),
-            _ => Err(ConnectionError::Refused(
+        let digests = digests.collect::<Result<Vec<_>, _>>()?;
+        if digests.len() != SOURCES.len() {
+            return Err(ConnectionError::Refused(
                 "no digest in the reply to SCRIPT LOAD".to_string(),
-            )),
+            ));
         }
+        Ok(Self { digests })
     }
 }
 
+/// The scripts, in the order of [`SOURCES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Script {
-    Append,
-    Read,
+pub(crate) enum Script {
+    Append = 0,
+    Read = 1,
+    /// `presence/update.lua` (module `presence`).
+    PresenceUpdate = 2,
+    /// `presence/read.lua`.
+    PresenceRead = 3,
 }
 
-/// One invocation of a history script, waiting in the publisher's queue.
+/// One invocation of a script (history or presence), waiting in the
+/// publisher's queue.
 #[derive(Debug)]
 pub(crate) struct Call {
     script: Script,
-    /// The meta hash and the stream.
+    /// Two keys of one topic (one hash slot).
     keys: [String; 2],
     args: Vec<Bytes>,
 }
@@ -154,6 +165,10 @@ fn policy_args(policy: HistoryPolicy) -> [Bytes; 2] {
 }
 
 impl Call {
+    pub(crate) fn new(script: Script, keys: [String; 2], args: Vec<Bytes>) -> Self {
+        Self { script, keys, args }
+    }
+
     /// Appends `publication` (its position, if any, is replaced) and
     /// publishes it on `channel` with `publish_command`.
     pub(crate) fn append(
@@ -190,10 +205,7 @@ impl Call {
 
     /// Adds the `EVALSHA` of this call to `pipeline`.
     pub(crate) fn add_to(&self, pipeline: &mut Pipeline, scripts: &Scripts) {
-        let digest = match self.script {
-            Script::Append => &scripts.append,
-            Script::Read => &scripts.read,
-        };
+        let digest = &scripts.digests[self.script as usize];
         let command = pipeline
             .cmd("EVALSHA")
             .arg(digest)
@@ -205,7 +217,7 @@ impl Call {
     }
 }
 
-fn unexpected(what: &str, reply: &Value) -> BackplaneError {
+pub(crate) fn unexpected(what: &str, reply: &Value) -> BackplaneError {
     BackplaneError::Rejected(format!("unexpected reply of the {what} script: {reply:?}"))
 }
 

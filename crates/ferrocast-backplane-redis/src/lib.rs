@@ -19,7 +19,9 @@
 //!   [`BackplaneError::Unavailable`] instead of making callers wait.
 //!   Publications with history and history reads are Lua scripts that travel
 //!   in the same queue and pipelines (`history.rs` describes the keys, the
-//!   scripts and why offsets are never duplicated or skipped).
+//!   scripts and why offsets are never duplicated or skipped), and so are
+//!   presence updates and reads (`presence.rs`: a hash and a sorted set of
+//!   expiry times per topic, by the server's clock).
 //! - **The pub/sub connection** (`subscriber.rs`), a RESP3 connection whose
 //!   push messages are handled as they are read (`receive.rs`): the envelope is
 //!   decoded, this node's own publications (Redis echoes them) are dropped, and
@@ -70,6 +72,7 @@
 //! [`PublicationSink`]: ferrocast_core::backplane::PublicationSink
 //! [`TopicFilter::matches`]: ferrocast_protocol::TopicFilter::matches
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -81,7 +84,7 @@ use tokio_util::sync::CancellationToken;
 
 use ferrocast_core::backplane::envelope;
 use ferrocast_core::backplane::{
-    Backplane, BackplaneError, HistoryPage, HistoryPolicy, PublicationSink,
+    Backplane, BackplaneError, HistoryPage, HistoryPolicy, PresenceEntry, PublicationSink,
 };
 use ferrocast_core::{NodeId, Publication};
 use ferrocast_protocol::json::StreamPosition;
@@ -92,6 +95,7 @@ mod connection;
 mod health;
 mod history;
 mod interest;
+mod presence;
 mod publisher;
 mod receive;
 mod subscriber;
@@ -296,7 +300,7 @@ impl Backplane for RedisBackplane {
                 channel,
                 envelope: envelope::encode(&publication),
             },
-            Some(policy) => Request::History(history::Call::append(
+            Some(policy) => Request::Script(history::Call::append(
                 channel,
                 publication,
                 policy,
@@ -323,7 +327,7 @@ impl Backplane for RedisBackplane {
         after: u64,
     ) -> BoxFuture<'static, Result<HistoryPage, BackplaneError>> {
         let channel = interest::channel_name(&self.shared.prefix, topic.as_str());
-        let request = Request::History(history::Call::read(&channel, policy, after));
+        let request = Request::Script(history::Call::read(&channel, policy, after));
         match self.enqueue(request) {
             Ok(reply) => {
                 async move { history::page(reply.await.unwrap_or_else(|_| Err(Self::stopped()))?) }
@@ -355,6 +359,52 @@ impl Backplane for RedisBackplane {
 
     fn health(&self) -> watch::Receiver<bool> {
         self.shared.health.subscribe()
+    }
+
+    /// One script call per topic, queued together (one pipeline).
+    fn presence_update(
+        &self,
+        add: Vec<(Topic, PresenceEntry)>,
+        remove: Vec<(Topic, String)>,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        let mut by_topic: HashMap<Topic, (Vec<PresenceEntry>, Vec<String>)> = HashMap::new();
+        for (topic, entry) in add {
+            by_topic.entry(topic).or_default().0.push(entry);
+        }
+        for (topic, client) in remove {
+            by_topic.entry(topic).or_default().1.push(client);
+        }
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut replies = Vec::with_capacity(by_topic.len());
+        for (topic, (add, remove)) in &by_topic {
+            let call = presence::update(&self.shared.prefix, topic, add, remove, ttl_ms);
+            match self.enqueue(Request::Script(call)) {
+                Ok(reply) => replies.push(reply),
+                Err(error) => return future::ready(Err(error)).boxed(),
+            }
+        }
+        async move {
+            for reply in replies {
+                reply.await.unwrap_or_else(|_| Err(Self::stopped()))?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn presence(
+        &self,
+        topic: &Topic,
+    ) -> BoxFuture<'static, Result<Vec<PresenceEntry>, BackplaneError>> {
+        let request = Request::Script(presence::read(&self.shared.prefix, topic));
+        match self.enqueue(request) {
+            Ok(reply) => async move {
+                presence::entries(reply.await.unwrap_or_else(|_| Err(Self::stopped()))?)
+            }
+            .boxed(),
+            Err(error) => future::ready(Err(error)).boxed(),
+        }
     }
 }
 

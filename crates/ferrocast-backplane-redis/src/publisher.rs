@@ -50,8 +50,8 @@ pub(crate) enum Request {
     /// `{prefix}{topic}`. The envelope is made by the caller of `publish`, so
     /// encoding spreads over the callers' tasks.
     Publish { channel: String, envelope: Bytes },
-    /// A history script.
-    History(history::Call),
+    /// A history or presence script.
+    Script(history::Call),
 }
 
 /// Redis's reply to a request; a server error is `Rejected`.
@@ -78,7 +78,7 @@ impl Outgoing {
     }
 
     fn is_script(&self) -> bool {
-        matches!(self.request, Request::History(_))
+        matches!(self.request, Request::Script(_))
     }
 }
 
@@ -326,8 +326,8 @@ async fn exchange(
                     .arg(channel.as_bytes())
                     .arg(&envelope[..]);
             }
-            (Request::History(call), Some(scripts)) => call.add_to(&mut pipeline, scripts),
-            (Request::History(_), None) => {
+            (Request::Script(call), Some(scripts)) => call.add_to(&mut pipeline, scripts),
+            (Request::Script(_), None) => {
                 return Err(ConnectionError::Refused(
                     "the history scripts are not loaded".to_string(),
                 ))

@@ -9,13 +9,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::json::{StreamPosition, PRESENCE_CONTENT_TYPE};
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use crate::backplane::{BackplaneError, HistoryPage, SharedBackplane};
+use crate::backplane::{BackplaneError, HistoryPage, PresenceEntry, SharedBackplane};
 use crate::interest::InterestSync;
 use crate::metrics as names;
 use crate::namespace::{NamespaceSettings, Namespaces};
+use crate::presence::PresenceSync;
 use crate::publication::{NodeId, Publication};
 use crate::queue::{ConnId, OutboundQueue};
 use crate::registry::SubscriptionRegistry;
@@ -41,6 +42,7 @@ struct HubInner {
     registry: Arc<SubscriptionRegistry>,
     backplane: SharedBackplane,
     interest: Arc<InterestSync>,
+    presence: Arc<PresenceSync>,
     namespaces: Namespaces,
     published: Counter,
     publish_duration: Histogram,
@@ -48,8 +50,8 @@ struct HubInner {
 
 impl Hub {
     /// Builds the hub over `registry`, which must be the sink `backplane`
-    /// delivers to, and starts the task that keeps backplane interest in step
-    /// (it stops on `shutdown`).
+    /// delivers to, and starts the tasks that keep backplane interest and
+    /// this node's presence entries in step (they stop on `shutdown`).
     pub fn start(
         node_id: NodeId,
         registry: Arc<SubscriptionRegistry>,
@@ -62,6 +64,15 @@ impl Hub {
         tasks.spawn(
             interest
                 .clone()
+                .run(registry.clone(), backplane.clone(), shutdown.clone()),
+        );
+        let presence = Arc::new(PresenceSync::new(
+            node_id.clone(),
+            namespaces.presence_ttl(),
+        ));
+        tasks.spawn(
+            presence
+                .clone()
                 .run(registry.clone(), backplane.clone(), shutdown),
         );
         Self {
@@ -70,6 +81,7 @@ impl Hub {
                 registry,
                 backplane,
                 interest,
+                presence,
                 namespaces,
                 published: counter!(names::MESSAGES_PUBLISHED),
                 publish_duration: histogram!(names::BACKPLANE_PUBLISH_DURATION),
@@ -146,6 +158,46 @@ impl Hub {
         }
     }
 
+    /// Records that `conn`, of `user`, subscribed to `topic`, if its
+    /// namespace has presence: the entry reaches the backplane, and a join
+    /// event the topic's subscribers, shortly after.
+    pub fn join(&self, topic: &Topic, conn: ConnId, user: Option<&str>) {
+        if self.namespace(topic.namespace()).presence {
+            self.inner.presence.join(topic, conn, user);
+        }
+    }
+
+    /// Records that `conn` left `topic` (a leave event follows if it had
+    /// joined).
+    pub fn leave(&self, topic: &Topic, conn: ConnId) {
+        if self.namespace(topic.namespace()).presence {
+            self.inner.presence.leave(topic, conn);
+        }
+    }
+
+    /// The presence id of `conn` in the cluster: `<node id>-<conn>`.
+    pub fn client_id(&self, conn: ConnId) -> String {
+        self.inner.presence.client_id(conn)
+    }
+
+    /// Who is subscribed to `topic`, on every node (see
+    /// [`crate::backplane::Backplane::presence`]). The caller checks that the
+    /// namespace has presence.
+    pub fn presence(
+        &self,
+        topic: &Topic,
+    ) -> impl Future<Output = Result<Vec<PresenceEntry>, BackplaneError>> + Send + 'static {
+        let read = self.inner.backplane.presence(topic);
+        async move {
+            let result = read.await;
+            match &result {
+                Ok(_) => counter!(names::PRESENCE_READS).increment(1),
+                Err(_) => counter!(names::BACKPLANE_ERRORS, "op" => "presence").increment(1),
+            }
+            result
+        }
+    }
+
     /// Removes the subscription of `conn` to `filter`, if any.
     pub fn unsubscribe(&self, filter: &TopicFilter, conn: ConnId) {
         if self.inner.registry.remove(filter, conn) {
@@ -164,7 +216,9 @@ impl Hub {
 
     /// Publishes on `topic`, handing the publication to the backplane for
     /// every other node before returning (so publish calls keep their order).
-    /// `content_type` `None` means `payload` is JSON text.
+    /// `content_type` `None` means `payload` is JSON text. The content type
+    /// of presence events is the node's own: a client's publication that
+    /// claims it goes out as `application/octet-stream`.
     ///
     /// In a namespace without history this node's matching subscribers get
     /// the publication at once, and on a backplane error they still got it
@@ -181,7 +235,12 @@ impl Hub {
         let started = Instant::now();
         let history = self.namespace(topic.namespace()).history;
         let mut publication = Publication::new(topic, payload, self.inner.node_id.clone());
-        publication.content_type = content_type;
+        publication.content_type = match content_type {
+            Some(claimed) if &*claimed == PRESENCE_CONTENT_TYPE => {
+                Some(Arc::from("application/octet-stream"))
+            }
+            other => other,
+        };
         publication.headers = headers;
         let held_back = match history {
             None => {
@@ -449,5 +508,137 @@ mod tests {
         assert_eq!(end, Poll::Ready(Taken::Closed(CloseReason::SlowConsumer)));
         let expected: Vec<String> = (0..10).map(|i: i32| i.to_string()).collect();
         assert_eq!(payloads(&drain(&fast).0), expected);
+    }
+
+    fn presence_node(bus: &MemoryBus, id: &str, ttl: std::time::Duration) -> Fixture {
+        let registry = Arc::new(SubscriptionRegistry::new());
+        let backplane = Arc::new(bus.attach(registry.clone()));
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let settings = NamespaceSettings {
+            presence: true,
+            ..NamespaceSettings::default()
+        };
+        let namespaces =
+            Namespaces::new([("room".to_string(), settings)].into()).with_presence_ttl(ttl);
+        let hub = Hub::start(
+            Arc::from(id),
+            registry,
+            backplane,
+            namespaces,
+            &tasks,
+            shutdown.clone(),
+        );
+        Fixture {
+            hub,
+            _tasks: tasks,
+            _shutdown: shutdown,
+        }
+    }
+
+    /// The JSON frames of the presence events in `items`.
+    fn events(items: &[Outbound]) -> Vec<serde_json::Value> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Outbound::Delivery(d, _) => serde_json::from_slice(d.json_frame()).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn wait_for_presence(hub: &Hub, name: &str, clients: &[String]) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut seen: Vec<String> = hub
+                .presence(&topic(name))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.client)
+                .collect();
+            seen.sort();
+            if seen == clients {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "presence of {name} is {seen:?}, expected {clients:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn presence_joins_leaves_and_expires_with_its_node() {
+        let ttl = std::time::Duration::from_millis(600);
+        let bus = MemoryBus::new();
+        let a = presence_node(&bus, "a", ttl);
+        let b = presence_node(&bus, "b", ttl);
+        let watcher = Arc::new(OutboundQueue::new(1 << 20));
+        a.hub
+            .subscribe(&filter("room.1"), 1, watcher.clone())
+            .await
+            .unwrap();
+        a.hub.join(&topic("room.1"), 1, Some("alice"));
+        let q = Arc::new(OutboundQueue::new(1 << 20));
+        b.hub.subscribe(&filter("room.1"), 7, q).await.unwrap();
+        b.hub.join(&topic("room.1"), 7, None);
+        // A namespace without presence records nothing.
+        b.hub.join(&topic("other.1"), 7, None);
+        wait_for_presence(&a.hub, "room.1", &["a-1".into(), "b-7".into()]).await;
+        assert!(b.hub.presence(&topic("other.1")).await.unwrap().is_empty());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let seen = events(&drain(&watcher).0);
+        assert_eq!(
+            seen,
+            [
+                serde_json::json!({"op":"join","topic":"room.1","client":"a-1","user":"alice","node":"a","joined_at":seen[0]["joined_at"]}),
+                serde_json::json!({"op":"join","topic":"room.1","client":"b-7","node":"b","joined_at":seen[1]["joined_at"]}),
+            ]
+        );
+
+        b.hub.leave(&topic("room.1"), 7);
+        wait_for_presence(&a.hub, "room.1", &["a-1".into()]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let seen = events(&drain(&watcher).0);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(
+            (&seen[0]["op"], &seen[0]["client"]),
+            (&"leave".into(), &"b-7".into())
+        );
+
+        // Refreshed entries outlive their ttl; a stopped node's do not.
+        b.hub.join(&topic("room.1"), 8, None);
+        wait_for_presence(&a.hub, "room.1", &["a-1".into(), "b-8".into()]).await;
+        b._shutdown.cancel();
+        tokio::time::sleep(ttl * 2).await;
+        wait_for_presence(&a.hub, "room.1", &["a-1".into()]).await;
+    }
+
+    #[tokio::test]
+    async fn clients_cannot_publish_presence_events() {
+        let bus = MemoryBus::new();
+        let f = node(&bus);
+        let q = Arc::new(OutboundQueue::new(1 << 20));
+        f.hub.subscribe(&filter("x"), 1, q.clone()).await.unwrap();
+        f.hub
+            .publish_message(
+                topic("x"),
+                Bytes::from_static(br#"{"op":"leave"}"#),
+                Some(Arc::from(PRESENCE_CONTENT_TYPE)),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        let (items, _) = drain(&q);
+        let [Outbound::Delivery(d, _)] = &items[..] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(
+            d.publication.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+        assert!(d.json_frame().starts_with(br#"{"op":"message""#));
     }
 }

@@ -24,12 +24,13 @@ mod interest;
 pub mod metrics;
 mod namespace;
 mod pattern_index;
+mod presence;
 mod publication;
 mod queue;
 mod registry;
 
 pub use hub::{Hub, SubscribeError};
-pub use namespace::{NamespaceSettings, Namespaces};
+pub use namespace::{NamespaceSettings, Namespaces, DEFAULT_PRESENCE_TTL};
 pub use publication::{unix_micros, Delivery, NodeId, Publication, WireFormat};
 pub use queue::{CloseReason, ConnId, Outbound, OutboundQueue, PushError, Taken};
 pub use registry::SubscriptionRegistry;

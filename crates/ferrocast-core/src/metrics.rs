@@ -31,6 +31,10 @@ pub const STREAM_RESYNCS: &str = "ferrocast_stream_resyncs_total";
 pub const AUTH_FAILURES: &str = "ferrocast_auth_failures_total";
 /// Requests refused by permissions, by `reason` (unauthorized, forbidden).
 pub const ACCESS_DENIED: &str = "ferrocast_access_denied_total";
+/// Presence entries this node keeps in the backplane for its connections.
+pub const PRESENCE_ENTRIES: &str = "ferrocast_presence_entries";
+/// Presence lists read for clients.
+pub const PRESENCE_READS: &str = "ferrocast_presence_reads_total";
 pub const DELIVERY_LAG: &str = "ferrocast_delivery_lag_seconds";
 pub const BUILD_INFO: &str = "ferrocast_build_info";
 pub const DRAINING: &str = "ferrocast_draining";
@@ -112,6 +116,14 @@ pub fn describe() {
     describe_counter!(
         BACKPLANE_RECEIVED,
         "Publications of other nodes received from the backplane (only topics with local interest arrive)."
+    );
+    describe_gauge!(
+        PRESENCE_ENTRIES,
+        "Presence entries this node keeps (and refreshes) in the backplane for its connections."
+    );
+    describe_counter!(
+        PRESENCE_READS,
+        "Presence lists read from the backplane for clients."
     );
     describe_histogram!(
         DELIVERY_LAG,

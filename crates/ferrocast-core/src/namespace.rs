@@ -2,6 +2,7 @@
 //! in it (history, presence).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::backplane::HistoryPolicy;
 
@@ -30,12 +31,26 @@ impl Default for NamespaceSettings {
     }
 }
 
+/// How long a presence entry lives in the backplane without a refresh, unless
+/// configured otherwise.
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(30);
+
 /// The configured namespaces; a namespace not configured gets the defaults
 /// (no history, no presence).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Namespaces {
     by_name: HashMap<String, NamespaceSettings>,
     default: NamespaceSettings,
+    /// How long the presence entries of every namespace with presence live
+    /// in the backplane without a refresh (the node refreshes them every
+    /// third of it).
+    presence_ttl: Duration,
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Self::new(HashMap::new())
+    }
 }
 
 impl Namespaces {
@@ -43,7 +58,19 @@ impl Namespaces {
         Self {
             by_name,
             default: NamespaceSettings::default(),
+            presence_ttl: DEFAULT_PRESENCE_TTL,
         }
+    }
+
+    /// Sets the time-to-live of presence entries.
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
+        self
+    }
+
+    /// The time-to-live of presence entries.
+    pub fn presence_ttl(&self) -> Duration {
+        self.presence_ttl
     }
 
     /// The settings of `namespace`.

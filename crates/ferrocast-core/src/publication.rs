@@ -2,7 +2,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ferrocast_protocol::json::{encode_message, StreamPosition};
+use ferrocast_protocol::json::{encode_message, StreamPosition, PRESENCE_CONTENT_TYPE};
 use ferrocast_protocol::Topic;
 
 /// The name of a node in a cluster (unique per running process).
@@ -90,9 +90,13 @@ impl Delivery {
         self.frames[format as usize].get_or_init(|| encode(&self.publication))
     }
 
-    /// The `ferrocast.v1.json` message frame.
+    /// The `ferrocast.v1.json` message frame; a presence event is its own
+    /// frame (`{"op":"join"|"leave",…}`).
     pub fn json_frame(&self) -> &Bytes {
         self.frame(WireFormat::Json, |p| {
+            if p.content_type.as_deref() == Some(PRESENCE_CONTENT_TYPE) {
+                return p.payload.clone();
+            }
             encode_message(
                 &p.topic,
                 &p.payload,

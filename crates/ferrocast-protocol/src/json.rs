@@ -101,6 +101,11 @@ pub enum ClientRequest {
         id: Option<u64>,
         token: String,
     },
+    /// Asks who is subscribed to one topic of a namespace with presence.
+    Presence {
+        id: Option<u64>,
+        topic: Topic,
+    },
 }
 
 impl ClientRequest {
@@ -110,7 +115,8 @@ impl ClientRequest {
             | Self::Unsubscribe { id, .. }
             | Self::Publish { id, .. }
             | Self::Ping { id }
-            | Self::Auth { id, .. } => *id,
+            | Self::Auth { id, .. }
+            | Self::Presence { id, .. } => *id,
         }
     }
 }
@@ -239,11 +245,16 @@ fn to_request(
                 RequestError::new(id, ErrorCode::BadRequest, "'auth' needs a token")
             })?,
         }),
+        "presence" => Ok(ClientRequest::Presence {
+            id,
+            topic: Topic::parse(topic()?, max_topic_len)
+                .map_err(|e| RequestError::bad_topic(id, &e))?,
+        }),
         other => Err(RequestError::new(
             id,
             ErrorCode::BadRequest,
             format!(
-                "unknown op {:?}; expected subscribe, unsubscribe, publish, ping or auth",
+                "unknown op {:?}; expected subscribe, unsubscribe, publish, ping, auth or presence",
                 truncate(other, 32)
             ),
         )),
@@ -347,6 +358,78 @@ pub fn encode_pong(id: Option<u64>) -> Bytes {
     WireReply::op("pong", id).encode()
 }
 
+/// The content type of a presence event: a publication that a node makes
+/// on a topic of a namespace with presence when a client joins or leaves it.
+/// Its payload is the whole `{"op":"join"|"leave",…}` object
+/// ([`encode_presence_event`]), which JSON clients get as it is.
+pub const PRESENCE_CONTENT_TYPE: &str = "application/vnd.ferrocast.presence+json";
+
+/// One subscriber of a topic in a namespace with presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// The subscribing connection, unique in the cluster (`<node>-<conn>`).
+    pub client: String,
+    /// The connection's user; absent for an anonymous connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The node that serves the connection.
+    pub node: String,
+    /// When the client subscribed, in milliseconds since the Unix epoch.
+    pub joined_at: u64,
+}
+
+/// What happened to a topic's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceEvent {
+    Join,
+    Leave,
+}
+
+impl PresenceEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Join => "join",
+            Self::Leave => "leave",
+        }
+    }
+}
+
+/// `{"op":"join"|"leave","topic":…,"client":…,"user":…,"node":…,"joined_at":…}`
+/// (no `user` for an anonymous client).
+pub fn encode_presence_event(event: PresenceEvent, topic: &Topic, entry: &PresenceEntry) -> Bytes {
+    #[derive(Serialize)]
+    struct Wire<'a> {
+        op: &'static str,
+        topic: &'a str,
+        #[serde(flatten)]
+        entry: &'a PresenceEntry,
+    }
+    let wire = Wire {
+        op: event.as_str(),
+        topic: topic.as_str(),
+        entry,
+    };
+    // Serializing strings and integers cannot fail.
+    Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
+}
+
+/// `{"op":"ok","id":…,"presence":[{"client":…,"user":…,"node":…,"joined_at":…},…]}`
+pub fn encode_presence(id: Option<u64>, entries: &[PresenceEntry]) -> Bytes {
+    #[derive(Serialize)]
+    struct Wire<'a> {
+        op: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        presence: &'a [PresenceEntry],
+    }
+    let wire = Wire {
+        op: "ok",
+        id,
+        presence: entries,
+    };
+    Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
+}
+
 /// `{"op":"message","topic":…,"data":…}` plus `offset` and `epoch` when the
 /// topic keeps history.
 ///
@@ -408,6 +491,75 @@ mod tests {
         let mut all = decode(text);
         assert_eq!(all.len(), 1, "{all:?}");
         all.remove(0)
+    }
+
+    #[test]
+    fn decodes_presence_requests() {
+        assert_eq!(
+            decode_one(r#"{"op":"presence","id":7,"topic":"chat.room1"}"#),
+            Ok(ClientRequest::Presence {
+                id: Some(7),
+                topic: Topic::parse("chat.room1", 255).unwrap(),
+            })
+        );
+        // One topic: a pattern is refused, and so is a missing topic.
+        let pattern = decode_one(r#"{"op":"presence","id":8,"topic":"chat.*"}"#).unwrap_err();
+        assert_eq!((pattern.id, pattern.code), (Some(8), ErrorCode::BadRequest));
+        let missing = decode_one(r#"{"op":"presence","id":9}"#).unwrap_err();
+        assert_eq!((missing.id, missing.code), (Some(9), ErrorCode::BadRequest));
+        assert!(
+            missing.message.contains("needs a topic"),
+            "{}",
+            missing.message
+        );
+    }
+
+    #[test]
+    fn encodes_presence_replies_and_events() {
+        let topic = Topic::parse("chat.room1", 255).unwrap();
+        let alice = PresenceEntry {
+            client: "n1-4".into(),
+            user: Some("alice\n\"x".into()),
+            node: "n1".into(),
+            joined_at: 1_700_000_000_000,
+        };
+        let anonymous = PresenceEntry {
+            client: "n2-1".into(),
+            user: None,
+            node: "n2".into(),
+            joined_at: 5,
+        };
+        let reply = encode_presence(Some(3), &[alice.clone(), anonymous.clone()]);
+        assert!(!reply.contains(&b'\n'), "a raw newline in a server frame");
+        let value: Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(
+            value,
+            json!({"op":"ok","id":3,"presence":[
+                {"client":"n1-4","user":"alice\n\"x","node":"n1","joined_at":1_700_000_000_000u64},
+                {"client":"n2-1","node":"n2","joined_at":5}
+            ]})
+        );
+        let empty: Value = serde_json::from_slice(&encode_presence(None, &[])).unwrap();
+        assert_eq!(empty, json!({"op":"ok","presence":[]}));
+
+        let join: Value =
+            serde_json::from_slice(&encode_presence_event(PresenceEvent::Join, &topic, &alice))
+                .unwrap();
+        assert_eq!(
+            join,
+            json!({"op":"join","topic":"chat.room1","client":"n1-4","user":"alice\n\"x","node":"n1","joined_at":1_700_000_000_000u64})
+        );
+        let leave = encode_presence_event(PresenceEvent::Leave, &topic, &anonymous);
+        assert_eq!(
+            std::str::from_utf8(&leave).unwrap(),
+            r#"{"op":"leave","topic":"chat.room1","client":"n2-1","node":"n2","joined_at":5}"#
+        );
+        // Entries read back from what the backplane stores.
+        let stored = serde_json::to_vec(&alice).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<PresenceEntry>(&stored).unwrap(),
+            alice
+        );
     }
 
     #[test]

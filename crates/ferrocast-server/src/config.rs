@@ -11,7 +11,7 @@ use clap::{Args, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use ferrocast_core::backplane::HistoryPolicy;
-use ferrocast_core::{NamespaceSettings, Namespaces};
+use ferrocast_core::{NamespaceSettings, Namespaces, DEFAULT_PRESENCE_TTL};
 use ferrocast_edge::{AuthConfig, EdgeSettings};
 use ferrocast_protocol::{Topic, MAX_TOPIC_LEN};
 
@@ -144,6 +144,10 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) drain_timeout: Option<Duration>,
 
+    /// Presence: how long an entry lives in the backplane without a refresh; the node refreshes its entries every third of it, so a dead node's clients vanish within it. [default: 30s]
+    #[arg(long, env = "FERROCAST_PRESENCE_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) presence_ttl: Option<Duration>,
+
     /// STOMP: take the CONNECT `login` header as the user id for /user/queue destinations, WITHOUT authentication. Development and trusted networks only. [default: false]
     #[arg(long, env = "FERROCAST_STOMP_LOGIN_IS_USER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) stomp_login_is_user: Option<bool>,
@@ -241,6 +245,8 @@ pub(crate) struct Config {
     pub(crate) pong_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub(crate) drain_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) presence_ttl: Duration,
     pub(crate) ws_read_buffer_size: usize,
     pub(crate) ws_echo_endpoint: bool,
     pub(crate) stomp_login_is_user: bool,
@@ -280,6 +286,8 @@ pub(crate) struct NamespaceConfig {
     pub(crate) anonymous: bool,
     /// Whether clients may publish here (else only backends).
     pub(crate) client_publish: bool,
+    /// Whether the cluster keeps who is subscribed to each topic here.
+    pub(crate) presence: bool,
 }
 
 impl Default for NamespaceConfig {
@@ -289,6 +297,7 @@ impl Default for NamespaceConfig {
             history_ttl: Duration::from_secs(300),
             anonymous: true,
             client_publish: true,
+            presence: false,
         }
     }
 }
@@ -320,6 +329,7 @@ impl Default for Config {
             ping_interval: edge.ping_interval,
             pong_timeout: edge.pong_timeout,
             drain_timeout: Duration::from_secs(10),
+            presence_ttl: DEFAULT_PRESENCE_TTL,
             ws_read_buffer_size: edge.read_buffer_size,
             ws_echo_endpoint: edge.echo_endpoint,
             stomp_login_is_user: edge.stomp_login_is_user,
@@ -405,6 +415,7 @@ impl Config {
             ping_interval,
             pong_timeout,
             drain_timeout,
+            presence_ttl,
             ws_read_buffer_size,
             ws_echo_endpoint,
             stomp_login_is_user,
@@ -471,6 +482,9 @@ impl Config {
         if self.auth_timeout.is_zero() {
             bail!("auth_timeout must be above zero");
         }
+        if self.presence_ttl < Duration::from_secs(1) {
+            bail!("presence_ttl must be at least 1s");
+        }
         for (name, namespace) in &self.namespaces {
             let valid = Topic::parse(name, MAX_TOPIC_LEN).is_ok_and(|t| t.namespace() == name);
             if !valid {
@@ -535,14 +549,14 @@ impl Config {
                     name.clone(),
                     NamespaceSettings {
                         history,
-                        presence: false,
+                        presence: ns.presence,
                         anonymous: ns.anonymous,
                         client_publish: ns.client_publish,
                     },
                 )
             })
             .collect();
-        Namespaces::new(by_name)
+        Namespaces::new(by_name).with_presence_ttl(self.presence_ttl)
     }
 
     pub(crate) fn to_toml(&self) -> String {

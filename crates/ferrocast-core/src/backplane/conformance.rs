@@ -16,7 +16,9 @@ use tokio::sync::Notify;
 use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
-use super::{Backplane, HistoryPage, HistoryPolicy, PublicationSink};
+use ferrocast_protocol::json::PRESENCE_CONTENT_TYPE;
+
+use super::{Backplane, HistoryPage, HistoryPolicy, PresenceEntry, PublicationSink};
 use crate::publication::{unix_micros, NodeId, Publication};
 
 /// How long to wait for something that must arrive.
@@ -140,6 +142,9 @@ where
     };
     history_is_shared_with_a_node_that_joins_later(&nodes, &late, &run_id).await;
     history_expires_into_a_new_epoch(&nodes, &run_id).await;
+    presence_is_shared_and_removed(&nodes, &run_id).await;
+    presence_expires_unless_refreshed(&nodes, &run_id).await;
+    presence_events_reach_subscribed_nodes(&nodes, &run_id).await;
 }
 
 async fn subscribe(node: &Node, filters: &[&TopicFilter]) {
@@ -753,4 +758,159 @@ async fn history_is_shared_with_a_node_that_joins_later(nodes: &[Node], late: &N
     );
     let after = history(&nodes[0], &name, policy, known.top).await;
     assert_eq!(payloads(&after.publications), ["late"]);
+}
+
+fn presence_entry(client: &str, user: Option<&str>, node: &Node) -> PresenceEntry {
+    PresenceEntry {
+        client: client.to_string(),
+        user: user.map(str::to_string),
+        node: node.id.to_string(),
+        joined_at: unix_micros() / 1000,
+    }
+}
+
+async fn presence_update(
+    node: &Node,
+    add: &[(&str, &PresenceEntry)],
+    remove: &[(&str, &str)],
+    ttl: Duration,
+) {
+    let add = add
+        .iter()
+        .map(|(name, entry)| (topic(name), (*entry).clone()))
+        .collect();
+    let remove = remove
+        .iter()
+        .map(|(name, client)| (topic(name), client.to_string()))
+        .collect();
+    if let Err(e) = node.backplane.presence_update(add, remove, ttl).await {
+        panic!("presence update failed: {e}");
+    }
+}
+
+/// `name`'s presence as `node` reads it, sorted by client.
+async fn presence(node: &Node, name: &str) -> Vec<PresenceEntry> {
+    match node.backplane.presence(&topic(name)).await {
+        Ok(mut entries) => {
+            entries.sort_by(|a, b| a.client.cmp(&b.client));
+            entries
+        }
+        Err(e) => panic!("presence of {name} failed: {e}"),
+    }
+}
+
+/// Entries that two nodes add are read, whole, by every node, once each
+/// however often they are refreshed; a removal is seen by every node; topics
+/// (also one extending another) keep apart.
+async fn presence_is_shared_and_removed(nodes: &[Node], run_id: &str) {
+    let ttl = Duration::from_secs(30);
+    let name = format!("{run_id}p1.room");
+    let longer = format!("{name}.more");
+    // Client ids as nodes make them, and one with every character a topic
+    // token may carry.
+    let a = presence_entry(&format!("{}-1", nodes[0].id), Some("alice"), &nodes[0]);
+    let b = presence_entry(&format!("{}-2", nodes[1].id), None, &nodes[1]);
+    let odd = presence_entry("c:l@i=e_n-t", Some("ü \"x\""), &nodes[1]);
+    assert!(
+        presence(&nodes[2], &name).await.is_empty(),
+        "a topic nobody joined has presence"
+    );
+    presence_update(&nodes[0], &[(&name, &a)], &[], ttl).await;
+    presence_update(&nodes[1], &[(&name, &b), (&longer, &odd)], &[], ttl).await;
+    // A refresh is the same update again.
+    presence_update(&nodes[0], &[(&name, &a)], &[], ttl).await;
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort_by(|x, y| x.client.cmp(&y.client));
+    for node in nodes {
+        assert_eq!(
+            presence(node, &name).await,
+            both,
+            "presence as {} reads it",
+            node.id
+        );
+        assert_eq!(
+            presence(node, &longer).await,
+            vec![odd.clone()],
+            "presence of a longer topic"
+        );
+    }
+    presence_update(
+        &nodes[0],
+        &[],
+        &[(&name, &a.client), (&name, "never-joined")],
+        ttl,
+    )
+    .await;
+    for node in nodes {
+        assert_eq!(
+            presence(node, &name).await,
+            vec![b.clone()],
+            "a removed entry is still read by {}",
+            node.id
+        );
+    }
+    presence_update(
+        &nodes[1],
+        &[],
+        &[(&name, &b.client), (&longer, &odd.client)],
+        ttl,
+    )
+    .await;
+    assert!(presence(&nodes[2], &name).await.is_empty());
+    assert!(presence(&nodes[2], &longer).await.is_empty());
+}
+
+/// An entry that its node stops refreshing vanishes within the ttl (plus
+/// the backplane's expiry granularity); one refreshed in time stays.
+async fn presence_expires_unless_refreshed(nodes: &[Node], run_id: &str) {
+    let ttl = Duration::from_secs(1);
+    let name = format!("{run_id}p2.room");
+    let dead = presence_entry("dead-1", None, &nodes[2]);
+    let alive = presence_entry("alive-1", Some("bob"), &nodes[0]);
+    presence_update(&nodes[2], &[(&name, &dead)], &[], ttl).await;
+    presence_update(&nodes[0], &[(&name, &alive)], &[], ttl).await;
+    assert_eq!(presence(&nodes[1], &name).await.len(), 2);
+    let written = tokio::time::Instant::now();
+    let mut refreshed = written;
+    loop {
+        if refreshed.elapsed() >= ttl / 3 {
+            presence_update(&nodes[0], &[(&name, &alive)], &[], ttl).await;
+            refreshed = tokio::time::Instant::now();
+        }
+        let entries = presence(&nodes[1], &name).await;
+        if !entries.iter().any(|e| e.client == dead.client) {
+            assert_eq!(entries, vec![alive.clone()], "a refreshed entry expired");
+            break;
+        }
+        assert!(
+            written.elapsed() < ttl + Duration::from_secs(2),
+            "an entry not refreshed is still read {:?} after its update with a ttl of {ttl:?}",
+            written.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        written.elapsed() >= ttl / 2,
+        "an entry vanished long before its ttl"
+    );
+    presence_update(&nodes[0], &[], &[(&name, &alive.client)], ttl).await;
+}
+
+/// A join event is a publication with the presence content type: it reaches
+/// the other subscribed nodes unchanged and without a position.
+async fn presence_events_reach_subscribed_nodes(nodes: &[Node], run_id: &str) {
+    clear(nodes);
+    let name = format!("{run_id}p3.room");
+    let f = filter(&name);
+    subscribe(&nodes[1], &[&f]).await;
+    subscribe(&nodes[2], &[&f]).await;
+    let mut event = publication(&name, r#"{"op":"join","topic":"x"}"#, &nodes[0]);
+    event.content_type = Some(Arc::from(PRESENCE_CONTENT_TYPE));
+    publish(&nodes[0], event.clone()).await;
+    for node in &nodes[1..] {
+        let got = node.sink.wait_for(1).await;
+        assert_eq!(got[0].1, event, "a presence event changed in transit");
+    }
+    unsubscribe(&nodes[1], &[&f]).await;
+    unsubscribe(&nodes[2], &[&f]).await;
 }

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use super::{Backplane, BackplaneError, HistoryPage, HistoryPolicy, PublicationSink};
+use super::{
+    Backplane, BackplaneError, HistoryPage, HistoryPolicy, PresenceEntry, PublicationSink,
+};
 use crate::history::TopicHistory;
 use crate::publication::Publication;
 
@@ -63,6 +65,60 @@ impl Histories {
     }
 }
 
+/// Presence updates between two sweeps of every topic's expired entries.
+const PRESENCE_SWEEP_EVERY: u64 = 256;
+
+/// Every topic's presence: client → entry and when it expires.
+#[derive(Default)]
+struct Presence {
+    topics: HashMap<Topic, HashMap<String, (PresenceEntry, Instant)>>,
+    updates: u64,
+}
+
+impl Presence {
+    fn update(
+        &mut self,
+        add: Vec<(Topic, PresenceEntry)>,
+        remove: Vec<(Topic, String)>,
+        ttl: std::time::Duration,
+    ) {
+        let now = Instant::now();
+        let expires = now + ttl;
+        for (topic, client) in remove {
+            if let Some(entries) = self.topics.get_mut(&topic) {
+                entries.remove(&client);
+                if entries.is_empty() {
+                    self.topics.remove(&topic);
+                }
+            }
+        }
+        for (topic, entry) in add {
+            self.topics
+                .entry(topic)
+                .or_default()
+                .insert(entry.client.clone(), (entry, expires));
+        }
+        self.updates += 1;
+        if self.updates % PRESENCE_SWEEP_EVERY == 0 {
+            self.topics.retain(|_, entries| {
+                entries.retain(|_, (_, expires)| *expires > now);
+                !entries.is_empty()
+            });
+        }
+    }
+
+    fn read(&self, topic: &Topic) -> Vec<PresenceEntry> {
+        let now = Instant::now();
+        self.topics.get(topic).map_or_else(Vec::new, |entries| {
+            entries
+                .values()
+                .filter(|(_, expires)| *expires > now)
+                .map(|(entry, _)| entry.clone())
+                .collect()
+        })
+    }
+}
+
 /// The shared medium of in-memory backplanes. Cloning gives another handle to
 /// the same bus.
 #[derive(Clone, Default)]
@@ -73,6 +129,7 @@ pub struct MemoryBus {
     /// Held while a publication with history is appended and handed to sinks,
     /// so that every node sees a topic's offsets in order.
     histories: Arc<Mutex<Histories>>,
+    presence: Arc<Mutex<Presence>>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -247,6 +304,23 @@ impl Backplane for MemoryBackplane {
 
     fn health(&self) -> watch::Receiver<bool> {
         self.health.subscribe()
+    }
+
+    fn presence_update(
+        &self,
+        add: Vec<(Topic, PresenceEntry)>,
+        remove: Vec<(Topic, String)>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+        self.bus.presence.lock().update(add, remove, ttl);
+        future::ready(Ok(())).boxed()
+    }
+
+    fn presence(
+        &self,
+        topic: &Topic,
+    ) -> BoxFuture<'static, Result<Vec<PresenceEntry>, BackplaneError>> {
+        future::ready(Ok(self.bus.presence.lock().read(topic))).boxed()
     }
 }
 

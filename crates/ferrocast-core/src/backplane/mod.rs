@@ -46,6 +46,29 @@
 //! - **History is trimmed** to the policy's size (newest kept) and age; an
 //!   entry older than the time-to-live is never returned, and the whole history
 //!   of a topic without a publication for the time-to-live may vanish.
+//!
+//! # Presence
+//! Namespaces with presence keep, per topic, who is subscribed: one
+//! [`PresenceEntry`] per client, written by the client's node with
+//! [`Backplane::presence_update`] and read by any node with
+//! [`Backplane::presence`].
+//! - **Entries are shared.** Once an update completed, every node reads the
+//!   entries it added (the newest write per topic and client wins) and none
+//!   of those it removed.
+//! - **Entries live for a time-to-live.** An entry not added again within the
+//!   `ttl` of its last update is never returned again: the node refreshes its
+//!   entries every third of the ttl, so a node that died (and with it its
+//!   clients) disappears from every list within the ttl, without anybody
+//!   removing anything. Expiry is checked by the backplane's clock (memory:
+//!   the process, Redis: the server's `TIME`, NATS: the server's `max_age`),
+//!   so nodes with skewed clocks agree.
+//! - **Join and leave events are ordinary publications** on the topic itself
+//!   with the content type [`PRESENCE_CONTENT_TYPE`], made by the hub after
+//!   the update that they announce completed, without a history position.
+//!   They follow every guarantee of publications above (interest-based, at
+//!   most once, in order per node); the backplane gives them nothing special.
+//!
+//! [`PRESENCE_CONTENT_TYPE`]: ferrocast_protocol::json::PRESENCE_CONTENT_TYPE
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,6 +76,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+pub use ferrocast_protocol::json::PresenceEntry;
 use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
@@ -172,6 +196,24 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
 
     /// Whether the backplane is reachable now; the receiver sees every change.
     fn health(&self) -> watch::Receiver<bool>;
+
+    /// Writes one node's presence changes in one batch: every entry of `add`
+    /// is stored (or refreshed) for `ttl` under its topic and client, every
+    /// `(topic, client)` of `remove` is deleted. Completes when every node
+    /// reads the result (see the module docs).
+    fn presence_update(
+        &self,
+        add: Vec<(Topic, PresenceEntry)>,
+        remove: Vec<(Topic, String)>,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), BackplaneError>>;
+
+    /// The entries of `topic` that are neither removed nor expired, in no
+    /// particular order.
+    fn presence(
+        &self,
+        topic: &Topic,
+    ) -> BoxFuture<'static, Result<Vec<PresenceEntry>, BackplaneError>>;
 }
 
 /// A shared handle to any backplane.

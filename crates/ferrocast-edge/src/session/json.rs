@@ -8,10 +8,10 @@ use bytes::{Bytes, BytesMut};
 use ferrocast_core::metrics as names;
 use ferrocast_core::{CloseReason, Outbound};
 use ferrocast_protocol::json::{
-    decode_requests, encode_error, encode_ok, encode_pong, ClientRequest, ErrorCode, OkReply,
-    RequestError,
+    decode_requests, encode_error, encode_ok, encode_pong, encode_presence, ClientRequest,
+    ErrorCode, OkReply, RequestError,
 };
-use ferrocast_protocol::TopicFilter;
+use ferrocast_protocol::{Topic, TopicFilter};
 
 use super::{count_error, text_or_binary, End, Link, Opening, Protocol};
 
@@ -307,8 +307,40 @@ impl JsonProtocol {
                 });
             }
             ClientRequest::Ping { id } => link.send(encode_pong(id)),
+            ClientRequest::Presence { id, topic } => presence(link, id, topic),
         }
     }
+}
+
+/// Reads who is subscribed to `topic`, for a client that may subscribe to it.
+fn presence(link: &mut Link<Completion>, id: Option<u64>, topic: Topic) {
+    if let Err(denied) = link.may_subscribe(&TopicFilter::from(topic.clone())) {
+        reply_error(link, denied.into_error(id));
+        return;
+    }
+    let hub = link.edge.hub();
+    if !hub.namespace(topic.namespace()).presence {
+        reply_error(
+            link,
+            RequestError::new(
+                id,
+                ErrorCode::BadRequest,
+                format!("the namespace {:?} keeps no presence", topic.namespace()),
+            ),
+        );
+        return;
+    }
+    let read = hub.presence(&topic);
+    link.spawn(async move {
+        match read.await {
+            Ok(entries) => Completion::Reply(Some(encode_presence(id, &entries))),
+            Err(error) => Completion::Error(RequestError::new(
+                id,
+                ErrorCode::Unavailable,
+                error.to_string(),
+            )),
+        }
+    });
 }
 
 #[cfg(test)]

@@ -283,6 +283,9 @@ impl<C: Send + 'static> Link<C> {
             self.gates.open(filter, topic.is_some());
         }
         let confirmed = hub.subscribe(filter, self.conn, self.queue.clone());
+        if let Some(topic) = filter.as_topic() {
+            hub.join(&topic, self.conn, self.user());
+        }
         async move {
             confirmed.await?;
             let Some(topic) = topic else {
@@ -419,7 +422,7 @@ impl<C: Send + 'static> Link<C> {
         if *uses == 0 {
             self.filters.remove(filter);
             self.gates.close(filter);
-            self.edge.hub().unsubscribe(filter, self.conn);
+            self.leave(filter);
         }
     }
 
@@ -447,10 +450,18 @@ impl<C: Send + 'static> Link<C> {
         }
     }
 
+    /// Unsubscribes `filter` in the hub, and leaves its presence.
+    fn leave(&self, filter: &TopicFilter) {
+        let hub = self.edge.hub();
+        hub.unsubscribe(filter, self.conn);
+        if let Some(topic) = filter.as_topic() {
+            hub.leave(&topic, self.conn);
+        }
+    }
+
     fn release(&mut self) {
-        let hub = self.edge.hub().clone();
-        for (filter, _) in self.filters.drain() {
-            hub.unsubscribe(&filter, self.conn);
+        for (filter, _) in std::mem::take(&mut self.filters) {
+            self.leave(&filter);
         }
     }
 }
