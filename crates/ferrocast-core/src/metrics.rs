@@ -55,7 +55,7 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_REJECTED,
-        "Connection attempts refused before the upgrade, by reason (node_limit, draining, subprotocol, bad_request)."
+        "Connection attempts (WebSocket upgrades, SSE streams) refused, by reason (node_limit, draining, subprotocol, bad_request, origin, unauthorized)."
     );
     describe_gauge!(SUBSCRIPTIONS, "Subscriptions held by local connections.");
     describe_gauge!(
