@@ -41,7 +41,7 @@ use tracing::Instrument;
 use ferrocast_core::backplane::{BackplaneError, HistoryPage};
 use ferrocast_core::metrics as names;
 use ferrocast_core::{
-    history, unix_micros, CloseReason, ConnId, Outbound, OutboundQueue, SubscribeError, Taken,
+    unix_micros, CloseReason, ConnId, Outbound, OutboundQueue, SubscribeError, Taken,
 };
 use ferrocast_protocol::json::{ErrorCode, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
@@ -49,7 +49,7 @@ use ferrocast_protocol::{Topic, TopicFilter};
 use crate::edge::{Edge, CLOSE_GRACE};
 use crate::refusal::Refusal;
 use crate::session::count_error;
-use crate::session::resume::{Gates, Resync};
+use crate::session::resume::{Gates, Resync, Start};
 
 /// The `protocol` label of connection metrics.
 const LABEL: &str = "sse";
@@ -611,34 +611,17 @@ impl Stream {
                 .push_front(vec![Outbound::Frame(subscribed.event())]);
             return;
         };
-        let top = page.top_position();
-        let (start, missed) = match since {
-            Some(since) => {
-                let (recovered, missed) = history::resume(&since, page);
-                let outcome = if recovered {
-                    "recovered"
-                } else {
-                    "not_recovered"
-                };
-                counter!(names::RESUMES, "outcome" => outcome).increment(1);
-                subscribed.recovered = Some(recovered);
-                // Nothing after the client's position is kept: it goes on
-                // from the top.
-                let start = if recovered || !missed.is_empty() {
-                    since
-                } else {
-                    top.clone()
-                };
-                (start, missed)
-            }
-            None => (top.clone(), Vec::new()),
-        };
-        subscribed.epoch = Some(&top.epoch);
-        subscribed.offset = Some(top.offset);
+        let start = Start::of(since, page);
+        subscribed.recovered = start.recovered;
+        subscribed.epoch = Some(&start.top.epoch);
+        subscribed.offset = Some(start.top.offset);
         let mut items = vec![Outbound::Frame(subscribed.event())];
-        // The id of the `subscribed` event, written next, carries `start`.
-        slot.at = Some(start.clone());
-        items.extend(self.gates.opened(&slot.filter, topic, start, missed));
+        // The id of the `subscribed` event, written next, carries the start.
+        slot.at = Some(start.from.clone());
+        items.extend(
+            self.gates
+                .opened(&slot.filter, topic, start.from, start.replay),
+        );
         self.queue.push_front(items);
     }
 }

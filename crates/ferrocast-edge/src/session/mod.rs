@@ -308,30 +308,16 @@ impl<C: Send + 'static> Link<C> {
         reply: impl FnOnce(&Opened) -> Option<Bytes>,
     ) {
         let Opening { topic, since, page } = opening;
-        let top = page.top_position();
-        let (recovered, start, replay) = match since {
-            Some(since) => {
-                let (recovered, replay) = ferrocast_core::history::resume(&since, page);
-                let outcome = if recovered {
-                    "recovered"
-                } else {
-                    "not_recovered"
-                };
-                counter!(names::RESUMES, "outcome" => outcome).increment(1);
-                let start = if recovered || !replay.is_empty() {
-                    since
-                } else {
-                    top.clone()
-                };
-                (Some(recovered), start, replay)
-            }
-            None => (None, top.clone(), Vec::new()),
+        let start = resume::Start::of(since, page);
+        let mut items = Vec::with_capacity(start.replay.len() + 1);
+        let opened = Opened {
+            top: start.top,
+            recovered: start.recovered,
         };
-        let mut items = Vec::with_capacity(replay.len() + 1);
-        if let Some(frame) = reply(&Opened { top, recovered }) {
+        if let Some(frame) = reply(&opened) {
             items.push(Outbound::Frame(frame));
         }
-        items.extend(self.gates.opened(filter, &topic, start, replay));
+        items.extend(self.gates.opened(filter, &topic, start.from, start.replay));
         self.queue.push_front(items);
     }
 

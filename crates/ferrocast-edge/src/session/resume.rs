@@ -26,10 +26,60 @@ use std::sync::Arc;
 
 use metrics::counter;
 
+use ferrocast_core::backplane::HistoryPage;
 use ferrocast_core::metrics as names;
 use ferrocast_core::{Delivery, Outbound, Publication};
 use ferrocast_protocol::json::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
+
+/// Where a subscription to a topic with history starts, once its history
+/// was read.
+#[derive(Debug)]
+pub(crate) struct Start {
+    /// The newest position in the history, for the reply.
+    pub(crate) top: StreamPosition,
+    /// For a resume: whether nothing was missed.
+    pub(crate) recovered: Option<bool>,
+    /// The position the client is at.
+    pub(crate) from: StreamPosition,
+    /// What it missed, oldest first.
+    pub(crate) replay: Vec<Publication>,
+}
+
+impl Start {
+    /// Decides it from the client's `since` (if it resumes) and the `page`
+    /// read after it, and counts the resume in `ferrocast_resumes_total`.
+    pub(crate) fn of(since: Option<StreamPosition>, page: HistoryPage) -> Self {
+        let top = page.top_position();
+        let Some(since) = since else {
+            return Self {
+                from: top.clone(),
+                top,
+                recovered: None,
+                replay: Vec::new(),
+            };
+        };
+        let (recovered, replay) = ferrocast_core::history::resume(&since, page);
+        let outcome = if recovered {
+            "recovered"
+        } else {
+            "not_recovered"
+        };
+        counter!(names::RESUMES, "outcome" => outcome).increment(1);
+        // Nothing after the client's position is kept: it goes on from the top.
+        let from = if recovered || !replay.is_empty() {
+            since
+        } else {
+            top.clone()
+        };
+        Self {
+            top,
+            recovered: Some(recovered),
+            from,
+            replay,
+        }
+    }
+}
 
 /// A history read that a gap calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]
