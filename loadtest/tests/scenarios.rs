@@ -2,31 +2,12 @@
 //! small STOMP `fanout` run spread over two worker processes; their JSON
 //! reports must account for every connection and every delivery.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ferrocast_testkit::Node;
+use ferrocast_testkit::{node_binary, Node};
 use serde_json::Value;
 
 const TOOL: &str = env!("CARGO_BIN_EXE_ferrocast-loadtest");
-
-/// The `ferrocast` binary of the same build, next to the tool's; built first
-/// when it is not there yet (the server is another package of the workspace).
-fn node_binary() -> PathBuf {
-    let dir = Path::new(TOOL).parent().expect("the tool has a directory");
-    let node = dir.join("ferrocast");
-    if !node.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "ferrocast-server", "--bin", "ferrocast"]);
-        if dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building ferrocast failed");
-    }
-    node
-}
 
 /// Runs the tool with `args` and returns its JSON report.
 fn run_tool(args: &[&str]) -> Value {

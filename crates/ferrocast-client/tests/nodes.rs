@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -14,52 +12,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use ferrocast_client::{Client, Error, Event, Events, Gap, Item, StreamPosition, Subscription};
-use ferrocast_testkit::{Node, TcpProxy, WAIT};
-
-/// The `ferrocast` binary, built from this workspace's sources.
-///
-/// Only tests of the ferrocast-server package get
-/// `env!("CARGO_BIN_EXE_ferrocast")`, and a dev-dependency on that package
-/// would not build its binary (it has no library; artifact dependencies are
-/// unstable). So the binary is taken from `FERROCAST_BIN` when set, and
-/// otherwise cargo builds it, once per run, into the profile directory this
-/// test executable runs from (`target/<profile>/deps/..`), where cargo puts
-/// binaries. Building every run instead of taking a binary that happens to
-/// be there keeps it current with the sources; when it is, cargo does
-/// nothing.
-fn node_binary() -> &'static PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("FERROCAST_BIN") {
-            return PathBuf::from(path);
-        }
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => panic!("no profile directory above {}", exe.display()),
-        };
-        let target_dir = profile_dir.parent().unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "ferrocast-server",
-                "--bin",
-                "ferrocast",
-            ])
-            .args(["--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the ferrocast binary failed");
-        profile_dir.join("ferrocast")
-    })
-}
+use ferrocast_testkit::{node_binary, Node, TcpProxy, WAIT};
 
 /// A node whose namespace `chat` keeps 1000 messages for a minute; `news`
 /// keeps none.

@@ -22,7 +22,7 @@ mod stomp;
 pub use client::{ClientError, JsonClient};
 pub use haproxy::HaProxy;
 pub use http::{http_get, metric, wait_readyz};
-pub use node::Node;
+pub use node::{node_binary, Node};
 pub use proxy::TcpProxy;
 pub use servers::{free_port, NatsServer, RedisServer};
 pub use sse::{HttpPublisher, SseClient, SseError, SseEvent, SseItem};

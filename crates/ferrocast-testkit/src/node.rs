@@ -1,9 +1,52 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// The `ferrocast` binary, for tests of packages other than ferrocast-server
+/// (which get `env!("CARGO_BIN_EXE_ferrocast")`): `FERROCAST_BIN` when set,
+/// else the binary of this workspace in the profile directory the running
+/// test executable belongs to (`target/<profile>/ferrocast`), brought up to
+/// date once per test process by `cargo build --workspace --bins`. With the
+/// whole workspace's features, as `cargo nextest run --workspace` built it,
+/// that build has nothing to do when the binary is current.
+pub fn node_binary() -> &'static Path {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("FERROCAST_BIN") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("the test executable has a path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executables live in target/<profile>/deps");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("no profile directory above {}", exe.display()),
+        };
+        let target_dir = profile_dir.parent().expect("target/<profile>");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--bins",
+                "--profile",
+                profile,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the ferrocast binary failed");
+        profile_dir.join("ferrocast")
+    })
+}
 
 /// A `ferrocast` node running as a child process, on ports the OS picked.
 /// Killed (SIGKILL) when dropped, unless it already exited.
