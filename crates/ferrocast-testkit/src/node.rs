@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 /// The `ferrocast` binary, for tests of packages other than ferrocast-server
 /// (which get `env!("CARGO_BIN_EXE_ferrocast")`): `FERROCAST_BIN` when set,
-/// else the binary of this workspace in the profile directory the running
-/// test executable belongs to (`target/<profile>/ferrocast`), brought up to
-/// date once per test process by `cargo build --workspace --bins`. With the
-/// whole workspace's features, as `cargo nextest run --workspace` built it,
-/// that build has nothing to do when the binary is current.
+/// else the binary in the profile directory the running test executable
+/// belongs to (`target/<profile>/ferrocast`), which `cargo test --workspace`
+/// and `cargo nextest run --workspace` build along with the tests. Only when
+/// it is missing (one package tested alone) is it built here; after changing
+/// the node's sources, test the workspace or set `FERROCAST_BIN`.
 pub fn node_binary() -> &'static Path {
     static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BINARY.get_or_init(|| {
@@ -23,6 +23,10 @@ pub fn node_binary() -> &'static Path {
             .parent()
             .and_then(Path::parent)
             .expect("test executables live in target/<profile>/deps");
+        let binary = profile_dir.join("ferrocast");
+        if binary.exists() {
+            return binary;
+        }
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => "dev",
             Some(other) => other,
@@ -34,17 +38,18 @@ pub fn node_binary() -> &'static Path {
             .args([
                 "build",
                 "--quiet",
-                "--workspace",
-                "--bins",
-                "--profile",
-                profile,
+                "-p",
+                "ferrocast-server",
+                "--bin",
+                "ferrocast",
             ])
+            .args(["--profile", profile])
             .arg("--target-dir")
             .arg(target_dir)
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the ferrocast binary failed");
-        profile_dir.join("ferrocast")
+        binary
     })
 }
 
