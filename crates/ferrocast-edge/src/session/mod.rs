@@ -238,6 +238,8 @@ pub(crate) struct Link<C> {
     /// Set while the node waits for a token (none came with the upgrade and
     /// anonymous connections are not served): when it must come by.
     token_due: Option<Instant>,
+    /// When the token of `identity` expires, fixed once it was verified.
+    token_expires: Option<Instant>,
 }
 
 impl<C: Send + 'static> Link<C> {
@@ -354,6 +356,7 @@ impl<C: Send + 'static> Link<C> {
         }
         match self.edge.auth().verify(token) {
             Ok(identity) => {
+                self.token_expires = Some(Instant::now() + identity.remaining());
                 self.identity = Some(Arc::new(identity));
                 self.token_due = None;
                 Ok(())
@@ -366,13 +369,10 @@ impl<C: Send + 'static> Link<C> {
     }
 
     /// When the connection must close: the token deadline while waiting for
-    /// one, else the token's expiry.
+    /// one, else the token's expiry. Fixed values, so that the keep-alive
+    /// timer is not re-armed on every message.
     fn closes_at(&self) -> Option<Instant> {
-        self.token_due.or_else(|| {
-            self.identity
-                .as_ref()
-                .map(|id| Instant::now() + id.remaining())
-        })
+        self.token_due.or(self.token_expires)
     }
 
     /// Whether the client may subscribe to `filter`.
@@ -653,6 +653,7 @@ pub(crate) fn serve<P: Protocol>(
             filters: HashMap::new(),
             gates: Gates::default(),
             in_flight: FuturesUnordered::new(),
+            token_expires: identity.as_ref().map(|id| Instant::now() + id.remaining()),
             identity: identity.map(Arc::new),
             named_user: None,
             token_due,
