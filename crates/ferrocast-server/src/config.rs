@@ -20,8 +20,12 @@ const LONG_ABOUT: &str = "\
 ferrocast: a clustered WebSocket publish/subscribe broker.
 
 Clients connect to GET /ws on the public listener and speak the native JSON
-protocol (subprotocol ferrocast.v1.json; see docs/protocol.md). The admin
-listener serves /metrics (Prometheus), /healthz and /readyz.
+protocol (subprotocol ferrocast.v1.json) or STOMP 1.0-1.2 (v12.stomp, ...);
+clients without WebSocket use GET /sse (Server-Sent Events) and POST /publish
+(see docs/protocol.md). Clients authenticate with a JWT when --jwt-* keys are
+set (docs/security.md); a node listening beyond loopback without keys refuses
+to start unless --allow-anonymous is given. The admin listener serves
+/metrics (Prometheus), /healthz and /readyz.
 
 Every option can also be set by a FERROCAST_* environment variable (shown with
 each flag) or in the TOML file given with --config, under the flag's name with
