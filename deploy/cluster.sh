@@ -63,13 +63,14 @@ start() {
       ;;
   esac
   for i in 1 2 3; do
-    local public=$((8070 + 10 * i)) admin=$((8071 + 10 * i))
+    local public=$((8070 + 10 * i)) admin=$((8071 + 10 * i)) grpc=$((50050 + i))
     "$bin" --node-id "node-$i" --backplane "$url" \
       --listen "127.0.0.1:$public" --admin-listen "127.0.0.1:$admin" \
+      --grpc-listen "127.0.0.1:$grpc" \
       >"$dir/node-$i.log" 2>&1 &
     echo $! >"$dir/node-$i.pid"
     wait_port "$public"
-    echo "node-$i: ws://127.0.0.1:$public/ws  admin http://127.0.0.1:$admin  (log $dir/node-$i.log)"
+    echo "node-$i: ws://127.0.0.1:$public/ws  admin http://127.0.0.1:$admin  gRPC 127.0.0.1:$grpc  (log $dir/node-$i.log)"
   done
   echo "backplane: $url"
   if command -v haproxy >/dev/null 2>&1; then

@@ -666,7 +666,7 @@ async fn publish(
                 conn.feed_publish(&shared.topics[topic], ts, sent, traffic.payload_bytes)
                     .await?;
                 sent += 1;
-                if sent % BURST_FLUSH_EVERY == 0 {
+                if sent.is_multiple_of(BURST_FLUSH_EVERY) {
                     conn.flush().await?;
                 }
             }

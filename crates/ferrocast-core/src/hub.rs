@@ -15,7 +15,7 @@ use ferrocast_protocol::{Topic, TopicFilter};
 use crate::backplane::{BackplaneError, HistoryPage, PresenceEntry, SharedBackplane};
 use crate::interest::InterestSync;
 use crate::metrics as names;
-use crate::namespace::{NamespaceSettings, Namespaces};
+use crate::namespace::{is_reserved, NamespaceSettings, Namespaces};
 use crate::presence::PresenceSync;
 use crate::publication::{NodeId, Publication};
 use crate::queue::{ConnId, OutboundQueue};
@@ -91,6 +91,12 @@ impl Hub {
 
     pub fn node_id(&self) -> &NodeId {
         &self.inner.node_id
+    }
+
+    /// Local subscriptions (connection × filter) and distinct filters
+    /// subscribed on this node.
+    pub fn counts(&self) -> (u64, u64) {
+        self.inner.registry.counts()
     }
 
     /// Whether the backplane is reachable; sees every change.
@@ -198,6 +204,11 @@ impl Hub {
         }
     }
 
+    /// Whether `conn` is subscribed to `filter` on this node.
+    pub fn is_subscribed(&self, filter: &TopicFilter, conn: ConnId) -> bool {
+        self.inner.registry.holds(filter, conn)
+    }
+
     /// Removes the subscription of `conn` to `filter`, if any.
     pub fn unsubscribe(&self, filter: &TopicFilter, conn: ConnId) {
         if self.inner.registry.remove(filter, conn) {
@@ -234,6 +245,8 @@ impl Hub {
     ) -> impl Future<Output = Result<Option<StreamPosition>, BackplaneError>> + Send + 'static {
         let started = Instant::now();
         let history = self.namespace(topic.namespace()).history;
+        // The node's own messages (control channel) are not counted as published.
+        let counted = !is_reserved(topic.namespace());
         let mut publication = Publication::new(topic, payload, self.inner.node_id.clone());
         publication.content_type = match content_type {
             Some(claimed) if &*claimed == PRESENCE_CONTENT_TYPE => {
@@ -258,7 +271,9 @@ impl Hub {
                 .record(started.elapsed().as_secs_f64());
             match &result {
                 Ok(position) => {
-                    inner.published.increment(1);
+                    if counted {
+                        inner.published.increment(1);
+                    }
                     if let Some(mut publication) = held_back {
                         publication.position = position.clone();
                         inner.registry.deliver_local(publication);

@@ -30,7 +30,9 @@ mod queue;
 mod registry;
 
 pub use hub::{Hub, SubscribeError};
-pub use namespace::{NamespaceSettings, Namespaces, DEFAULT_PRESENCE_TTL};
+pub use namespace::{
+    is_reserved, NamespaceSettings, Namespaces, CONTROL_NAMESPACE, DEFAULT_PRESENCE_TTL,
+};
 pub use publication::{unix_micros, Delivery, NodeId, Publication, WireFormat};
 pub use queue::{CloseReason, ConnId, Outbound, OutboundQueue, PushError, Taken};
 pub use registry::SubscriptionRegistry;

@@ -36,11 +36,20 @@ pub const PRESENCE_ENTRIES: &str = "ferrocast_presence_entries";
 /// Presence lists read for clients.
 pub const PRESENCE_READS: &str = "ferrocast_presence_reads_total";
 pub const DELIVERY_LAG: &str = "ferrocast_delivery_lag_seconds";
+/// Server API calls, by `method`, `transport` (grpc, http) and `code`
+/// (ok or the error's name).
+pub const API_REQUESTS: &str = "ferrocast_api_requests_total";
+/// Time to answer a server API call (a Subscribe: to open the stream), by `method`.
+pub const API_REQUEST_DURATION: &str = "ferrocast_api_request_duration_seconds";
 pub const BUILD_INFO: &str = "ferrocast_build_info";
 pub const DRAINING: &str = "ferrocast_draining";
 
 /// Histograms, for exporters that need their bucket layout.
-pub const HISTOGRAMS: &[&str] = &[BACKPLANE_PUBLISH_DURATION, DELIVERY_LAG];
+pub const HISTOGRAMS: &[&str] = &[
+    BACKPLANE_PUBLISH_DURATION,
+    DELIVERY_LAG,
+    API_REQUEST_DURATION,
+];
 
 /// Registers the description of every metric with the installed recorder.
 pub fn describe() {
@@ -129,6 +138,15 @@ pub fn describe() {
         DELIVERY_LAG,
         Unit::Seconds,
         "Time from publish on the origin node until written to a local connection (sampled once per write batch)."
+    );
+    describe_counter!(
+        API_REQUESTS,
+        "Server API calls (gRPC and HTTP), by method, transport and result code."
+    );
+    describe_histogram!(
+        API_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to answer a server API call, by method (cluster-wide calls include waiting for the other nodes)."
     );
     describe_gauge!(
         BUILD_INFO,

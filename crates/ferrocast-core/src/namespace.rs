@@ -6,6 +6,16 @@ use std::time::Duration;
 
 use crate::backplane::HistoryPolicy;
 
+/// The namespace of the node's control channel (the server API's
+/// cluster-wide operations and node status), on the backplane like any topic.
+pub const CONTROL_NAMESPACE: &str = "_ctl";
+
+/// Whether clients are kept out of `namespace`: names starting with `_` are
+/// the node's, except `_user` (private user topics, with rules of their own).
+pub fn is_reserved(namespace: &str) -> bool {
+    namespace.starts_with('_') && namespace != "_user"
+}
+
 /// The settings of one namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NamespaceSettings {

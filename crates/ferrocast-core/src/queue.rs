@@ -33,6 +33,9 @@ pub enum Outbound {
     Delivery(Arc<Delivery>, TopicFilter),
     /// A transport-level keep-alive (a WebSocket ping).
     Ping,
+    /// The server API ended the connection's subscription to this filter:
+    /// the session drops it and tells the client.
+    Unsubscribe(TopicFilter),
 }
 
 impl Outbound {
@@ -41,6 +44,7 @@ impl Outbound {
             Self::Frame(b) => b.len() + 16,
             Self::Delivery(d, _) => d.queued_size(),
             Self::Ping => 16,
+            Self::Unsubscribe(filter) => filter.as_str().len() + 16,
         }
     }
 }
@@ -65,6 +69,9 @@ pub enum CloseReason {
     /// The client presented no valid token where one is needed; the error
     /// already queued is written first.
     Unauthorized,
+    /// The server API disconnected the client (Disconnect); it should not
+    /// reconnect on its own.
+    Disconnected,
 }
 
 /// Why a push failed.

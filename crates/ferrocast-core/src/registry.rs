@@ -1,6 +1,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use metrics::{counter, gauge, Counter, Gauge};
@@ -11,6 +12,7 @@ use ferrocast_protocol::TopicFilter;
 
 use crate::backplane::{BackplaneError, PublicationSink};
 use crate::metrics as names;
+use crate::namespace::is_reserved;
 use crate::pattern_index::PatternIndex;
 use crate::publication::{Delivery, Publication};
 use crate::queue::{ConnId, Outbound, OutboundQueue, PushError};
@@ -65,9 +67,32 @@ pub struct SubscriptionRegistry {
 struct RegistryMetrics {
     subscriptions: Gauge,
     topics: Gauge,
+    /// The values of the two gauges, readable (for the server API's Info).
+    subscription_count: AtomicU64,
+    topic_count: AtomicU64,
     dropped_slow: Counter,
     /// Deliveries to a connection already closing (after overflow or drain).
     dropped_closing: Counter,
+}
+
+impl RegistryMetrics {
+    /// Adds `delta` to the subscription gauge and count, unless `filter` is
+    /// in a reserved namespace (the node's own subscriptions are not clients').
+    fn count_subscription(&self, filter: &TopicFilter, delta: i64) {
+        if !is_reserved(filter.namespace()) {
+            self.subscriptions.increment(delta as f64);
+            self.subscription_count
+                .fetch_add(delta as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The same for the topic gauge and count.
+    fn count_topic(&self, filter: &TopicFilter, delta: i64) {
+        if !is_reserved(filter.namespace()) {
+            self.topics.increment(delta as f64);
+            self.topic_count.fetch_add(delta as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Default for SubscriptionRegistry {
@@ -85,10 +110,20 @@ impl SubscriptionRegistry {
             metrics: RegistryMetrics {
                 subscriptions: gauge!(names::SUBSCRIPTIONS),
                 topics: gauge!(names::TOPICS),
+                subscription_count: AtomicU64::new(0),
+                topic_count: AtomicU64::new(0),
                 dropped_slow: counter!(names::MESSAGES_DROPPED, "reason" => "slow_consumer"),
                 dropped_closing: counter!(names::MESSAGES_DROPPED, "reason" => "closing"),
             },
         }
+    }
+
+    /// Local subscriptions (connection × filter) and distinct filters.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.metrics.subscription_count.load(Ordering::Relaxed),
+            self.metrics.topic_count.load(Ordering::Relaxed),
+        )
     }
 
     fn shard(&self, filter: &TopicFilter) -> &RwLock<HashMap<TopicFilter, FilterEntry>> {
@@ -107,7 +142,7 @@ impl SubscriptionRegistry {
         let entry = match shard.entry(filter.clone()) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                self.metrics.topics.increment(1.0);
+                self.metrics.count_topic(filter, 1);
                 if filter.is_pattern() {
                     self.patterns.write().insert(filter);
                 }
@@ -119,7 +154,7 @@ impl SubscriptionRegistry {
         };
         let first = entry.subscribers.is_empty();
         if entry.subscribers.insert(conn, queue).is_none() {
-            self.metrics.subscriptions.increment(1.0);
+            self.metrics.count_subscription(filter, 1);
         }
         let confirmation = match &mut entry.backplane {
             BackplaneInterest::Confirmed => None,
@@ -135,6 +170,14 @@ impl SubscriptionRegistry {
         }
     }
 
+    /// Whether `conn` is subscribed to `filter`.
+    pub(crate) fn holds(&self, filter: &TopicFilter, conn: ConnId) -> bool {
+        self.shard(filter)
+            .read()
+            .get(filter)
+            .is_some_and(|entry| entry.subscribers.contains_key(&conn))
+    }
+
     /// Unsubscribes `conn` from `filter`. True when that was the last local
     /// subscriber (the backplane interest can go).
     pub(crate) fn remove(&self, filter: &TopicFilter, conn: ConnId) -> bool {
@@ -145,13 +188,13 @@ impl SubscriptionRegistry {
         if entry.subscribers.remove(&conn).is_none() {
             return false;
         }
-        self.metrics.subscriptions.decrement(1.0);
+        self.metrics.count_subscription(filter, -1);
         if entry.subscribers.is_empty() {
             shard.remove(filter);
             if filter.is_pattern() {
                 self.patterns.write().remove(filter);
             }
-            self.metrics.topics.decrement(1.0);
+            self.metrics.count_topic(filter, -1);
             return true;
         }
         false

@@ -448,6 +448,14 @@ pub(crate) fn may_subscribe(
     settings: &NamespaceSettings,
     filter: &TopicFilter,
 ) -> Result<(), Denied> {
+    if matches!(filter.namespace(), "*" | ">") {
+        return Err(Denied::Forbidden(
+            "a pattern's first token (the namespace) must not be a wildcard".into(),
+        ));
+    }
+    if ferrocast_core::is_reserved(filter.namespace()) {
+        return Err(reserved(filter.namespace()));
+    }
     if filter.namespace() == USER_NAMESPACE {
         let own = user.is_some_and(|user| {
             let mut tokens = filter.tokens().skip(1);
@@ -486,6 +494,9 @@ pub(crate) fn may_publish(
     settings: &NamespaceSettings,
     topic: &Topic,
 ) -> Result<(), Denied> {
+    if ferrocast_core::is_reserved(topic.namespace()) {
+        return Err(reserved(topic.namespace()));
+    }
     let as_filter = TopicFilter::from(topic.clone());
     let granted = identity
         .and_then(|id| id.publish.as_ref())
@@ -509,6 +520,12 @@ pub(crate) fn may_publish(
         ))),
         (Some(_), _) => Ok(()),
     }
+}
+
+fn reserved(namespace: &str) -> Denied {
+    Denied::Forbidden(format!(
+        "namespace {namespace} is reserved for the node (names starting with _ other than _user)"
+    ))
 }
 
 /// [`may_subscribe`] for a plain HTTP request of `identity` (SSE): a node

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use ferrocast_core::metrics as names;
-use ferrocast_core::{CloseReason, ConnId, Hub, OutboundQueue};
+use ferrocast_core::{CloseReason, ConnId, Hub, Outbound, OutboundQueue};
+use ferrocast_protocol::TopicFilter;
 
 use crate::auth::Authenticator;
 use crate::settings::EdgeSettings;
@@ -19,6 +20,23 @@ use crate::settings::EdgeSettings;
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Pause between two batches of closes while draining.
 const DRAIN_BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Whom a server API operation (disconnect, unsubscribe) acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every connection of this user.
+    User(String),
+    /// One connection, by its client id in the cluster (`<node id>-<conn>`).
+    Client(String),
+}
+
+#[derive(Debug, Default)]
+struct OpenConnections {
+    /// The queue of every open connection, and its user once known.
+    by_conn: HashMap<ConnId, (Arc<OutboundQueue>, Option<Arc<str>>)>,
+    /// The open connections of each user.
+    by_user: HashMap<Arc<str>, Vec<ConnId>>,
+}
 
 /// The node's edge state, shared by every connection. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,8 +52,8 @@ struct EdgeInner {
     /// One permit per open connection, taken before the upgrade; when every
     /// permit is back, every connection is gone.
     connections: Arc<Semaphore>,
-    /// The queue of every open connection, so that drain can close them.
-    open: Mutex<HashMap<ConnId, Arc<OutboundQueue>>>,
+    /// Every open connection, so that drain and the server API find them.
+    open: Mutex<OpenConnections>,
     next_conn: AtomicU64,
     /// Cancelled when draining starts: `/readyz` fails and upgrades are refused.
     draining: CancellationToken,
@@ -55,7 +73,7 @@ impl Edge {
                 auth,
                 connections: Arc::new(Semaphore::new(settings.max_connections)),
                 settings,
-                open: Mutex::new(HashMap::new()),
+                open: Mutex::new(OpenConnections::default()),
                 next_conn: AtomicU64::new(1),
                 draining: CancellationToken::new(),
             }),
@@ -99,12 +117,86 @@ impl Edge {
         if self.is_draining() {
             queue.close(CloseReason::Shutdown);
         }
-        self.inner.open.lock().insert(id, queue);
+        self.inner.open.lock().by_conn.insert(id, (queue, None));
         id
     }
 
+    /// Records that connection `id` belongs to `user`.
+    pub(crate) fn identify(&self, id: ConnId, user: &str) {
+        let mut open = self.inner.open.lock();
+        let open = &mut *open;
+        let Some((_, slot)) = open.by_conn.get_mut(&id) else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        let user: Arc<str> = Arc::from(user);
+        open.by_user.entry(user.clone()).or_default().push(id);
+        *slot = Some(user);
+    }
+
     pub(crate) fn deregister(&self, id: ConnId) {
-        self.inner.open.lock().remove(&id);
+        let mut open = self.inner.open.lock();
+        if let Some((_, Some(user))) = open.by_conn.remove(&id) {
+            if let Some(conns) = open.by_user.get_mut(&user) {
+                conns.retain(|&c| c != id);
+                if conns.is_empty() {
+                    open.by_user.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// A connection id for a subscriber inside the node (the server API's
+    /// streams and control channel), unique among this node's connections.
+    pub fn internal_conn_id(&self) -> ConnId {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The queues of this node's connections that `target` names.
+    fn targets(&self, target: &Target) -> Vec<(ConnId, Arc<OutboundQueue>)> {
+        let open = self.inner.open.lock();
+        match target {
+            Target::User(user) => open
+                .by_user
+                .get(user.as_str())
+                .into_iter()
+                .flatten()
+                .filter_map(|id| open.by_conn.get(id).map(|(q, _)| (*id, q.clone())))
+                .collect(),
+            Target::Client(client) => client
+                .rsplit_once('-')
+                .filter(|(node, _)| *node == &**self.hub().node_id())
+                .and_then(|(_, conn)| conn.parse::<ConnId>().ok())
+                .and_then(|id| open.by_conn.get(&id).map(|(q, _)| (id, q.clone())))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Closes this node's connections that `target` names with 4002 (after
+    /// what is already queued for them); returns how many.
+    pub fn disconnect(&self, target: &Target) -> usize {
+        let found = self.targets(target);
+        for (_, queue) in &found {
+            queue.close(CloseReason::Disconnected);
+        }
+        found.len()
+    }
+
+    /// Ends the subscription to `filter` of this node's connections that
+    /// `target` names and that hold it; returns how many.
+    pub fn unsubscribe(&self, target: &Target, filter: &TopicFilter) -> usize {
+        let mut ended = 0;
+        for (id, queue) in self.targets(target) {
+            if self.hub().is_subscribed(filter, id)
+                && queue.push(Outbound::Unsubscribe(filter.clone())).is_ok()
+            {
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Open connections.
@@ -120,7 +212,14 @@ impl Edge {
         let deadline = Instant::now() + window;
         self.inner.draining.cancel();
         gauge!(names::DRAINING).set(1.0);
-        let queues: Vec<Arc<OutboundQueue>> = self.inner.open.lock().values().cloned().collect();
+        let queues: Vec<Arc<OutboundQueue>> = self
+            .inner
+            .open
+            .lock()
+            .by_conn
+            .values()
+            .map(|(queue, _)| queue.clone())
+            .collect();
         // Leave time at the end for the last close frames.
         let span = window.saturating_sub(CLOSE_GRACE + Duration::from_millis(500));
         let batches = (span.as_millis() / DRAIN_BATCH_INTERVAL.as_millis()).max(1) as usize;

@@ -25,6 +25,6 @@ mod ws;
 
 pub use admin::{admin_router, MetricsRender};
 pub use auth::{AuthConfig, AuthError, Authenticator, Identity};
-pub use edge::Edge;
+pub use edge::{Edge, Target};
 pub use settings::EdgeSettings;
 pub use ws::public_router;

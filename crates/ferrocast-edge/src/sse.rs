@@ -121,14 +121,15 @@ pub(crate) async fn stream(
         Ok(slots) => slots,
         Err(refusal) => return refuse(refusal),
     };
-    let expires = identity.map(|id| Instant::now() + id.remaining());
+    let expires = identity.as_ref().map(|id| Instant::now() + id.remaining());
+    let user = identity.map(|id| id.user);
     // A stream takes a connection slot, as a WebSocket does.
     let permit = match crate::ws::admit(&edge) {
         Ok(permit) => permit,
         Err(refusal) => return refusal,
     };
     let (body, chunks) = mpsc::channel(BODY_CHUNKS);
-    tokio::spawn(serve(edge, permit, slots, expires, body));
+    tokio::spawn(serve(edge, permit, slots, expires, user, body));
     let chunks = futures::stream::unfold(chunks, |mut chunks| async move {
         let chunk = chunks.recv().await?;
         Some((Ok::<_, Infallible>(chunk), chunks))
@@ -329,6 +330,7 @@ impl End {
             Self::Queue(CloseReason::ProtocolError) => "protocol_error",
             Self::Queue(CloseReason::TooLarge) => "too_large",
             Self::Queue(CloseReason::Unauthorized) | Self::TokenExpired => "unauthorized",
+            Self::Queue(CloseReason::Disconnected) => "disconnected",
             Self::Unsubscribed(_) => "error",
             Self::ClientGone => "client_gone",
         }
@@ -346,6 +348,9 @@ impl End {
                 "history unavailable; reconnect to resume".into()
             }
             Self::TokenExpired => "token expired; reconnect with a new one".into(),
+            Self::Queue(CloseReason::Disconnected) => {
+                "disconnected by the server; do not reconnect".into()
+            }
             Self::Queue(_) => "closed".into(),
             Self::Unsubscribed(reason) => reason.clone(),
             Self::Stalled | Self::ClientGone => return None,
@@ -393,10 +398,14 @@ async fn serve(
     _permit: OwnedSemaphorePermit,
     slots: Vec<Slot>,
     expires: Option<Instant>,
+    user: Option<String>,
     body: mpsc::Sender<Bytes>,
 ) {
     let queue = Arc::new(OutboundQueue::new(edge.settings().outbound_queue_bytes));
     let conn = edge.register(queue.clone());
+    if let Some(user) = &user {
+        edge.identify(conn, user);
+    }
     let connections = gauge!(names::CONNECTIONS, "protocol" => LABEL);
     connections.increment(1.0);
     counter!(names::CONNECTIONS_OPENED, "protocol" => LABEL).increment(1);
@@ -550,6 +559,16 @@ impl Stream {
                     oldest = oldest.min(publication.published_at_micros);
                 }
                 Outbound::Ping => continue,
+                Outbound::Unsubscribe(filter) => {
+                    // The server API ended this topic's subscription.
+                    self.edge.hub().unsubscribe(filter, self.conn);
+                    out.extend_from_slice(
+                        b"event: unsubscribed\ndata: {\"op\":\"unsubscribed\",\"topic\":\"",
+                    );
+                    out.extend_from_slice(filter.as_str().as_bytes());
+                    out.extend_from_slice(b"\"}\n\n");
+                    continue;
+                }
             }
             if self.ids {
                 write_id(&self.slots, &mut out);

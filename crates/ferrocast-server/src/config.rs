@@ -72,6 +72,27 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_ADMIN_LISTEN", value_name = "ADDR")]
     pub(crate) admin_listen: Option<SocketAddr>,
 
+    /// gRPC listener: the server API for backends (proto/ferrocast/v1/api.proto). [default: 127.0.0.1:50051]
+    #[arg(long, env = "FERROCAST_GRPC_LISTEN", value_name = "ADDR")]
+    pub(crate) grpc_listen: Option<SocketAddr>,
+
+    /// The server API key, required as `Authorization: Bearer <key>` by gRPC and the admin listener's /api/. Prefer the environment variable or --api-key-file to a flag (visible in the process list). Without a key the API is served only on loopback listeners.
+    #[arg(
+        long,
+        env = "FERROCAST_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub(crate) api_key: Option<String>,
+
+    /// A file holding the server API key (a trailing newline is ignored).
+    #[arg(long, env = "FERROCAST_API_KEY_FILE", value_name = "FILE")]
+    pub(crate) api_key_file: Option<PathBuf>,
+
+    /// How long the server API's cluster-wide calls (Disconnect, Unsubscribe) wait for other nodes before answering with the ones that did. [default: 2s]
+    #[arg(long, env = "FERROCAST_API_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) api_timeout: Option<Duration>,
+
     /// Name of this node in the cluster, unique per process. [default: $HOSTNAME, else a random name]
     #[arg(long, env = "FERROCAST_NODE_ID", value_name = "ID")]
     pub(crate) node_id: Option<String>,
@@ -226,6 +247,15 @@ pub(crate) struct Config {
     pub(crate) node_id: String,
     pub(crate) listen: SocketAddr,
     pub(crate) admin_listen: SocketAddr,
+    pub(crate) grpc_listen: SocketAddr,
+    /// From the flag or environment only: never read from nor written to
+    /// the file (a secret); the file names `api_key_file` instead.
+    #[serde(skip)]
+    pub(crate) api_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) api_key_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) api_timeout: Duration,
     pub(crate) backplane: String,
     pub(crate) backplane_prefix: String,
     #[serde(with = "humantime_serde")]
@@ -316,6 +346,10 @@ impl Default for Config {
             node_id: String::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            api_key: None,
+            api_key_file: None,
+            api_timeout: Duration::from_secs(2),
             backplane: "memory".into(),
             backplane_prefix: "ferrocast".into(),
             backplane_timeout: Duration::from_secs(5),
@@ -399,8 +433,12 @@ impl Config {
             jwt_issuer,
             jwt_audience,
             allow_anonymous,
+            api_key,
+            api_key_file,
         );
         set!(
+            grpc_listen,
+            api_timeout,
             node_id,
             listen,
             admin_listen,
@@ -486,6 +524,12 @@ impl Config {
         if self.auth_timeout.is_zero() {
             bail!("auth_timeout must be above zero");
         }
+        if self.api_key.as_ref().is_some_and(|key| key.len() < 16) {
+            bail!("api_key must be at least 16 characters");
+        }
+        if self.api_timeout < Duration::from_millis(100) {
+            bail!("api_timeout must be at least 100ms");
+        }
         if self.presence_ttl < Duration::from_secs(1) {
             bail!("presence_ttl must be at least 1s");
         }
@@ -504,6 +548,26 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The server API key, from the flag or environment, else its file.
+    pub(crate) fn api_key(&self) -> anyhow::Result<Option<String>> {
+        if let Some(key) = &self.api_key {
+            return Ok(Some(key.clone()));
+        }
+        let Some(path) = &self.api_key_file else {
+            return Ok(None);
+        };
+        let key = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read api_key_file {}", path.display()))?;
+        let key = key.trim_end_matches(['\n', '\r']);
+        if key.len() < 16 {
+            bail!(
+                "the key in api_key_file {} must be at least 16 characters",
+                path.display()
+            );
+        }
+        Ok(Some(key.to_string()))
     }
 
     /// The authentication settings, with the key files read.

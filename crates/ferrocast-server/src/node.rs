@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use ferrocast_api::{grpc_service, http_router, Access, Api};
 use ferrocast_core::metrics as names;
 use ferrocast_core::{Hub, NodeId, SubscriptionRegistry};
 use ferrocast_edge::{admin_router, public_router, Authenticator, Edge, MetricsRender};
@@ -47,8 +48,43 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--admin-listen)", config.admin_listen))?;
+    let grpc = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--grpc-listen)", config.grpc_listen))?;
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
+
+    let api_key = config.api_key()?;
+    for (listener, addr) in [("admin", admin_addr), ("gRPC", grpc_addr)] {
+        match Access::for_listener(api_key.as_deref(), addr) {
+            Access::Open => tracing::warn!(
+                %addr,
+                "no API key (--api-key): the server API on the {listener} listener is open to every local process"
+            ),
+            Access::Closed => tracing::warn!(
+                %addr,
+                "no API key (--api-key): the server API on the {listener} listener refuses every call"
+            ),
+            Access::Key(_) => {}
+        }
+    }
+    let api = Api::start(edge.clone(), config.api_timeout, &tasks, shutdown.clone());
+    let grpc_app = grpc_service(
+        api.clone(),
+        Access::for_listener(api_key.as_deref(), grpc_addr),
+    );
+    let stop_grpc = shutdown.clone();
+    tasks.spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let served = tonic::transport::Server::builder()
+            .add_service(grpc_app)
+            .serve_with_incoming_shutdown(incoming, stop_grpc.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "gRPC listener failed");
+        }
+    });
 
     let public_app = public_router(edge.clone());
     let draining = edge.draining().clone();
@@ -72,7 +108,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             text
         })
     };
-    let admin_app = admin_router(edge.clone(), render);
+    let admin_app = admin_router(edge.clone(), render).merge(http_router(
+        api,
+        Access::for_listener(api_key.as_deref(), admin_addr),
+    ));
     let stop_admin = shutdown.clone();
     tasks.spawn(async move {
         let served = axum::serve(admin, admin_app)
@@ -104,6 +143,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         node_id = %config.node_id,
         public = %public_addr,
         admin = %admin_addr,
+        grpc = %grpc_addr,
         backplane = edge.hub().backplane_kind(),
         version = env!("CARGO_PKG_VERSION"),
         "listening"

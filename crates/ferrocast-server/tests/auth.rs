@@ -425,6 +425,7 @@ async fn origins_outside_the_allow_list_are_refused() {
 async fn an_exposed_node_without_authentication_refuses_to_start() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
         .args(["--listen", "0.0.0.0:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--grpc-listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));

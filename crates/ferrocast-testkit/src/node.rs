@@ -60,6 +60,8 @@ pub struct Node {
     child: Child,
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// The gRPC server API listener.
+    pub grpc: SocketAddr,
 }
 
 impl Node {
@@ -69,6 +71,7 @@ impl Node {
     pub fn spawn(bin: impl AsRef<Path>, args: &[&str]) -> Self {
         let mut child = Command::new(bin.as_ref())
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .args(args)
             .env_remove("FERROCAST_CONFIG")
@@ -103,7 +106,7 @@ impl Node {
                 let _ = tx.send(Err(seen.join("\n")));
             }
         });
-        let (public, admin) = match rx.recv_timeout(Duration::from_secs(10)) {
+        let (public, admin, grpc) = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(addrs)) => addrs,
             Ok(Err(log)) => {
                 let status = child.wait().ok();
@@ -118,6 +121,7 @@ impl Node {
             child,
             public,
             admin,
+            grpc,
         }
     }
 
@@ -166,12 +170,13 @@ impl Drop for Node {
 }
 
 /// The public and admin addresses from the node's `listening` log line.
-fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     if value.get("message")?.as_str()? != "listening" {
         return None;
     }
     let public = value.get("public")?.as_str()?.parse().ok()?;
     let admin = value.get("admin")?.as_str()?.parse().ok()?;
-    Some((public, admin))
+    let grpc = value.get("grpc")?.as_str()?.parse().ok()?;
+    Some((public, admin, grpc))
 }

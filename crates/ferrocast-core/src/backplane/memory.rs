@@ -99,7 +99,7 @@ impl Presence {
                 .insert(entry.client.clone(), (entry, expires));
         }
         self.updates += 1;
-        if self.updates % PRESENCE_SWEEP_EVERY == 0 {
+        if self.updates.is_multiple_of(PRESENCE_SWEEP_EVERY) {
             self.topics.retain(|_, entries| {
                 entries.retain(|_, (_, expires)| *expires > now);
                 !entries.is_empty()
@@ -175,7 +175,7 @@ impl MemoryBus {
         let now = Instant::now();
         let mut histories = self.histories.lock();
         histories.appended += 1;
-        if histories.appended % SWEEP_EVERY == 0 {
+        if histories.appended.is_multiple_of(SWEEP_EVERY) {
             histories.sweep(now);
         }
         let (positioned, position) =

@@ -85,6 +85,16 @@ impl Protocol for JsonProtocol {
         }
     }
 
+    /// Tells the client with `{"op":"unsubscribed","topic":…}`.
+    fn on_server_unsubscribe(&mut self, link: &mut Link<Completion>, filter: &TopicFilter) {
+        link.unsubscribe(filter);
+        // The topic grammar has no character that JSON needs to escape.
+        link.send(Bytes::from(format!(
+            r#"{{"op":"unsubscribed","topic":"{}"}}"#,
+            filter.as_str()
+        )));
+    }
+
     /// Joins the batch's objects with `\n` into one text frame.
     fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
         let mut deliveries = 0;
@@ -96,7 +106,7 @@ impl Protocol for JsonProtocol {
                     deliveries += 1;
                     Some(delivery.json_frame())
                 }
-                Outbound::Ping => None,
+                Outbound::Ping | Outbound::Unsubscribe(_) => None,
             })
             .collect();
         let text = match &frames[..] {

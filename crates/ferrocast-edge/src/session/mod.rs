@@ -63,6 +63,7 @@ pub(crate) mod code {
     pub(crate) const SERVICE_RESTART: u16 = 1012;
     pub(crate) const SLOW_CONSUMER: u16 = 4000;
     pub(crate) const PING_TIMEOUT: u16 = 4001;
+    pub(crate) const DISCONNECTED: u16 = 4002;
 }
 
 /// Why a session ended.
@@ -100,6 +101,7 @@ impl End {
             }
             Self::PingTimeout => "ping_timeout",
             Self::Queue(CloseReason::Unauthorized) | Self::TokenDeadline => "unauthorized",
+            Self::Queue(CloseReason::Disconnected) => "disconnected",
             Self::Io => "error",
         }
     }
@@ -137,6 +139,10 @@ impl End {
                 (code::POLICY, "unauthorized: a valid token is needed".into())
             }
             Self::TokenDeadline => (code::POLICY, "no valid token in time, or it expired".into()),
+            Self::Queue(CloseReason::Disconnected) => (
+                code::DISCONNECTED,
+                "disconnected by the server; do not reconnect".into(),
+            ),
             Self::ClientClosed | Self::ClientGone | Self::Io => return None,
         };
         Some(CloseFrame {
@@ -187,6 +193,11 @@ pub(crate) trait Protocol: Send + 'static {
     fn too_large(&mut self, _max_message_size: usize) -> Option<Message> {
         None
     }
+
+    /// The server API ended the connection's subscription to `filter` (which
+    /// it holds): drop every protocol-level subscription using it (through
+    /// [`Link::unsubscribe`]) and tell the client if the protocol can.
+    fn on_server_unsubscribe(&mut self, link: &mut Link<Self::Completion>, filter: &TopicFilter);
 
     /// The session is over: undo protocol state (transactions, ...).
     fn on_end(&mut self, _link: &mut Link<Self::Completion>) {}
@@ -340,6 +351,7 @@ impl<C: Send + 'static> Link<C> {
     /// Takes `user` as the connection's user without a token (development:
     /// `--stomp-login-is-user`).
     pub(crate) fn name_user(&mut self, user: String) {
+        self.edge.identify(self.conn, &user);
         self.named_user = Some(user);
     }
 
@@ -357,6 +369,7 @@ impl<C: Send + 'static> Link<C> {
         match self.edge.auth().verify(token) {
             Ok(identity) => {
                 self.token_expires = Some(Instant::now() + identity.remaining());
+                self.edge.identify(self.conn, &identity.user);
                 self.identity = Some(Arc::new(identity));
                 self.token_due = None;
                 Ok(())
@@ -485,6 +498,9 @@ struct WriterMetrics {
 struct Writer {
     batch: Vec<Outbound>,
     staged: VecDeque<Message>,
+    /// Filters the server API unsubscribed, taken from the queue in order
+    /// with the deliveries; the session applies them after the write.
+    unsubscribed: Vec<TopicFilter>,
     metrics: WriterMetrics,
 }
 
@@ -637,6 +653,9 @@ pub(crate) fn serve<P: Protocol>(
 ) -> impl Future<Output = ()> + Send {
     let queue = Arc::new(OutboundQueue::new(edge.settings().outbound_queue_bytes));
     let conn = edge.register(queue.clone());
+    if let Some(identity) = &identity {
+        edge.identify(conn, &identity.user);
+    }
     gauge!(names::CONNECTIONS, "protocol" => P::LABEL).increment(1.0);
     counter!(names::CONNECTIONS_OPENED, "protocol" => P::LABEL).increment(1);
     let settings = edge.settings();
@@ -661,6 +680,7 @@ pub(crate) fn serve<P: Protocol>(
         writer: Writer {
             batch: Vec::new(),
             staged: VecDeque::new(),
+            unsubscribed: Vec::new(),
             metrics: WriterMetrics {
                 delivered: counter!(names::MESSAGES_DELIVERED),
                 lag: histogram!(names::DELIVERY_LAG),
@@ -716,6 +736,14 @@ impl<P: Protocol> Session<P> {
                 Poll::Ready(Ok(reason)) => return Poll::Ready(End::Queue(reason)),
                 Poll::Ready(Err(error)) => return Poll::Ready(classify(error)),
                 Poll::Pending => {}
+            }
+            if !self.writer.unsubscribed.is_empty() {
+                for filter in std::mem::take(&mut self.writer.unsubscribed) {
+                    if self.link.holds(&filter) {
+                        self.protocol.on_server_unsubscribe(&mut self.link, &filter);
+                    }
+                }
+                continue;
             }
             self.link.resync();
             if !self.link.in_flight.is_empty() {
@@ -837,6 +865,7 @@ fn pump<P: Protocol>(
     let Writer {
         batch,
         staged,
+        unsubscribed,
         metrics,
     } = writer;
     loop {
@@ -853,6 +882,18 @@ fn pump<P: Protocol>(
                 return Poll::Ready(Ok(reason));
             }
             Poll::Ready(Taken::Items) => {
+                if batch
+                    .iter()
+                    .any(|item| matches!(item, Outbound::Unsubscribe(_)))
+                {
+                    batch.retain(|item| match item {
+                        Outbound::Unsubscribe(filter) => {
+                            unsubscribed.push(filter.clone());
+                            false
+                        }
+                        _ => true,
+                    });
+                }
                 if !gates.is_empty() {
                     gates.admit(batch);
                 }

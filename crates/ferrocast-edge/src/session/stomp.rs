@@ -739,10 +739,19 @@ impl Protocol for StompProtocol {
                 Outbound::Delivery(delivery, filter) => {
                     deliveries += self.encode_delivery(delivery, filter, out);
                 }
-                Outbound::Ping => {}
+                Outbound::Ping | Outbound::Unsubscribe(_) => {}
             }
         }
         deliveries
+    }
+
+    /// Ends every STOMP subscription on `filter`. STOMP has no frame to say
+    /// so without closing the connection: MESSAGEs simply stop.
+    fn on_server_unsubscribe(&mut self, link: &mut Link<Completion>, filter: &TopicFilter) {
+        for id in self.by_filter.remove(filter).unwrap_or_default() {
+            self.subscriptions.remove(&id);
+            link.unsubscribe(filter);
+        }
     }
 
     fn heartbeat(&self) -> Heartbeat {

@@ -1,0 +1,593 @@
+//! The server API's operations, shared by gRPC ([`crate::grpc`]) and the
+//! HTTP mirror ([`crate::http`]): requests and replies are the messages of
+//! `proto/ferrocast/v1/api.proto`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use metrics::{counter, histogram};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use ferrocast_core::history::resume;
+use ferrocast_core::metrics as names;
+use ferrocast_core::{is_reserved, CloseReason, Publication};
+use ferrocast_edge::Edge;
+use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::{Topic, TopicFilter};
+
+use crate::control::{target_of, Control, Outcome};
+use crate::error::ApiError;
+use crate::feed::Feed;
+use crate::pb;
+
+/// Most topics one Broadcast may name.
+pub const MAX_BROADCAST_TOPICS: usize = 1000;
+
+/// The server API of one node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Api {
+    edge: Edge,
+    control: Control,
+}
+
+/// What a Subscribe call yields: publications, then at most one error that
+/// ends the stream.
+pub type PublicationStream = BoxStream<'static, Result<pb::Publication, ApiError>>;
+
+impl Api {
+    /// The API over `edge`; joins the control channel (its task stops on
+    /// `shutdown`). Cluster-wide operations wait at most `timeout` for the
+    /// other nodes.
+    pub fn start(
+        edge: Edge,
+        timeout: Duration,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let control = Control::start(edge.clone(), timeout, tasks, shutdown);
+        Self { edge, control }
+    }
+
+    pub async fn publish(
+        &self,
+        request: pb::PublishRequest,
+    ) -> Result<pb::PublishResponse, ApiError> {
+        let topic = self.topic(&request.topic)?;
+        let payload = self.payload(request.data, &request.content_type)?;
+        let position = self
+            .publish_one(topic, payload, &request.content_type, request.headers)
+            .await?;
+        Ok(pb::PublishResponse { position })
+    }
+
+    pub async fn broadcast(
+        &self,
+        request: pb::BroadcastRequest,
+    ) -> Result<pb::BroadcastResponse, ApiError> {
+        if request.topics.is_empty() || request.topics.len() > MAX_BROADCAST_TOPICS {
+            return Err(ApiError::InvalidArgument(format!(
+                "a broadcast names 1 to {MAX_BROADCAST_TOPICS} topics"
+            )));
+        }
+        let distinct: HashSet<&String> = request.topics.iter().collect();
+        if distinct.len() != request.topics.len() {
+            return Err(ApiError::InvalidArgument(
+                "a broadcast names each topic once".into(),
+            ));
+        }
+        let payload = self.payload(request.data, &request.content_type)?;
+        let publishes = request.topics.iter().map(|name| {
+            let topic = self.topic(name);
+            let payload = payload.clone();
+            let headers = request.headers.clone();
+            let content_type = request.content_type.as_str();
+            async move {
+                let outcome = match topic {
+                    Ok(topic) => {
+                        self.publish_one(topic, payload, content_type, headers)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                match outcome {
+                    Ok(position) => pb::BroadcastResult {
+                        topic: name.clone(),
+                        position,
+                        error: None,
+                    },
+                    Err(error) => pb::BroadcastResult {
+                        topic: name.clone(),
+                        position: None,
+                        error: Some(pb::Error {
+                            code: error.code().into(),
+                            message: error.to_string(),
+                        }),
+                    },
+                }
+            }
+        });
+        let results = futures::future::join_all(publishes).await;
+        Ok(pb::BroadcastResponse { results })
+    }
+
+    async fn publish_one(
+        &self,
+        topic: Topic,
+        payload: Bytes,
+        content_type: &str,
+        headers: Vec<pb::Header>,
+    ) -> Result<Option<pb::StreamPosition>, ApiError> {
+        let content_type = (!content_type.is_empty()).then(|| Arc::from(content_type));
+        let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+        let position = self
+            .edge
+            .hub()
+            .publish_message(topic, payload, content_type, headers)
+            .await
+            .map_err(|error| {
+                ApiError::Unavailable(format!("{error}; not published to every node"))
+            })?;
+        Ok(position.map(position_pb))
+    }
+
+    pub async fn history(
+        &self,
+        request: pb::HistoryRequest,
+    ) -> Result<pb::HistoryResponse, ApiError> {
+        let topic = self.topic(&request.topic)?;
+        let hub = self.edge.hub();
+        if hub.namespace(topic.namespace()).history.is_none() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "namespace {} keeps no history (history_size)",
+                topic.namespace()
+            )));
+        }
+        let unavailable =
+            |error| ApiError::Unavailable(format!("cannot read the history: {error}"));
+        let since = request.since.map(position_of);
+        let page = hub
+            .history(&topic, since.as_ref().map_or(0, |s| s.offset))
+            .await
+            .map_err(unavailable)?;
+        let top = page.top_position();
+        let (recovered, publications) = match since {
+            None => (true, page.publications),
+            Some(since) if since.epoch == page.epoch || since.epoch.is_empty() => {
+                resume(&since, page)
+            }
+            // The positions the caller knew are gone: everything kept.
+            Some(_) => (
+                false,
+                hub.history(&topic, 0)
+                    .await
+                    .map_err(unavailable)?
+                    .publications,
+            ),
+        };
+        let limit = match request.limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        Ok(pb::HistoryResponse {
+            top: Some(position_pb(top)),
+            publications: publications
+                .into_iter()
+                .take(limit)
+                .map(publication_pb)
+                .collect(),
+            recovered,
+        })
+    }
+
+    pub async fn presence(
+        &self,
+        request: pb::PresenceRequest,
+    ) -> Result<pb::PresenceResponse, ApiError> {
+        let topic = self.topic(&request.topic)?;
+        let hub = self.edge.hub();
+        if !hub.namespace(topic.namespace()).presence {
+            return Err(ApiError::FailedPrecondition(format!(
+                "namespace {} keeps no presence (presence = true)",
+                topic.namespace()
+            )));
+        }
+        let entries = hub
+            .presence(&topic)
+            .await
+            .map_err(|error| ApiError::Unavailable(format!("cannot read presence: {error}")))?;
+        let mut clients: Vec<pb::PresenceEntry> = entries
+            .into_iter()
+            .map(|entry| pb::PresenceEntry {
+                client: entry.client,
+                user: entry.user.unwrap_or_default(),
+                node: entry.node,
+                joined_at_millis: entry.joined_at,
+            })
+            .collect();
+        clients.sort_by(|a, b| a.client.cmp(&b.client));
+        Ok(pb::PresenceResponse { clients })
+    }
+
+    pub async fn presence_stats(
+        &self,
+        request: pb::PresenceRequest,
+    ) -> Result<pb::PresenceStatsResponse, ApiError> {
+        let clients = self.presence(request).await?.clients;
+        let users: BTreeSet<&str> = clients
+            .iter()
+            .map(|c| c.user.as_str())
+            .filter(|u| !u.is_empty())
+            .collect();
+        Ok(pb::PresenceStatsResponse {
+            clients: u32::try_from(clients.len()).unwrap_or(u32::MAX),
+            users: u32::try_from(users.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    pub async fn disconnect(
+        &self,
+        request: pb::DisconnectRequest,
+    ) -> Result<pb::DisconnectResponse, ApiError> {
+        let target = request.target.unwrap_or_default();
+        let described = describe(&target)?;
+        let outcome = self
+            .control
+            .command(pb::command::Action::Disconnect(target))
+            .await;
+        let Outcome { affected, coverage } = found(outcome, &described)?;
+        Ok(pb::DisconnectResponse {
+            disconnected: affected,
+            coverage: Some(coverage),
+        })
+    }
+
+    pub async fn unsubscribe(
+        &self,
+        request: pb::UnsubscribeRequest,
+    ) -> Result<pb::UnsubscribeResponse, ApiError> {
+        let target = request.target.clone().unwrap_or_default();
+        let described = describe(&target)?;
+        self.filter(&request.topic)?;
+        let outcome = self
+            .control
+            .command(pb::command::Action::Unsubscribe(request.clone()))
+            .await;
+        let Outcome { affected, coverage } = found(
+            outcome,
+            &format!("{described} subscribed to {}", request.topic),
+        )?;
+        Ok(pb::UnsubscribeResponse {
+            unsubscribed: affected,
+            coverage: Some(coverage),
+        })
+    }
+
+    pub fn info(&self) -> pb::InfoResponse {
+        let nodes = self.control.nodes();
+        pb::InfoResponse {
+            connections: nodes.iter().map(|n| n.connections).sum(),
+            subscriptions: nodes.iter().map(|n| n.subscriptions).sum(),
+            nodes,
+        }
+    }
+
+    /// The publications of `request.topic` from now on (after a replay from
+    /// `since` for a topic with history), until the node drains or the
+    /// consumer falls too far behind.
+    pub async fn subscribe(
+        &self,
+        request: pb::SubscribeRequest,
+    ) -> Result<PublicationStream, ApiError> {
+        let filter = self.filter(&request.topic)?;
+        let hub = self.edge.hub().clone();
+        let since = request.since.map(position_of);
+        let topic = match (&since, filter.as_topic()) {
+            (None, _) => None,
+            (Some(_), Some(topic)) if hub.namespace(topic.namespace()).history.is_some() => {
+                Some(topic)
+            }
+            (Some(_), _) => {
+                return Err(ApiError::FailedPrecondition(
+                    "since needs a single topic in a namespace with history".into(),
+                ))
+            }
+        };
+        let queue_bytes = self.edge.settings().outbound_queue_bytes;
+        let feed = Feed::open(&self.edge, filter, queue_bytes)
+            .await
+            .map_err(|error| ApiError::Unavailable(format!("cannot subscribe: {error}")))?;
+        // Subscribed before reading: what is published meanwhile is in the
+        // feed, and what the replay already holds is skipped there.
+        let (replay, after) = match (since, topic) {
+            (Some(since), Some(topic)) => {
+                let page = hub.history(&topic, since.offset).await.map_err(|error| {
+                    ApiError::Unavailable(format!("cannot read the history: {error}"))
+                })?;
+                let epoch = page.epoch.clone();
+                let (_, replay) = resume(&since, page);
+                let last = replay
+                    .last()
+                    .and_then(|p| p.position.as_ref())
+                    .map_or(since.offset, |p| p.offset);
+                (replay, Some((epoch, last)))
+            }
+            _ => (Vec::new(), None),
+        };
+        let live = feed_stream(feed, after);
+        let draining = self.edge.draining().clone();
+        let ended = stream::once(async move {
+            draining.cancelled().await;
+            Err(ApiError::Unavailable(
+                "the node is draining; subscribe again elsewhere".into(),
+            ))
+        });
+        let publications = stream::iter(replay.into_iter().map(|p| Ok(publication_pb(p))))
+            .chain(live)
+            .boxed();
+        Ok(stream::select(publications, ended)
+            .take_while(ended_before_error())
+            .boxed())
+    }
+
+    fn payload(&self, data: Bytes, content_type: &str) -> Result<Bytes, ApiError> {
+        payload(data, content_type, self.edge.settings().max_message_size)
+    }
+
+    fn topic(&self, name: &str) -> Result<Topic, ApiError> {
+        let topic = Topic::parse(name, self.edge.settings().max_topic_length)
+            .map_err(|e| ApiError::InvalidArgument(format!("invalid topic {name:?}: {e}")))?;
+        refuse_reserved(topic.namespace())?;
+        Ok(topic)
+    }
+
+    fn filter(&self, name: &str) -> Result<TopicFilter, ApiError> {
+        let filter =
+            TopicFilter::parse(name, self.edge.settings().max_topic_length).map_err(|e| {
+                ApiError::InvalidArgument(format!("invalid topic or pattern {name:?}: {e}"))
+            })?;
+        if matches!(filter.namespace(), "*" | ">") {
+            return Err(ApiError::InvalidArgument(
+                "a pattern's first token (the namespace) must not be a wildcard".into(),
+            ));
+        }
+        refuse_reserved(filter.namespace())?;
+        Ok(filter)
+    }
+}
+
+/// Ends a stream after its first error, which is still yielded.
+fn ended_before_error(
+) -> impl FnMut(&Result<pb::Publication, ApiError>) -> futures::future::Ready<bool> {
+    let mut failed = false;
+    move |item| {
+        let go_on = !failed;
+        failed |= item.is_err();
+        futures::future::ready(go_on)
+    }
+}
+
+/// The live part of a Subscribe: the feed's publications (skipping those a
+/// replay up to `after` = (epoch, offset) already gave), then the reason
+/// the feed ended.
+fn feed_stream(
+    feed: Feed,
+    after: Option<(String, u64)>,
+) -> BoxStream<'static, Result<pb::Publication, ApiError>> {
+    stream::unfold(Some(feed), move |feed| {
+        let after = after.clone();
+        async move {
+            let mut feed = feed?;
+            loop {
+                match feed.next().await {
+                    Some(publication) => {
+                        let replayed = match (&after, &publication.position) {
+                            (Some((epoch, last)), Some(p)) => p.epoch == *epoch && p.offset <= *last,
+                            _ => false,
+                        };
+                        if !replayed {
+                            return Some((Ok(publication_pb(publication)), Some(feed)));
+                        }
+                    }
+                    None => {
+                        let error = match feed.closed() {
+                            Some(CloseReason::SlowConsumer) => ApiError::Unavailable(
+                                "the stream fell too far behind (slow consumer); subscribe again, with since to resume".into(),
+                            ),
+                            _ => ApiError::Unavailable("the subscription ended; subscribe again".into()),
+                        };
+                        return Some((Err(error), None));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+fn refuse_reserved(namespace: &str) -> Result<(), ApiError> {
+    if is_reserved(namespace) {
+        return Err(ApiError::InvalidArgument(format!(
+            "namespace {namespace} is reserved for the node (names starting with _ other than _user)"
+        )));
+    }
+    Ok(())
+}
+
+/// A request's target in words, or the error that it names nothing (or two things).
+fn describe(target: &pb::Target) -> Result<String, ApiError> {
+    match target_of(target) {
+        Some(ferrocast_edge::Target::User(user)) => Ok(format!("no session of user {user:?}")),
+        Some(ferrocast_edge::Target::Client(client)) => Ok(format!("no client {client:?}")),
+        None => Err(ApiError::InvalidArgument(
+            "target needs exactly one of user or client".into(),
+        )),
+    }
+}
+
+/// The outcome, or NotFound when nothing was acted on.
+fn found(outcome: Outcome, nothing: &str) -> Result<Outcome, ApiError> {
+    if outcome.affected > 0 {
+        return Ok(outcome);
+    }
+    let answered = outcome.coverage.answered.len();
+    let mut message = format!("{nothing} on the {answered} node(s) that answered");
+    if !outcome.coverage.missing.is_empty() {
+        message.push_str(&format!(
+            "; no answer in time from {}",
+            outcome.coverage.missing.join(", ")
+        ));
+    }
+    Err(ApiError::NotFound(message))
+}
+
+/// The payload to publish: at most `limit` bytes (as for clients); with no
+/// content type it must be JSON text, kept without raw line breaks (JSON
+/// frames and SSE data lines are split on them).
+fn payload(data: Bytes, content_type: &str, limit: usize) -> Result<Bytes, ApiError> {
+    if data.len() > limit {
+        return Err(ApiError::InvalidArgument(format!(
+            "data over {limit} bytes (--max-message-size)"
+        )));
+    }
+    if !content_type.is_empty() {
+        return Ok(data);
+    }
+    let text = serde_json::from_slice::<&RawValue>(&data).map_err(|e| {
+        ApiError::InvalidArgument(format!(
+            "data is not JSON (set content_type for other data): {e}"
+        ))
+    })?;
+    if text.get().contains(['\n', '\r']) {
+        return Ok(Bytes::from(text.get().replace(['\n', '\r'], " ")));
+    }
+    Ok(data)
+}
+
+fn position_pb(position: StreamPosition) -> pb::StreamPosition {
+    pb::StreamPosition {
+        epoch: position.epoch,
+        offset: position.offset,
+    }
+}
+
+fn position_of(position: pb::StreamPosition) -> StreamPosition {
+    StreamPosition {
+        epoch: position.epoch,
+        offset: position.offset,
+    }
+}
+
+pub(crate) fn publication_pb(publication: Publication) -> pb::Publication {
+    pb::Publication {
+        topic: publication.topic.as_str().to_string(),
+        data: publication.payload,
+        content_type: publication
+            .content_type
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        headers: publication
+            .headers
+            .into_iter()
+            .map(|(name, value)| pb::Header { name, value })
+            .collect(),
+        position: publication.position.map(position_pb),
+        published_at_micros: publication.published_at_micros,
+    }
+}
+
+/// Counts a finished call in `ferrocast_api_requests_total` and its time in
+/// `ferrocast_api_request_duration_seconds`.
+pub(crate) fn record(
+    method: &'static str,
+    transport: &'static str,
+    started: Instant,
+    code: &'static str,
+) {
+    counter!(names::API_REQUESTS, "method" => method, "transport" => transport, "code" => code)
+        .increment(1);
+    histogram!(names::API_REQUEST_DURATION, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_payloads_are_checked_and_kept_on_one_line() {
+        assert_eq!(
+            &payload(Bytes::from_static(b"{\"a\":\n1}"), "", 100).unwrap()[..],
+            b"{\"a\": 1}"
+        );
+        assert_eq!(
+            &payload(Bytes::from_static(b"\"x\""), "", 100).unwrap()[..],
+            b"\"x\""
+        );
+        assert!(matches!(
+            payload(Bytes::from_static(b"not json"), "", 100),
+            Err(ApiError::InvalidArgument(_))
+        ));
+        assert!(payload(Bytes::from(vec![b'1'; 101]), "", 100).is_err());
+        assert_eq!(
+            &payload(
+                Bytes::from_static(b"\xff\n"),
+                "application/octet-stream",
+                100
+            )
+            .unwrap()[..],
+            b"\xff\n"
+        );
+    }
+
+    #[test]
+    fn a_target_names_exactly_one_thing() {
+        let target = |user: &str, client: &str| pb::Target {
+            user: user.into(),
+            client: client.into(),
+        };
+        assert!(describe(&target("u", "")).is_ok());
+        assert!(describe(&target("", "n-1")).is_ok());
+        assert!(describe(&target("u", "n-1")).is_err());
+        assert!(describe(&target("", "")).is_err());
+    }
+
+    #[test]
+    fn nothing_found_names_the_missing_nodes() {
+        let outcome = Outcome {
+            affected: 0,
+            coverage: pb::Coverage {
+                answered: vec!["a".into()],
+                missing: vec!["b".into()],
+            },
+        };
+        let Err(ApiError::NotFound(message)) = found(outcome, "no session of user \"x\"") else {
+            panic!("expected NotFound");
+        };
+        assert!(
+            message.contains("1 node(s)") && message.contains("from b"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_stream_ends_after_its_first_error() {
+        let items: Vec<Result<pb::Publication, ApiError>> = vec![
+            Ok(pb::Publication::default()),
+            Err(ApiError::Unavailable("x".into())),
+            Ok(pb::Publication::default()),
+        ];
+        let kept: Vec<_> = futures::executor::block_on(
+            stream::iter(items)
+                .take_while(ended_before_error())
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(kept.len(), 2);
+        assert!(kept[1].is_err());
+    }
+}
