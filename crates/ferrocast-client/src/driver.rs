@@ -47,6 +47,8 @@ const MAX_IN_FLIGHT: usize = 256;
 const COMMAND_BATCH: usize = 64;
 /// The close code of a node that drains.
 const SERVICE_RESTART: u16 = 1012;
+/// The server disconnected the client for good (server API Disconnect).
+const DISCONNECTED: u16 = 4002;
 /// How long the close handshake may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -336,6 +338,11 @@ impl Driver {
                 End::Closed { code, reason } => (code, reason),
                 End::Lost(reason) => (None, reason),
             };
+            if code == Some(DISCONNECTED) {
+                tracing::debug!(%url, %reason, "disconnected by the server; not reconnecting");
+                self.emit(Event::DisconnectedByServer { url, reason });
+                break;
+            }
             delay = if code == Some(SERVICE_RESTART) {
                 backoff::up_to(self.settings.drain_spread, &mut rand::rng())
             } else {
@@ -686,8 +693,30 @@ impl Driver {
                 None
             }
             "ok" | "error" => self.on_reply(object, out),
+            "unsubscribed" => {
+                self.on_unsubscribed(object, out);
+                None
+            }
             _ => None,
         }
+    }
+
+    /// The server API ended a subscription: it is over for the application.
+    fn on_unsubscribed(&mut self, object: ServerObject<'_>, out: &mut Outbox) {
+        let Some(filter) = object.topic else {
+            return;
+        };
+        let Some(record) = self.subscriptions.get_mut(filter.as_ref()) else {
+            return;
+        };
+        // The node no longer holds it: nothing to unsubscribe there.
+        record.state = State::Idle;
+        self.remove(&filter, out);
+        self.emit(Event::SubscriptionEnded {
+            filter: filter.to_string(),
+            code: "unsubscribed".into(),
+            message: "the server ended this subscription".into(),
+        });
     }
 
     fn on_message(&mut self, mut object: ServerObject<'_>, out: &mut Outbox) {

@@ -108,6 +108,9 @@ pub enum Event {
         reason: String,
         retry_in: Duration,
     },
+    /// The node closed the connection with 4002 (the server API's
+    /// Disconnect): the client does not reconnect; its streams end.
+    DisconnectedByServer { url: String, reason: String },
     /// A subscription was restored after a reconnect (or after the
     /// application caught up with a full buffer): `recovered` says whether
     /// everything missed meanwhile was replayed. When it is `false` the

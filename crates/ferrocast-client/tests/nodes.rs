@@ -12,10 +12,10 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use ferrocast_client::{Client, Error, Event, Events, Gap, Item, StreamPosition, Subscription};
-use ferrocast_testkit::{node_binary, Node, TcpProxy, WAIT};
+use ferrocast_testkit::{http_request, node_binary, Node, TcpProxy, WAIT};
 
 /// A node whose namespace `chat` keeps 1000 messages for a minute; `news`
-/// keeps none.
+/// keeps none; `room` keeps presence.
 fn node(name: &str, args: &[&str]) -> Node {
     let config = std::env::temp_dir().join(format!(
         "ferrocast-client-{}-{name}.toml",
@@ -23,7 +23,7 @@ fn node(name: &str, args: &[&str]) -> Node {
     ));
     std::fs::write(
         &config,
-        "[namespaces.chat]\nhistory_size = 1000\nhistory_ttl = \"60s\"\n",
+        "[namespaces.chat]\nhistory_size = 1000\nhistory_ttl = \"60s\"\n[namespaces.room]\npresence = true\n",
     )
     .unwrap();
     let mut all = vec!["--config", config.to_str().unwrap()];
@@ -376,4 +376,78 @@ async fn close_ends_subscriptions_events_and_requests() {
     let (connected, _) = wait_for(&mut events, |e| matches!(e, Event::Connected { .. })).await;
     assert_eq!(connected, Event::Connected { url: node.ws_url() });
     assert_eq!(events.recv().await, None);
+}
+
+/// `POST /api/<call>` of the node's server API (open on loopback without a key).
+async fn api(node: &Node, call: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, text) = http_request(
+        node.admin,
+        "POST",
+        &format!("/api/{call}"),
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{call}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn the_server_api_ends_a_subscription_then_the_connection_for_good() {
+    let node = node("server-api", &[]);
+    let c = client(&[node.ws_url()]);
+    let mut events = c.events();
+    let mut room = c.subscribe("room.x").await.unwrap();
+    let mut chat = c.subscribe("chat.x").await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let client_id = loop {
+        let listed = api(&node, "presence", json!({"topic": "room.x"})).await;
+        if let Some(id) = listed["clients"][0]["client"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "never listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let reply = api(
+        &node,
+        "unsubscribe",
+        json!({"client": client_id, "topic": "room.x"}),
+    )
+    .await;
+    assert_eq!(reply["unsubscribed"], 1);
+    let (ended, _) = wait_for(&mut events, |e| {
+        matches!(e, Event::SubscriptionEnded { .. })
+    })
+    .await;
+    assert!(
+        matches!(&ended, Event::SubscriptionEnded { filter, code, .. } if filter == "room.x" && code == "unsubscribed"),
+        "{ended:?}"
+    );
+    assert!(tokio::time::timeout(WAIT, room.recv())
+        .await
+        .unwrap()
+        .is_none());
+    publish_numbers(&c, "chat.x", 1..=1).await;
+    assert_eq!(numbers(&mut chat, 1).await, [Some(1)]);
+
+    let reply = api(&node, "disconnect", json!({"client": client_id})).await;
+    assert_eq!(reply["disconnected"], 1);
+    let (gone, _) = wait_for(&mut events, |e| {
+        matches!(e, Event::DisconnectedByServer { .. })
+    })
+    .await;
+    assert!(matches!(gone, Event::DisconnectedByServer { .. }));
+    // No reconnect: the subscription ends and no connection follows.
+    assert!(tokio::time::timeout(WAIT, chat.recv())
+        .await
+        .unwrap()
+        .is_none());
+    if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+        assert!(
+            !matches!(event, Event::Connected { .. }),
+            "reconnected: {event:?}"
+        );
+    }
 }
