@@ -27,6 +27,11 @@ set (docs/security.md); a node listening beyond loopback without keys refuses
 to start unless --allow-anonymous is given. The admin listener serves
 /metrics (Prometheus), /healthz and /readyz.
 
+Backends use the server API (docs/api.md): gRPC on --grpc-listen
+(proto/ferrocast/v1/api.proto) and the same calls as JSON under /api/ on the
+admin listener, with the key of --api-key; without a key the API serves only
+on loopback listeners.
+
 Every option can also be set by a FERROCAST_* environment variable (shown with
 each flag) or in the TOML file given with --config, under the flag's name with
 dashes as underscores (e.g. max_connections = 20000). Flags override the
