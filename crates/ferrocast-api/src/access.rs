@@ -50,8 +50,10 @@ impl Access {
             }
             Self::Key(key) => key,
         };
+        // The scheme is case-insensitive (RFC 9110, 11.1).
         let presented = authorization
-            .and_then(|value| value.strip_prefix(b"Bearer "))
+            .filter(|value| value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|value| value[7..].trim_ascii())
             .ok_or_else(|| {
                 ApiError::Unauthenticated(
                     "the server API needs `authorization: Bearer <API key>`".into(),
@@ -86,6 +88,7 @@ mod tests {
     fn a_key_is_required_when_configured() {
         let access = Access::for_listener(Some("s3cret"), addr("127.0.0.1:1"));
         assert_eq!(access.check(Some(b"Bearer s3cret")), Ok(()));
+        assert_eq!(access.check(Some(b"bearer s3cret")), Ok(()));
         assert!(access.check(Some(b"Bearer s3cres")).is_err());
         assert!(access.check(Some(b"Bearer s3cret2")).is_err());
         assert!(access.check(Some(b"s3cret")).is_err());

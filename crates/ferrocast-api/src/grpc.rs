@@ -8,7 +8,11 @@ use tonic::{Request, Response, Status};
 use crate::access::Access;
 use crate::pb;
 use crate::pb::ferrocast_api_server::{FerrocastApi, FerrocastApiServer};
-use crate::service::{record, Api, PublicationStream};
+use crate::service::{record, Api, Subscribed};
+
+/// Response metadata of a Subscribe with `since`: `true` when the replay
+/// reached back to it, `false` when publications were missed.
+pub const RECOVERED_HEADER: &str = "ferrocast-recovered";
 
 /// The tonic service, checking the API key of every call with `access`.
 pub fn grpc_service(
@@ -120,13 +124,21 @@ impl FerrocastApi for GrpcApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let opened: Response<PublicationStream> =
+        let opened: Response<Subscribed> =
             unary("subscribe", self.api.subscribe(request.into_inner())).await?;
-        Ok(Response::new(
-            opened
-                .into_inner()
-                .map(|item| item.map_err(Status::from))
-                .boxed(),
-        ))
+        let Subscribed {
+            recovered,
+            publications,
+        } = opened.into_inner();
+        let mut response =
+            Response::new(publications.map(|item| item.map_err(Status::from)).boxed());
+        if let Some(recovered) = recovered {
+            let value = if recovered { "true" } else { "false" };
+            response.metadata_mut().insert(
+                RECOVERED_HEADER,
+                tonic::metadata::MetadataValue::from_static(value),
+            );
+        }
+        Ok(response)
     }
 }

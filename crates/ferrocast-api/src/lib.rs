@@ -30,6 +30,6 @@ pub mod pb {
 
 pub use access::Access;
 pub use error::ApiError;
-pub use grpc::{grpc_service, GrpcApi};
+pub use grpc::{grpc_service, GrpcApi, RECOVERED_HEADER};
 pub use http::http_router;
-pub use service::{Api, PublicationStream, MAX_BROADCAST_TOPICS};
+pub use service::{Api, PublicationStream, Subscribed, MAX_BROADCAST_TOPICS};

@@ -40,6 +40,22 @@ pub struct Api {
 /// ends the stream.
 pub type PublicationStream = BoxStream<'static, Result<pb::Publication, ApiError>>;
 
+/// An open Subscribe.
+pub struct Subscribed {
+    /// With `since`: whether the replay reached back to it (nothing missed
+    /// before the live part). `None` without `since`.
+    pub recovered: Option<bool>,
+    pub publications: PublicationStream,
+}
+
+impl std::fmt::Debug for Subscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribed")
+            .field("recovered", &self.recovered)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Api {
     /// The API over `edge`; joins the control channel (its task stops on
     /// `shutdown`). Cluster-wide operations wait at most `timeout` for the
@@ -280,10 +296,7 @@ impl Api {
     /// The publications of `request.topic` from now on (after a replay from
     /// `since` for a topic with history), until the node drains or the
     /// consumer falls too far behind.
-    pub async fn subscribe(
-        &self,
-        request: pb::SubscribeRequest,
-    ) -> Result<PublicationStream, ApiError> {
+    pub async fn subscribe(&self, request: pb::SubscribeRequest) -> Result<Subscribed, ApiError> {
         let filter = self.filter(&request.topic)?;
         let hub = self.edge.hub().clone();
         let since = request.since.map(position_of);
@@ -303,21 +316,18 @@ impl Api {
             .await
             .map_err(|error| ApiError::Unavailable(format!("cannot subscribe: {error}")))?;
         // Subscribed before reading: what is published meanwhile is in the
-        // feed, and what the replay already holds is skipped there.
-        let (replay, after) = match (since, topic) {
+        // feed; the stream continues after the page's top, where the replay
+        // (when the history reached back to `since`) ends.
+        let (recovered, replay, after) = match (since, topic) {
             (Some(since), Some(topic)) => {
                 let page = hub.history(&topic, since.offset).await.map_err(|error| {
                     ApiError::Unavailable(format!("cannot read the history: {error}"))
                 })?;
-                let epoch = page.epoch.clone();
-                let (_, replay) = resume(&since, page);
-                let last = replay
-                    .last()
-                    .and_then(|p| p.position.as_ref())
-                    .map_or(since.offset, |p| p.offset);
-                (replay, Some((epoch, last)))
+                let top = page.top_position();
+                let (recovered, replay) = resume(&since, page);
+                (Some(recovered), replay, Some((top.epoch, top.offset)))
             }
-            _ => (Vec::new(), None),
+            _ => (None, Vec::new(), None),
         };
         let live = feed_stream(feed, after);
         let draining = self.edge.draining().clone();
@@ -330,9 +340,12 @@ impl Api {
         let publications = stream::iter(replay.into_iter().map(|p| Ok(publication_pb(p))))
             .chain(live)
             .boxed();
-        Ok(stream::select(publications, ended)
-            .take_while(ended_before_error())
-            .boxed())
+        Ok(Subscribed {
+            recovered,
+            publications: stream::select(publications, ended)
+                .take_while(ended_before_error())
+                .boxed(),
+        })
     }
 
     fn payload(&self, data: Bytes, content_type: &str) -> Result<Bytes, ApiError> {

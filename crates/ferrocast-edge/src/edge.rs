@@ -154,10 +154,11 @@ impl Edge {
         self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The queues of this node's connections that `target` names.
+    /// The queues of this node's connections that `target` names (those
+    /// already closing excepted).
     fn targets(&self, target: &Target) -> Vec<(ConnId, Arc<OutboundQueue>)> {
         let open = self.inner.open.lock();
-        match target {
+        let found: Vec<(ConnId, Arc<OutboundQueue>)> = match target {
             Target::User(user) => open
                 .by_user
                 .get(user.as_str())
@@ -172,7 +173,13 @@ impl Edge {
                 .and_then(|id| open.by_conn.get(&id).map(|(q, _)| (id, q.clone())))
                 .into_iter()
                 .collect(),
-        }
+        };
+        drop(open);
+        // A connection already closing is as good as gone.
+        found
+            .into_iter()
+            .filter(|(_, queue)| !queue.is_closed())
+            .collect()
     }
 
     /// Closes this node's connections that `target` names with 4002 (after

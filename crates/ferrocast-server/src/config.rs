@@ -529,7 +529,11 @@ impl Config {
         if self.auth_timeout.is_zero() {
             bail!("auth_timeout must be above zero");
         }
-        if self.api_key.as_ref().is_some_and(|key| key.len() < 16) {
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|key| key.trim().len() < 16)
+        {
             bail!("api_key must be at least 16 characters");
         }
         if self.api_timeout < Duration::from_millis(100) {
@@ -558,14 +562,15 @@ impl Config {
     /// The server API key, from the flag or environment, else its file.
     pub(crate) fn api_key(&self) -> anyhow::Result<Option<String>> {
         if let Some(key) = &self.api_key {
-            return Ok(Some(key.clone()));
+            // A secret mounted as an environment variable often ends in a newline.
+            return Ok(Some(key.trim().to_string()));
         }
         let Some(path) = &self.api_key_file else {
             return Ok(None);
         };
         let key = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read api_key_file {}", path.display()))?;
-        let key = key.trim_end_matches(['\n', '\r']);
+        let key = key.trim();
         if key.len() < 16 {
             bail!(
                 "the key in api_key_file {} must be at least 16 characters",

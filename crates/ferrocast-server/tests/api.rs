@@ -510,6 +510,40 @@ async fn history_presence_and_a_backend_subscription() {
         offsets.push(item.position.unwrap().offset);
     }
     assert_eq!(offsets, [2, 3, 4]);
+    // From a position the history no longer knows: nothing replayed, said
+    // in the response metadata, and live publications still arrive.
+    for stale in [
+        pb::StreamPosition {
+            epoch: "gone".into(),
+            offset: 100,
+        },
+        since(100),
+    ] {
+        let response = api
+            .subscribe(pb::SubscribeRequest {
+                topic: "chat.h".into(),
+                since: Some(stale),
+            })
+            .await
+            .unwrap();
+        let recovered = response
+            .metadata()
+            .get(ferrocast_api::RECOVERED_HEADER)
+            .unwrap();
+        assert_eq!(recovered, "false");
+        let mut stream = response.into_inner();
+        let next = api
+            .publish(publish("chat.h", "0"))
+            .await
+            .unwrap()
+            .into_inner();
+        let item = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(item.position, next.position);
+    }
     let mut patterns = api
         .subscribe(pb::SubscribeRequest {
             topic: "live.>".into(),
@@ -645,6 +679,14 @@ async fn disconnect_unsubscribe_and_info_reach_every_node() {
         (coverage.answered, coverage.missing),
         (vec!["a".to_string(), "b".to_string()], vec![])
     );
+    // A session already closing is not found again.
+    let again = api
+        .disconnect(pb::DisconnectRequest {
+            target: user_target("alice"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound, "{again:?}");
     for alice in [&mut alice1, &mut alice2] {
         let (code, reason) = alice.expect_close().await.unwrap();
         assert_eq!(code, 4002, "{reason}");
