@@ -65,6 +65,10 @@ pub enum CloseReason {
     /// The client presented no valid token where one is needed; the error
     /// already queued is written first.
     Unauthorized,
+    /// The client exceeded a rate limit where its protocol has no way to
+    /// refuse one request and go on (STOMP: every ERROR closes); the error
+    /// already queued is written first.
+    RateLimited,
 }
 
 /// Why a push failed.

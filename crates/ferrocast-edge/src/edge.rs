@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use ferrocast_core::metrics as names;
 use ferrocast_core::{CloseReason, ConnId, Hub, OutboundQueue};
 
 use crate::auth::Authenticator;
+use crate::rate::{AddressRates, Limited, RateLimited};
 use crate::settings::EdgeSettings;
 
 /// Time a closing connection gets to deliver its close frame.
@@ -39,6 +41,8 @@ struct EdgeInner {
     next_conn: AtomicU64,
     /// Cancelled when draining starts: `/readyz` fails and upgrades are refused.
     draining: CancellationToken,
+    /// Connection attempts per client address, when that limit is on.
+    addresses: Option<AddressRates>,
 }
 
 impl Edge {
@@ -54,6 +58,7 @@ impl Edge {
                 hub,
                 auth,
                 connections: Arc::new(Semaphore::new(settings.max_connections)),
+                addresses: AddressRates::new(&settings),
                 settings,
                 open: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
@@ -87,6 +92,20 @@ impl Edge {
     /// A connection slot, or `None` when the node is at `max_connections`.
     pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
         self.inner.connections.clone().try_acquire_owned().ok()
+    }
+
+    /// Counts a connection attempt or an HTTP publish (`kind`) of the client
+    /// at `addr` against the per-address limit; `Err` over it. Always `Ok`
+    /// when the limit is off or the address unknown.
+    pub(crate) fn admit_address(
+        &self,
+        addr: Option<IpAddr>,
+        kind: Limited,
+    ) -> Result<(), RateLimited> {
+        match (&self.inner.addresses, addr) {
+            (Some(rates), Some(addr)) => rates.admit(addr, kind),
+            _ => Ok(()),
+        }
     }
 
     /// A number unique among this node's sessions (names STOMP sessions).

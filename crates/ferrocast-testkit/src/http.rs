@@ -1,15 +1,29 @@
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// `GET path` over HTTP/1.0; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let stream = TcpStream::connect(addr).await?;
+    http_get_on(stream, &addr.to_string(), path).await
+}
+
+/// `GET path` over HTTP/1.0 on a connected `stream` (TLS, for example), with
+/// `host` as the Host header; returns the status code and the body.
+pub async fn http_get_on<S>(mut stream: S, host: &str, path: &str) -> std::io::Result<(u16, String)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
+    // A TLS peer may end without close_notify once the body is complete.
+    if let Err(error) = stream.read_to_end(&mut response).await {
+        if error.kind() != std::io::ErrorKind::UnexpectedEof || response.is_empty() {
+            return Err(error);
+        }
+    }
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
