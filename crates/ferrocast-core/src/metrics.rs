@@ -88,7 +88,7 @@ pub fn describe() {
     );
     describe_counter!(
         RATE_LIMITED,
-        "Requests refused by a rate limit, by kind (publish, subscribe: per connection; connection: connection attempts and HTTP publishes per client address)."
+        "Requests refused by a rate limit, by kind (publish: per connection, or HTTP publishes per client address; subscribe: per connection; connection: connection attempts per client address)."
     );
     describe_counter!(
         ACCEPT_ERRORS,

@@ -48,27 +48,19 @@ impl Limited {
             Self::Connection => "connection",
         }
     }
-
-    fn plural(self) -> &'static str {
-        match self {
-            Self::Publish => "publishes",
-            Self::Subscribe => "subscribes",
-            Self::Connection => "connection attempts",
-        }
-    }
 }
 
 /// A request refused by a rate limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "rate limited: more than {} {} per second {} (burst {}); retry in {} ms",
+    "rate limited: more than {} {what} (burst {}); retry in {} ms",
     .rate.per_second,
-    .kind.plural(),
-    if *.per_address { "from this address" } else { "on this connection" },
     .rate.burst,
-    .retry_after.as_millis().max(1)
+    .retry_after.as_millis().max(1),
+    what = self.what()
 )]
 pub(crate) struct RateLimited {
+    /// What was refused (the `kind` label).
     kind: Limited,
     /// The limit that refused.
     rate: Rate,
@@ -90,6 +82,15 @@ impl RateLimited {
         }
     }
 
+    /// What the limit counts, and whose.
+    fn what(&self) -> &'static str {
+        match (self.per_address, self.kind) {
+            (true, _) => "connection attempts and HTTP publishes per second from this address",
+            (false, Limited::Subscribe) => "subscribes per second on this connection",
+            (false, _) => "publishes per second on this connection",
+        }
+    }
+
     /// `Retry-After`: whole seconds, rounded up, at least 1.
     pub(crate) fn retry_after_header(&self) -> HeaderValue {
         let seconds = self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0);
@@ -108,7 +109,9 @@ fn quota(rate: Rate) -> Option<Quota> {
 /// them at its first publish or subscribe, so an idle connection holds none.
 #[derive(Debug)]
 pub(crate) struct ConnectionRates {
+    /// Publishes of the connection, when `publish_rate` is on.
     publish: Option<DefaultDirectRateLimiter>,
+    /// Subscribes of the connection, when `subscribe_rate` is on.
     subscribe: Option<DefaultDirectRateLimiter>,
 }
 
@@ -149,7 +152,9 @@ impl ConnectionRates {
 /// addresses seen within the last few seconds.
 #[derive(Debug)]
 pub(crate) struct AddressRates {
+    /// One GCRA state per address (IPv6: per /64).
     limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// The limit, for the refusal's message.
     rate: Rate,
     /// When the map was last pruned (by whichever request came after the
     /// interval: no task of its own).
@@ -312,7 +317,7 @@ mod tests {
         let refused = rates.admit(a, Limited::Connection).unwrap_err();
         assert!(
             refused.to_string().starts_with(
-                "rate limited: more than 1 connection attempts per second from this address (burst 2)"
+                "rate limited: more than 1 connection attempts and HTTP publishes per second from this address (burst 2)"
             ),
             "{refused}"
         );

@@ -136,7 +136,9 @@ fn is_connection_error(error: &std::io::Error) -> bool {
 struct Connection {
     /// The `listener` label.
     listener: &'static str,
+    /// The listener's routes.
     router: Router,
+    /// For the TLS handshake and each request head.
     handshake_timeout: Duration,
     /// Cancelled when the listener shuts down: finish the request in flight
     /// and close.

@@ -16,6 +16,7 @@ pub enum TlsError {
     Pem {
         /// `certificate chain` or `private key`.
         what: &'static str,
+        /// The file named in the configuration.
         path: PathBuf,
         #[source]
         source: pem::Error,

@@ -388,7 +388,7 @@ async fn ten_thousand_connection_attempts_from_one_address_get_429() {
                                 .and_then(|v| v.trim().parse::<u64>().ok());
                             assert!(retry_after.is_some_and(|s| s >= 1), "{head}");
                             assert!(
-                                body.starts_with("rate limited: more than 50 connection attempts per second from this address"),
+                                body.starts_with("rate limited: more than 50 connection attempts and HTTP publishes per second from this address"),
                                 "{body}"
                             );
                             429
