@@ -590,3 +590,82 @@ async fn malformed_oversized_and_trickled_upgrades_are_refused() {
     );
     bystander.finish().await;
 }
+
+/// An HTTP request from the client address `forwarded` (as a trusted proxy
+/// would write it in `X-Forwarded-For`).
+fn from(forwarded: &str, head: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{head}\r\nHost: node\r\nX-Forwarded-For: {forwarded}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_limit_covers_sse_and_http_publish_and_follows_the_forwarded_header() {
+    let node = node(&[
+        "--ip-connection-rate",
+        "1",
+        "--ip-connection-burst",
+        "1",
+        "--client-ip-header",
+        "x-forwarded-for",
+    ]);
+    let addr = node.public;
+    let publish = |forwarded: &str| {
+        from(
+            forwarded,
+            "POST /publish HTTP/1.1\r\nContent-Type: application/json",
+            r#"{"topic":"ip.a","data":1}"#,
+        )
+    };
+    let outcome = |request: Vec<u8>| async move {
+        let mut stream = send(addr, &request).await;
+        match read_response(&mut stream).await {
+            Outcome::Response(status, head, body) => (status, head, body),
+            Outcome::Closed => panic!("closed without a response"),
+        }
+    };
+    let (status, _, body) = outcome(publish("192.0.2.1")).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"op":"ok"}"#));
+    // The same address again, by HTTP publish and by SSE: over its budget.
+    let (status, head, body) = outcome(publish("192.0.2.1")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["code"], "rate_limited", "{body}");
+    let sse = |forwarded: &str| from(forwarded, "GET /sse?topic=ip.a HTTP/1.1", "");
+    let (status, _, body) = outcome(sse("192.0.2.1")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.starts_with("rate limited: more than 1 connection attempts and HTTP publishes per second from this address"), "{body}");
+    // Other addresses have budgets of their own: the rightmost entry counts,
+    // whatever the client wrote to its left.
+    let (status, ..) = outcome(sse("192.0.2.1, 192.0.2.2")).await;
+    assert_eq!(status, 200);
+    let (status, ..) = outcome(publish("192.0.2.3")).await;
+    assert_eq!(status, 200);
+    // Without the header, the peer address (127.0.0.1) counts.
+    let mut upgrade = send(addr, UPGRADE.as_bytes()).await;
+    assert!(matches!(
+        read_response(&mut upgrade).await,
+        Outcome::Response(101, ..)
+    ));
+
+    let text = metrics(&node).await;
+    assert_eq!(
+        metric(
+            &text,
+            "ferrocast_rate_limited_total",
+            &[("kind", "publish")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "ferrocast_rate_limited_total",
+            &[("kind", "connection")]
+        ),
+        1.0
+    );
+}
