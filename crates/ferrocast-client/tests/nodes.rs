@@ -15,7 +15,8 @@ use ferrocast_client::{Client, Error, Event, Events, Gap, Item, StreamPosition, 
 use ferrocast_testkit::{http_request, node_binary, Node, TcpProxy, WAIT};
 
 /// A node whose namespace `chat` keeps 1000 messages for a minute; `news`
-/// keeps none; `room` keeps presence.
+/// keeps none; `room` keeps presence. Publishers here publish in tight
+/// loops, as backends do: no publish limit.
 fn node(name: &str, args: &[&str]) -> Node {
     let config = std::env::temp_dir().join(format!(
         "ferrocast-client-{}-{name}.toml",
@@ -23,7 +24,7 @@ fn node(name: &str, args: &[&str]) -> Node {
     ));
     std::fs::write(
         &config,
-        "[namespaces.chat]\nhistory_size = 1000\nhistory_ttl = \"60s\"\n[namespaces.room]\npresence = true\n",
+        "publish_rate = 0\n[namespaces.chat]\nhistory_size = 1000\nhistory_ttl = \"60s\"\n[namespaces.room]\npresence = true\n",
     )
     .unwrap();
     let mut all = vec!["--config", config.to_str().unwrap()];

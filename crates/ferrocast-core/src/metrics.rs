@@ -16,6 +16,13 @@ pub const MESSAGES_DELIVERED: &str = "ferrocast_messages_delivered_total";
 pub const MESSAGES_DROPPED: &str = "ferrocast_messages_dropped_total";
 pub const CLIENT_ERRORS: &str = "ferrocast_client_errors_total";
 pub const LIMIT_HITS: &str = "ferrocast_limit_hits_total";
+/// Requests refused by a rate limit, by `kind` (publish, subscribe, connection).
+pub const RATE_LIMITED: &str = "ferrocast_rate_limited_total";
+/// Failed accepts of a listener (out of file descriptors, ...), by `listener`.
+pub const ACCEPT_ERRORS: &str = "ferrocast_accept_errors_total";
+/// Connections closed before their first request was read, by `listener`
+/// and `reason` (timeout, tls, malformed, too_large).
+pub const HANDSHAKE_FAILURES: &str = "ferrocast_handshake_failures_total";
 pub const BACKPLANE_UP: &str = "ferrocast_backplane_up";
 pub const BACKPLANE_PUBLISH_DURATION: &str = "ferrocast_backplane_publish_duration_seconds";
 pub const BACKPLANE_ERRORS: &str = "ferrocast_backplane_errors_total";
@@ -60,11 +67,11 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED,
-        "Client connections closed, by reason (normal, client_gone, slow_consumer, shutdown, ping_timeout, too_large, protocol_error, history_unavailable, unauthorized, error)."
+        "Client connections closed, by reason (normal, client_gone, slow_consumer, shutdown, ping_timeout, too_large, protocol_error, history_unavailable, unauthorized, rate_limited, error)."
     );
     describe_counter!(
         CONNECTIONS_REJECTED,
-        "Connection attempts (WebSocket upgrades, SSE streams) refused, by reason (node_limit, draining, subprotocol, bad_request, origin, unauthorized)."
+        "Connection attempts (WebSocket upgrades, SSE streams) refused, by reason (node_limit, draining, subprotocol, bad_request, origin, unauthorized, rate_limited)."
     );
     describe_gauge!(SUBSCRIPTIONS, "Subscriptions held by local connections.");
     describe_gauge!(
@@ -87,6 +94,18 @@ pub fn describe() {
     describe_counter!(
         LIMIT_HITS,
         "Requests or frames refused by a limit, by limit (message_size, subscriptions, connections, topic_length)."
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by a rate limit, by kind (publish: per connection, or HTTP publishes per client address; subscribe: per connection; connection: connection attempts per client address)."
+    );
+    describe_counter!(
+        ACCEPT_ERRORS,
+        "Failed accepts on a listener (e.g. out of file descriptors), retried after a short pause, by listener (public, admin)."
+    );
+    describe_counter!(
+        HANDSHAKE_FAILURES,
+        "Connections closed before a complete first request, by listener and reason (timeout: TLS handshake or request head not complete within --handshake-timeout; tls: failed TLS handshake; malformed: not HTTP, answered 400; too_large: request head too large, answered 431)."
     );
     describe_counter!(
         RESUMES,

@@ -72,6 +72,10 @@ pub enum CloseReason {
     /// The server API disconnected the client (Disconnect); it should not
     /// reconnect on its own.
     Disconnected,
+    /// The client exceeded a rate limit where its protocol has no way to
+    /// refuse one request and go on (STOMP: every ERROR closes); the error
+    /// already queued is written first.
+    RateLimited,
 }
 
 /// Why a push failed.

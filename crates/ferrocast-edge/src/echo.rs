@@ -4,9 +4,10 @@
 //! that a conformance suite (the Autobahn suite, docs/security.md) exercises
 //! the WebSocket stack of `/ws` without a subprotocol in the way: the same
 //! axum upgrade, the same codec settings (message, frame and read buffer
-//! sizes, [`ws::accept`]) and the same connection slots ([`ws::admit`]). Text
-//! and binary messages come back unchanged; pings, pongs and the close
-//! handshake are left to the codec, as in a session.
+//! sizes, [`ws::accept`]), the same connection slots ([`ws::admit`]) and
+//! the same limit on connection attempts per address. Text and binary
+//! messages come back unchanged; pings, pongs and the close handshake are
+//! left to the codec, as in a session.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -15,14 +16,16 @@ use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::edge::Edge;
+use crate::rate::ClientAddr;
 use crate::session::code;
 use crate::ws;
 
 pub(crate) async fn upgrade(
     State(edge): State<Edge>,
+    ClientAddr(addr): ClientAddr,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let upgrade = match ws::accept(&edge, upgrade) {
+    let upgrade = match ws::accept(&edge, addr, upgrade) {
         Ok(upgrade) => upgrade,
         Err(refusal) => return refusal,
     };

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use ferrocast_core::{CloseReason, ConnId, Hub, Outbound, OutboundQueue};
 use ferrocast_protocol::TopicFilter;
 
 use crate::auth::Authenticator;
+use crate::rate::{AddressRates, Limited, RateLimited};
 use crate::settings::EdgeSettings;
 
 /// Time a closing connection gets to deliver its close frame.
@@ -57,6 +59,8 @@ struct EdgeInner {
     next_conn: AtomicU64,
     /// Cancelled when draining starts: `/readyz` fails and upgrades are refused.
     draining: CancellationToken,
+    /// Connection attempts per client address, when that limit is on.
+    addresses: Option<AddressRates>,
 }
 
 impl Edge {
@@ -72,6 +76,7 @@ impl Edge {
                 hub,
                 auth,
                 connections: Arc::new(Semaphore::new(settings.max_connections)),
+                addresses: AddressRates::new(&settings),
                 settings,
                 open: Mutex::new(OpenConnections::default()),
                 next_conn: AtomicU64::new(1),
@@ -105,6 +110,20 @@ impl Edge {
     /// A connection slot, or `None` when the node is at `max_connections`.
     pub(crate) fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
         self.inner.connections.clone().try_acquire_owned().ok()
+    }
+
+    /// Counts a connection attempt or an HTTP publish (`kind`) of the client
+    /// at `addr` against the per-address limit; `Err` over it. Always `Ok`
+    /// when the limit is off or the address unknown.
+    pub(crate) fn admit_address(
+        &self,
+        addr: Option<IpAddr>,
+        kind: Limited,
+    ) -> Result<(), RateLimited> {
+        match (&self.inner.addresses, addr) {
+            (Some(rates), Some(addr)) => rates.admit(addr, kind),
+            _ => Ok(()),
+        }
     }
 
     /// A number unique among this node's sessions (names STOMP sessions).

@@ -6,6 +6,10 @@
 //!   on the stack of `/ws`, for conformance testing.
 //! - [`admin_router`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`Edge::drain`]: closes every connection with 1012 in paced batches.
+//! - [`serve`]: the accept loop of a listener (request head timeout, TLS
+//!   through [`tls::server_config`], graceful shutdown).
+//! - Rate limits per connection (publishes, subscribes) and per client
+//!   address (connection attempts), in `rate`.
 //!
 //! Each WebSocket connection is served by one task (`session`) that reads
 //! requests, answers them and writes its [`OutboundQueue`](ferrocast_core::OutboundQueue)
@@ -17,14 +21,18 @@ mod auth;
 mod echo;
 mod edge;
 mod publish;
+mod rate;
 mod refusal;
+mod serve;
 mod session;
 mod settings;
 mod sse;
+pub mod tls;
 mod ws;
 
 pub use admin::{admin_router, MetricsRender};
 pub use auth::{AuthConfig, AuthError, Authenticator, Identity};
 pub use edge::{Edge, Target};
-pub use settings::EdgeSettings;
+pub use serve::{serve, ServeSettings};
+pub use settings::{EdgeSettings, Rate};
 pub use ws::public_router;

@@ -22,11 +22,34 @@ use ferrocast_protocol::json::{encode_error, encode_ok, ErrorCode, OkReply, Requ
 use ferrocast_protocol::Topic;
 
 use crate::edge::Edge;
+use crate::rate::{ClientAddr, Limited};
 use crate::refusal::Refusal;
 use crate::session::count_error;
 
-/// `POST /publish`.
-pub(crate) async fn publish(State(edge): State<Edge>, headers: HeaderMap, body: Body) -> Response {
+/// `POST /publish`. Each request counts against the per-address rate of
+/// connection attempts (an HTTP publisher has no connection to limit).
+pub(crate) async fn publish(
+    State(edge): State<Edge>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(limited) = edge.admit_address(addr, Limited::Publish) {
+        count_error(ErrorCode::RateLimited.as_str());
+        let error = RequestError::new(None, ErrorCode::RateLimited, limited.to_string());
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::RETRY_AFTER, limited.retry_after_header()),
+            ],
+            encode_error(&error),
+        )
+            .into_response();
+    }
     let (status, reply) = match accept(&edge, &headers, body).await {
         Ok(reply) => (StatusCode::OK, encode_ok(&reply)),
         Err(refusal) => {

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use axum::http::HeaderName;
+
 /// Limits and timers of the edge. The binary fills them from flags,
 /// environment and the config file; [`Default`] holds the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,41 @@ pub struct EdgeSettings {
     /// Whether a client without an `Origin` header (not a browser) may connect
     /// when `allowed_origins` is set.
     pub allow_missing_origin: bool,
+    /// Publishes one connection may make: a client that floods the
+    /// backplane gets `rate_limited` instead of slowing everyone's delivery.
+    pub publish_rate: Rate,
+    /// Subscribes one connection may make: each new filter costs a
+    /// backplane subscription, so subscribe churn is bounded.
+    pub subscribe_rate: Rate,
+    /// Connection attempts (`GET /ws`, `GET /sse`) and HTTP publishes one
+    /// client address may make, refused with 429 beyond it. Off by default:
+    /// behind a load balancer every client has the balancer's address,
+    /// unless `client_ip_header` names the header that carries the real one.
+    pub ip_connection_rate: Rate,
+    /// The request header that carries the client's address (its rightmost
+    /// entry), set by a trusted proxy in front, e.g. `x-forwarded-for`.
+    /// Without it the peer address of the TCP connection is the client's.
+    /// Only safe behind a proxy that overwrites or appends to it: a client
+    /// that reaches the node directly can put anything there.
+    pub client_ip_header: Option<HeaderName>,
+}
+
+/// A rate limit: a sustained rate and a burst above it (GCRA, a token
+/// bucket of `burst` tokens refilled at `per_second`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Sustained requests per second; 0 turns the limit off.
+    pub per_second: u32,
+    /// Requests allowed at once above the sustained rate (at least 1 when
+    /// the limit is on).
+    pub burst: u32,
+}
+
+impl Rate {
+    /// Whether the limit is on.
+    pub fn is_on(&self) -> bool {
+        self.per_second > 0
+    }
 }
 
 impl Default for EdgeSettings {
@@ -67,6 +104,20 @@ impl Default for EdgeSettings {
             auth_timeout: Duration::from_secs(5),
             allowed_origins: Vec::new(),
             allow_missing_origin: true,
+            publish_rate: Rate {
+                per_second: 100,
+                burst: 200,
+            },
+            subscribe_rate: Rate {
+                per_second: 50,
+                burst: 1024,
+            },
+            // Off; the burst applies once a rate is set.
+            ip_connection_rate: Rate {
+                per_second: 0,
+                burst: 20,
+            },
+            client_ip_header: None,
         }
     }
 }

@@ -47,6 +47,7 @@ use ferrocast_protocol::json::{ErrorCode, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::edge::{Edge, CLOSE_GRACE};
+use crate::rate::ClientAddr;
 use crate::refusal::Refusal;
 use crate::session::count_error;
 use crate::session::resume::{Gates, Resync, Start};
@@ -86,6 +87,7 @@ struct Slot {
 /// a task of its own fills.
 pub(crate) async fn stream(
     State(edge): State<Edge>,
+    ClientAddr(addr): ClientAddr,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -94,6 +96,9 @@ pub(crate) async fn stream(
         let retry_after = [(header::RETRY_AFTER, HeaderValue::from_static("5"))];
         let message = "this node is draining; connect to another node\n";
         return (StatusCode::SERVICE_UNAVAILABLE, retry_after, message).into_response();
+    }
+    if let Err(refusal) = crate::ws::admit_address(&edge, addr) {
+        return refusal;
     }
     if let Err(refusal) = crate::ws::check_origin(&edge, &headers) {
         return refusal;
@@ -328,6 +333,7 @@ impl End {
             Self::Queue(CloseReason::HistoryUnavailable) => "history_unavailable",
             Self::Queue(CloseReason::ClientRequest) => "normal",
             Self::Queue(CloseReason::ProtocolError) => "protocol_error",
+            Self::Queue(CloseReason::RateLimited) => "rate_limited",
             Self::Queue(CloseReason::TooLarge) => "too_large",
             Self::Queue(CloseReason::Unauthorized) | Self::TokenExpired => "unauthorized",
             Self::Queue(CloseReason::Disconnected) => "disconnected",

@@ -2,6 +2,8 @@
 // connection attempt: boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+use std::net::IpAddr;
+
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawQuery, State};
@@ -19,6 +21,7 @@ use ferrocast_protocol::SUBPROTOCOL_JSON;
 
 use crate::auth::Identity;
 use crate::edge::Edge;
+use crate::rate::{ClientAddr, Limited};
 use crate::session::{self, JsonProtocol, StompProtocol};
 
 /// Subprotocols this node speaks, in the order they are listed to clients.
@@ -78,11 +81,12 @@ fn negotiate(headers: &HeaderMap) -> Result<Option<&'static str>, String> {
 
 async fn upgrade(
     State(edge): State<Edge>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let mut upgrade = match accept(&edge, upgrade) {
+    let mut upgrade = match accept(&edge, addr, upgrade) {
         Ok(upgrade) => upgrade,
         Err(refusal) => return refusal,
     };
@@ -121,12 +125,14 @@ async fn upgrade(
         })
 }
 
-/// Refuses an upgrade while the node drains or when the request is not a
+/// Refuses an upgrade while the node drains, when the client's address is
+/// over its rate of connection attempts, or when the request is not a
 /// WebSocket upgrade; else configures the codec (message, frame and read
 /// buffer sizes) as for every WebSocket of the public listener, `/ws` and
 /// `/echo` alike.
 pub(crate) fn accept(
     edge: &Edge,
+    addr: Option<IpAddr>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<WebSocketUpgrade, Response> {
     if edge.is_draining() {
@@ -136,6 +142,7 @@ pub(crate) fn accept(
             "this node is draining; connect to another node".into(),
         ));
     }
+    admit_address(edge, addr)?;
     let upgrade = upgrade.map_err(|rejection| {
         counter!(names::CONNECTIONS_REJECTED, "reason" => "bad_request").increment(1);
         rejection.into_response()
@@ -145,6 +152,23 @@ pub(crate) fn accept(
         .max_message_size(settings.max_message_size)
         .max_frame_size(settings.max_message_size)
         .read_buffer_size(settings.read_buffer_size))
+}
+
+/// Counts a connection attempt of the client at `addr`; beyond the
+/// per-address rate, 429 with `Retry-After` and the reason.
+pub(crate) fn admit_address(edge: &Edge, addr: Option<IpAddr>) -> Result<(), Response> {
+    edge.admit_address(addr, Limited::Connection)
+        .map_err(|limited| {
+            let mut response = reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                limited.to_string(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, limited.retry_after_header());
+            response
+        })
 }
 
 /// Refuses (403) a browser whose `Origin` is not allowed (cross-site

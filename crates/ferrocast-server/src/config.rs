@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use axum::http::HeaderName;
 use clap::{Args, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use ferrocast_core::backplane::HistoryPolicy;
 use ferrocast_core::{NamespaceSettings, Namespaces, DEFAULT_PRESENCE_TTL};
-use ferrocast_edge::{AuthConfig, EdgeSettings};
+use ferrocast_edge::{tls, AuthConfig, EdgeSettings, Rate, ServeSettings};
 use ferrocast_protocol::{Topic, MAX_TOPIC_LEN};
 
 const ABOUT: &str = "ferrocast: a clustered WebSocket publish/subscribe broker.";
@@ -231,6 +232,54 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_WS_READ_BUFFER_SIZE", value_name = "BYTES")]
     pub(crate) ws_read_buffer_size: Option<usize>,
 
+    /// Publishes one connection may make per second, sustained; beyond the burst a JSON client gets `rate_limited` (the connection stays open), a STOMP client an ERROR and the close. 0: no limit. [default: 100]
+    #[arg(long, env = "FERROCAST_PUBLISH_RATE", value_name = "N")]
+    pub(crate) publish_rate: Option<u32>,
+
+    /// Publishes one connection may make at once above --publish-rate. [default: 200]
+    #[arg(long, env = "FERROCAST_PUBLISH_BURST", value_name = "N")]
+    pub(crate) publish_burst: Option<u32>,
+
+    /// Subscribes one connection may make per second, sustained (as --publish-rate). 0: no limit. [default: 50]
+    #[arg(long, env = "FERROCAST_SUBSCRIBE_RATE", value_name = "N")]
+    pub(crate) subscribe_rate: Option<u32>,
+
+    /// Subscribes one connection may make at once above --subscribe-rate: a reconnecting client restores its subscriptions in one go. [default: 1024]
+    #[arg(long, env = "FERROCAST_SUBSCRIBE_BURST", value_name = "N")]
+    pub(crate) subscribe_burst: Option<u32>,
+
+    /// Connection attempts (GET /ws, GET /sse) and HTTP publishes one client address may make per second; beyond it HTTP 429 with Retry-After. Behind a load balancer every client has its address: use --client-ip-header there, or keep this off. 0: off. [default: 0]
+    #[arg(long, env = "FERROCAST_IP_CONNECTION_RATE", value_name = "N")]
+    pub(crate) ip_connection_rate: Option<u32>,
+
+    /// Connection attempts one client address may make at once above --ip-connection-rate. [default: 20]
+    #[arg(long, env = "FERROCAST_IP_CONNECTION_BURST", value_name = "N")]
+    pub(crate) ip_connection_burst: Option<u32>,
+
+    /// The request header a trusted proxy in front sets to the client's address, e.g. `x-forwarded-for` (its rightmost entry counts). ONLY behind such a proxy: a client reaching the node directly can write any address there. Unset: the TCP peer address.
+    #[arg(long, env = "FERROCAST_CLIENT_IP_HEADER", value_name = "HEADER")]
+    pub(crate) client_ip_header: Option<String>,
+
+    /// Time a client has for the TLS handshake and then for each HTTP request head (both listeners); a slower client, or an idle keep-alive connection, is cut. [default: 10s]
+    #[arg(long, env = "FERROCAST_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) handshake_timeout: Option<Duration>,
+
+    /// TLS on the public listener: the certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(long, env = "FERROCAST_TLS_CERT", value_name = "FILE")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// TLS on the public listener: the private key (PEM).
+    #[arg(long, env = "FERROCAST_TLS_KEY", value_name = "FILE")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// TLS on the admin listener: the certificate chain (PEM, leaf first). Needs --admin-tls-key.
+    #[arg(long, env = "FERROCAST_ADMIN_TLS_CERT", value_name = "FILE")]
+    pub(crate) admin_tls_cert: Option<PathBuf>,
+
+    /// TLS on the admin listener: the private key (PEM).
+    #[arg(long, env = "FERROCAST_ADMIN_TLS_KEY", value_name = "FILE")]
+    pub(crate) admin_tls_key: Option<PathBuf>,
+
     /// Serve GET /echo on the public listener: a WebSocket echo on the same stack, settings and connection limit as /ws. For conformance testing only (the Autobahn suite, docs/security.md); never in production. [default: false]
     #[arg(long, env = "FERROCAST_WS_ECHO_ENDPOINT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) ws_echo_endpoint: Option<bool>,
@@ -307,6 +356,24 @@ pub(crate) struct Config {
     pub(crate) auth_timeout: Duration,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) allow_missing_origin: bool,
+    pub(crate) publish_rate: u32,
+    pub(crate) publish_burst: u32,
+    pub(crate) subscribe_rate: u32,
+    pub(crate) subscribe_burst: u32,
+    pub(crate) ip_connection_rate: u32,
+    pub(crate) ip_connection_burst: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_ip_header: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) handshake_timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) admin_tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) admin_tls_key: Option<PathBuf>,
     /// Settings per namespace, by name (file only: `[namespaces.<name>]`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) namespaces: BTreeMap<String, NamespaceConfig>,
@@ -340,6 +407,9 @@ impl Default for NamespaceConfig {
         }
     }
 }
+
+/// Time for the TLS handshake and each request head (`handshake_timeout`).
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most publications a namespace may keep per topic.
 const MAX_HISTORY_SIZE: usize = 100_000;
@@ -386,6 +456,18 @@ impl Default for Config {
             auth_timeout: edge.auth_timeout,
             allowed_origins: edge.allowed_origins.clone(),
             allow_missing_origin: edge.allow_missing_origin,
+            publish_rate: edge.publish_rate.per_second,
+            publish_burst: edge.publish_rate.burst,
+            subscribe_rate: edge.subscribe_rate.per_second,
+            subscribe_burst: edge.subscribe_rate.burst,
+            ip_connection_rate: edge.ip_connection_rate.per_second,
+            ip_connection_burst: edge.ip_connection_rate.burst,
+            client_ip_header: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tls_cert: None,
+            tls_key: None,
+            admin_tls_cert: None,
+            admin_tls_key: None,
             namespaces: BTreeMap::new(),
         }
     }
@@ -440,6 +522,11 @@ impl Config {
             allow_anonymous,
             api_key,
             api_key_file,
+            client_ip_header,
+            tls_cert,
+            tls_key,
+            admin_tls_cert,
+            admin_tls_key,
         );
         set!(
             grpc_listen,
@@ -470,6 +557,13 @@ impl Config {
             auth_timeout,
             allowed_origins,
             allow_missing_origin,
+            publish_rate,
+            publish_burst,
+            subscribe_rate,
+            subscribe_burst,
+            ip_connection_rate,
+            ip_connection_burst,
+            handshake_timeout,
         );
     }
 
@@ -541,6 +635,31 @@ impl Config {
         }
         if self.presence_ttl < Duration::from_secs(1) {
             bail!("presence_ttl must be at least 1s");
+        }
+        for (name, rate, burst) in [
+            ("publish", self.publish_rate, self.publish_burst),
+            ("subscribe", self.subscribe_rate, self.subscribe_burst),
+            (
+                "ip_connection",
+                self.ip_connection_rate,
+                self.ip_connection_burst,
+            ),
+        ] {
+            if rate > 0 && burst == 0 {
+                bail!("{name}_burst must be at least 1 while {name}_rate is set");
+            }
+        }
+        self.client_ip_header()?;
+        if self.handshake_timeout < Duration::from_millis(100) {
+            bail!("handshake_timeout must be at least 100ms");
+        }
+        for (listener, cert, key) in [
+            ("tls", &self.tls_cert, &self.tls_key),
+            ("admin_tls", &self.admin_tls_cert, &self.admin_tls_key),
+        ] {
+            if cert.is_some() != key.is_some() {
+                bail!("{listener}_cert and {listener}_key go together: set both or neither");
+            }
         }
         for (name, namespace) in &self.namespaces {
             let valid = Topic::parse(name, MAX_TOPIC_LEN).is_ok_and(|t| t.namespace() == name);
@@ -658,7 +777,65 @@ impl Config {
             auth_timeout: self.auth_timeout,
             allowed_origins: self.allowed_origins.clone(),
             allow_missing_origin: self.allow_missing_origin,
+            publish_rate: Rate {
+                per_second: self.publish_rate,
+                burst: self.publish_burst,
+            },
+            subscribe_rate: Rate {
+                per_second: self.subscribe_rate,
+                burst: self.subscribe_burst,
+            },
+            ip_connection_rate: Rate {
+                per_second: self.ip_connection_rate,
+                burst: self.ip_connection_burst,
+            },
+            // Checked by `validate`.
+            client_ip_header: self.client_ip_header().ok().flatten(),
         }
+    }
+
+    /// The header that carries client addresses, if set and valid.
+    fn client_ip_header(&self) -> anyhow::Result<Option<HeaderName>> {
+        self.client_ip_header
+            .as_deref()
+            .map(|name| {
+                HeaderName::from_bytes(name.trim().as_bytes()).with_context(|| {
+                    format!("client_ip_header {name:?} is not an HTTP header name")
+                })
+            })
+            .transpose()
+    }
+
+    /// How the public and the admin listener serve connections, with their
+    /// TLS certificates read.
+    pub(crate) fn serve_settings(&self) -> anyhow::Result<(ServeSettings, ServeSettings)> {
+        let listener = |name, cert: &Option<PathBuf>, key: &Option<PathBuf>, flags| {
+            let tls = match (cert, key) {
+                (Some(cert), Some(key)) => {
+                    Some(tls::server_config(cert, key).with_context(|| format!("TLS ({flags})"))?)
+                }
+                _ => None,
+            };
+            anyhow::Ok(ServeSettings {
+                name,
+                handshake_timeout: self.handshake_timeout,
+                tls,
+            })
+        };
+        Ok((
+            listener(
+                "public",
+                &self.tls_cert,
+                &self.tls_key,
+                "--tls-cert, --tls-key",
+            )?,
+            listener(
+                "admin",
+                &self.admin_tls_cert,
+                &self.admin_tls_key,
+                "--admin-tls-cert, --admin-tls-key",
+            )?,
+        ))
     }
 
     pub(crate) fn backplane_kind(&self) -> BackplaneKind {
@@ -746,6 +923,83 @@ mod tests {
         let round_trip: Config = toml::from_str(&config.to_toml()).unwrap();
         assert_eq!(round_trip, config);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rate_limits_timeouts_and_tls_settings() {
+        let edge = load(&[]).unwrap().edge_settings();
+        assert_eq!(
+            (
+                edge.publish_rate,
+                edge.subscribe_rate,
+                edge.ip_connection_rate
+            ),
+            (
+                Rate {
+                    per_second: 100,
+                    burst: 200
+                },
+                Rate {
+                    per_second: 50,
+                    burst: 1024
+                },
+                Rate {
+                    per_second: 0,
+                    burst: 20
+                }
+            )
+        );
+        assert_eq!(edge.client_ip_header, None);
+        let config = load(&[
+            "--publish-rate",
+            "5",
+            "--ip-connection-rate",
+            "3",
+            "--client-ip-header",
+            "X-Forwarded-For",
+            "--handshake-timeout",
+            "2s",
+        ])
+        .unwrap();
+        let edge = config.edge_settings();
+        assert_eq!(edge.publish_rate.per_second, 5);
+        assert_eq!(edge.ip_connection_rate.per_second, 3);
+        assert_eq!(
+            edge.client_ip_header.as_ref().map(HeaderName::as_str),
+            Some("x-forwarded-for")
+        );
+        let (public, admin) = config.serve_settings().unwrap();
+        assert_eq!(public.handshake_timeout, Duration::from_secs(2));
+        assert!(public.tls.is_none() && admin.tls.is_none());
+        let round_trip: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(round_trip, config);
+
+        for (args, complaint) in [
+            (
+                &["--subscribe-rate", "5", "--subscribe-burst", "0"][..],
+                "subscribe_burst",
+            ),
+            (&["--client-ip-header", "x forwarded"], "client_ip_header"),
+            (&["--handshake-timeout", "10ms"], "handshake_timeout"),
+            (&["--tls-cert", "cert.pem"], "tls_cert and tls_key"),
+            (&["--admin-tls-key", "key.pem"], "admin_tls_cert"),
+        ] {
+            let err = load(args).unwrap_err();
+            assert!(format!("{err:#}").contains(complaint), "{args:?}: {err:#}");
+        }
+        let missing = load(&[
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ])
+        .unwrap()
+        .serve_settings()
+        .unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("--tls-cert, --tls-key"),
+            "{missing:#}"
+        );
     }
 
     #[test]

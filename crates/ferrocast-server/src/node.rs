@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use ferrocast_api::{grpc_service, http_router, Access, Api};
 use ferrocast_core::metrics as names;
 use ferrocast_core::{Hub, NodeId, SubscriptionRegistry};
-use ferrocast_edge::{admin_router, public_router, Authenticator, Edge, MetricsRender};
+use ferrocast_edge::{admin_router, public_router, serve, Authenticator, Edge, MetricsRender};
 
 use crate::backplane;
 use crate::config::Config;
@@ -41,6 +40,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let auth = Authenticator::new(config.auth_config()?)
         .map_err(|e| anyhow::anyhow!("authentication: {e}"))?;
     let edge = Edge::with_auth(hub, config.edge_settings(), auth.clone());
+    let (public_serving, admin_serving) = config.serve_settings()?;
 
     let public = TcpListener::bind(config.listen)
         .await
@@ -88,17 +88,12 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
 
     let public_app = public_router(edge.clone());
     let draining = edge.draining().clone();
-    tasks.spawn(async move {
-        let listener = public.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(listener, public_app)
-            .with_graceful_shutdown(draining.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "public listener failed");
-        }
-    });
+    tasks.spawn(serve(
+        public,
+        public_app,
+        public_serving,
+        draining.cancelled_owned(),
+    ));
 
     let render: MetricsRender = {
         let handle = prometheus.clone();
@@ -112,15 +107,12 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         api,
         Access::for_listener(api_key.as_deref(), admin_addr),
     ));
-    let stop_admin = shutdown.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(admin, admin_app)
-            .with_graceful_shutdown(stop_admin.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "admin listener failed");
-        }
-    });
+    tasks.spawn(serve(
+        admin,
+        admin_app,
+        admin_serving,
+        shutdown.clone().cancelled_owned(),
+    ));
     tasks.spawn(report_backplane_health(
         edge.hub().backplane_health(),
         shutdown.clone(),

@@ -38,11 +38,14 @@ async fn await_metric(node: &Node, name: &str, labels: &[(&str, &str)], want: f6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_is_closed_with_4000_while_others_get_everything() {
+    // Publishing faster than any reader drains needs no publish limit.
     let node = node(&[
         "--max-message-size",
         "8192",
         "--outbound-queue-bytes",
         "65536",
+        "--publish-rate",
+        "0",
     ]);
     let url = node.ws_url();
     // A small receive buffer makes the stalled client fill up quickly.

@@ -55,7 +55,8 @@ enum Fault {
 async fn three_nodes(backplane: &str) -> Vec<Node> {
     let config = config(
         &backplane.replace([':', '/'], "_"),
-        "[namespaces.feed]\nhistory_size = 20000\nhistory_ttl = \"5m\"\n",
+        // The publisher streams as fast as it can: no publish limit.
+        "publish_rate = 0\n[namespaces.feed]\nhistory_size = 20000\nhistory_ttl = \"5m\"\n",
     );
     let nodes: Vec<Node> = ["a", "b", "c"]
         .iter()

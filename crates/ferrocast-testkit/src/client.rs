@@ -1,4 +1,5 @@
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -72,7 +73,13 @@ impl JsonClient {
         protocols: &[&str],
         recv_buffer: Option<u32>,
     ) -> Result<Self, ClientError> {
-        Self::open(url, protocols, &[], recv_buffer).await
+        Self::open(url, protocols, &[], recv_buffer, None).await
+    }
+
+    /// Connects offering `ferrocast.v1.json` from the local address `source`
+    /// (e.g. `127.0.0.2`: another client address on loopback).
+    pub async fn connect_from(url: &str, source: IpAddr) -> Result<Self, ClientError> {
+        Self::open(url, &["ferrocast.v1.json"], &[], None, Some(source)).await
     }
 
     /// Connects offering `ferrocast.v1.json`, with `headers` added to the
@@ -81,7 +88,7 @@ impl JsonClient {
         url: &str,
         headers: &[(&str, &str)],
     ) -> Result<Self, ClientError> {
-        Self::open(url, &["ferrocast.v1.json"], headers, None).await
+        Self::open(url, &["ferrocast.v1.json"], headers, None, None).await
     }
 
     async fn open(
@@ -89,6 +96,7 @@ impl JsonClient {
         protocols: &[&str],
         headers: &[(&str, &str)],
         recv_buffer: Option<u32>,
+        source: Option<IpAddr>,
     ) -> Result<Self, ClientError> {
         let mut request = url.into_client_request()?;
         for (name, value) in headers {
@@ -121,6 +129,11 @@ impl JsonClient {
             TcpSocket::new_v6()
         }
         .map_err(|e| ClientError::Ws(e.into()))?;
+        if let Some(ip) = source {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| ClientError::Ws(e.into()))?;
+        }
         if let Some(bytes) = recv_buffer {
             socket
                 .set_recv_buffer_size(bytes)

@@ -1,11 +1,20 @@
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// `GET path` over HTTP/1.0; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     http_request(addr, "GET", path, &[], "").await
+}
+
+/// `GET path` over HTTP/1.0 on a connected `stream` (TLS, for example), with
+/// `host` as the Host header; returns the status code and the body.
+pub async fn http_get_on<S>(stream: S, host: &str, path: &str) -> std::io::Result<(u16, String)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    http_request_on(stream, host, "GET", path, &[], "").await
 }
 
 /// `method path` over HTTP/1.0 with `headers` and `body` (a
@@ -17,8 +26,23 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    let stream = TcpStream::connect(addr).await?;
+    http_request_on(stream, &addr.to_string(), method, path, headers, body).await
+}
+
+/// [`http_request`] on a connected `stream`, with `host` as the Host header.
+async fn http_request_on<S>(
+    mut stream: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -29,7 +53,12 @@ pub async fn http_request(
     request.push_str(body);
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
+    // A TLS peer may end without close_notify once the body is complete.
+    if let Err(error) = stream.read_to_end(&mut response).await {
+        if error.kind() != std::io::ErrorKind::UnexpectedEof || response.is_empty() {
+            return Err(error);
+        }
+    }
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head

@@ -21,7 +21,7 @@ mod stomp;
 
 pub use client::{ClientError, JsonClient};
 pub use haproxy::HaProxy;
-pub use http::{http_get, http_request, metric, wait_readyz};
+pub use http::{http_get, http_get_on, http_request, metric, wait_readyz};
 pub use node::{node_binary, Node};
 pub use proxy::TcpProxy;
 pub use servers::{free_port, NatsServer, RedisServer};

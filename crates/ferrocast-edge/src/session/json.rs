@@ -14,6 +14,7 @@ use ferrocast_protocol::json::{
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use super::{count_error, text_or_binary, End, Link, Opening, Protocol};
+use crate::rate::RateLimited;
 
 /// What a request that waited on the backplane produced.
 pub(crate) enum Completion {
@@ -144,6 +145,14 @@ fn reply_error(link: &Link<Completion>, error: RequestError) {
     link.send(encode_error(&error));
 }
 
+/// Refuses one request over a rate limit; the connection goes on.
+fn rate_limited(link: &Link<Completion>, id: Option<u64>, limited: &RateLimited) {
+    reply_error(
+        link,
+        RequestError::new(id, ErrorCode::RateLimited, limited.to_string()),
+    );
+}
+
 fn reply_ok(link: &Link<Completion>, reply: OkReply) {
     if reply.id.is_some() {
         link.send(encode_ok(&reply));
@@ -202,6 +211,9 @@ impl JsonProtocol {
         match request {
             ClientRequest::Auth { .. } => {}
             ClientRequest::Subscribe { id, filter, since } => {
+                if let Err(limited) = link.admit_subscribe() {
+                    return rate_limited(link, id, &limited);
+                }
                 if let Err(denied) = link.may_subscribe(&filter) {
                     reply_error(link, denied.into_error(id));
                     return;
@@ -286,6 +298,9 @@ impl JsonProtocol {
                 );
             }
             ClientRequest::Publish { id, topic, data } => {
+                if let Err(limited) = link.admit_publish() {
+                    return rate_limited(link, id, &limited);
+                }
                 if let Err(denied) = link.may_publish(&topic) {
                     reply_error(link, denied.into_error(id));
                     return;

@@ -46,6 +46,7 @@ use resume::{Gates, Resync};
 use crate::auth::{self, Denied, Identity};
 
 use crate::edge::{Edge, CLOSE_GRACE};
+use crate::rate::{ConnectionRates, Limited, RateLimited};
 
 /// Most queued items encoded in one go.
 const MAX_BATCH_ITEMS: usize = 64;
@@ -102,6 +103,7 @@ impl End {
             Self::PingTimeout => "ping_timeout",
             Self::Queue(CloseReason::Unauthorized) | Self::TokenDeadline => "unauthorized",
             Self::Queue(CloseReason::Disconnected) => "disconnected",
+            Self::Queue(CloseReason::RateLimited) => "rate_limited",
             Self::Io => "error",
         }
     }
@@ -143,6 +145,7 @@ impl End {
                 code::DISCONNECTED,
                 "disconnected by the server; do not reconnect".into(),
             ),
+            Self::Queue(CloseReason::RateLimited) => (code::POLICY, "rate limited".into()),
             Self::ClientClosed | Self::ClientGone | Self::Io => return None,
         };
         Some(CloseFrame {
@@ -251,6 +254,9 @@ pub(crate) struct Link<C> {
     token_due: Option<Instant>,
     /// When the token of `identity` expires, fixed once it was verified.
     token_expires: Option<Instant>,
+    /// The connection's publish and subscribe limits, allocated at the first
+    /// publish or subscribe (an idle connection stays small).
+    rates: Option<Box<ConnectionRates>>,
 }
 
 impl<C: Send + 'static> Link<C> {
@@ -400,6 +406,29 @@ impl<C: Send + 'static> Link<C> {
         let settings = self.edge.hub().namespace(topic.namespace());
         let checks_tokens = self.edge.auth().has_keys();
         auth::may_publish(self.identity(), checks_tokens, settings, topic).inspect_err(count_denied)
+    }
+
+    /// Counts a publish against the connection's rate limit; `Err` (counted
+    /// in `ferrocast_rate_limited_total`) when it is over it: the protocol
+    /// refuses the publish.
+    pub(crate) fn admit_publish(&mut self) -> Result<(), RateLimited> {
+        self.admit(Limited::Publish)
+    }
+
+    /// Counts a subscribe against the connection's rate limit; `Err` when it
+    /// is over it: the protocol refuses the subscribe.
+    pub(crate) fn admit_subscribe(&mut self) -> Result<(), RateLimited> {
+        self.admit(Limited::Subscribe)
+    }
+
+    fn admit(&mut self, kind: Limited) -> Result<(), RateLimited> {
+        let settings = self.edge.settings();
+        if !ConnectionRates::apply(settings) {
+            return Ok(());
+        }
+        self.rates
+            .get_or_insert_with(|| Box::new(ConnectionRates::new(settings)))
+            .admit(kind, settings)
     }
 
     /// Whether the connection is subscribed to `filter`.
@@ -676,6 +705,7 @@ pub(crate) fn serve<P: Protocol>(
             identity: identity.map(Arc::new),
             named_user: None,
             token_due,
+            rates: None,
         },
         writer: Writer {
             batch: Vec::new(),

@@ -34,6 +34,7 @@ use ferrocast_protocol::{Topic, TopicFilter};
 
 use super::{count_error, text_or_binary, End, Heartbeat, Link, Opening, Protocol};
 use crate::auth::{user_topic, USER_NAMESPACE};
+use crate::rate::RateLimited;
 use crate::settings::EdgeSettings;
 
 /// Headers of SEND that the node interprets rather than passes through.
@@ -171,6 +172,7 @@ impl StompProtocol {
         count_error(match reason {
             CloseReason::TooLarge => "too_large",
             CloseReason::Unauthorized => "unauthorized",
+            CloseReason::RateLimited => "rate_limited",
             _ => "bad_request",
         });
         let mut frame = Frame::new(Command::Error)
@@ -188,6 +190,22 @@ impl StompProtocol {
         self.send_frame(link, &frame);
         self.failed = true;
         link.close(reason);
+    }
+
+    /// A SEND or SUBSCRIBE over the connection's rate limit: STOMP has no
+    /// error that leaves the connection open, so ERROR, then close (1008).
+    fn rate_limited(
+        &mut self,
+        link: &Link<Completion>,
+        limited: &RateLimited,
+        receipt: Option<&str>,
+    ) {
+        self.fail(
+            link,
+            &limited.to_string(),
+            receipt,
+            CloseReason::RateLimited,
+        );
     }
 
     fn fail_codec(&mut self, link: &Link<Completion>, error: &StompError) {
@@ -390,6 +408,10 @@ impl StompProtocol {
         frame: &Frame,
         receipt: Option<String>,
     ) -> Result<(), String> {
+        if let Err(limited) = link.admit_subscribe() {
+            self.rate_limited(link, &limited, receipt.as_deref());
+            return Ok(());
+        }
         let destination = required(frame, "destination")?;
         // STOMP 1.0 makes `id` optional; the destination then names the subscription.
         let id = match frame.header("id") {
@@ -494,6 +516,11 @@ impl StompProtocol {
         frame: Frame,
         receipt: Option<String>,
     ) -> Result<(), String> {
+        // Each SEND counts when it arrives, inside a transaction too.
+        if let Err(limited) = link.admit_publish() {
+            self.rate_limited(link, &limited, receipt.as_deref());
+            return Ok(());
+        }
         if let Some(tx) = frame.header("transaction") {
             let held = self
                 .transactions
