@@ -667,6 +667,11 @@ async fn a_connection_without_a_valid_token_is_refused() {
         .unwrap();
     ok(&upgraded.publish("chat.a", b"1", "").await.unwrap());
     assert_eq!(delivery(&good.recv().await.unwrap()).data, &b"1"[..]);
+    // Permissions as for JSON clients: another user's private topic.
+    assert_eq!(
+        error(&good.subscribe("_user.alice.inbox").await.unwrap()).code,
+        "forbidden"
+    );
     // A second Auth on an authenticated connection is refused.
     let reply = good.request(auth(token("bob", 600))).await.unwrap();
     assert_eq!(error(&reply).code, "unauthorized");

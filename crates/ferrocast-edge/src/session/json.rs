@@ -28,7 +28,7 @@ impl Protocol for JsonProtocol {
             Message::Text(text) => {
                 let frame = Bytes::from(text);
                 let max_topic_length = link.edge.settings().max_topic_length;
-                native::serve::<Self>(link, decode_requests(&frame, max_topic_length));
+                native::serve_requests::<Self>(link, decode_requests(&frame, max_topic_length));
             }
             _ => native::reply_error::<Self>(
                 link,

@@ -17,9 +17,13 @@ pub(crate) trait Replies {
     /// What to tell a client that must authenticate before anything else.
     const AUTH_FIRST: &'static str;
 
+    /// A request succeeded (fields depend on the request).
     fn ok(reply: &OkReply) -> Bytes;
+    /// A request failed, or a frame could not be decoded.
     fn error(error: &RequestError) -> Bytes;
+    /// The answer to a ping.
     fn pong(id: Option<u64>) -> Bytes;
+    /// The answer to a presence request.
     fn presence(id: Option<u64>, entries: &[PresenceEntry]) -> Bytes;
     /// The delivery in this protocol's wire format, encoded once per node.
     fn delivery(delivery: &Delivery) -> &Bytes;
@@ -44,7 +48,7 @@ pub(crate) enum Completion {
 }
 
 /// Serves the requests decoded from one client frame, in order.
-pub(crate) fn serve<R: Replies>(
+pub(crate) fn serve_requests<R: Replies>(
     link: &mut Link<Completion>,
     requests: impl Iterator<Item = Result<ClientRequest, RequestError>>,
 ) {

@@ -29,7 +29,7 @@ impl Protocol for ProtoProtocol {
         match message {
             Message::Binary(frame) => {
                 let max_topic_length = link.edge.settings().max_topic_length;
-                native::serve::<Self>(link, decode_requests(&frame, max_topic_length));
+                native::serve_requests::<Self>(link, decode_requests(&frame, max_topic_length));
                 None
             }
             // Text would have to be decoded some other way: there is no
