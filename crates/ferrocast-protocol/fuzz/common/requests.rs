@@ -2,12 +2,34 @@
 //! alike: decoding ends, an error that ends the frame is the last result, and
 //! a tighter topic limit only turns requests into `too_large` errors.
 
+use bytes::Bytes;
 use ferrocast_protocol::json::{ClientRequest, ErrorCode, RequestError};
+use ferrocast_protocol::MAX_TOPIC_LEN;
 
 /// A limit that real topics exceed, so that `too_large` is reached.
-pub const TIGHT_TOPIC_LEN: usize = 8;
+const TIGHT_TOPIC_LEN: usize = 8;
 
 pub type Decoded = Vec<Result<ClientRequest, RequestError>>;
+
+/// One fuzz input as a client frame: decoded under both limits (`decode`
+/// checks that it ends), compared, then each result checked by the target.
+pub fn check_frame(
+    data: &[u8],
+    decode: fn(&Bytes, usize) -> Decoded,
+    check_request: fn(&ClientRequest),
+    check_error: fn(&RequestError),
+) {
+    let frame = Bytes::copy_from_slice(data);
+    let loose = decode(&frame, MAX_TOPIC_LEN);
+    let tight = decode(&frame, TIGHT_TOPIC_LEN);
+    compare_limits(&loose, &tight);
+    for result in &loose {
+        match result {
+            Ok(request) => check_request(request),
+            Err(err) => check_error(err),
+        }
+    }
+}
 
 /// Every result `decode` gives, checking that there are at most `bound` and
 /// that nothing follows a result for which `ends_frame` holds.
@@ -34,7 +56,7 @@ pub fn bounded(
 
 /// The same frame decoded under the loose and the tight topic limit: the
 /// tight one splits it alike and only turns requests into `too_large`.
-pub fn compare_limits(loose: &Decoded, tight: &Decoded) {
+fn compare_limits(loose: &Decoded, tight: &Decoded) {
     assert_eq!(
         loose.len(),
         tight.len(),

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use ferrocast_protocol::json::{
     decode_requests, encode_error, encode_message, encode_pong, ClientRequest, RequestError,
 };
-use ferrocast_protocol::MAX_TOPIC_LEN;
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -21,20 +20,9 @@ use serde_json::Value;
 #[path = "../common/requests.rs"]
 mod requests;
 
-use requests::{bounded, compare_limits, Decoded, TIGHT_TOPIC_LEN};
+use requests::{bounded, check_frame, Decoded};
 
-fuzz_target!(|data: &[u8]| {
-    let frame = Bytes::copy_from_slice(data);
-    let loose = decode(&frame, MAX_TOPIC_LEN);
-    let tight = decode(&frame, TIGHT_TOPIC_LEN);
-    compare_limits(&loose, &tight);
-    for result in &loose {
-        match result {
-            Ok(request) => check_request(request),
-            Err(err) => check_error(err),
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| check_frame(data, decode, check_request, check_error));
 
 /// Every result of the frame, checking that it ends, and ends after a
 /// malformed object.

@@ -17,27 +17,15 @@ use ferrocast_protocol::proto_frames::pb::ServerMessage;
 use ferrocast_protocol::proto_frames::{
     decode_messages, decode_requests, encode_error, encode_message, encode_pong,
 };
-use ferrocast_protocol::MAX_TOPIC_LEN;
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 
 #[path = "../common/requests.rs"]
 mod requests;
 
-use requests::{bounded, compare_limits, Decoded, TIGHT_TOPIC_LEN};
+use requests::{bounded, check_frame, Decoded};
 
-fuzz_target!(|data: &[u8]| {
-    let frame = Bytes::copy_from_slice(data);
-    let loose = decode(&frame, MAX_TOPIC_LEN);
-    let tight = decode(&frame, TIGHT_TOPIC_LEN);
-    compare_limits(&loose, &tight);
-    for result in &loose {
-        match result {
-            Ok(request) => check_request(request),
-            Err(err) => check_error(err),
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| check_frame(data, decode, check_request, check_error));
 
 /// Every result of the frame, checking that it ends, and ends after a frame
 /// error.
