@@ -3,7 +3,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ferrocast_protocol::json::{encode_message, StreamPosition, PRESENCE_CONTENT_TYPE};
-use ferrocast_protocol::Topic;
+use ferrocast_protocol::{proto_frames, Topic};
 
 /// The name of a node in a cluster (unique per running process).
 pub type NodeId = Arc<str>;
@@ -56,6 +56,8 @@ pub fn unix_micros() -> u64 {
 pub enum WireFormat {
     /// The whole `ferrocast.v1.json` message frame.
     Json,
+    /// The length-delimited `ferrocast.v1.proto` server message.
+    Proto,
     /// What STOMP 1.0 MESSAGE frames share after their per-subscriber headers.
     StompTail10,
     /// The same for STOMP 1.1 (header values escaped, no `\r` escape).
@@ -64,7 +66,7 @@ pub enum WireFormat {
     StompTail12,
 }
 
-const FORMATS: usize = 4;
+const FORMATS: usize = 5;
 
 /// A publication on its way to local subscribers, shared by all of them.
 ///
@@ -103,6 +105,21 @@ impl Delivery {
                 p.content_type.as_deref(),
                 p.position.as_ref(),
             )
+        })
+    }
+
+    /// The length-delimited `ferrocast.v1.proto` server message: a
+    /// `message` with the payload as published, or a `join`/`leave` for a
+    /// presence event.
+    pub fn proto_frame(&self) -> &Bytes {
+        self.frame(WireFormat::Proto, |p| {
+            let content_type = p.content_type.as_deref();
+            if content_type == Some(PRESENCE_CONTENT_TYPE) {
+                if let Some(event) = proto_frames::encode_presence_payload(&p.payload) {
+                    return event;
+                }
+            }
+            proto_frames::encode_message(&p.topic, &p.payload, content_type, p.position.as_ref())
         })
     }
 

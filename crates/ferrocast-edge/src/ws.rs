@@ -17,15 +17,21 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use ferrocast_core::metrics as names;
 use ferrocast_protocol::stomp::Version;
-use ferrocast_protocol::SUBPROTOCOL_JSON;
+use ferrocast_protocol::{SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};
 
 use crate::auth::Identity;
 use crate::edge::Edge;
 use crate::rate::{ClientAddr, Limited};
-use crate::session::{self, JsonProtocol, StompProtocol};
+use crate::session::{self, JsonProtocol, ProtoProtocol, StompProtocol};
 
 /// Subprotocols this node speaks, in the order they are listed to clients.
-const SUPPORTED: &[&str] = &[SUBPROTOCOL_JSON, "v12.stomp", "v11.stomp", "v10.stomp"];
+const SUPPORTED: &[&str] = &[
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_PROTO,
+    "v12.stomp",
+    "v11.stomp",
+    "v10.stomp",
+];
 
 /// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`, and
 /// `GET /echo` when [`EdgeSettings::echo_endpoint`](crate::EdgeSettings) is on.
@@ -120,6 +126,13 @@ async fn upgrade(
                     let protocol = StompProtocol::new(version, conn, edge.settings());
                     Box::pin(session::serve(edge, socket, permit, protocol, identity))
                 }
+                None if protocol == Some(SUBPROTOCOL_PROTO) => Box::pin(session::serve(
+                    edge,
+                    socket,
+                    permit,
+                    ProtoProtocol,
+                    identity,
+                )),
                 None => Box::pin(session::serve(edge, socket, permit, JsonProtocol, identity)),
             }
         })

@@ -3,7 +3,7 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
-include!(concat!(env!("OUT_DIR"), "/ferrocast.v1.rs"));
+include!(concat!(env!("OUT_DIR"), "/backplane/ferrocast.v1.rs"));
 
 /// The layout version this build writes.
 pub const ENVELOPE_VERSION: u32 = 1;

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -88,9 +89,12 @@ pub enum ClientRequest {
     Publish {
         id: Option<u64>,
         topic: Topic,
-        /// The `data` value as compact JSON text (no raw newline), sharing the
-        /// frame's buffer when it could be used as is.
+        /// The payload: compact JSON text (no raw newline) when `content_type`
+        /// is `None`, sharing the frame's buffer when it could be used as is.
         data: Bytes,
+        /// The media type of a payload that is not JSON (the protobuf
+        /// protocol publishes any bytes); always `None` from JSON clients.
+        content_type: Option<Arc<str>>,
     },
     Ping {
         id: Option<u64>,
@@ -140,7 +144,7 @@ impl RequestError {
     }
 
     /// `too_large` for a topic over the length limit, else `bad_request`.
-    fn bad_topic(id: Option<u64>, err: &TopicError) -> Self {
+    pub(crate) fn bad_topic(id: Option<u64>, err: &TopicError) -> Self {
         let code = match err {
             TopicError::TooLong { .. } => ErrorCode::TooLarge,
             _ => ErrorCode::BadRequest,
@@ -236,6 +240,7 @@ fn to_request(
                 id,
                 topic,
                 data: compact_data(frame, raw.get().as_bytes()),
+                content_type: None,
             })
         }
         "ping" => Ok(ClientRequest::Ping { id }),
@@ -259,6 +264,15 @@ fn to_request(
             ),
         )),
     }
+}
+
+/// `body` as the payload of a JSON publication, if it is one JSON value:
+/// the same bytes, with raw newlines and carriage returns (in valid JSON only
+/// insignificant whitespace) replaced by spaces, so that JSON server frames
+/// stay splittable on `\n`. For payloads that other protocols declare JSON.
+pub fn json_payload(body: &Bytes) -> Option<Bytes> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
+    Some(compact_data(body, body))
 }
 
 /// Shares the frame's bytes for `raw` unless it holds a newline or carriage
@@ -354,6 +368,16 @@ pub fn encode_error(err: &RequestError) -> Bytes {
 }
 
 /// `{"op":"pong","id":…}`
+/// `{"op":"unsubscribed","topic":…}`: the server API ended the
+/// connection's subscription to `filter`.
+pub fn encode_unsubscribed(filter: &TopicFilter) -> Bytes {
+    // The topic grammar has no character that JSON needs to escape.
+    Bytes::from(format!(
+        r#"{{"op":"unsubscribed","topic":"{}"}}"#,
+        filter.as_str()
+    ))
+}
+
 pub fn encode_pong(id: Option<u64>) -> Bytes {
     WireReply::op("pong", id).encode()
 }
@@ -411,6 +435,25 @@ pub fn encode_presence_event(event: PresenceEvent, topic: &Topic, entry: &Presen
     };
     // Serializing strings and integers cannot fail.
     Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
+}
+
+/// The event, topic and entry of a presence event's payload, as
+/// [`encode_presence_event`] wrote it; `None` for anything else.
+pub fn decode_presence_event(payload: &[u8]) -> Option<(PresenceEvent, String, PresenceEntry)> {
+    #[derive(Deserialize)]
+    struct Wire {
+        op: String,
+        topic: String,
+        #[serde(flatten)]
+        entry: PresenceEntry,
+    }
+    let wire: Wire = serde_json::from_slice(payload).ok()?;
+    let event = match wire.op.as_str() {
+        "join" => PresenceEvent::Join,
+        "leave" => PresenceEvent::Leave,
+        _ => return None,
+    };
+    Some((event, wire.topic, wire.entry))
 }
 
 /// `{"op":"ok","id":…,"presence":[{"client":…,"user":…,"node":…,"joined_at":…},…]}`
@@ -554,6 +597,21 @@ mod tests {
             std::str::from_utf8(&leave).unwrap(),
             r#"{"op":"leave","topic":"chat.room1","client":"n2-1","node":"n2","joined_at":5}"#
         );
+        // Events read back (the protobuf protocol re-encodes them).
+        assert_eq!(
+            decode_presence_event(&leave),
+            Some((PresenceEvent::Leave, "chat.room1".into(), anonymous.clone()))
+        );
+        let join = encode_presence_event(PresenceEvent::Join, &topic, &alice);
+        assert_eq!(
+            decode_presence_event(&join),
+            Some((PresenceEvent::Join, "chat.room1".into(), alice.clone()))
+        );
+        assert_eq!(
+            decode_presence_event(br#"{"op":"message","topic":"a"}"#),
+            None
+        );
+        assert_eq!(decode_presence_event(b"not json"), None);
         // Entries read back from what the backplane stores.
         let stored = serde_json::to_vec(&alice).unwrap();
         assert_eq!(
@@ -595,7 +653,8 @@ mod tests {
             Ok(ClientRequest::Publish {
                 id: Some(4),
                 topic: Topic::parse("chat.room1", 255).unwrap(),
-                data: Bytes::from_static(br#"{"text":"hi"}"#)
+                data: Bytes::from_static(br#"{"text":"hi"}"#),
+                content_type: None,
             })
         );
         assert_eq!(
@@ -711,6 +770,24 @@ mod tests {
     }
 
     #[test]
+    fn json_payloads_are_checked_and_flattened() {
+        let shared = Bytes::from_static(b"{\"a\":[1,2]}");
+        let payload = json_payload(&shared).unwrap();
+        assert_eq!(payload.as_ptr(), shared.as_ptr(), "copied needlessly");
+        assert_eq!(
+            &json_payload(&Bytes::from_static(b"{\r\n\"a\": 1\n}")).unwrap()[..],
+            b"{  \"a\": 1 }"
+        );
+        assert_eq!(
+            &json_payload(&Bytes::from_static(b"null")).unwrap()[..],
+            b"null"
+        );
+        for bad in [&b""[..], b"hello", b"{\"a\":", b"1 2", &[0xff, 0]] {
+            assert_eq!(json_payload(&Bytes::copy_from_slice(bad)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn encodes_server_frames() {
         let ok = encode_ok(&OkReply {
             id: Some(1),
@@ -780,7 +857,7 @@ mod tests {
             let request = json!({"op": "publish", "id": id, "topic": "ns.t", "data": data});
             let text = if pretty { serde_json::to_string_pretty(&request) } else { serde_json::to_string(&request) }.unwrap();
             let decoded = decode_one(&text).unwrap();
-            let ClientRequest::Publish { id: got_id, topic, data: raw } = decoded else { panic!() };
+            let ClientRequest::Publish { id: got_id, topic, data: raw, content_type: None } = decoded else { panic!() };
             prop_assert_eq!(got_id, id);
             let frame = encode_message(&topic, &raw, None, None);
             prop_assert!(!frame.contains(&b'\n'));

@@ -4,6 +4,9 @@
 //!   wildcards ([`TopicFilter`]), validated against the grammar in `docs/protocol.md`.
 //! - [`json`]: the native `ferrocast.v1.json` protocol: decoding client frames and
 //!   encoding server frames.
+//! - [`proto_frames`]: the native `ferrocast.v1.proto` protocol: the same
+//!   requests and replies as protobuf messages (`proto/ferrocast/v1/client.proto`),
+//!   with binary payloads.
 //! - [`envelope`]: the protobuf envelope that carries a publication across the
 //!   backplane.
 //! - [`stomp`]: STOMP 1.0–1.2 frames, an incremental decoder, encoding, and the
@@ -11,13 +14,14 @@
 
 pub mod envelope;
 pub mod json;
+pub mod proto_frames;
 pub mod stomp;
 pub mod topic;
 
 pub use topic::{Topic, TopicError, TopicFilter, MAX_TOPIC_LEN};
 
-/// WebSocket subprotocols a node may speak, in order of preference.
-///
-/// Only `ferrocast.v1.json` is served today; the others are reserved names that
-/// later protocol codecs register under.
+/// The WebSocket subprotocol of the native JSON protocol ([`json`]).
 pub const SUBPROTOCOL_JSON: &str = "ferrocast.v1.json";
+
+/// The WebSocket subprotocol of the native protobuf protocol ([`proto_frames`]).
+pub const SUBPROTOCOL_PROTO: &str = "ferrocast.v1.proto";

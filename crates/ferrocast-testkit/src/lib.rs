@@ -2,7 +2,8 @@
 //!
 //! - [`Node`]: a real `ferrocast` process on free loopback ports, killed on drop.
 //! - [`JsonClient`]: a WebSocket client of the native JSON protocol;
-//!   [`StompClient`]: a raw STOMP-over-WebSocket client.
+//!   [`ProtoClient`]: of the protobuf protocol; [`StompClient`]: a raw
+//!   STOMP-over-WebSocket client.
 //! - [`SseClient`]: a Server-Sent Events client; [`HttpPublisher`]: HTTP publish.
 //! - [`http_get`] and [`metric`]: read the admin listener.
 //! - [`RedisServer`], [`NatsServer`]: real backplane servers on free ports,
@@ -14,8 +15,10 @@ mod client;
 mod haproxy;
 mod http;
 mod node;
+mod proto;
 mod proxy;
 mod servers;
+mod socket;
 mod sse;
 mod stomp;
 
@@ -23,6 +26,7 @@ pub use client::{ClientError, JsonClient};
 pub use haproxy::HaProxy;
 pub use http::{http_get, http_get_on, http_request, metric, wait_readyz};
 pub use node::{node_binary, Node};
+pub use proto::ProtoClient;
 pub use proxy::TcpProxy;
 pub use servers::{free_port, NatsServer, RedisServer};
 pub use sse::{HttpPublisher, SseClient, SseError, SseEvent, SseItem};

@@ -10,10 +10,13 @@
 //! stops reading, which pushes back on the client through TCP.
 
 mod json;
+mod native;
+mod proto;
 pub(crate) mod resume;
 mod stomp;
 
 pub(crate) use json::JsonProtocol;
+pub(crate) use proto::ProtoProtocol;
 pub(crate) use stomp::StompProtocol;
 
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +60,7 @@ const MAX_IN_FLIGHT: usize = 256;
 pub(crate) mod code {
     pub(crate) const NORMAL: u16 = 1000;
     pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    pub(crate) const UNSUPPORTED_DATA: u16 = 1003;
     pub(crate) const POLICY: u16 = 1008;
     pub(crate) const INVALID_DATA: u16 = 1007;
     pub(crate) const TOO_BIG: u16 = 1009;
@@ -80,6 +84,8 @@ pub(crate) enum End {
     TooLarge,
     InvalidUtf8,
     ProtocolError,
+    /// A text frame on a subprotocol of binary frames (`ferrocast.v1.proto`).
+    TextFrame,
     /// No pong (or protocol heart-beat) in time.
     PingTimeout,
     /// No token came in time, or the token expired.
@@ -97,9 +103,10 @@ impl End {
             Self::Queue(CloseReason::ClientRequest) | Self::ClientClosed => "normal",
             Self::ClientGone => "client_gone",
             Self::Queue(CloseReason::TooLarge) | Self::TooLarge => "too_large",
-            Self::Queue(CloseReason::ProtocolError) | Self::InvalidUtf8 | Self::ProtocolError => {
-                "protocol_error"
-            }
+            Self::Queue(CloseReason::ProtocolError)
+            | Self::InvalidUtf8
+            | Self::ProtocolError
+            | Self::TextFrame => "protocol_error",
             Self::PingTimeout => "ping_timeout",
             Self::Queue(CloseReason::Unauthorized) | Self::TokenDeadline => "unauthorized",
             Self::Queue(CloseReason::Disconnected) => "disconnected",
@@ -136,6 +143,10 @@ impl End {
                 format!("message over {} bytes", settings.max_message_size),
             ),
             Self::InvalidUtf8 => (code::INVALID_DATA, "text frame is not valid UTF-8".into()),
+            Self::TextFrame => (
+                code::UNSUPPORTED_DATA,
+                "text frames are not part of this subprotocol; send binary frames".into(),
+            ),
             Self::PingTimeout => (code::PING_TIMEOUT, "no pong within the ping timeout".into()),
             Self::Queue(CloseReason::Unauthorized) => {
                 (code::POLICY, "unauthorized: a valid token is needed".into())
@@ -977,10 +988,15 @@ mod tests {
     #[test]
     fn the_state_of_an_idle_connection_stays_small() {
         let json = future_size(serve::<JsonProtocol>);
+        let proto = future_size(serve::<ProtoProtocol>);
         let stomp = future_size(serve::<StompProtocol>);
         assert!(
             json <= 1024,
             "a JSON connection's future takes {json} bytes"
+        );
+        assert!(
+            proto <= 1024,
+            "a protobuf connection's future takes {proto} bytes"
         );
         assert!(
             stomp <= 1536,

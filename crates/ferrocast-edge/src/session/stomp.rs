@@ -24,7 +24,7 @@ use metrics::counter;
 
 use ferrocast_core::metrics as names;
 use ferrocast_core::{CloseReason, Delivery, Outbound, Publication, WireFormat};
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::json::{json_payload, StreamPosition};
 use ferrocast_protocol::stomp::{
     encode, encode_body, encode_command, encode_header, negotiate_heartbeat, negotiate_version,
     supported_versions, Command, Decoded, Decoder, Frame, HeartBeat, Limits, StompError, Version,
@@ -837,19 +837,10 @@ fn receipt_when_done<E: std::fmt::Display + Send + 'static>(
 /// content type (`application/octet-stream` when none was given).
 fn payload_of(content_type: Option<&str>, body: &Bytes) -> (Bytes, Option<Arc<str>>) {
     let declared_json = content_type.is_some_and(|ct| ct.starts_with("application/json"));
-    if (declared_json || content_type.is_none())
-        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-    {
-        let compact = if body.iter().any(|&b| b == b'\n' || b == b'\r') {
-            Bytes::from(
-                body.iter()
-                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
-                    .collect::<Vec<u8>>(),
-            )
-        } else {
-            body.clone()
-        };
-        return (compact, None);
+    if declared_json || content_type.is_none() {
+        if let Some(json) = json_payload(body) {
+            return (json, None);
+        }
     }
     let content_type = content_type.unwrap_or("application/octet-stream");
     (body.clone(), Some(Arc::from(content_type)))

@@ -11,64 +11,28 @@
 
 use bytes::Bytes;
 use ferrocast_protocol::json::{
-    decode_requests, encode_error, encode_message, encode_pong, ClientRequest, ErrorCode,
-    RequestError,
+    decode_requests, encode_error, encode_message, encode_pong, ClientRequest, RequestError,
 };
-use ferrocast_protocol::MAX_TOPIC_LEN;
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
-/// A limit that real topics exceed, so that `too_large` is reached.
-const TIGHT_TOPIC_LEN: usize = 8;
+#[path = "../common/requests.rs"]
+mod requests;
 
-fuzz_target!(|data: &[u8]| {
-    let frame = Bytes::copy_from_slice(data);
-    let loose = decode(&frame, MAX_TOPIC_LEN);
-    let tight = decode(&frame, TIGHT_TOPIC_LEN);
-    assert_eq!(
-        loose.len(),
-        tight.len(),
-        "a limit changed how the frame splits"
-    );
-    for (loose, tight) in loose.iter().zip(&tight) {
-        match (loose, tight) {
-            (Ok(loose), Ok(tight)) => assert_eq!(loose, tight),
-            (Ok(_), Err(err)) => assert_eq!(err.code, ErrorCode::TooLarge, "{err:?}"),
-            (Err(_), Err(_)) => {}
-            (Err(loose), Ok(tight)) => panic!("{tight:?} only under the tight limit: {loose:?}"),
-        }
-    }
-    for result in &loose {
-        match result {
-            Ok(request) => check_request(request),
-            Err(err) => check_error(err),
-        }
-    }
-});
+use requests::{bounded, check_frame, Decoded};
+
+fuzz_target!(|data: &[u8]| check_frame(data, decode, check_request, check_error));
 
 /// Every result of the frame, checking that it ends, and ends after a
 /// malformed object.
-fn decode(frame: &Bytes, max_topic_len: usize) -> Vec<Result<ClientRequest, RequestError>> {
+fn decode(frame: &Bytes, max_topic_len: usize) -> Decoded {
     // Each object takes at least two bytes (`{}`), each error one more.
-    let bound = frame.len() + 1;
-    let results: Vec<_> = decode_requests(frame, max_topic_len)
-        .take(bound + 1)
-        .collect();
-    assert!(results.len() <= bound, "decoding does not end");
-    if let Some(at) = results.iter().position(is_malformed) {
-        assert_eq!(
-            at + 1,
-            results.len(),
-            "decoding went on after {:?}",
-            results[at]
-        );
-    }
-    results
-}
-
-fn is_malformed(result: &Result<ClientRequest, RequestError>) -> bool {
-    matches!(result, Err(err) if err.message.starts_with("malformed request"))
+    bounded(
+        decode_requests(frame, max_topic_len),
+        frame.len() + 1,
+        |err| err.message.starts_with("malformed request"),
+    )
 }
 
 fn check_request(request: &ClientRequest) {
