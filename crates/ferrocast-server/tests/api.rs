@@ -20,8 +20,9 @@ use tonic::{Code, Request, Status};
 
 use ferrocast_api::pb;
 use ferrocast_api::pb::ferrocast_api_client::FerrocastApiClient;
+use ferrocast_protocol::proto_frames::pb::server_message::Kind;
 use ferrocast_testkit::{
-    http_request, wait_readyz, JsonClient, NatsServer, Node, RedisServer, WAIT,
+    http_request, wait_readyz, JsonClient, NatsServer, Node, ProtoClient, RedisServer, WAIT,
 };
 
 const KEY: &str = "api-key-of-the-tests-0123456789";
@@ -112,8 +113,8 @@ async fn cluster(url: &str, extra: &[&str]) -> (Node, Node) {
     (a, b)
 }
 
-/// A JSON client of user `user` (a signed token).
-async fn user(node: &Node, user: &str) -> JsonClient {
+/// `Bearer <token>` of a signed token for `user`.
+fn bearer(user: &str) -> String {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -125,8 +126,12 @@ async fn user(node: &Node, user: &str) -> JsonClient {
         &EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap();
-    let bearer = format!("Bearer {token}");
-    JsonClient::connect_with_headers(&node.ws_url(), &[("Authorization", &bearer)])
+    format!("Bearer {token}")
+}
+
+/// A JSON client of user `user`.
+async fn user(node: &Node, user: &str) -> JsonClient {
+    JsonClient::connect_with_headers(&node.ws_url(), &[("Authorization", &bearer(user))])
         .await
         .unwrap()
 }
@@ -664,6 +669,28 @@ async fn disconnect_unsubscribe_and_info_reach_every_node() {
     assert_eq!(next_message(&mut alice1).await["data"], "after");
     // Bob may subscribe again.
     assert_eq!(bob.subscribe("live.a").await.unwrap()["op"], "ok");
+
+    // A protobuf client is told with an `unsubscribed` message.
+    let mut frank =
+        ProtoClient::connect_with_headers(&b.ws_url(), &[("Authorization", &bearer("frank"))])
+            .await
+            .unwrap();
+    let ok = frank.subscribe("live.f").await.unwrap();
+    assert!(matches!(ok.kind, Some(Kind::Ok(_))), "{ok:?}");
+    let reply = api
+        .unsubscribe(pb::UnsubscribeRequest {
+            target: user_target("frank"),
+            topic: "live.f".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.unsubscribed, 1);
+    let notice = frank.recv().await.unwrap();
+    let Some(Kind::Unsubscribed(notice)) = notice.kind else {
+        panic!("expected unsubscribed, got {notice:?}");
+    };
+    assert_eq!(notice.topic, "live.f");
 
     // Disconnect every session of alice, on both nodes.
     let reply = api
