@@ -20,8 +20,9 @@ const ABOUT: &str = "ferrocast: a clustered WebSocket publish/subscribe broker."
 const LONG_ABOUT: &str = "\
 ferrocast: a clustered WebSocket publish/subscribe broker.
 
-Clients connect to GET /ws on the public listener and speak the native JSON
-protocol (subprotocol ferrocast.v1.json) or STOMP 1.0-1.2 (v12.stomp, ...);
+Clients connect to GET /ws on the public listener and speak the native
+protocol in JSON (subprotocol ferrocast.v1.json) or protobuf
+(ferrocast.v1.proto), or STOMP 1.0-1.2 (v12.stomp, ...);
 clients without WebSocket use GET /sse (Server-Sent Events) and POST /publish
 (see docs/protocol.md). Clients authenticate with a JWT when --jwt-* keys are
 set (docs/security.md); a node listening beyond loopback without keys refuses
