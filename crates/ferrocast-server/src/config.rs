@@ -281,6 +281,14 @@ pub(crate) struct Overrides {
     #[arg(long, env = "FERROCAST_ADMIN_TLS_KEY", value_name = "FILE")]
     pub(crate) admin_tls_key: Option<PathBuf>,
 
+    /// TLS on the gRPC listener: the certificate chain (PEM, leaf first). Needs --grpc-tls-key.
+    #[arg(long, env = "FERROCAST_GRPC_TLS_CERT", value_name = "FILE")]
+    pub(crate) grpc_tls_cert: Option<PathBuf>,
+
+    /// TLS on the gRPC listener: the private key (PEM).
+    #[arg(long, env = "FERROCAST_GRPC_TLS_KEY", value_name = "FILE")]
+    pub(crate) grpc_tls_key: Option<PathBuf>,
+
     /// Serve GET /echo on the public listener: a WebSocket echo on the same stack, settings and connection limit as /ws. For conformance testing only (the Autobahn suite, docs/security.md); never in production. [default: false]
     #[arg(long, env = "FERROCAST_WS_ECHO_ENDPOINT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) ws_echo_endpoint: Option<bool>,
@@ -375,6 +383,10 @@ pub(crate) struct Config {
     pub(crate) admin_tls_cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) admin_tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grpc_tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grpc_tls_key: Option<PathBuf>,
     /// Settings per namespace, by name (file only: `[namespaces.<name>]`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) namespaces: BTreeMap<String, NamespaceConfig>,
@@ -469,6 +481,8 @@ impl Default for Config {
             tls_key: None,
             admin_tls_cert: None,
             admin_tls_key: None,
+            grpc_tls_cert: None,
+            grpc_tls_key: None,
             namespaces: BTreeMap::new(),
         }
     }
@@ -528,6 +542,8 @@ impl Config {
             tls_key,
             admin_tls_cert,
             admin_tls_key,
+            grpc_tls_cert,
+            grpc_tls_key,
         );
         set!(
             grpc_listen,
@@ -657,6 +673,7 @@ impl Config {
         for (listener, cert, key) in [
             ("tls", &self.tls_cert, &self.tls_key),
             ("admin_tls", &self.admin_tls_cert, &self.admin_tls_key),
+            ("grpc_tls", &self.grpc_tls_cert, &self.grpc_tls_key),
         ] {
             if cert.is_some() != key.is_some() {
                 bail!("{listener}_cert and {listener}_key go together: set both or neither");
@@ -837,6 +854,16 @@ impl Config {
                 "--admin-tls-cert, --admin-tls-key",
             )?,
         ))
+    }
+
+    /// The gRPC listener's TLS configuration, when it has one.
+    pub(crate) fn grpc_tls(&self) -> anyhow::Result<Option<rustls::ServerConfig>> {
+        match (&self.grpc_tls_cert, &self.grpc_tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(
+                tls::server_config(cert, key).context("TLS (--grpc-tls-cert, --grpc-tls-key)")?,
+            )),
+            _ => Ok(None),
+        }
     }
 
     pub(crate) fn backplane_kind(&self) -> BackplaneKind {

@@ -2,6 +2,7 @@
 
 mod backplane;
 mod config;
+mod grpc;
 mod node;
 mod process;
 mod telemetry;

@@ -74,17 +74,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         api.clone(),
         Access::for_listener(api_key.as_deref(), grpc_addr),
     );
-    let stop_grpc = shutdown.clone();
-    tasks.spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
-        let served = tonic::transport::Server::builder()
-            .add_service(grpc_app)
-            .serve_with_incoming_shutdown(incoming, stop_grpc.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "gRPC listener failed");
-        }
-    });
+    tasks.spawn(crate::grpc::serve(
+        grpc,
+        tonic::transport::Server::builder().add_service(grpc_app),
+        config.grpc_tls()?,
+        config.handshake_timeout,
+        shutdown.clone(),
+    ));
 
     let public_app = public_router(edge.clone());
     let draining = edge.draining().clone();

@@ -1,5 +1,5 @@
 //! TLS on the node's listeners: `wss://` on the public one, `https://` on
-//! the admin one, with the self-signed test certificate of `tests/tls/`
+//! the admin one, gRPC over TLS, with the self-signed test certificate of `tests/tls/`
 //! (127.0.0.1 and localhost, valid until 2126).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -35,6 +35,10 @@ fn tls_node() -> Node {
             "--admin-tls-cert",
             CERT,
             "--admin-tls-key",
+            KEY,
+            "--grpc-tls-cert",
+            CERT,
+            "--grpc-tls-key",
             KEY,
             "--handshake-timeout",
             "1s",
@@ -142,4 +146,38 @@ async fn websocket_over_tls_and_metrics_over_https() {
     };
     assert_eq!(failures("tls"), 1.0);
     assert_eq!(failures("timeout"), 1.0);
+}
+
+#[tokio::test]
+async fn the_grpc_api_over_tls() {
+    use ferrocast_api::pb;
+    use ferrocast_api::pb::ferrocast_api_client::FerrocastApiClient;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    let node = tls_node();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(CERT).unwrap()))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{}", node.grpc.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // No API key is configured: the loopback listener serves without one.
+    let mut api = FerrocastApiClient::new(channel);
+    let info = api.info(pb::InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.nodes.len(), 1);
+
+    // A plain-text gRPC client gets no service from the TLS listener.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{}", node.grpc.port()))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect_lazy();
+    assert!(FerrocastApiClient::new(plain)
+        .info(pb::InfoRequest {})
+        .await
+        .is_err());
 }
