@@ -125,7 +125,7 @@ def check_selectors(name, objects):
 def node_env_names(binary):
     """The FERROCAST_* variables the node reads, from its --help."""
     text = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
-    return set(re.findall(r"\[env: (FERROCAST_[A-Z_]+)=", text))
+    return set(re.findall(r"\[env: (FERROCAST_[A-Z_]+)[=\]]", text))
 
 
 def check_node_config(name, objects, binary, known_env):
