@@ -2,7 +2,8 @@
 //! operations and know about each other.
 //!
 //! It rides on the backplane like any topic, in the reserved namespace
-//! [`CONTROL_NAMESPACE`] that clients can neither read nor write:
+//! [`CONTROL_NAMESPACE`] that clients can neither read nor write (three
+//! topics, each node subscribed to all three):
 //!
 //! - `_ctl.status`: every node publishes its [`pb::NodeInfo`] every
 //!   [`STATUS_INTERVAL`], at once when it sees a node it did not know, and
@@ -235,16 +236,34 @@ impl Control {
     /// Serves the channel until `shutdown`: subscribes (again after a
     /// failure), publishes the status, answers commands.
     async fn run(self, shutdown: CancellationToken) {
-        let filter = TopicFilter::parse(&format!("{CONTROL_NAMESPACE}.>"), usize::MAX)
-            .unwrap_or_else(|_| unreachable!("the control filter follows the topic grammar"));
+        // Three topics rather than one pattern: Redis sharded pub/sub
+        // (--redis-sharded) refuses patterns.
+        let topics = [
+            &self.inner.status_topic,
+            &self.inner.command_topic,
+            &self.inner.reply_topic,
+        ];
         let mut tick = tokio::time::interval(STATUS_INTERVAL);
         'subscribe: loop {
+            let open = futures::future::try_join_all(topics.iter().map(|topic| {
+                Feed::open(
+                    &self.inner.edge,
+                    TopicFilter::from((*topic).clone()),
+                    FEED_BYTES,
+                )
+            }));
             let opened = tokio::select! {
-                opened = Feed::open(&self.inner.edge, filter.clone(), FEED_BYTES) => opened,
+                opened = open => opened,
                 () = shutdown.cancelled() => return,
             };
             let mut feed = match opened {
-                Ok(feed) => feed,
+                // Each feed ends with a `None`: one feed ending (a
+                // backplane failure, an overflow) rejoins all three.
+                Ok(feeds) => futures::stream::select_all(feeds.into_iter().map(|feed| {
+                    feed.map(Some)
+                        .chain(futures::stream::once(async { None }))
+                        .boxed()
+                })),
                 Err(error) => {
                     tracing::warn!(%error, "cannot join the control channel; retrying");
                     tokio::select! {
@@ -256,9 +275,9 @@ impl Control {
             loop {
                 tokio::select! {
                     publication = feed.next() => match publication {
-                        Some(publication) => self.handle(publication.payload).await,
-                        None => {
-                            tracing::warn!(reason = ?feed.closed(), "control channel feed ended; joining again");
+                        Some(Some(publication)) => self.handle(publication.payload).await,
+                        Some(None) | None => {
+                            tracing::warn!("control channel feed ended; joining again");
                             continue 'subscribe;
                         }
                     },

@@ -778,10 +778,9 @@ async fn a_node_that_is_down_is_reported_not_waited_for() {
     }
 }
 
-#[tokio::test]
-async fn the_control_channel_works_over_nats_too() {
-    let nats = NatsServer::start();
-    let (a, b) = cluster(&nats.url(), &[]).await;
+/// A Disconnect through node a of a cluster on `url` closes a session on b.
+async fn disconnect_across(url: &str, extra: &[&str], backplane: &str) {
+    let (a, b) = cluster(url, extra).await;
     let mut api = client(&a, Some(KEY)).await;
     let mut erin = subscribed(&b, "erin", "live.e").await;
     let reply = api
@@ -795,7 +794,23 @@ async fn the_control_channel_works_over_nats_too() {
     assert_eq!(reply.coverage.unwrap().answered, ["a", "b"]);
     assert_eq!(erin.expect_close().await.unwrap().0, 4002);
     let info = api.info(pb::InfoRequest {}).await.unwrap().into_inner();
-    assert!(info.nodes.iter().all(|n| n.backplane == "nats"), "{info:?}");
+    assert!(
+        info.nodes.iter().all(|n| n.backplane == backplane),
+        "{info:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_control_channel_works_over_nats_too() {
+    let nats = NatsServer::start();
+    disconnect_across(&nats.url(), &[], "nats").await;
+}
+
+/// Sharded pub/sub refuses patterns: the channel uses three plain topics.
+#[tokio::test]
+async fn the_control_channel_works_over_sharded_redis() {
+    let redis = RedisServer::start();
+    disconnect_across(&redis.url(), &["--redis-sharded"], "redis").await;
 }
 
 #[tokio::test]
