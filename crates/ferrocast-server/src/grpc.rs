@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
 
@@ -30,7 +31,13 @@ pub(crate) async fn serve(
 ) {
     let served = match tls {
         None => {
-            let incoming = TcpListenerStream::new(listener);
+            // Small unary answers must not wait for Nagle's algorithm.
+            let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                if let Ok(tcp) = &accepted {
+                    let _ = tcp.set_nodelay(true);
+                }
+                accepted
+            });
             router
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await
