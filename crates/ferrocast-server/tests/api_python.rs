@@ -16,16 +16,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use ferrocast_testkit::{
-    http_get, metric, wait_readyz, ClientError, JsonClient, Node, RedisServer,
+    http_get, metric, require, run_script, wait_readyz, ClientError, JsonClient, Node, RedisServer,
+    ScriptRun,
 };
 
 const PIP_INSTALL: &str =
@@ -48,103 +48,30 @@ fn script_dir() -> PathBuf {
 
 /// Fails with the pip command unless python3 has grpcio and grpcio-tools.
 fn require_grpcio() {
-    let outcome = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc"])
-        .stdin(Stdio::null())
-        .output();
-    match outcome {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "the Python packages grpcio and grpcio-tools are missing; install them from the workspace root with: {PIP_INSTALL}\n(python3 -c 'import grpc, grpc_tools.protoc': {}: {})",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or("")
-        ),
-        Err(e) => panic!("cannot run python3 ({e}); install Python 3, then: {PIP_INSTALL}"),
-    }
+    let mut check = Command::new("python3");
+    check.args(["-c", "import grpc, grpc_tools.protoc"]);
+    require(
+        check,
+        "the Python packages grpcio and grpcio-tools",
+        PIP_INSTALL,
+    );
 }
 
-/// What a finished (or killed) script left.
-struct Run {
-    /// `None`: killed after [`SCRIPT_TIMEOUT`].
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-    command: String,
-}
-
-impl Run {
-    fn report(&self) -> String {
-        let status = match self.status {
-            Some(status) => status.to_string(),
-            None => format!("killed after {SCRIPT_TIMEOUT:?}"),
-        };
-        format!(
-            "{}: {status} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.command, self.elapsed, self.stdout, self.stderr
-        )
-    }
-
-    fn assert_success(&self) {
-        assert!(
-            self.status.is_some_and(|s| s.success()),
-            "{}",
-            self.report()
-        );
-        eprintln!("{}", self.report());
-    }
-}
-
-/// Runs the script against `grpc` with `args`, the key in its environment,
-/// with a deadline; its output is read by threads so it never blocks.
-fn run_script(grpc: std::net::SocketAddr, args: &[String]) -> Run {
-    let script = script_dir().join("api_client.py");
-    let started = Instant::now();
-    let mut child = Command::new("python3")
-        .arg(&script)
+/// Runs the script against `grpc` with `args` and the key in its
+/// environment, with a deadline; returns the command line and the run (whose
+/// report is printed).
+async fn script(grpc: std::net::SocketAddr, args: Vec<String>) -> (String, ScriptRun) {
+    let mut command = Command::new("python3");
+    command
+        .arg(script_dir().join("api_client.py"))
         .args(["--target", &grpc.to_string()])
-        .args(args)
+        .args(&args)
         .env("FERROCAST_API_KEY", API_KEY)
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start python3 {}: {e}", script.display()));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        elapsed: started.elapsed(),
-        command: format!("api_client.py {}", args.join(" ")),
-    }
-}
-
-/// [`run_script`] off the async runtime.
-async fn script(grpc: std::net::SocketAddr, args: Vec<String>) -> Run {
-    tokio::task::spawn_blocking(move || run_script(grpc, &args))
-        .await
-        .unwrap()
+        .env("PYTHONUNBUFFERED", "1");
+    let run = run_script(command, SCRIPT_TIMEOUT).await;
+    let line = format!("api_client.py {}", args.join(" "));
+    eprintln!("{}", run.report(&line));
+    (line, run)
 }
 
 /// A config file (a namespace with history and presence) and the JWT
@@ -237,7 +164,7 @@ async fn a_python_backend_publishes_reads_history_and_presence_and_disconnects_a
     // Python, through node A: the cluster as Info sees it, the error codes,
     // then one publication.
     let nodes_arg = NODES.join(",");
-    let run = script(
+    let (command, run) = script(
         a.grpc,
         vec![
             "--nodes".into(),
@@ -252,9 +179,14 @@ async fn a_python_backend_publishes_reads_history_and_presence_and_disconnects_a
         ],
     )
     .await;
-    run.assert_success();
+    run.assert_success(&command);
     let position: Value = serde_json::from_str(run.stdout.trim().lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("publish printed no position ({e}): {}", run.report()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "publish printed no position ({e}): {}",
+                run.report(&command)
+            )
+        });
     let epoch = position["epoch"].as_str().unwrap().to_string();
     let offset = position["offset"].as_u64().unwrap();
 
@@ -268,7 +200,7 @@ async fn a_python_backend_publishes_reads_history_and_presence_and_disconnects_a
     );
 
     // History, Presence and Disconnect, through node A.
-    let run = script(
+    let (command, run) = script(
         a.grpc,
         vec![
             "--nodes".into(),
@@ -293,7 +225,7 @@ async fn a_python_backend_publishes_reads_history_and_presence_and_disconnects_a
         ],
     )
     .await;
-    run.assert_success();
+    run.assert_success(&command);
 
     // The WebSocket on node B is closed with 4002, and nothing else came.
     let closed = loop {

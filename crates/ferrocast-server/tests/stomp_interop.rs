@@ -11,14 +11,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use ferrocast_testkit::{wait_readyz, JsonClient, Node, RedisServer};
+use ferrocast_testkit::{
+    require, run_script, wait_readyz, JsonClient, Node, RedisServer, ScriptRun,
+};
 
 /// A script has its own 30 s limit; this one also covers a script that hangs.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,28 +44,16 @@ fn unique_topic(prefix: &str) -> String {
     format!("interop.{prefix}.p{}-{nanos}", std::process::id())
 }
 
-/// Panics with `install` unless `program args` runs and exits 0.
-fn require(program: &str, args: &[&str], what: &str, install: &str) {
-    let outcome = Command::new(program)
-        .args(args)
-        .current_dir(interop_dir())
-        .stdin(Stdio::null())
-        .output();
-    match outcome {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "{what} is missing ({program} {args:?} exited {}: {}); install it from the workspace root with: {install}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("{what} is missing (cannot run {program}: {e}); install it with: {install}"),
-    }
+/// `program args` in `tests/interop/`.
+fn interop_command(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(interop_dir());
+    command
 }
 
 fn require_stompjs() {
     require(
-        "node",
-        &["--version"],
+        interop_command("node", &["--version"]),
         "Node.js",
         &format!("apt-get install -y nodejs npm && {NPM_INSTALL}"),
     );
@@ -80,90 +69,23 @@ fn require_stompjs() {
 
 fn require_stomppy() {
     require(
-        "python3",
-        &["-c", "import stomp, websocket; stomp.WSStompConnection"],
+        interop_command(
+            "python3",
+            &["-c", "import stomp, websocket; stomp.WSStompConnection"],
+        ),
         "the Python package stomp.py (with websocket-client)",
         PIP_INSTALL,
     );
 }
 
-/// What a finished (or killed) script left.
-struct Run {
-    /// `None`: killed after [`SCRIPT_TIMEOUT`].
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Run {
-    fn report(&self, command: &str) -> String {
-        let status = match self.status {
-            Some(status) => status.to_string(),
-            None => format!("killed after {SCRIPT_TIMEOUT:?}"),
-        };
-        format!(
-            "{command}: {status} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.elapsed, self.stdout, self.stderr
-        )
-    }
-
-    fn assert_success(&self, command: &str) {
-        assert!(
-            self.status.is_some_and(|s| s.success()),
-            "{}",
-            self.report(command)
-        );
-    }
-}
-
-/// Runs `program args` in `tests/interop/` with a deadline, capturing its
-/// output (read by threads, so a chatty script never blocks on a full pipe).
-fn run_script(program: &str, args: &[String]) -> Run {
-    let started = Instant::now();
-    let mut child = Command::new(program)
+/// Runs `program args` in `tests/interop/` with [`SCRIPT_TIMEOUT`].
+async fn run_interop(program: &str, args: &[String]) -> ScriptRun {
+    let mut command = interop_command(program, &[]);
+    command
         .args(args)
-        .current_dir(interop_dir())
         .env("FERROCAST_EXPECT_HEART_BEAT", HEART_BEAT)
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        elapsed: started.elapsed(),
-    }
-}
-
-/// [`run_script`] off the async runtime.
-async fn run_script_async(program: &'static str, args: Vec<String>) -> Run {
-    tokio::task::spawn_blocking(move || run_script(program, &args))
-        .await
-        .unwrap()
+        .env("PYTHONUNBUFFERED", "1");
+    run_script(command, SCRIPT_TIMEOUT).await
 }
 
 async fn wait_ready(node: &Node) {
@@ -212,7 +134,7 @@ async fn stompjs_across_two_nodes_and_to_a_json_client() {
         cross_topic.clone(),
     ];
     let command = format!("node {}", args.join(" "));
-    let run = run_script_async("node", args).await;
+    let run = run_interop("node", &args).await;
     run.assert_success(&command);
 
     // stompjs sent the body as application/json: JSON clients get the value.
@@ -245,6 +167,6 @@ async fn stomppy_across_two_nodes() {
         unique_topic("stomppy"),
     ];
     let command = format!("python3 {}", args.join(" "));
-    let run = run_script_async("python3", args).await;
+    let run = run_interop("python3", &args).await;
     run.assert_success(&command);
 }
