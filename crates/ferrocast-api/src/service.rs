@@ -10,7 +10,6 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use metrics::{counter, histogram};
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,7 +17,7 @@ use ferrocast_core::history::resume;
 use ferrocast_core::metrics as names;
 use ferrocast_core::{is_reserved, CloseReason, Publication};
 use ferrocast_edge::Edge;
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::json::{publication_payload, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::control::{target_of, Control, Outcome};
@@ -75,9 +74,9 @@ impl Api {
         request: pb::PublishRequest,
     ) -> Result<pb::PublishResponse, ApiError> {
         let topic = self.topic(&request.topic)?;
-        let payload = self.payload(request.data, &request.content_type)?;
+        let (payload, content_type) = self.payload(request.data, &request.content_type)?;
         let position = self
-            .publish_one(topic, payload, &request.content_type, request.headers)
+            .publish_one(topic, payload, content_type, headers(request.headers))
             .await?;
         Ok(pb::PublishResponse { position })
     }
@@ -97,12 +96,13 @@ impl Api {
                 "a broadcast names each topic once".into(),
             ));
         }
-        let payload = self.payload(request.data, &request.content_type)?;
+        let (payload, content_type) = self.payload(request.data, &request.content_type)?;
+        let headers = headers(request.headers);
         let publishes = request.topics.iter().map(|name| {
             let topic = self.topic(name);
             let payload = payload.clone();
-            let headers = request.headers.clone();
-            let content_type = request.content_type.as_str();
+            let headers = headers.clone();
+            let content_type = content_type.clone();
             async move {
                 let outcome = match topic {
                     Ok(topic) => {
@@ -136,11 +136,9 @@ impl Api {
         &self,
         topic: Topic,
         payload: Bytes,
-        content_type: &str,
-        headers: Vec<pb::Header>,
+        content_type: Option<Arc<str>>,
+        headers: Vec<(String, String)>,
     ) -> Result<Option<pb::StreamPosition>, ApiError> {
-        let content_type = (!content_type.is_empty()).then(|| Arc::from(content_type));
-        let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
         let position = self
             .edge
             .hub()
@@ -348,8 +346,22 @@ impl Api {
         })
     }
 
-    fn payload(&self, data: Bytes, content_type: &str) -> Result<Bytes, ApiError> {
-        payload(data, content_type, self.edge.settings().max_message_size)
+    /// The payload to publish and its content type (`None`: JSON): at most
+    /// `--max-message-size` bytes, as for clients, and mapped like a
+    /// protobuf client's ([`publication_payload`]).
+    fn payload(
+        &self,
+        data: Bytes,
+        content_type: &str,
+    ) -> Result<(Bytes, Option<Arc<str>>), ApiError> {
+        let limit = self.edge.settings().max_message_size;
+        if data.len() > limit {
+            return Err(ApiError::InvalidArgument(format!(
+                "data over {limit} bytes (--max-message-size)"
+            )));
+        }
+        publication_payload(data, content_type)
+            .map_err(|error| ApiError::InvalidArgument(error.to_string()))
     }
 
     fn topic(&self, name: &str) -> Result<Topic, ApiError> {
@@ -459,27 +471,9 @@ fn found(outcome: Outcome, nothing: &str) -> Result<Outcome, ApiError> {
     Err(ApiError::NotFound(message))
 }
 
-/// The payload to publish: at most `limit` bytes (as for clients); with no
-/// content type it must be JSON text, kept without raw line breaks (JSON
-/// frames and SSE data lines are split on them).
-fn payload(data: Bytes, content_type: &str, limit: usize) -> Result<Bytes, ApiError> {
-    if data.len() > limit {
-        return Err(ApiError::InvalidArgument(format!(
-            "data over {limit} bytes (--max-message-size)"
-        )));
-    }
-    if !content_type.is_empty() {
-        return Ok(data);
-    }
-    let text = serde_json::from_slice::<&RawValue>(&data).map_err(|e| {
-        ApiError::InvalidArgument(format!(
-            "data is not JSON (set content_type for other data): {e}"
-        ))
-    })?;
-    if text.get().contains(['\n', '\r']) {
-        return Ok(Bytes::from(text.get().replace(['\n', '\r'], " ")));
-    }
-    Ok(data)
+/// Headers as a publication carries them.
+fn headers(headers: Vec<pb::Header>) -> Vec<(String, String)> {
+    headers.into_iter().map(|h| (h.name, h.value)).collect()
 }
 
 fn position_pb(position: StreamPosition) -> pb::StreamPosition {
@@ -531,32 +525,6 @@ pub(crate) fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_payloads_are_checked_and_kept_on_one_line() {
-        assert_eq!(
-            &payload(Bytes::from_static(b"{\"a\":\n1}"), "", 100).unwrap()[..],
-            b"{\"a\": 1}"
-        );
-        assert_eq!(
-            &payload(Bytes::from_static(b"\"x\""), "", 100).unwrap()[..],
-            b"\"x\""
-        );
-        assert!(matches!(
-            payload(Bytes::from_static(b"not json"), "", 100),
-            Err(ApiError::InvalidArgument(_))
-        ));
-        assert!(payload(Bytes::from(vec![b'1'; 101]), "", 100).is_err());
-        assert_eq!(
-            &payload(
-                Bytes::from_static(b"\xff\n"),
-                "application/octet-stream",
-                100
-            )
-            .unwrap()[..],
-            b"\xff\n"
-        );
-    }
 
     #[test]
     fn a_target_names_exactly_one_thing() {

@@ -275,6 +275,41 @@ pub fn json_payload(body: &Bytes) -> Option<Bytes> {
     Some(compact_data(body, body))
 }
 
+/// Longest content type a publication may declare.
+pub const MAX_CONTENT_TYPE_LEN: usize = 255;
+
+/// Why [`publication_payload`] refused a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("data is not one JSON value; set content_type for other payloads")]
+    NotJson,
+    #[error(
+        "content_type must be a media type: printable ASCII, at most {MAX_CONTENT_TYPE_LEN} bytes"
+    )]
+    BadContentType,
+}
+
+/// The payload and content type to publish for `data` declared as
+/// `content_type` (protobuf clients, the server API): JSON (an empty content
+/// type, or `application/json`) must be one JSON value and travels as JSON
+/// (content type `None`); anything else keeps its content type, which must
+/// be printable ASCII (it becomes a STOMP header).
+pub fn publication_payload(
+    data: Bytes,
+    content_type: &str,
+) -> Result<(Bytes, Option<Arc<str>>), PayloadError> {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if essence.is_empty() || essence.eq_ignore_ascii_case("application/json") {
+        let json = json_payload(&data).ok_or(PayloadError::NotJson)?;
+        return Ok((json, None));
+    }
+    let printable = content_type.bytes().all(|b| (b' '..=b'~').contains(&b));
+    if content_type.len() > MAX_CONTENT_TYPE_LEN || !printable {
+        return Err(PayloadError::BadContentType);
+    }
+    Ok((data, Some(Arc::from(content_type))))
+}
+
 /// Shares the frame's bytes for `raw` unless it holds a newline or carriage
 /// return. In valid JSON those can only be insignificant whitespace, so they
 /// are replaced by spaces to keep server frames splittable on `\n`.
@@ -881,5 +916,34 @@ mod tests {
                 let _ = r;
             }
         }
+    }
+
+    #[test]
+    fn publication_payloads_are_json_unless_a_content_type_says_otherwise() {
+        let json = |data: &'static [u8], content_type| {
+            publication_payload(Bytes::from_static(data), content_type)
+        };
+        assert_eq!(
+            json(b"{\"a\":\n1}", "").unwrap(),
+            (Bytes::from_static(b"{\"a\": 1}"), None)
+        );
+        assert_eq!(json(b"\"x\"", "").unwrap().0, Bytes::from_static(b"\"x\""));
+        assert_eq!(
+            json(b"[1]", "application/json; charset=utf-8").unwrap(),
+            (Bytes::from_static(b"[1]"), None)
+        );
+        assert_eq!(json(b"not json", ""), Err(PayloadError::NotJson));
+        let (raw, content_type) = json(b"\xff\n", "application/octet-stream").unwrap();
+        assert_eq!(&raw[..], b"\xff\n");
+        assert_eq!(content_type.as_deref(), Some("application/octet-stream"));
+        assert_eq!(
+            json(b"x", "text/plain\r\nx: y"),
+            Err(PayloadError::BadContentType)
+        );
+        let long = "t/".to_string() + &"x".repeat(MAX_CONTENT_TYPE_LEN);
+        assert_eq!(
+            publication_payload(Bytes::from_static(b"x"), &long),
+            Err(PayloadError::BadContentType)
+        );
     }
 }

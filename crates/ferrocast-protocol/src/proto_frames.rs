@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes};
 use prost::Message as _;
 
 use crate::json::{
-    decode_presence_event, json_payload, ClientRequest, ErrorCode, OkReply, PresenceEntry,
+    decode_presence_event, publication_payload, ClientRequest, ErrorCode, OkReply, PresenceEntry,
     PresenceEvent, RequestError, StreamPosition,
 };
 use crate::topic::{Topic, TopicFilter};
@@ -104,9 +104,6 @@ pub fn decode_requests(
     })
 }
 
-/// Longest `content_type` a publish may carry.
-const MAX_CONTENT_TYPE_LEN: usize = 255;
-
 fn to_request(message: ClientMessage, max_topic_len: usize) -> Result<ClientRequest, RequestError> {
     let id = message.id;
     let required = |value: String, what: &str, op: &str| {
@@ -168,36 +165,15 @@ fn to_request(message: ClientMessage, max_topic_len: usize) -> Result<ClientRequ
     }
 }
 
-/// The payload and content type to publish: JSON (an empty content type, or
-/// `application/json`) must be one JSON value and travels as JSON; anything
-/// else keeps its content type.
+/// The payload and content type to publish (see
+/// [`publication_payload`]), or the request's error.
 fn payload(
     id: Option<u64>,
     data: Bytes,
     content_type: String,
 ) -> Result<(Bytes, Option<Arc<str>>), RequestError> {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if essence.is_empty() || essence.eq_ignore_ascii_case("application/json") {
-        let json = json_payload(&data).ok_or_else(|| {
-            RequestError::new(
-                id,
-                ErrorCode::BadRequest,
-                "'publish' data is not one JSON value; set content_type for other payloads",
-            )
-        })?;
-        return Ok((json, None));
-    }
-    let printable = content_type.bytes().all(|b| (b' '..=b'~').contains(&b));
-    if content_type.len() > MAX_CONTENT_TYPE_LEN || !printable {
-        return Err(RequestError::new(
-            id,
-            ErrorCode::BadRequest,
-            format!(
-                "content_type must be a media type: printable ASCII, at most {MAX_CONTENT_TYPE_LEN} bytes"
-            ),
-        ));
-    }
-    Ok((data, Some(Arc::from(content_type))))
+    publication_payload(data, &content_type)
+        .map_err(|error| RequestError::new(id, ErrorCode::BadRequest, error.to_string()))
 }
 
 /// One server message, length-delimited.

@@ -349,6 +349,12 @@ async fn bad_requests_get_their_documented_errors() {
         code(api.publish(publish("live.a", "not json")).await),
         Code::InvalidArgument
     );
+    // A content type becomes a STOMP header: no line breaks in it.
+    let injected = pb::PublishRequest {
+        content_type: "text/plain\r\nx-injected: 1".into(),
+        ..publish("live.a", "1")
+    };
+    assert_eq!(code(api.publish(injected).await), Code::InvalidArgument);
     let too_big = "1".repeat(70_000);
     assert_eq!(
         code(api.publish(publish("live.a", &too_big)).await),
