@@ -76,7 +76,7 @@ impl Api {
         let topic = self.topic(&request.topic)?;
         let (payload, content_type) = self.payload(request.data, &request.content_type)?;
         let position = self
-            .publish_one(topic, payload, content_type, headers(request.headers))
+            .publish_one(topic, payload, content_type, headers(request.headers)?)
             .await?;
         Ok(pb::PublishResponse { position })
     }
@@ -97,7 +97,7 @@ impl Api {
             ));
         }
         let (payload, content_type) = self.payload(request.data, &request.content_type)?;
-        let headers = headers(request.headers);
+        let headers = headers(request.headers)?;
         let publishes = request.topics.iter().map(|name| {
             let topic = self.topic(name);
             let payload = payload.clone();
@@ -471,9 +471,23 @@ fn found(outcome: Outcome, nothing: &str) -> Result<Outcome, ApiError> {
     Err(ApiError::NotFound(message))
 }
 
-/// Headers as a publication carries them.
-fn headers(headers: Vec<pb::Header>) -> Vec<(String, String)> {
-    headers.into_iter().map(|h| (h.name, h.value)).collect()
+/// Headers as a publication carries them. They reach STOMP subscribers as
+/// frame headers (STOMP 1.0 escapes nothing), so a name must be non-empty
+/// and free of `:`, and neither may hold a line break or NUL.
+fn headers(headers: Vec<pb::Header>) -> Result<Vec<(String, String)>, ApiError> {
+    let breaks = |s: &str| s.contains(['\r', '\n', '\0']);
+    headers
+        .into_iter()
+        .map(|h| {
+            if h.name.is_empty() || h.name.contains(':') || breaks(&h.name) || breaks(&h.value) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "header {:?}: a name is non-empty without ':', and neither name nor value holds a line break or NUL",
+                    h.name
+                )));
+            }
+            Ok((h.name, h.value))
+        })
+        .collect()
 }
 
 fn position_pb(position: StreamPosition) -> pb::StreamPosition {

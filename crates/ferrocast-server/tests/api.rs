@@ -355,6 +355,16 @@ async fn bad_requests_get_their_documented_errors() {
         ..publish("live.a", "1")
     };
     assert_eq!(code(api.publish(injected).await), Code::InvalidArgument);
+    for (name, value) in [("x-a", "1\n2"), ("x:b", "1"), ("", "1")] {
+        let injected = pb::PublishRequest {
+            headers: vec![pb::Header {
+                name: name.into(),
+                value: value.into(),
+            }],
+            ..publish("live.a", "1")
+        };
+        assert_eq!(code(api.publish(injected).await), Code::InvalidArgument);
+    }
     let too_big = "1".repeat(70_000);
     assert_eq!(
         code(api.publish(publish("live.a", &too_big)).await),
