@@ -17,7 +17,7 @@ use ferrocast_core::history::resume;
 use ferrocast_core::metrics as names;
 use ferrocast_core::{is_reserved, CloseReason, Publication};
 use ferrocast_edge::Edge;
-use ferrocast_protocol::json::{publication_payload, StreamPosition};
+use ferrocast_protocol::{publication_payload, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::control::{target_of, Control, Outcome};

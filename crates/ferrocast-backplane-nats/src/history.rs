@@ -80,7 +80,7 @@ use tokio::sync::oneshot;
 use ferrocast_core::backplane::{envelope, BackplaneError, HistoryPage, HistoryPolicy};
 use ferrocast_core::history::new_epoch;
 use ferrocast_core::Publication;
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::Topic;
 
 use crate::streams::{self, Names, Streams};

@@ -14,7 +14,7 @@ use async_nats::jetstream::stream::Config;
 use ferrocast_backplane_nats::NatsBackplane;
 use ferrocast_core::backplane::{Backplane, BackplaneError, HistoryPolicy};
 use ferrocast_core::NodeId;
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_testkit::NatsServer;
 
 use common::{publication, Sink};

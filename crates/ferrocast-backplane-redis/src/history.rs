@@ -65,7 +65,7 @@ use redis::{Pipeline, Value};
 use ferrocast_core::backplane::{envelope, BackplaneError, HistoryPage, HistoryPolicy};
 use ferrocast_core::history::new_epoch;
 use ferrocast_core::Publication;
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 
 use crate::connection::ConnectionError;
 

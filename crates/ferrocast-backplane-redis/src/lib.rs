@@ -87,7 +87,7 @@ use ferrocast_core::backplane::{
     Backplane, BackplaneError, HistoryPage, HistoryPolicy, PresenceEntry, PublicationSink,
 };
 use ferrocast_core::{NodeId, Publication};
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
 mod backoff;

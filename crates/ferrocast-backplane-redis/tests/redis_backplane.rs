@@ -21,7 +21,7 @@ use ferrocast_core::backplane::{
     conformance, Backplane, BackplaneError, HistoryPolicy, PublicationSink,
 };
 use ferrocast_core::{NodeId, Publication};
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 use ferrocast_testkit::{RedisServer, TcpProxy};
 

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
 use crate::driver::{Command, Driver};

@@ -56,5 +56,5 @@ pub use client::{Client, ClientBuilder, Events, Subscription};
 pub use error::Error;
 pub use message::{Event, Gap, Item, Message};
 
-pub use ferrocast_protocol::json::StreamPosition;
+pub use ferrocast_protocol::StreamPosition;
 pub use ferrocast_protocol::{Topic, TopicError, TopicFilter};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::Topic;
 
 /// A publication received on a subscription.

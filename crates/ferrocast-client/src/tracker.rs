@@ -8,7 +8,7 @@
 //! passed is a duplicate (a replay overlapping what arrived live), and one
 //! further on is a jump that the application must hear about.
 
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 
 /// The position of one subscription to one topic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

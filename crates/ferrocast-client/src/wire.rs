@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 
 /// Requests written into one frame, at most this many bytes (a single larger
 /// request goes alone), so that a batch stays well under a node's

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 
 use crate::backplane::{HistoryPage, HistoryPolicy};
 use crate::publication::Publication;

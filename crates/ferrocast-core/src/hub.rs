@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use ferrocast_protocol::json::{StreamPosition, PRESENCE_CONTENT_TYPE};
+use ferrocast_protocol::{StreamPosition, PRESENCE_CONTENT_TYPE};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::backplane::{BackplaneError, HistoryPage, PresenceEntry, SharedBackplane};

@@ -19,10 +19,9 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use ferrocast_protocol::json::{
-    encode_presence_event, PresenceEntry, PresenceEvent, PRESENCE_CONTENT_TYPE,
-};
+use ferrocast_protocol::presence::encode_presence_event;
 use ferrocast_protocol::Topic;
+use ferrocast_protocol::{PresenceEntry, PresenceEvent, PRESENCE_CONTENT_TYPE};
 
 use crate::backplane::SharedBackplane;
 use crate::metrics as names;

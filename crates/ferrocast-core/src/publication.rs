@@ -2,8 +2,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ferrocast_protocol::json::{encode_message, StreamPosition, PRESENCE_CONTENT_TYPE};
+use ferrocast_protocol::json::encode_message;
 use ferrocast_protocol::{proto_frames, Topic};
+use ferrocast_protocol::{StreamPosition, PRESENCE_CONTENT_TYPE};
 
 /// The name of a node in a cluster (unique per running process).
 pub type NodeId = Arc<str>;

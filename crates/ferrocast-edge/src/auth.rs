@@ -388,8 +388,8 @@ pub(crate) enum Denied {
 
 impl Denied {
     /// The protocol error for request `id`, counted as refused.
-    pub(crate) fn into_error(self, id: Option<u64>) -> ferrocast_protocol::json::RequestError {
-        use ferrocast_protocol::json::{ErrorCode, RequestError};
+    pub(crate) fn into_error(self, id: Option<u64>) -> ferrocast_protocol::RequestError {
+        use ferrocast_protocol::{ErrorCode, RequestError};
         let (code, message) = match self {
             Self::Unauthorized(m) => (ErrorCode::Unauthorized, m),
             Self::Forbidden(m) => (ErrorCode::Forbidden, m),
@@ -400,7 +400,7 @@ impl Denied {
     /// The HTTP refusal (401 or 403), counted as refused.
     fn into_refusal(self) -> crate::refusal::Refusal {
         use axum::http::StatusCode;
-        use ferrocast_protocol::json::ErrorCode;
+        use ferrocast_protocol::ErrorCode;
         let (status, code, message) = match self {
             Self::Unauthorized(m) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden, m),

@@ -18,8 +18,9 @@ use metrics::counter;
 use serde_json::value::RawValue;
 
 use ferrocast_core::metrics as names;
-use ferrocast_protocol::json::{encode_error, encode_ok, ErrorCode, OkReply, RequestError};
+use ferrocast_protocol::json::{encode_error, encode_ok};
 use ferrocast_protocol::Topic;
+use ferrocast_protocol::{ErrorCode, OkReply, RequestError};
 
 use crate::edge::Edge;
 use crate::rate::{ClientAddr, Limited};

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use metrics::counter;
 
 use ferrocast_core::metrics as names;
-use ferrocast_protocol::json::ErrorCode;
+use ferrocast_protocol::ErrorCode;
 use ferrocast_protocol::TopicError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,7 +43,7 @@ use ferrocast_core::metrics as names;
 use ferrocast_core::{
     unix_micros, CloseReason, ConnId, Outbound, OutboundQueue, SubscribeError, Taken,
 };
-use ferrocast_protocol::json::{ErrorCode, StreamPosition};
+use ferrocast_protocol::{ErrorCode, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::edge::{Edge, CLOSE_GRACE};

@@ -7,8 +7,6 @@
 //! `docs/protocol.md` is the reference.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -16,142 +14,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::topic::{Topic, TopicError, TopicFilter};
-
-/// The error codes of `{"op":"error"}` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// The request is malformed: not JSON, an unknown op, a missing field, a bad topic.
-    BadRequest,
-    /// No or invalid credentials.
-    Unauthorized,
-    /// Valid credentials that do not allow this request.
-    Forbidden,
-    /// The frame or a field is larger than the node allows.
-    TooLarge,
-    /// The client sends faster than its rate limit.
-    RateLimited,
-    /// A per-connection or per-node limit (subscriptions, ...) is reached.
-    LimitExceeded,
-    /// The node cannot serve the request now (backplane down, draining); retry.
-    Unavailable,
-    /// A bug or unexpected failure in the node.
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BadRequest => "bad_request",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::TooLarge => "too_large",
-            Self::RateLimited => "rate_limited",
-            Self::LimitExceeded => "limit_exceeded",
-            Self::Unavailable => "unavailable",
-            Self::Internal => "internal",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for ErrorCode {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// A position in a topic's history: the epoch names one incarnation of the
-/// history, the offset counts publications within it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamPosition {
-    pub epoch: String,
-    pub offset: u64,
-}
-
-/// A decoded client request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientRequest {
-    Subscribe {
-        id: Option<u64>,
-        filter: TopicFilter,
-        since: Option<StreamPosition>,
-    },
-    Unsubscribe {
-        id: Option<u64>,
-        filter: TopicFilter,
-    },
-    Publish {
-        id: Option<u64>,
-        topic: Topic,
-        /// The payload: compact JSON text (no raw newline) when `content_type`
-        /// is `None`, sharing the frame's buffer when it could be used as is.
-        data: Bytes,
-        /// The media type of a payload that is not JSON (the protobuf
-        /// protocol publishes any bytes); always `None` from JSON clients.
-        content_type: Option<Arc<str>>,
-    },
-    Ping {
-        id: Option<u64>,
-    },
-    /// Authenticates the connection with a token (the first request of a
-    /// connection that brought none at the upgrade).
-    Auth {
-        id: Option<u64>,
-        token: String,
-    },
-    /// Asks who is subscribed to one topic of a namespace with presence.
-    Presence {
-        id: Option<u64>,
-        topic: Topic,
-    },
-}
-
-impl ClientRequest {
-    pub fn id(&self) -> Option<u64> {
-        match self {
-            Self::Subscribe { id, .. }
-            | Self::Unsubscribe { id, .. }
-            | Self::Publish { id, .. }
-            | Self::Ping { id }
-            | Self::Auth { id, .. }
-            | Self::Presence { id, .. } => *id,
-        }
-    }
-}
-
-/// A request that cannot be served, with what to tell the client.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct RequestError {
-    pub id: Option<u64>,
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl RequestError {
-    pub fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            id,
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// `too_large` for a topic over the length limit, else `bad_request`.
-    pub(crate) fn bad_topic(id: Option<u64>, err: &TopicError) -> Self {
-        let code = match err {
-            TopicError::TooLong { .. } => ErrorCode::TooLarge,
-            _ => ErrorCode::BadRequest,
-        };
-        Self::new(id, code, format!("invalid topic: {err}"))
-    }
-}
+use crate::payload::compact_data;
+use crate::position::StreamPosition;
+use crate::presence::PresenceEntry;
+use crate::request::{ClientRequest, ErrorCode, OkReply, RequestError};
+use crate::topic::{Topic, TopicFilter};
 
 #[derive(Deserialize)]
 struct WireRequest<'a> {
@@ -266,65 +133,6 @@ fn to_request(
     }
 }
 
-/// `body` as the payload of a JSON publication, if it is one JSON value:
-/// the same bytes, with raw newlines and carriage returns (in valid JSON only
-/// insignificant whitespace) replaced by spaces, so that JSON server frames
-/// stay splittable on `\n`. For payloads that other protocols declare JSON.
-pub fn json_payload(body: &Bytes) -> Option<Bytes> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
-    Some(compact_data(body, body))
-}
-
-/// Longest content type a publication may declare.
-pub const MAX_CONTENT_TYPE_LEN: usize = 255;
-
-/// Why [`publication_payload`] refused a payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PayloadError {
-    #[error("data is not one JSON value; set content_type for other payloads")]
-    NotJson,
-    #[error(
-        "content_type must be a media type: printable ASCII, at most {MAX_CONTENT_TYPE_LEN} bytes"
-    )]
-    BadContentType,
-}
-
-/// The payload and content type to publish for `data` declared as
-/// `content_type` (protobuf clients, the server API): JSON (an empty content
-/// type, or `application/json`) must be one JSON value and travels as JSON
-/// (content type `None`); anything else keeps its content type, which must
-/// be printable ASCII (it becomes a STOMP header).
-pub fn publication_payload(
-    data: Bytes,
-    content_type: &str,
-) -> Result<(Bytes, Option<Arc<str>>), PayloadError> {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if essence.is_empty() || essence.eq_ignore_ascii_case("application/json") {
-        let json = json_payload(&data).ok_or(PayloadError::NotJson)?;
-        return Ok((json, None));
-    }
-    let printable = content_type.bytes().all(|b| (b' '..=b'~').contains(&b));
-    if content_type.len() > MAX_CONTENT_TYPE_LEN || !printable {
-        return Err(PayloadError::BadContentType);
-    }
-    Ok((data, Some(Arc::from(content_type))))
-}
-
-/// Shares the frame's bytes for `raw` unless it holds a newline or carriage
-/// return. In valid JSON those can only be insignificant whitespace, so they
-/// are replaced by spaces to keep server frames splittable on `\n`.
-fn compact_data(frame: &Bytes, raw: &[u8]) -> Bytes {
-    if raw.iter().any(|&b| b == b'\n' || b == b'\r') {
-        let cleaned: Vec<u8> = raw
-            .iter()
-            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
-            .collect();
-        Bytes::from(cleaned)
-    } else {
-        frame.slice_ref(raw)
-    }
-}
-
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -334,15 +142,6 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-/// Fields of an `{"op":"ok"}` reply; which are set depends on the request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OkReply {
-    pub id: Option<u64>,
-    pub epoch: Option<String>,
-    pub offset: Option<u64>,
-    pub recovered: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -417,80 +216,6 @@ pub fn encode_pong(id: Option<u64>) -> Bytes {
     WireReply::op("pong", id).encode()
 }
 
-/// The content type of a presence event: a publication that a node makes
-/// on a topic of a namespace with presence when a client joins or leaves it.
-/// Its payload is the whole `{"op":"join"|"leave",…}` object
-/// ([`encode_presence_event`]), which JSON clients get as it is.
-pub const PRESENCE_CONTENT_TYPE: &str = "application/vnd.ferrocast.presence+json";
-
-/// One subscriber of a topic in a namespace with presence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PresenceEntry {
-    /// The subscribing connection, unique in the cluster (`<node>-<conn>`).
-    pub client: String,
-    /// The connection's user; absent for an anonymous connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// The node that serves the connection.
-    pub node: String,
-    /// When the client subscribed, in milliseconds since the Unix epoch.
-    pub joined_at: u64,
-}
-
-/// What happened to a topic's presence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PresenceEvent {
-    Join,
-    Leave,
-}
-
-impl PresenceEvent {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Join => "join",
-            Self::Leave => "leave",
-        }
-    }
-}
-
-/// `{"op":"join"|"leave","topic":…,"client":…,"user":…,"node":…,"joined_at":…}`
-/// (no `user` for an anonymous client).
-pub fn encode_presence_event(event: PresenceEvent, topic: &Topic, entry: &PresenceEntry) -> Bytes {
-    #[derive(Serialize)]
-    struct Wire<'a> {
-        op: &'static str,
-        topic: &'a str,
-        #[serde(flatten)]
-        entry: &'a PresenceEntry,
-    }
-    let wire = Wire {
-        op: event.as_str(),
-        topic: topic.as_str(),
-        entry,
-    };
-    // Serializing strings and integers cannot fail.
-    Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
-}
-
-/// The event, topic and entry of a presence event's payload, as
-/// [`encode_presence_event`] wrote it; `None` for anything else.
-pub fn decode_presence_event(payload: &[u8]) -> Option<(PresenceEvent, String, PresenceEntry)> {
-    #[derive(Deserialize)]
-    struct Wire {
-        op: String,
-        topic: String,
-        #[serde(flatten)]
-        entry: PresenceEntry,
-    }
-    let wire: Wire = serde_json::from_slice(payload).ok()?;
-    let event = match wire.op.as_str() {
-        "join" => PresenceEvent::Join,
-        "leave" => PresenceEvent::Leave,
-        _ => return None,
-    };
-    Some((event, wire.topic, wire.entry))
-}
-
 /// `{"op":"ok","id":…,"presence":[{"client":…,"user":…,"node":…,"joined_at":…},…]}`
 pub fn encode_presence(id: Option<u64>, entries: &[PresenceEntry]) -> Bytes {
     #[derive(Serialize)]
@@ -556,6 +281,8 @@ pub fn encode_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::{json_payload, publication_payload, PayloadError};
+    use crate::presence::{decode_presence_event, encode_presence_event, PresenceEvent};
     use crate::topic::MAX_TOPIC_LEN;
     use proptest::prelude::*;
     use serde_json::{json, Value};

@@ -2,8 +2,12 @@
 //!
 //! - [`topic`]: topic names ([`Topic`]) and subscription filters with NATS-style
 //!   wildcards ([`TopicFilter`]), validated against the grammar in `docs/protocol.md`.
-//! - [`json`]: the native `ferrocast.v1.json` protocol: decoding client frames and
-//!   encoding server frames.
+//! - [`request`]: the native protocol's model, whatever its encoding: client
+//!   requests, replies and error codes. [`position`]: positions in a topic's
+//!   history. [`presence`]: presence entries and events. [`payload`]: how a
+//!   payload declared JSON becomes a JSON publication's payload.
+//! - [`json`]: the JSON codec of the native protocol (`ferrocast.v1.json`):
+//!   decoding client frames and encoding server frames.
 //! - [`proto_frames`]: the native `ferrocast.v1.proto` protocol: the same
 //!   requests and replies as protobuf messages (`proto/ferrocast/v1/client.proto`),
 //!   with binary payloads.
@@ -14,10 +18,18 @@
 
 pub mod envelope;
 pub mod json;
+pub mod payload;
+pub mod position;
+pub mod presence;
 pub mod proto_frames;
+pub mod request;
 pub mod stomp;
 pub mod topic;
 
+pub use payload::{json_payload, publication_payload, PayloadError, MAX_CONTENT_TYPE_LEN};
+pub use position::StreamPosition;
+pub use presence::{PresenceEntry, PresenceEvent, PRESENCE_CONTENT_TYPE};
+pub use request::{ClientRequest, ErrorCode, OkReply, RequestError};
 pub use topic::{Topic, TopicError, TopicFilter, MAX_TOPIC_LEN};
 
 /// The WebSocket subprotocol of the native JSON protocol ([`json`]).

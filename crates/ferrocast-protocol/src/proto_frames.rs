@@ -16,11 +16,12 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use prost::Message as _;
 
-use crate::json::{
-    decode_presence_event, publication_payload, ClientRequest, ErrorCode, OkReply, PresenceEntry,
-    PresenceEvent, RequestError, StreamPosition,
-};
+use crate::presence::decode_presence_event;
 use crate::topic::{Topic, TopicFilter};
+use crate::{
+    publication_payload, ClientRequest, ErrorCode, OkReply, PresenceEntry, PresenceEvent,
+    RequestError, StreamPosition,
+};
 
 /// The messages of `proto/ferrocast/v1/client.proto`, generated with prost;
 /// the `.proto` file documents them.
@@ -292,8 +293,8 @@ pub fn encode_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::PresenceEvent;
     use crate::topic::MAX_TOPIC_LEN;
+    use crate::PresenceEvent;
     use pb::client_message::{self as client, subscribe::Since};
     use proptest::prelude::*;
 
@@ -736,7 +737,7 @@ mod tests {
             (PresenceEvent::Join, "join"),
             (PresenceEvent::Leave, "leave"),
         ] {
-            let payload = crate::json::encode_presence_event(event, &topic, &alice);
+            let payload = crate::presence::encode_presence_event(event, &topic, &alice);
             let frame = encode_presence_payload(&payload).unwrap();
             let [message] = &server_messages(&frame)[..] else {
                 panic!()

@@ -13,10 +13,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
-use ferrocast_protocol::json::PRESENCE_CONTENT_TYPE;
+use ferrocast_protocol::PRESENCE_CONTENT_TYPE;
 
 use super::{Backplane, HistoryPage, HistoryPolicy, PresenceEntry, PublicationSink};
 use crate::publication::{unix_micros, NodeId, Publication};
@@ -231,7 +231,7 @@ async fn routes_only_to_interested_nodes(nodes: &[Node], run_id: &str) {
     let mut sent = publication(&name, r#"{"n":1,"s":"a:b@c=d"}"#, &nodes[0]);
     sent.content_type = Some(Arc::from("application/octet-stream"));
     sent.headers = vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())];
-    sent.position = Some(ferrocast_protocol::json::StreamPosition {
+    sent.position = Some(ferrocast_protocol::StreamPosition {
         epoch: "ep".into(),
         offset: 7,
     });

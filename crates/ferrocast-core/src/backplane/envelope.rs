@@ -6,7 +6,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use ferrocast_protocol::envelope::{Envelope, Header, Position, ENVELOPE_VERSION};
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicError, MAX_TOPIC_LEN};
 
 use crate::publication::Publication;

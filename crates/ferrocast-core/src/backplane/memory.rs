@@ -11,7 +11,7 @@ use futures::future::{self, BoxFuture, FutureExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use super::{

@@ -68,7 +68,7 @@
 //!   They follow every guarantee of publications above (interest-based, at
 //!   most once, in order per node); the backplane gives them nothing special.
 //!
-//! [`PRESENCE_CONTENT_TYPE`]: ferrocast_protocol::json::PRESENCE_CONTENT_TYPE
+//! [`PRESENCE_CONTENT_TYPE`]: ferrocast_protocol::PRESENCE_CONTENT_TYPE
 
 use std::fmt;
 use std::sync::Arc;
@@ -76,8 +76,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use ferrocast_protocol::json::PresenceEntry;
-use ferrocast_protocol::json::StreamPosition;
+pub use ferrocast_protocol::PresenceEntry;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::publication::Publication;

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use ferrocast_core::{Delivery, Outbound};
 use ferrocast_protocol::json::{
     decode_requests, encode_error, encode_ok, encode_pong, encode_presence, encode_unsubscribed,
-    ErrorCode, OkReply, PresenceEntry, RequestError,
 };
 use ferrocast_protocol::TopicFilter;
+use ferrocast_protocol::{ErrorCode, OkReply, PresenceEntry, RequestError};
 
 use super::native::{self, Completion, Replies};
 use super::{text_or_binary, End, Link, Protocol};

@@ -41,7 +41,7 @@ use ferrocast_core::metrics as names;
 use ferrocast_core::{
     unix_micros, CloseReason, ConnId, Outbound, OutboundQueue, SubscribeError, Taken,
 };
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use resume::{Gates, Resync};

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use ferrocast_core::metrics as names;
 use ferrocast_core::{CloseReason, Delivery, Outbound};
-use ferrocast_protocol::json::{ClientRequest, ErrorCode, OkReply, PresenceEntry, RequestError};
+use ferrocast_protocol::{ClientRequest, ErrorCode, OkReply, PresenceEntry, RequestError};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use super::{count_error, Link, Opening};

@@ -8,11 +8,11 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 
 use ferrocast_core::{Delivery, Outbound};
-use ferrocast_protocol::json::{ErrorCode, OkReply, PresenceEntry, RequestError};
 use ferrocast_protocol::proto_frames::{
     decode_requests, encode_error, encode_ok, encode_pong, encode_presence, encode_unsubscribed,
 };
 use ferrocast_protocol::TopicFilter;
+use ferrocast_protocol::{ErrorCode, OkReply, PresenceEntry, RequestError};
 
 use super::native::{self, Completion, Replies};
 use super::{count_error, End, Link, Protocol};

@@ -29,7 +29,7 @@ use metrics::counter;
 use ferrocast_core::backplane::HistoryPage;
 use ferrocast_core::metrics as names;
 use ferrocast_core::{Delivery, Outbound, Publication};
-use ferrocast_protocol::json::StreamPosition;
+use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter};
 
 /// Where a subscription to a topic with history starts, once its history

@@ -24,12 +24,12 @@ use metrics::counter;
 
 use ferrocast_core::metrics as names;
 use ferrocast_core::{CloseReason, Delivery, Outbound, Publication, WireFormat};
-use ferrocast_protocol::json::{json_payload, StreamPosition};
 use ferrocast_protocol::stomp::{
     encode, encode_body, encode_command, encode_header, negotiate_heartbeat, negotiate_version,
     supported_versions, Command, Decoded, Decoder, Frame, HeartBeat, Limits, StompError, Version,
     HEART_BEAT,
 };
+use ferrocast_protocol::{json_payload, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use super::{count_error, text_or_binary, End, Heartbeat, Link, Opening, Protocol};

@@ -3,7 +3,7 @@
 //! a tighter topic limit only turns requests into `too_large` errors.
 
 use bytes::Bytes;
-use ferrocast_protocol::json::{ClientRequest, ErrorCode, RequestError};
+use ferrocast_protocol::{ClientRequest, ErrorCode, RequestError};
 use ferrocast_protocol::MAX_TOPIC_LEN;
 
 /// A limit that real topics exceed, so that `too_large` is reached.

@@ -10,9 +10,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use ferrocast_protocol::json::{
-    decode_requests, encode_error, encode_message, encode_pong, ClientRequest, RequestError,
-};
+use ferrocast_protocol::json::{decode_requests, encode_error, encode_message, encode_pong};
+use ferrocast_protocol::{ClientRequest, RequestError};
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::Value;

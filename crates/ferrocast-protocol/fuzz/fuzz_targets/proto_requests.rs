@@ -11,7 +11,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use ferrocast_protocol::json::{ClientRequest, RequestError};
+use ferrocast_protocol::{ClientRequest, RequestError};
 use ferrocast_protocol::proto_frames::pb::server_message::Kind;
 use ferrocast_protocol::proto_frames::pb::ServerMessage;
 use ferrocast_protocol::proto_frames::{
