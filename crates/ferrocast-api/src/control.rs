@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryFutureExt};
 use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -249,8 +249,10 @@ impl Control {
                 Feed::open(
                     &self.inner.edge,
                     TopicFilter::from((*topic).clone()),
+                    None,
                     FEED_BYTES,
                 )
+                .map_ok(|(feed, _)| feed)
             }));
             let opened = tokio::select! {
                 opened = open => opened,

@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::Stream;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
 
-use ferrocast_core::{
-    CloseReason, ConnId, Hub, Outbound, OutboundQueue, Publication, SubscribeError, Taken,
-};
-use ferrocast_edge::Edge;
-use ferrocast_protocol::TopicFilter;
+use ferrocast_core::{CloseReason, Outbound, OutboundQueue, Publication, SubscribeError, Taken};
+use ferrocast_edge::subscriptions::{Opened, Resynced};
+use ferrocast_edge::{Edge, Subscriptions};
+use ferrocast_protocol::{StreamPosition, TopicFilter};
 
 /// Most items moved out of the queue at once.
 const BATCH: usize = 256;
@@ -20,16 +21,17 @@ const BATCH: usize = 256;
 /// The publications of one filter on this node (and, through the backplane,
 /// the cluster), as a stream. Unsubscribes when dropped.
 ///
+/// It subscribes through the edge's [`Subscriptions`], as client sessions
+/// do: for one topic of a namespace with history, publications come in
+/// offset order, each once, without a hole (two nodes' publications that
+/// overtake each other are put back in order, a gap is filled from history).
 /// Like a client connection it has a bounded queue: a consumer that falls
 /// more than the bound behind ends the stream with
 /// [`CloseReason::SlowConsumer`].
-#[derive(Debug)]
 pub(crate) struct Feed {
-    hub: Hub,
-    filter: TopicFilter,
-    /// The feed's id in the subscription registry, unique on the node.
-    conn: ConnId,
-    queue: Arc<OutboundQueue>,
+    subscriptions: Subscriptions,
+    /// History reads that fill gaps, running while the stream is polled.
+    resyncs: FuturesUnordered<BoxFuture<'static, Resynced>>,
     /// Items taken from the queue, not yet yielded.
     taken: Vec<Outbound>,
     ready: VecDeque<Publication>,
@@ -37,29 +39,40 @@ pub(crate) struct Feed {
     closed: Option<CloseReason>,
 }
 
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("subscriptions", &self.subscriptions)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Feed {
     /// Subscribes to `filter` with a queue bounded to `queue_bytes`; returns
-    /// once the backplane routes the filter to this node.
+    /// once the backplane routes the filter to this node. With `since` (one
+    /// topic of a namespace with history), the stream starts with what was
+    /// published after it, and the [`Opened`] says whether it reached back.
     pub(crate) async fn open(
         edge: &Edge,
         filter: TopicFilter,
+        since: Option<StreamPosition>,
         queue_bytes: usize,
-    ) -> Result<Self, SubscribeError> {
-        let hub = edge.hub().clone();
-        let conn = edge.internal_conn_id();
+    ) -> Result<(Self, Option<Opened>), SubscribeError> {
         let queue = Arc::new(OutboundQueue::new(queue_bytes));
-        let feed = Self {
-            hub: hub.clone(),
-            filter: filter.clone(),
-            conn,
-            queue: queue.clone(),
+        let subscriptions =
+            Subscriptions::new(edge.hub().clone(), edge.internal_conn_id(), queue, false);
+        let mut feed = Self {
+            subscriptions,
+            resyncs: FuturesUnordered::new(),
             taken: Vec::new(),
             ready: VecDeque::new(),
             closed: None,
         };
         // On error `feed` is dropped, which unsubscribes.
-        hub.subscribe(&filter, conn, queue).await?;
-        Ok(feed)
+        let opening = feed.subscriptions.subscribe(&filter, since, None).await?;
+        let opened = opening.map(|opening| feed.subscriptions.open(&filter, opening, |_| None));
+        Ok((feed, opened))
     }
 
     /// Why the stream ended, once it has.
@@ -80,8 +93,20 @@ impl Stream for Feed {
             if this.closed.is_some() {
                 return Poll::Ready(None);
             }
-            match this.queue.poll_take(cx, &mut this.taken, BATCH) {
+            if !this.resyncs.is_empty() {
+                if let Poll::Ready(Some(read)) = this.resyncs.poll_next_unpin(cx) {
+                    this.subscriptions.resynced(read);
+                    continue;
+                }
+            }
+            match this
+                .subscriptions
+                .queue()
+                .poll_take(cx, &mut this.taken, BATCH)
+            {
                 Poll::Ready(Taken::Items) => {
+                    this.subscriptions.admit(&mut this.taken);
+                    this.resyncs.extend(this.subscriptions.take_resyncs());
                     this.ready
                         .extend(this.taken.drain(..).filter_map(|item| match item {
                             Outbound::Delivery(delivery, _) => Some(delivery.publication.clone()),
@@ -97,6 +122,6 @@ impl Stream for Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.hub.unsubscribe(&self.filter, self.conn);
+        self.subscriptions.release();
     }
 }

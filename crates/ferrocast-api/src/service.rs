@@ -296,38 +296,27 @@ impl Api {
     /// consumer falls too far behind.
     pub async fn subscribe(&self, request: pb::SubscribeRequest) -> Result<Subscribed, ApiError> {
         let filter = self.filter(&request.topic)?;
-        let hub = self.edge.hub().clone();
         let since = request.since.map(position_of);
-        let topic = match (&since, filter.as_topic()) {
-            (None, _) => None,
-            (Some(_), Some(topic)) if hub.namespace(topic.namespace()).history.is_some() => {
-                Some(topic)
-            }
-            (Some(_), _) => {
-                return Err(ApiError::FailedPrecondition(
-                    "since needs a single topic in a namespace with history".into(),
-                ))
-            }
-        };
+        let kept = filter.as_topic().is_some_and(|topic| {
+            self.edge
+                .hub()
+                .namespace(topic.namespace())
+                .history
+                .is_some()
+        });
+        if since.is_some() && !kept {
+            return Err(ApiError::FailedPrecondition(
+                "since needs a single topic in a namespace with history".into(),
+            ));
+        }
         let queue_bytes = self.edge.settings().outbound_queue_bytes;
-        let feed = Feed::open(&self.edge, filter, queue_bytes)
+        // Subscribed before the history is read: nothing published meanwhile
+        // is lost, and the feed's gate puts replay and live in offset order.
+        let (feed, opened) = Feed::open(&self.edge, filter, since, queue_bytes)
             .await
             .map_err(|error| ApiError::Unavailable(format!("cannot subscribe: {error}")))?;
-        // Subscribed before reading: what is published meanwhile is in the
-        // feed; the stream continues after the page's top, where the replay
-        // (when the history reached back to `since`) ends.
-        let (recovered, replay, after) = match (since, topic) {
-            (Some(since), Some(topic)) => {
-                let page = hub.history(&topic, since.offset).await.map_err(|error| {
-                    ApiError::Unavailable(format!("cannot read the history: {error}"))
-                })?;
-                let top = page.top_position();
-                let (recovered, replay) = resume(&since, page);
-                (Some(recovered), replay, Some((top.epoch, top.offset)))
-            }
-            _ => (None, Vec::new(), None),
-        };
-        let live = feed_stream(feed, after);
+        let recovered = opened.and_then(|opened| opened.recovered);
+        let live = feed_stream(feed);
         let draining = self.edge.draining().clone();
         let ended = stream::once(async move {
             draining.cancelled().await;
@@ -335,12 +324,9 @@ impl Api {
                 "the node is draining; subscribe again elsewhere".into(),
             ))
         });
-        let publications = stream::iter(replay.into_iter().map(|p| Ok(publication_pb(p))))
-            .chain(live)
-            .boxed();
         Ok(Subscribed {
             recovered,
-            publications: stream::select(publications, ended)
+            publications: stream::select(live, ended)
                 .take_while(ended_before_error())
                 .boxed(),
         })
@@ -397,38 +383,23 @@ fn ended_before_error(
     }
 }
 
-/// The live part of a Subscribe: the feed's publications (skipping those a
-/// replay up to `after` = (epoch, offset) already gave), then the reason
-/// the feed ended.
-fn feed_stream(
-    feed: Feed,
-    after: Option<(String, u64)>,
-) -> BoxStream<'static, Result<pb::Publication, ApiError>> {
-    stream::unfold(Some(feed), move |feed| {
-        let after = after.clone();
-        async move {
-            let mut feed = feed?;
-            loop {
-                match feed.next().await {
-                    Some(publication) => {
-                        let replayed = match (&after, &publication.position) {
-                            (Some((epoch, last)), Some(p)) => p.epoch == *epoch && p.offset <= *last,
-                            _ => false,
-                        };
-                        if !replayed {
-                            return Some((Ok(publication_pb(publication)), Some(feed)));
-                        }
-                    }
-                    None => {
-                        let error = match feed.closed() {
-                            Some(CloseReason::SlowConsumer) => ApiError::Unavailable(
-                                "the stream fell too far behind (slow consumer); subscribe again, with since to resume".into(),
-                            ),
-                            _ => ApiError::Unavailable("the subscription ended; subscribe again".into()),
-                        };
-                        return Some((Err(error), None));
-                    }
-                }
+/// A Subscribe's publications: the feed's, then the reason the feed ended.
+fn feed_stream(feed: Feed) -> BoxStream<'static, Result<pb::Publication, ApiError>> {
+    stream::unfold(Some(feed), |feed| async move {
+        let mut feed = feed?;
+        match feed.next().await {
+            Some(publication) => Some((Ok(publication_pb(publication)), Some(feed))),
+            None => {
+                let error = match feed.closed() {
+                    Some(CloseReason::SlowConsumer) => ApiError::Unavailable(
+                        "the stream fell too far behind (slow consumer); subscribe again, with since to resume".into(),
+                    ),
+                    Some(CloseReason::HistoryUnavailable) => ApiError::Unavailable(
+                        "the history needed to fill a gap cannot be read; subscribe again, with since to resume".into(),
+                    ),
+                    _ => ApiError::Unavailable("the subscription ended; subscribe again".into()),
+                };
+                Some((Err(error), None))
             }
         }
     })

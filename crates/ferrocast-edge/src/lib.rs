@@ -27,6 +27,7 @@ mod serve;
 mod session;
 mod settings;
 mod sse;
+pub mod subscriptions;
 pub mod tls;
 mod ws;
 
@@ -35,4 +36,5 @@ pub use auth::{AuthConfig, AuthError, Authenticator, Identity};
 pub use edge::{Edge, Target};
 pub use serve::{serve, ServeSettings};
 pub use settings::{EdgeSettings, Rate};
+pub use subscriptions::Subscriptions;
 pub use ws::public_router;

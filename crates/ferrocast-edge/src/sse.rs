@@ -11,8 +11,8 @@
 //! Every event's id names, for each topic of the stream in the order of the
 //! request, the last position the client got (`<epoch>:<offset>`; empty for
 //! topics without history), so `Last-Event-ID` resumes all of them at once,
-//! on any node: each topic with history opens through the same [`Gates`] as
-//! a WebSocket `subscribe` with `since` (no gap, no duplicate at the seam).
+//! on any node: each topic opens through the same [`Subscriptions`] as a
+//! WebSocket `subscribe` with `since` (no gap, no duplicate at the seam).
 //! Ids are written when the writer takes an event from the queue, so they
 //! never go backwards.
 
@@ -38,11 +38,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use ferrocast_core::backplane::{BackplaneError, HistoryPage};
 use ferrocast_core::metrics as names;
-use ferrocast_core::{
-    unix_micros, CloseReason, ConnId, Outbound, OutboundQueue, SubscribeError, Taken,
-};
+use ferrocast_core::{unix_micros, CloseReason, Outbound, OutboundQueue, SubscribeError, Taken};
 use ferrocast_protocol::{ErrorCode, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
@@ -50,7 +47,7 @@ use crate::edge::{Edge, CLOSE_GRACE};
 use crate::rate::ClientAddr;
 use crate::refusal::Refusal;
 use crate::session::count_error;
-use crate::session::resume::{Gates, Resync, Start};
+use crate::subscriptions::{Opening, Resynced, Subscriptions};
 
 /// The `protocol` label of connection metrics.
 const LABEL: &str = "sse";
@@ -370,20 +367,19 @@ impl End {
 enum Read {
     /// The subscription of slot `.0` is in place; for a topic with history,
     /// its history was read.
-    Opened(usize, Result<Option<HistoryPage>, SubscribeError>),
+    Opened(usize, Result<Option<Opening>, SubscribeError>),
     /// A history read that fills a gap.
-    Resynced(Resync, Result<HistoryPage, BackplaneError>),
+    Resynced(Resynced),
 }
 
 /// The state of one stream's task.
 struct Stream {
     edge: Edge,
-    conn: ConnId,
-    queue: Arc<OutboundQueue>,
+    /// The stream's subscriptions, its id and its queue.
+    subscriptions: Subscriptions,
     slots: Vec<Slot>,
     /// Whether events carry ids: only when a topic of the stream keeps history.
     ids: bool,
-    gates: Gates,
     reads: FuturesUnordered<BoxFuture<'static, Read>>,
     delivered: Counter,
     lag: Histogram,
@@ -415,13 +411,13 @@ async fn serve(
     let connections = gauge!(names::CONNECTIONS, "protocol" => LABEL);
     connections.increment(1.0);
     counter!(names::CONNECTIONS_OPENED, "protocol" => LABEL).increment(1);
+    // SSE streams are not listed in presence.
+    let subscriptions = Subscriptions::new(edge.hub().clone(), conn, queue, false);
     let mut stream = Stream {
         ids: slots.iter().any(|slot| slot.kept.is_some()),
         edge: edge.clone(),
-        conn,
-        queue,
+        subscriptions,
         slots,
-        gates: Gates::default(),
         reads: FuturesUnordered::new(),
         delivered: counter!(names::MESSAGES_DELIVERED),
         lag: histogram!(names::DELIVERY_LAG),
@@ -436,9 +432,7 @@ async fn serve(
     if let Some(farewell) = end.farewell(&edge) {
         let _ = tokio::time::timeout(CLOSE_GRACE, body.send(Bytes::from(farewell))).await;
     }
-    for slot in &stream.slots {
-        edge.hub().unsubscribe(&slot.filter, conn);
-    }
+    stream.subscriptions.release();
     edge.deregister(conn);
     connections.decrement(1.0);
     counter!(names::CONNECTIONS_CLOSED, "reason" => end.label()).increment(1);
@@ -454,28 +448,11 @@ impl Stream {
     /// Subscribes every slot. A topic with history is gated until its
     /// history was read (from the client's position, or just its top).
     fn subscribe(&mut self) {
-        let hub = self.edge.hub();
         for (index, slot) in self.slots.iter().enumerate() {
-            if slot.kept.is_some() {
-                self.gates.open(&slot.filter, true);
-            }
-            let confirmed = hub.subscribe(&slot.filter, self.conn, self.queue.clone());
-            let topic = slot.kept.clone();
-            let after = slot.since.as_ref().map_or(u64::MAX, |s| s.offset);
-            let hub = hub.clone();
-            self.reads.push(
-                async move {
-                    let opened = async {
-                        confirmed.await?;
-                        match topic {
-                            Some(topic) => Ok(Some(hub.history(&topic, after).await?)),
-                            None => Ok(None),
-                        }
-                    };
-                    Read::Opened(index, opened.await)
-                }
-                .boxed(),
-            );
+            let since = slot.since.clone().filter(|_| slot.kept.is_some());
+            let opened = self.subscriptions.subscribe(&slot.filter, since, None);
+            self.reads
+                .push(async move { Read::Opened(index, opened.await) }.boxed());
         }
     }
 
@@ -483,7 +460,7 @@ impl Stream {
     /// reconnect hint; a comment keeps an idle stream open.
     async fn run(&mut self, body: &mpsc::Sender<Bytes>) -> End {
         let keepalive = self.edge.settings().sse_keepalive;
-        let retry = RETRY_MIN.as_millis() as u64 + (self.conn % 21) * 100;
+        let retry = RETRY_MIN.as_millis() as u64 + (self.subscriptions.conn() % 21) * 100;
         let mut staged = Some(Bytes::from(format!("retry: {retry}\n\n")));
         let mut idle = pin!(tokio::time::sleep(keepalive));
         let expires = self.expires;
@@ -507,12 +484,10 @@ impl Stream {
                     }
                     idle.as_mut().reset(Instant::now() + keepalive);
                 }
-                taken = poll_fn(|cx| self.queue.poll_take(cx, &mut batch, MAX_BATCH_ITEMS)),
+                taken = poll_fn(|cx| self.subscriptions.queue().poll_take(cx, &mut batch, MAX_BATCH_ITEMS)),
                     if staged.is_none() => match taken {
                     Taken::Items => {
-                        if !self.gates.is_empty() {
-                            self.gates.admit(&mut batch);
-                        }
+                        self.subscriptions.admit(&mut batch);
                         staged = self.encode(&batch);
                         batch.clear();
                         self.resync();
@@ -567,7 +542,7 @@ impl Stream {
                 Outbound::Ping => continue,
                 Outbound::Unsubscribe(filter) => {
                     // The server API ended this topic's subscription.
-                    self.edge.hub().unsubscribe(filter, self.conn);
+                    self.subscriptions.unsubscribe(filter);
                     out.extend_from_slice(
                         b"event: unsubscribed\ndata: {\"op\":\"unsubscribed\",\"topic\":\"",
                     );
@@ -589,65 +564,56 @@ impl Stream {
         (!out.is_empty()).then(|| out.freeze())
     }
 
-    /// Reads the history for the gaps the writer found.
+    /// Starts the history reads for the gaps the writer found.
     fn resync(&mut self) {
-        for resync in self.gates.take_resyncs() {
-            let read = self.edge.hub().history(&resync.topic, resync.after);
-            self.reads
-                .push(async move { Read::Resynced(resync, read.await) }.boxed());
+        for read in self.subscriptions.take_resyncs() {
+            self.reads.push(read.map(Read::Resynced).boxed());
         }
     }
 
     fn on_read(&mut self, read: Read) -> Option<End> {
         match read {
-            Read::Opened(index, Ok(page)) => self.opened(index, page),
+            Read::Opened(index, Ok(opening)) => self.opened(index, opening),
             Read::Opened(index, Err(error)) => {
                 let filter = self.slots[index].filter.as_str();
                 return Some(End::Unsubscribed(format!(
                     "cannot subscribe to {filter}: {error}; reconnect to resume"
                 )));
             }
-            Read::Resynced(resync, Ok(page)) => {
-                let items = self.gates.resynced(&resync, page.epoch, page.publications);
-                self.queue.push_front(items);
-            }
-            Read::Resynced(_, Err(error)) => {
-                tracing::warn!(conn = self.conn, %error, "cannot read history to fill a gap; closing the stream");
-                self.queue.close(CloseReason::HistoryUnavailable);
-            }
+            Read::Resynced(read) => self.subscriptions.resynced(read),
         }
         None
     }
 
     /// Slot `index` is subscribed: queues its `subscribed` event, then (for
     /// a topic with history) what the client missed; held deliveries follow.
-    fn opened(&mut self, index: usize, page: Option<HistoryPage>) {
+    fn opened(&mut self, index: usize, opening: Option<Opening>) {
         let slot = &mut self.slots[index];
         let since = slot.since.take();
-        let mut subscribed = Subscribed {
-            topic: slot.filter.as_str(),
-            epoch: None,
-            offset: None,
-            // Without history a resume cannot recover.
-            recovered: since.as_ref().map(|_| false),
-        };
-        let (Some(topic), Some(page)) = (&slot.kept, page) else {
-            self.queue
+        let Some(opening) = opening else {
+            let subscribed = Subscribed {
+                topic: slot.filter.as_str(),
+                epoch: None,
+                offset: None,
+                // Without history a resume cannot recover.
+                recovered: since.as_ref().map(|_| false),
+            };
+            self.subscriptions
+                .queue()
                 .push_front(vec![Outbound::Frame(subscribed.event())]);
             return;
         };
-        let start = Start::of(since, page);
-        subscribed.recovered = start.recovered;
-        subscribed.epoch = Some(&start.top.epoch);
-        subscribed.offset = Some(start.top.offset);
-        let mut items = vec![Outbound::Frame(subscribed.event())];
+        let opened = self.subscriptions.open(&slot.filter, opening, |opened| {
+            let subscribed = Subscribed {
+                topic: slot.filter.as_str(),
+                epoch: Some(&opened.top.epoch),
+                offset: Some(opened.top.offset),
+                recovered: opened.recovered,
+            };
+            Some(subscribed.event())
+        });
         // The id of the `subscribed` event, written next, carries the start.
-        slot.at = Some(start.from.clone());
-        items.extend(
-            self.gates
-                .opened(&slot.filter, topic, start.from, start.replay),
-        );
-        self.queue.push_front(items);
+        slot.at = Some(opened.from);
     }
 }
 

@@ -281,7 +281,7 @@ pub fn encode_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::{json_payload, publication_payload, PayloadError};
+    use crate::payload::{json_payload, publication_payload, PayloadError, MAX_CONTENT_TYPE_LEN};
     use crate::presence::{decode_presence_event, encode_presence_event, PresenceEvent};
     use crate::topic::MAX_TOPIC_LEN;
     use proptest::prelude::*;

@@ -10,8 +10,9 @@ use ferrocast_core::{CloseReason, Delivery, Outbound};
 use ferrocast_protocol::{ClientRequest, ErrorCode, OkReply, PresenceEntry, RequestError};
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use super::{count_error, Link, Opening};
+use super::{count_error, Link};
 use crate::rate::RateLimited;
+use crate::subscriptions::Opening;
 
 /// How a native protocol encodes its replies and deliveries.
 pub(crate) trait Replies {

@@ -32,10 +32,11 @@ use ferrocast_protocol::stomp::{
 use ferrocast_protocol::{json_payload, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use super::{count_error, text_or_binary, End, Heartbeat, Link, Opening, Protocol};
+use super::{count_error, text_or_binary, End, Heartbeat, Link, Protocol};
 use crate::auth::{user_topic, USER_NAMESPACE};
 use crate::rate::RateLimited;
 use crate::settings::EdgeSettings;
+use crate::subscriptions::Opening;
 
 /// Headers of SEND that the node interprets rather than passes through.
 const RESERVED_HEADERS: &[&str] = &[

@@ -1,5 +1,6 @@
-//! Gap-free, duplicate-free delivery for subscriptions in namespaces that
-//! keep history (docs/architecture.md, "Recovery").
+//! The gates of [`Subscriptions`](super::Subscriptions): gap-free,
+//! duplicate-free delivery for subscriptions in namespaces that keep history
+//! (docs/architecture.md, "Recovery").
 //!
 //! Every publication of such a namespace carries its position: an epoch and
 //! an offset, contiguous per topic. The writer passes each delivery of a gated
