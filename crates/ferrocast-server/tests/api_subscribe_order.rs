@@ -1,0 +1,176 @@
+//! The server API's Subscribe keeps the promise of docs/api.md — "without gap
+//! or duplicate" — when several nodes publish to one history topic at once:
+//! two nodes publish concurrently through the API, and a Subscribe on a third
+//! node must receive every offset once, in order. Live publications of two
+//! nodes may overtake each other on the backplane; the subscription
+//! component's gate puts them back in order and fills holes from history.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use ferrocast_api::pb;
+use ferrocast_api::pb::ferrocast_api_client::FerrocastApiClient;
+use ferrocast_testkit::{node_binary, wait_readyz, NatsServer, Node, RedisServer};
+
+const KEY: &str = "api-key-of-the-order-tests-0123456789";
+/// Publications per publishing node.
+const PER_NODE: u64 = 3_000;
+/// Publish calls each publishing node has in flight at once.
+const IN_FLIGHT: usize = 16;
+
+#[derive(Clone)]
+struct Key(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Key {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Client = FerrocastApiClient<InterceptedService<Channel, Key>>;
+
+async fn client(node: &Node) -> Client {
+    let channel = Channel::from_shared(format!("http://{}", node.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let key = Key(format!("Bearer {KEY}").parse().unwrap());
+    FerrocastApiClient::with_interceptor(channel, key)
+}
+
+/// A config file in which `chat` keeps enough history for the whole run.
+fn config(backplane: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ferrocast-api-order-{backplane}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        "[namespaces.chat]\nhistory_size = 10000\nhistory_ttl = \"10m\"\n",
+    )
+    .unwrap();
+    config
+}
+
+async fn node(id: &str, url: &str, config: &str) -> Node {
+    let args = [
+        "--node-id",
+        id,
+        "--backplane",
+        url,
+        "--api-key",
+        KEY,
+        "--config",
+        config,
+        "--allow-anonymous",
+    ];
+    let node = Node::spawn(node_binary(), &args);
+    wait_readyz(node.admin, 200).await;
+    node
+}
+
+/// Publishes `PER_NODE` messages on `topic` through `node`'s API, up to
+/// `IN_FLIGHT` at a time.
+async fn publish_all(node: &Node, topic: &'static str, name: &'static str) {
+    let api = client(node).await;
+    futures::stream::iter(0..PER_NODE)
+        .map(|i| {
+            let mut api = api.clone();
+            async move {
+                let request = pb::PublishRequest {
+                    topic: topic.into(),
+                    data: Bytes::from(format!("\"{name}-{i}\"")),
+                    ..Default::default()
+                };
+                api.publish(request).await.unwrap();
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<()>()
+        .await;
+}
+
+async fn contiguous_offsets_across_nodes(url: &str, backplane: &str) {
+    let config = config(backplane);
+    let config = config.to_str().unwrap();
+    let a = node("a", url, config).await;
+    let b = node("b", url, config).await;
+    let c = node("c", url, config).await;
+    let topic = "chat.order";
+
+    let mut stream = client(&c)
+        .await
+        .subscribe(pb::SubscribeRequest {
+            topic: topic.into(),
+            since: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let total = 2 * PER_NODE;
+    let publishers = tokio::spawn(async move {
+        tokio::join!(publish_all(&a, topic, "a"), publish_all(&b, topic, "b"));
+        (a, b)
+    });
+
+    let mut offsets = Vec::with_capacity(total as usize);
+    let mut epochs = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (offsets.len() as u64) < total {
+        let item = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{backplane}: only {} of {total} publications arrived",
+                    offsets.len()
+                )
+            })
+            .expect("the stream ended early")
+            .expect("the stream failed");
+        let position = item.position.expect("a history topic's publication has a position");
+        epochs.insert(position.epoch);
+        offsets.push(position.offset);
+    }
+    let _nodes = publishers.await.unwrap();
+
+    assert_eq!(epochs.len(), 1, "{backplane}: one history, one epoch");
+    let out_of_order = offsets.windows(2).filter(|w| w[1] <= w[0]).count();
+    let expected: Vec<u64> = (1..=total).collect();
+    assert_eq!(
+        out_of_order, 0,
+        "{backplane}: {out_of_order} publications came out of order"
+    );
+    assert_eq!(
+        offsets, expected,
+        "{backplane}: every offset once, in order, without a hole"
+    );
+    // Nothing more: no duplicate after the last one either.
+    let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(extra.is_err(), "{backplane}: a publication came twice: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_subscription_gets_two_nodes_publications_in_order_over_redis() {
+    let redis = RedisServer::start();
+    contiguous_offsets_across_nodes(&redis.url(), "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_subscription_gets_two_nodes_publications_in_order_over_nats() {
+    let nats = NatsServer::start();
+    contiguous_offsets_across_nodes(&nats.url(), "nats").await;
+}
