@@ -1,0 +1,101 @@
+//! Limits, timers and rates of client connections: the edge's settings.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::http::HeaderName;
+
+use ferrocast_edge::{EdgeSettings, Rate};
+use ferrocast_protocol::MAX_TOPIC_LEN;
+
+use super::Config;
+
+impl Config {
+    pub(crate) fn edge_settings(&self) -> EdgeSettings {
+        EdgeSettings {
+            max_message_size: self.max_message_size,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            max_connections: self.max_connections,
+            max_topic_length: self.max_topic_length,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            read_buffer_size: self.ws_read_buffer_size,
+            ready_requires_backplane: self.ready_requires_backplane,
+            stomp_login_is_user: self.stomp_login_is_user,
+            sse_keepalive: self.sse_keepalive,
+            echo_endpoint: self.ws_echo_endpoint,
+            auth_timeout: self.auth_timeout,
+            allowed_origins: self.allowed_origins.clone(),
+            allow_missing_origin: self.allow_missing_origin,
+            publish_rate: Rate {
+                per_second: self.publish_rate,
+                burst: self.publish_burst,
+            },
+            subscribe_rate: Rate {
+                per_second: self.subscribe_rate,
+                burst: self.subscribe_burst,
+            },
+            ip_connection_rate: Rate {
+                per_second: self.ip_connection_rate,
+                burst: self.ip_connection_burst,
+            },
+            // Checked by `validate_limits`.
+            client_ip_header: self.client_ip_header().ok().flatten(),
+        }
+    }
+
+    /// The header that carries client addresses, if set and valid.
+    fn client_ip_header(&self) -> anyhow::Result<Option<HeaderName>> {
+        self.client_ip_header
+            .as_deref()
+            .map(|name| {
+                HeaderName::from_bytes(name.trim().as_bytes()).with_context(|| {
+                    format!("client_ip_header {name:?} is not an HTTP header name")
+                })
+            })
+            .transpose()
+    }
+
+    pub(super) fn validate_limits(&self) -> anyhow::Result<()> {
+        if !(1..=MAX_TOPIC_LEN).contains(&self.max_topic_length) {
+            bail!("max_topic_length must be between 1 and {MAX_TOPIC_LEN}");
+        }
+        if self.max_message_size < 128 {
+            bail!("max_message_size must be at least 128 bytes");
+        }
+        if self.outbound_queue_bytes < self.max_message_size {
+            bail!("outbound_queue_bytes must be at least max_message_size, or one message could never be queued");
+        }
+        if !(1..=10_000_000).contains(&self.max_connections) {
+            bail!("max_connections must be between 1 and 10000000");
+        }
+        if self.max_subscriptions_per_connection == 0 {
+            bail!("max_subscriptions_per_connection must be at least 1");
+        }
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            bail!("ping_interval and pong_timeout must be above zero");
+        }
+        if self.ws_read_buffer_size < 256 {
+            bail!("ws_read_buffer_size must be at least 256 bytes");
+        }
+        if self.sse_keepalive < Duration::from_millis(100) {
+            bail!("sse_keepalive must be at least 100ms");
+        }
+        for (name, rate, burst) in [
+            ("publish", self.publish_rate, self.publish_burst),
+            ("subscribe", self.subscribe_rate, self.subscribe_burst),
+            (
+                "ip_connection",
+                self.ip_connection_rate,
+                self.ip_connection_burst,
+            ),
+        ] {
+            if rate > 0 && burst == 0 {
+                bail!("{name}_burst must be at least 1 while {name}_rate is set");
+            }
+        }
+        self.client_ip_header()?;
+        Ok(())
+    }
+}
