@@ -32,7 +32,9 @@ struct Key(MetadataValue<Ascii>);
 
 impl tonic::service::Interceptor for Key {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -141,7 +143,9 @@ async fn contiguous_offsets_across_nodes(url: &str, backplane: &str) {
             })
             .expect("the stream ended early")
             .expect("the stream failed");
-        let position = item.position.expect("a history topic's publication has a position");
+        let position = item
+            .position
+            .expect("a history topic's publication has a position");
         epochs.insert(position.epoch);
         offsets.push(position.offset);
     }
@@ -160,7 +164,10 @@ async fn contiguous_offsets_across_nodes(url: &str, backplane: &str) {
     );
     // Nothing more: no duplicate after the last one either.
     let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
-    assert!(extra.is_err(), "{backplane}: a publication came twice: {extra:?}");
+    assert!(
+        extra.is_err(),
+        "{backplane}: a publication came twice: {extra:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

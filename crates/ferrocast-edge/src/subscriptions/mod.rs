@@ -41,6 +41,8 @@
 //! Redis and NATS.
 
 mod gate;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
