@@ -98,7 +98,9 @@ pub struct Subscriptions {
     /// Filter → how many uses of it the owner holds (several STOMP
     /// subscriptions may share a filter); the hub sees one subscription.
     filters: HashMap<TopicFilter, usize>,
-    gates: Gates,
+    /// Allocated at the first subscription in a namespace with history, so
+    /// that a subscriber without one stays small.
+    gates: Option<Box<Gates>>,
     /// Whether subscriptions to one topic join the topic's presence (client
     /// sessions do; SSE streams and server API feeds do not).
     joins_presence: bool,
@@ -112,7 +114,7 @@ impl Subscriptions {
             conn,
             queue,
             filters: HashMap::new(),
-            gates: Gates::default(),
+            gates: None,
             joins_presence,
         }
     }
@@ -157,7 +159,9 @@ impl Subscriptions {
         let kept = hub.namespace(filter.namespace()).history.is_some();
         let topic = filter.as_topic().filter(|_| kept);
         if kept {
-            self.gates.open(filter, topic.is_some());
+            self.gates
+                .get_or_insert_with(Box::default)
+                .open(filter, topic.is_some());
         }
         let confirmed = hub.subscribe(filter, self.conn, self.queue.clone());
         if self.joins_presence {
@@ -198,7 +202,9 @@ impl Subscriptions {
         if let Some(frame) = reply(&opened) {
             items.push(Outbound::Frame(frame));
         }
-        items.extend(self.gates.opened(filter, &topic, start.from, start.replay));
+        if let Some(gates) = &mut self.gates {
+            items.extend(gates.opened(filter, &topic, start.from, start.replay));
+        }
         self.queue.push_front(items);
         opened
     }
@@ -207,8 +213,8 @@ impl Subscriptions {
     /// duplicates, holds back what waits for history, and notes the gaps to
     /// fill ([`Subscriptions::take_resyncs`]).
     pub fn admit(&mut self, batch: &mut Vec<Outbound>) {
-        if !self.gates.is_empty() {
-            self.gates.admit(batch);
+        if let Some(gates) = self.gates.as_mut().filter(|gates| !gates.is_empty()) {
+            gates.admit(batch);
         }
     }
 
@@ -217,7 +223,8 @@ impl Subscriptions {
     /// [`Subscriptions::resynced`].
     pub fn take_resyncs(&mut self) -> impl Iterator<Item = BoxFuture<'static, Resynced>> + '_ {
         let hub = &self.hub;
-        self.gates.take_resyncs().into_iter().map(move |resync| {
+        let resyncs = self.gates.as_mut().map(|gates| gates.take_resyncs());
+        resyncs.into_iter().flatten().map(move |resync| {
             let read = hub.history(&resync.topic, resync.after);
             async move {
                 Resynced {
@@ -236,8 +243,10 @@ impl Subscriptions {
         let Resynced { resync, read } = resynced;
         match read {
             Ok(page) => {
-                let items = self.gates.resynced(&resync, page.epoch, page.publications);
-                self.queue.push_front(items);
+                if let Some(gates) = &mut self.gates {
+                    let items = gates.resynced(&resync, page.epoch, page.publications);
+                    self.queue.push_front(items);
+                }
             }
             Err(error) => {
                 tracing::warn!(conn = self.conn, %error, "cannot read history to fill a gap; closing");
@@ -271,7 +280,9 @@ impl Subscriptions {
             return false;
         }
         self.filters.remove(filter);
-        self.gates.close(filter);
+        if let Some(gates) = &mut self.gates {
+            gates.close(filter);
+        }
         self.leave(filter);
         true
     }
@@ -279,7 +290,9 @@ impl Subscriptions {
     /// Drops every subscription (the subscriber ends).
     pub fn release(&mut self) {
         for (filter, _) in std::mem::take(&mut self.filters) {
-            self.gates.close(&filter);
+            if let Some(gates) = &mut self.gates {
+                gates.close(&filter);
+            }
             self.leave(&filter);
         }
     }
