@@ -223,7 +223,10 @@ impl Caller {
             addr: rate::client_addr(parts, settings),
             origin: text(&parts.headers, header::ORIGIN).map(str::to_owned),
             bearer: text(&parts.headers, header::AUTHORIZATION)
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::to_owned),
             query_token,
         }
@@ -506,8 +509,7 @@ impl Refusal {
     pub(crate) fn answer(self, answer: Answer) -> Response {
         match answer {
             Answer::Text => {
-                counter!(names::CONNECTIONS_REJECTED, "reason" => self.check.reason())
-                    .increment(1);
+                counter!(names::CONNECTIONS_REJECTED, "reason" => self.check.reason()).increment(1);
                 if self.check == Check::Request {
                     count_error(self.code.as_str());
                 }
@@ -553,7 +555,9 @@ impl From<Denied> for Refusal {
     /// 401 (a token is needed) or 403 (it does not allow the request).
     fn from(denied: Denied) -> Self {
         match denied {
-            Denied::Unauthorized(m) => Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m),
+            Denied::Unauthorized(m) => {
+                Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m)
+            }
             Denied::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m),
         }
     }
@@ -601,7 +605,11 @@ mod tests {
     }
 
     fn token(user: &str) -> String {
-        let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
         let claims = serde_json::json!({"sub": user, "exp": exp});
         encode(
             &Header::default(),
@@ -670,9 +678,8 @@ mod tests {
             assert_eq!(edge.connection_count(), 0);
         }
         let (edge, caller) = failing_from(None);
-        let Admitted { identity, permit } = Admission::SESSION
-            .admit_connection(&edge, &caller)
-            .unwrap();
+        let Admitted { identity, permit } =
+            Admission::SESSION.admit_connection(&edge, &caller).unwrap();
         assert_eq!(identity.map(|id| id.user).as_deref(), Some("u1"));
         assert_eq!(edge.connection_count(), 1);
         drop(permit);
@@ -819,7 +826,12 @@ mod tests {
             "backplane down; not published",
         );
         for (refusal, status, retry, code) in [
-            (Refusal::rate_limited(limited), 429, Some("1"), "rate_limited"),
+            (
+                Refusal::rate_limited(limited),
+                429,
+                Some("1"),
+                "rate_limited",
+            ),
             (
                 Refusal::token(AuthError::Expired),
                 401,

@@ -43,8 +43,8 @@ use ferrocast_core::{unix_micros, CloseReason, Outbound, OutboundQueue, Subscrib
 use ferrocast_protocol::{ErrorCode, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use crate::edge::{Edge, CLOSE_GRACE};
 use crate::admission::{self, Admission, Admitted, Caller, Refusal};
+use crate::edge::{Edge, CLOSE_GRACE};
 use crate::subscriptions::{Opening, Resynced, Subscriptions};
 
 /// The `protocol` label of connection metrics.
