@@ -16,8 +16,14 @@
 //! elsewhere before it counts anything; every attempt of an address counts
 //! against its rate, whatever else is wrong with it, so a flood of bad
 //! requests is limited too; a page of a foreign origin learns nothing about
-//! tokens; and a slot is taken only by a request that passed everything
-//! else, so a refused request never holds one.
+//! tokens; and the slot comes last, so a request that admission refuses
+//! never holds one (a route's own checks run after admission, and a request
+//! they refuse gives its slot back at once).
+//!
+//! The counters named are those of a refusal answered as text (a connection
+//! route); answered in JSON (`POST /publish`, which opens no connection) a
+//! refusal counts in `ferrocast_client_errors_total{code}` instead. The
+//! rate, token and slot counters are counted either way.
 //!
 //! A new kind of session (SockJS, Socket.IO) admits a request with one call,
 //! then refuses what it checks itself as a [`Refusal`] too:
@@ -197,7 +203,7 @@ impl Admission {
 
 /// What admission reads of a request: its client's address, `Origin` and
 /// token. An extractor, so that a route takes it as a handler argument.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Caller {
     /// For the per-address rate; `None` when that limit is off or the
     /// address unknown.
@@ -331,7 +337,7 @@ fn require_token(edge: &Edge, identity: Option<&Identity>) -> Result<(), Denied>
 /// Which check refused a request: the `reason` label of
 /// `ferrocast_connections_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Check {
+enum Check {
     Draining,
     AddressRate,
     Origin,
