@@ -397,17 +397,6 @@ impl Denied {
         RequestError::new(id, code, message)
     }
 
-    /// The HTTP refusal (401 or 403), counted as refused.
-    fn into_refusal(self) -> crate::refusal::Refusal {
-        use axum::http::StatusCode;
-        use ferrocast_protocol::ErrorCode;
-        let (status, code, message) = match self {
-            Self::Unauthorized(m) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m),
-            Self::Forbidden(m) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden, m),
-        };
-        crate::refusal::Refusal::new(status, code, message)
-    }
-
     pub(crate) fn message(&self) -> &str {
         match self {
             Self::Unauthorized(m) | Self::Forbidden(m) => m,
@@ -526,43 +515,6 @@ fn reserved(namespace: &str) -> Denied {
     Denied::Forbidden(format!(
         "namespace {namespace} is reserved for the node (names starting with _ other than _user)"
     ))
-}
-
-/// [`may_subscribe`] for a plain HTTP request of `identity` (SSE): a node
-/// that serves no anonymous client refuses one without a token.
-pub(crate) fn may_subscribe_as(
-    edge: &crate::edge::Edge,
-    identity: Option<&Identity>,
-    filter: &TopicFilter,
-) -> Result<(), crate::refusal::Refusal> {
-    require_token(edge, identity)?;
-    let settings = edge.hub().namespace(filter.namespace());
-    let user = identity.map(|id| id.user.as_str());
-    may_subscribe(identity, user, settings, filter).map_err(Denied::into_refusal)
-}
-
-/// [`may_publish`] for a plain HTTP request of `identity` (HTTP publish).
-pub(crate) fn may_publish_as(
-    edge: &crate::edge::Edge,
-    identity: Option<&Identity>,
-    topic: &Topic,
-) -> Result<(), crate::refusal::Refusal> {
-    require_token(edge, identity)?;
-    let settings = edge.hub().namespace(topic.namespace());
-    may_publish(identity, edge.auth().has_keys(), settings, topic).map_err(Denied::into_refusal)
-}
-
-fn require_token(
-    edge: &crate::edge::Edge,
-    identity: Option<&Identity>,
-) -> Result<(), crate::refusal::Refusal> {
-    if identity.is_none() && !edge.auth().allows_anonymous() {
-        return Err(Denied::Unauthorized(
-            "this node needs a token: Authorization: Bearer, or the token query parameter".into(),
-        )
-        .into_refusal());
-    }
-    Ok(())
 }
 
 fn anonymous(settings: &NamespaceSettings, namespace: &str) -> Result<(), Denied> {

@@ -4,8 +4,9 @@
 //! that a conformance suite (the Autobahn suite, docs/security.md) exercises
 //! the WebSocket stack of `/ws` without a subprotocol in the way: the same
 //! axum upgrade, the same codec settings (message, frame and read buffer
-//! sizes, [`ws::accept`]), the same connection slots ([`ws::admit`]) and
-//! the same limit on connection attempts per address. Text and binary
+//! sizes, [`ws::accept`]), and the admission of a session without its Origin
+//! and token checks: refused while draining, counted against the address's
+//! rate of connection attempts, holding a connection slot. Text and binary
 //! messages come back unchanged; pings, pongs and the close handshake are
 //! left to the codec, as in a session.
 
@@ -15,27 +16,27 @@ use axum::extract::State;
 use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admission::{Admission, Admitted, Caller, Refusal};
 use crate::edge::Edge;
-use crate::rate::ClientAddr;
+use crate::rate::Limited;
 use crate::session::code;
 use crate::ws;
 
+/// No Origin or token check: a conformance suite sends neither.
+const ADMISSION: Admission = Admission::new()
+    .refuse_while_draining()
+    .limit_address(Limited::Connection);
+
 pub(crate) async fn upgrade(
     State(edge): State<Edge>,
-    ClientAddr(addr): ClientAddr,
+    caller: Caller,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let upgrade = match ws::accept(&edge, addr, upgrade) {
-        Ok(upgrade) => upgrade,
-        Err(refusal) => return refusal,
-    };
-    let permit = match ws::admit(&edge) {
-        Ok(permit) => permit,
-        Err(refusal) => return refusal,
-    };
-    upgrade
+) -> Result<Response, Refusal> {
+    let Admitted { permit, .. } = ADMISSION.admit_connection(&edge, &caller)?;
+    let upgrade = ws::accept(&edge, upgrade)?;
+    Ok(upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| echo(edge, socket, permit))
+        .on_upgrade(move |socket| echo(edge, socket, permit)))
 }
 
 /// Sends every text and binary message back until the client closes, the

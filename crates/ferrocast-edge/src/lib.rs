@@ -11,18 +11,42 @@
 //! - Rate limits per connection (publishes, subscribes) and per client
 //!   address (connection attempts), in `rate`.
 //!
-//! Each WebSocket connection is served by one task (`session`) that reads
-//! requests, answers them and writes its [`OutboundQueue`](ferrocast_core::OutboundQueue)
-//! to the socket in batches; the subprotocol (`ferrocast.v1.json` or STOMP)
-//! is a `session::Protocol`.
+//! Every route of the public listener lets requests in through `admission`
+//! (draining, the client address's rate, `Origin`, token, connection slot,
+//! in that order) and refuses in one shape (`admission::Refusal`: status,
+//! error code, message, metric label). Each WebSocket connection is served
+//! by one task (`session`) that reads requests, answers them and writes its
+//! [`OutboundQueue`](ferrocast_core::OutboundQueue) to the socket in batches;
+//! the subprotocol (`ferrocast.v1.json`, protobuf or STOMP) is a
+//! `session::Protocol`.
+//!
+//! # Modules, and what each may use
+//!
+//! A module uses only modules on the lines below its own, so no two modules
+//! use each other:
+//!
+//! ```text
+//! lib            public_router: mounts the routes
+//! routes         ws (/ws), sse (/sse), publish (/publish), echo (/echo; uses ws's codec settings)
+//! admission      whether a request comes in; Refusal, the one shape of a refusal
+//! serving        session (WebSocket sessions), subscriptions (shared by every session kind)
+//! state          edge (hub, settings, authenticator, connection slots, address limiter, open connections)
+//! policy         auth (tokens, who may do what), rate (limiters, the client's address)
+//! configuration  settings
+//! ```
+//!
+//! `admin`, `serve` and `tls` stand apart: the admin listener, the accept
+//! loop and its TLS. A new kind of session (SockJS, Socket.IO) is a route:
+//! it admits with `Admission::SESSION.admit_connection`, then serves through
+//! the serving parts.
 
 mod admin;
+mod admission;
 mod auth;
 mod echo;
 mod edge;
 mod publish;
 mod rate;
-mod refusal;
 mod serve;
 mod session;
 mod settings;
@@ -31,10 +55,25 @@ pub mod subscriptions;
 pub mod tls;
 mod ws;
 
+use axum::routing::{get, post};
+use axum::Router;
+
 pub use admin::{admin_router, MetricsRender};
 pub use auth::{AuthConfig, AuthError, Authenticator, Identity};
 pub use edge::{Edge, Target};
 pub use serve::{serve, ServeSettings};
 pub use settings::{EdgeSettings, Rate};
 pub use subscriptions::Subscriptions;
-pub use ws::public_router;
+
+/// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`, and
+/// `GET /echo` when [`EdgeSettings::echo_endpoint`] is on.
+pub fn public_router(edge: Edge) -> Router {
+    let mut router = Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/sse", get(sse::stream))
+        .route("/publish", post(publish::publish));
+    if edge.settings().echo_endpoint {
+        router = router.route("/echo", get(echo::upgrade));
+    }
+    router.with_state(edge)
+}

@@ -18,61 +18,55 @@ use metrics::counter;
 use serde_json::value::RawValue;
 
 use ferrocast_core::metrics as names;
-use ferrocast_protocol::json::{encode_error, encode_ok};
+use ferrocast_protocol::json::encode_ok;
 use ferrocast_protocol::Topic;
-use ferrocast_protocol::{ErrorCode, OkReply, RequestError};
+use ferrocast_protocol::{ErrorCode, OkReply};
 
+use crate::admission::{self, Admission, Answer, Caller, Refusal, TokenFrom};
+use crate::auth::Identity;
 use crate::edge::Edge;
-use crate::rate::{ClientAddr, Limited};
-use crate::refusal::Refusal;
-use crate::session::count_error;
+use crate::rate::Limited;
 
-/// `POST /publish`. Each request counts against the per-address rate of
-/// connection attempts (an HTTP publisher has no connection to limit).
+/// Each request counts against the per-address rate as a publish (an HTTP
+/// publisher has no connection to limit); the token comes in the header
+/// only. Publishing goes on while the node drains (it opens nothing), and
+/// needs no `Origin`: a cross-site page cannot send `application/json`
+/// without a CORS preflight, which this node does not answer.
+const ADMISSION: Admission = Admission::new()
+    .limit_address(Limited::Publish)
+    .read_token(TokenFrom::Header);
+
+/// `POST /publish`.
 pub(crate) async fn publish(
     State(edge): State<Edge>,
-    ClientAddr(addr): ClientAddr,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(limited) = edge.admit_address(addr, Limited::Publish) {
-        count_error(ErrorCode::RateLimited.as_str());
-        let error = RequestError::new(None, ErrorCode::RateLimited, limited.to_string());
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                ),
-                (header::RETRY_AFTER, limited.retry_after_header()),
-            ],
-            encode_error(&error),
-        )
-            .into_response();
-    }
-    let (status, reply) = match accept(&edge, &headers, body).await {
-        Ok(reply) => (StatusCode::OK, encode_ok(&reply)),
-        Err(refusal) => {
-            count_error(refusal.code.as_str());
-            let error = RequestError::new(None, refusal.code, refusal.message);
-            (refusal.status, encode_error(&error))
-        }
+    let reply = match ADMISSION.admit_request(&edge, &caller) {
+        Ok(identity) => accept(&edge, identity, &headers, body).await,
+        Err(refusal) => Err(refusal),
     };
-    let mut response = (status, reply).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    match reply {
+        Ok(reply) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            encode_ok(&reply),
+        )
+            .into_response(),
+        Err(refusal) => refusal.answer(Answer::Json),
     }
-    response
 }
 
 /// Publishes the request's publication; the reply carries its position.
-async fn accept(edge: &Edge, headers: &HeaderMap, body: Body) -> Result<OkReply, Refusal> {
+async fn accept(
+    edge: &Edge,
+    identity: Option<Identity>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<OkReply, Refusal> {
     let settings = edge.settings();
     if !is_json(headers) {
         return Err(Refusal::new(
@@ -81,20 +75,9 @@ async fn accept(edge: &Edge, headers: &HeaderMap, body: Body) -> Result<OkReply,
             "send the publication as content-type application/json",
         ));
     }
-    let identity = match crate::ws::token(headers, None) {
-        Some(token) => Some(edge.auth().verify(token).map_err(|error| {
-            counter!(names::AUTH_FAILURES, "reason" => error.label()).increment(1);
-            Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                format!("unauthorized: {error}"),
-            )
-        })?),
-        None => None,
-    };
     let body = read_body(body, settings.max_message_size).await?;
     let (topic, data) = decode(&body, settings.max_topic_length)?;
-    crate::auth::may_publish_as(edge, identity.as_ref(), &topic)?;
+    admission::may_publish_as(edge, identity.as_ref(), &topic)?;
     let hub = edge.hub();
     let kept = hub.namespace(topic.namespace()).history.is_some();
     match hub.publish(topic, data).await {

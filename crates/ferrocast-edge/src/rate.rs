@@ -3,17 +3,17 @@
 //! - per connection ([`ConnectionRates`]): publishes and subscribes of one
 //!   WebSocket session, whatever its protocol (`Link::admit_publish`,
 //!   `Link::admit_subscribe`);
-//! - per client address ([`AddressRates`]): connection attempts (`GET /ws`,
-//!   `GET /sse`) and HTTP publishes, answered with 429 beyond the limit.
+//! - per client address ([`AddressRates`], the address from [`client_addr`]):
+//!   connection attempts (`GET /ws`, `GET /sse`) and HTTP publishes, which
+//!   admission refuses with 429 beyond the limit.
 //!
 //! Every refusal is counted in `ferrocast_rate_limited_total{kind}`.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use governor::clock::Clock;
@@ -24,7 +24,6 @@ use tokio::time::Instant;
 
 use ferrocast_core::metrics as names;
 
-use crate::edge::Edge;
 use crate::settings::{EdgeSettings, Rate};
 
 /// How often the per-address map drops the addresses it no longer limits.
@@ -222,27 +221,19 @@ fn limit_key(addr: IpAddr) -> IpAddr {
 /// The address of a request's client, for the per-address limit (`None`
 /// when that limit is off, or the address is unknown): the rightmost entry
 /// of the configured client address header, else the TCP peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ClientAddr(pub(crate) Option<IpAddr>);
-
-impl FromRequestParts<Edge> for ClientAddr {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, edge: &Edge) -> Result<Self, Infallible> {
-        let settings = edge.settings();
-        if !settings.ip_connection_rate.is_on() {
-            return Ok(Self(None));
-        }
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
-        let forwarded = settings
-            .client_ip_header
-            .as_ref()
-            .and_then(|name| forwarded_address(&parts.headers, name));
-        Ok(Self(forwarded.or(peer)))
+pub(crate) fn client_addr(parts: &Parts, settings: &EdgeSettings) -> Option<IpAddr> {
+    if !settings.ip_connection_rate.is_on() {
+        return None;
     }
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let forwarded = settings
+        .client_ip_header
+        .as_ref()
+        .and_then(|name| forwarded_address(&parts.headers, name));
+    forwarded.or(peer)
 }
 
 /// The rightmost address in the last `name` header: the one the nearest

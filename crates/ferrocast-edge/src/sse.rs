@@ -26,7 +26,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -43,10 +43,8 @@ use ferrocast_core::{unix_micros, CloseReason, Outbound, OutboundQueue, Subscrib
 use ferrocast_protocol::{ErrorCode, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
+use crate::admission::{self, Admission, Admitted, Caller, Refusal};
 use crate::edge::{Edge, CLOSE_GRACE};
-use crate::rate::ClientAddr;
-use crate::refusal::Refusal;
-use crate::session::count_error;
 use crate::subscriptions::{Opening, Resynced, Subscriptions};
 
 /// The `protocol` label of connection metrics.
@@ -80,63 +78,31 @@ struct Slot {
     at: Option<StreamPosition>,
 }
 
-/// `GET /sse`: checks the request, then answers with the event stream that
-/// a task of its own fills.
+/// `GET /sse`: admits the request as a session ([`Admission::SESSION`]; the
+/// token may come as a parameter, since `EventSource` cannot set headers),
+/// checks its topics, then answers with the event stream that a task of its
+/// own fills.
 pub(crate) async fn stream(
     State(edge): State<Edge>,
-    ClientAddr(addr): ClientAddr,
+    caller: Caller,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
-) -> Response {
-    if edge.is_draining() {
-        counter!(names::CONNECTIONS_REJECTED, "reason" => "draining").increment(1);
-        let retry_after = [(header::RETRY_AFTER, HeaderValue::from_static("5"))];
-        let message = "this node is draining; connect to another node\n";
-        return (StatusCode::SERVICE_UNAVAILABLE, retry_after, message).into_response();
+) -> Result<Response, Refusal> {
+    let Admitted { identity, permit } = Admission::SESSION.admit_connection(&edge, &caller)?;
+    let Query(params) = query.map_err(|rejection| Refusal::bad_request(rejection.body_text()))?;
+    let slots = slots(&edge, &params, &headers)?;
+    for slot in &slots {
+        admission::may_subscribe_as(&edge, identity.as_ref(), &slot.filter)?;
     }
-    if let Err(refusal) = crate::ws::admit_address(&edge, addr) {
-        return refusal;
-    }
-    if let Err(refusal) = crate::ws::check_origin(&edge, &headers) {
-        return refusal;
-    }
-    let params = match query {
-        Ok(Query(params)) => params,
-        Err(rejection) => return refuse(Refusal::bad_request(rejection.body_text())),
-    };
-    // EventSource cannot set headers: the token may come as a parameter.
-    let query_token = params
-        .iter()
-        .find(|(name, _)| name == "token")
-        .map(|(_, value)| value.as_str());
-    let identity = match crate::ws::authenticate(&edge, &headers, query_token) {
-        Ok(identity) => identity,
-        Err(refusal) => return refusal,
-    };
-    let slots = slots(&edge, &params, &headers).and_then(|slots| {
-        for slot in &slots {
-            crate::auth::may_subscribe_as(&edge, identity.as_ref(), &slot.filter)?;
-        }
-        Ok(slots)
-    });
-    let slots = match slots {
-        Ok(slots) => slots,
-        Err(refusal) => return refuse(refusal),
-    };
     let expires = identity.as_ref().map(|id| Instant::now() + id.remaining());
     let user = identity.map(|id| id.user);
-    // A stream takes a connection slot, as a WebSocket does.
-    let permit = match crate::ws::admit(&edge) {
-        Ok(permit) => permit,
-        Err(refusal) => return refusal,
-    };
     let (body, chunks) = mpsc::channel(BODY_CHUNKS);
     tokio::spawn(serve(edge, permit, slots, expires, user, body));
     let chunks = futures::stream::unfold(chunks, |mut chunks| async move {
         let chunk = chunks.recv().await?;
         Some((Ok::<_, Infallible>(chunk), chunks))
     });
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
@@ -145,7 +111,7 @@ pub(crate) async fn stream(
         ],
         Body::from_stream(chunks),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The stream's topics from the query (`topic`, repeated), with where each
@@ -388,12 +354,6 @@ struct Stream {
 }
 
 /// The response refusing a stream, counted.
-fn refuse(refusal: Refusal) -> Response {
-    counter!(names::CONNECTIONS_REJECTED, "reason" => "bad_request").increment(1);
-    count_error(refusal.code.as_str());
-    (refusal.status, refusal.message + "\n").into_response()
-}
-
 /// Serves one stream until it ends; `_permit` is its connection slot.
 async fn serve(
     edge: Edge,
