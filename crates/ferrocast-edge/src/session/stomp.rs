@@ -288,7 +288,8 @@ impl StompProtocol {
     }
 
     /// A limit of the connection (transactions, held SENDs) is reached:
-    /// counted under `limit`, then ERROR and close (1009).
+    /// counted under `limit`, then ERROR and close (1002, as for the
+    /// subscription limit: 1009 would name the message size).
     fn limit_hit(
         &mut self,
         link: &Link<Completion>,
@@ -297,7 +298,7 @@ impl StompProtocol {
         receipt: Option<&str>,
     ) {
         counter!(names::LIMIT_HITS, "limit" => limit).increment(1);
-        self.fail(link, message, receipt, CloseReason::TooLarge);
+        self.fail(link, message, receipt, CloseReason::ProtocolError);
     }
 
     /// A SEND or SUBSCRIBE over the connection's rate limit: STOMP has no
