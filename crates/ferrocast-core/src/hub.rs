@@ -384,16 +384,20 @@ mod tests {
         _shutdown: CancellationToken,
     }
 
-    fn node(bus: &MemoryBus) -> Fixture {
-        let registry = Arc::new(SubscriptionRegistry::new());
-        let backplane = Arc::new(bus.attach(registry.clone()));
+    /// A hub named `id` over `registry` and `backplane`.
+    fn start(
+        id: &str,
+        registry: Arc<SubscriptionRegistry>,
+        backplane: SharedBackplane,
+        namespaces: Namespaces,
+    ) -> Fixture {
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let hub = Hub::start(
-            Arc::from("n"),
+            Arc::from(id),
             registry,
             backplane,
-            Namespaces::default(),
+            namespaces,
             &tasks,
             shutdown.clone(),
         );
@@ -402,6 +406,12 @@ mod tests {
             _tasks: tasks,
             _shutdown: shutdown,
         }
+    }
+
+    fn node(bus: &MemoryBus) -> Fixture {
+        let registry = Arc::new(SubscriptionRegistry::new());
+        let backplane = Arc::new(bus.attach(registry.clone()));
+        start("n", registry, backplane, Namespaces::default())
     }
 
     fn filter(s: &str) -> TopicFilter {
@@ -595,27 +605,13 @@ mod tests {
     fn presence_node(bus: &MemoryBus, id: &str, ttl: std::time::Duration) -> Fixture {
         let registry = Arc::new(SubscriptionRegistry::new());
         let backplane = Arc::new(bus.attach(registry.clone()));
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
         let settings = NamespaceSettings {
             presence: true,
             ..NamespaceSettings::default()
         };
         let namespaces =
             Namespaces::new([("room".to_string(), settings)].into()).with_presence_ttl(ttl);
-        let hub = Hub::start(
-            Arc::from(id),
-            registry,
-            backplane,
-            namespaces,
-            &tasks,
-            shutdown.clone(),
-        );
-        Fixture {
-            hub,
-            _tasks: tasks,
-            _shutdown: shutdown,
-        }
+        start(id, registry, backplane, namespaces)
     }
 
     /// The JSON frames of the presence events in `items`.
@@ -761,9 +757,6 @@ mod tests {
 
     /// A node over [`RefusingPublishes`] where namespace `h` keeps history.
     fn refusing_node() -> Fixture {
-        let registry = Arc::new(SubscriptionRegistry::new());
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
         let kept = NamespaceSettings {
             history: Some(HistoryPolicy {
                 size: 10,
@@ -771,21 +764,16 @@ mod tests {
             }),
             ..NamespaceSettings::default()
         };
-        let hub = Hub::start(
-            Arc::from("n"),
-            registry,
-            Arc::new(RefusingPublishes {
-                health: watch::channel(true).0,
-            }),
-            Namespaces::new([("h".to_string(), kept)].into()),
-            &tasks,
-            shutdown.clone(),
-        );
-        Fixture {
-            hub,
-            _tasks: tasks,
-            _shutdown: shutdown,
-        }
+        let backplane = Arc::new(RefusingPublishes {
+            health: watch::channel(true).0,
+        });
+        let namespaces = Namespaces::new([("h".to_string(), kept)].into());
+        start(
+            "n",
+            Arc::new(SubscriptionRegistry::new()),
+            backplane,
+            namespaces,
+        )
     }
 
     #[tokio::test]

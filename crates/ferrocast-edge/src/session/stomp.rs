@@ -63,7 +63,7 @@ const RESERVED_HEADERS: &[&str] = &[
 const MAX_OPEN_TRANSACTIONS: usize = 16;
 /// SENDs one connection may hold across its open transactions.
 const MAX_HELD_SENDS: usize = 1024;
-/// Bytes (bodies, headers, destinations) one connection may hold across its
+/// Bytes (bodies, topics, headers, names) one connection may hold across its
 /// open transactions, in `--max-message-size` units: any SEND the node takes
 /// fits, and a connection holds at most 1 MiB with the default size.
 const HELD_BYTES_PER_MESSAGE_SIZE: usize = 16;
@@ -108,19 +108,19 @@ struct CheckedSend {
     headers: Vec<(String, String)>,
 }
 
-impl CheckedSend {
-    /// What holding it costs: body, topic and passed-on headers.
-    fn held_bytes(&self) -> usize {
-        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        self.payload.len() + self.topic.as_str().len() + headers
-    }
-}
-
 /// How a COMMIT report names a held SEND.
 #[derive(Debug)]
 pub(crate) struct HeldSendName {
     destination: String,
     receipt: Option<String>,
+}
+
+/// What holding `send` named `name` costs: body, topic, passed-on headers
+/// and the name.
+fn held_bytes(name: &HeldSendName, send: &CheckedSend) -> usize {
+    let headers: usize = send.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let receipt = name.receipt.as_ref().map_or(0, String::len);
+    send.payload.len() + send.topic.as_str().len() + headers + name.destination.len() + receipt
 }
 
 impl std::fmt::Display for HeldSendName {
@@ -156,7 +156,7 @@ impl Transactions {
         send: CheckedSend,
         max_bytes: usize,
     ) -> Result<(), String> {
-        let bytes = send.held_bytes();
+        let bytes = held_bytes(&name, &send);
         if self.held_sends >= MAX_HELD_SENDS {
             return Err(format!(
                 "this connection's transactions already hold {MAX_HELD_SENDS} SENDs, the limit"
@@ -180,7 +180,7 @@ impl Transactions {
     fn take(&mut self, id: &str) -> Option<Vec<(HeldSendName, CheckedSend)>> {
         let held = self.open.remove(id)?;
         self.held_sends -= held.len();
-        self.held_bytes -= held.iter().map(|(_, s)| s.held_bytes()).sum::<usize>();
+        self.held_bytes -= held.iter().map(|(n, s)| held_bytes(n, s)).sum::<usize>();
         Some(held)
     }
 
