@@ -63,6 +63,25 @@ async fn send_in(c: &mut StompClient, tx: &str, destination: &str, body: &str) {
     .unwrap();
 }
 
+/// Sends SEND with `headers`, `body` and a `receipt`, and expects the RECEIPT.
+async fn receipted(c: &mut StompClient, headers: &[(&str, &str)], body: &str, receipt: &str) {
+    let mut all = headers.to_vec();
+    all.push(("receipt", receipt));
+    c.send("SEND", &all, body).await.unwrap();
+    assert_eq!(c.recv().await.unwrap().header("receipt-id"), Some(receipt));
+}
+
+/// The ERROR the node sends before it closes, and the close code.
+async fn error_then_close(c: &mut StompClient) -> (StompFrame, u16) {
+    let (frames, close) = c.expect_close().await.unwrap();
+    let error = frames
+        .iter()
+        .find(|f| f.command == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR in {frames:?}"))
+        .clone();
+    (error, close)
+}
+
 /// The ERROR's `message` header as sent, before STOMP 1.2 escaping.
 fn message(error: &StompFrame) -> Option<String> {
     let escaped = error.header("message")?;
@@ -88,22 +107,8 @@ async fn a_transaction_delivers_every_send_in_order_at_commit() {
         send_in(&mut publisher, "t", destination, &n.to_string()).await;
     }
     // A held SEND is receipted when it is held.
-    publisher
-        .send(
-            "SEND",
-            &[
-                ("destination", "/topic/live.a"),
-                ("transaction", "t"),
-                ("receipt", "held"),
-            ],
-            "6",
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        publisher.recv().await.unwrap().header("receipt-id"),
-        Some("held")
-    );
+    let held = [("destination", "/topic/live.a"), ("transaction", "t")];
+    receipted(&mut publisher, &held, "6", "held").await;
     assert!(
         nothing_within(&mut sub, Duration::from_millis(300)).await,
         "delivered before COMMIT"
@@ -162,11 +167,7 @@ async fn a_send_in_a_transaction_is_refused_when_it_arrives() {
         .await
         .unwrap();
         // No COMMIT: the ERROR comes for the SEND itself.
-        let (frames, close) = c.expect_close().await.unwrap();
-        let error = frames
-            .iter()
-            .find(|f| f.command == "ERROR")
-            .unwrap_or_else(|| panic!("{destination}: no ERROR in {frames:?}"));
+        let (error, close) = error_then_close(&mut c).await;
         let text = error.header("message").unwrap_or_default();
         assert!(
             text.contains(message),
@@ -192,13 +193,8 @@ async fn what_transactions_hold_is_bounded() {
         frame(&mut c, "BEGIN", &[("transaction", &format!("t{n}"))]).await;
     }
     frame(&mut c, "BEGIN", &[("transaction", "one too many")]).await;
-    let (frames, close) = c.expect_close().await.unwrap();
-    let text = frames
-        .last()
-        .unwrap()
-        .header("message")
-        .unwrap()
-        .to_string();
+    let (error, close) = error_then_close(&mut c).await;
+    let text = message(&error).unwrap();
     assert!(text.contains("16 open transactions"), "{text}");
     assert_eq!(close, 1002);
 
@@ -208,13 +204,8 @@ async fn what_transactions_hold_is_bounded() {
     for _ in 0..18 {
         send_in(&mut c, "t", "/topic/live.a", &body).await;
     }
-    let (frames, close) = c.expect_close().await.unwrap();
-    let text = frames
-        .last()
-        .unwrap()
-        .header("message")
-        .unwrap()
-        .to_string();
+    let (error, close) = error_then_close(&mut c).await;
+    let text = message(&error).unwrap();
     assert!(text.contains("more than 16384 bytes"), "{text}");
     assert_eq!(close, 1002);
 }
@@ -234,37 +225,18 @@ async fn a_commit_the_backplane_partly_refuses_names_what_was_published() {
     // append script's first write is then one Redis refuses (for a new
     // history it would be a DEL, which Redis lets through, and the rest
     // of the script with it).
-    publisher
-        .send(
-            "SEND",
-            &[("destination", "/topic/chat.a"), ("receipt", "r0")],
-            "0",
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        publisher.recv().await.unwrap().header("receipt-id"),
-        Some("r0")
-    );
+    receipted(
+        &mut publisher,
+        &[("destination", "/topic/chat.a")],
+        "0",
+        "r0",
+    )
+    .await;
     assert_eq!(chat.recv().await.unwrap().body_text(), "0");
     frame(&mut publisher, "BEGIN", &[("transaction", "t")]).await;
     send_in(&mut publisher, "t", "/topic/live.a", "1").await;
-    publisher
-        .send(
-            "SEND",
-            &[
-                ("destination", "/topic/chat.a"),
-                ("transaction", "t"),
-                ("receipt", "r2"),
-            ],
-            "2",
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        publisher.recv().await.unwrap().header("receipt-id"),
-        Some("r2")
-    );
+    let held = [("destination", "/topic/chat.a"), ("transaction", "t")];
+    receipted(&mut publisher, &held, "2", "r2").await;
     send_in(&mut publisher, "t", "/topic/live.a", "3").await;
     // Redis now refuses writes (history appends) but still relays PUBLISH.
     let reply = redis.command(&["CONFIG", "SET", "maxmemory", "1"]).unwrap();
@@ -275,13 +247,9 @@ async fn a_commit_the_backplane_partly_refuses_names_what_was_published() {
         &[("transaction", "t"), ("receipt", "c")],
     )
     .await;
-    let (frames, close) = publisher.expect_close().await.unwrap();
-    let error = frames
-        .iter()
-        .find(|f| f.command == "ERROR")
-        .unwrap_or_else(|| panic!("no ERROR in {frames:?}"));
+    let (error, close) = error_then_close(&mut publisher).await;
     assert_eq!(
-        message(error).as_deref(),
+        message(&error).as_deref(),
         Some(
             "COMMIT of transaction \"t\": 3 SENDs, published: 1, 3; not published: 2; \
              published ones are not sent again"
@@ -316,10 +284,9 @@ async fn a_commit_the_backplane_partly_refuses_names_what_was_published() {
     send_in(&mut publisher, "u", "/topic/chat.b", "5").await;
     redis.kill9();
     frame(&mut publisher, "COMMIT", &[("transaction", "u")]).await;
-    let (frames, _) = publisher.expect_close().await.unwrap();
-    let error = frames.iter().find(|f| f.command == "ERROR").unwrap();
+    let (error, _) = error_then_close(&mut publisher).await;
     assert_eq!(
-        message(error).as_deref(),
+        message(&error).as_deref(),
         Some(
             "COMMIT of transaction \"u\": 2 SENDs, published: none; not published: 1, 2; \
              published ones are not sent again"
