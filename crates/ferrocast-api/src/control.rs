@@ -206,7 +206,7 @@ impl Control {
         &self,
         topic: &Topic,
         message: pb::ControlMessage,
-    ) -> Result<(), ferrocast_core::backplane::BackplaneError> {
+    ) -> Result<(), ferrocast_core::PublishError> {
         let payload = Bytes::from(message.encode_to_vec());
         self.inner
             .edge

@@ -2,6 +2,8 @@
 
 use axum::http::StatusCode;
 
+use ferrocast_core::PublishError;
+
 /// Why a server API call failed. Each kind is one gRPC status code and one
 /// HTTP status (docs/api.md).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +50,15 @@ impl ApiError {
     }
 }
 
+/// A publish the backplane did not take, in the hub's wording (what every
+/// way to publish answers). Its code, `unavailable`, is the one
+/// [`PublishError::code`] gives clients.
+impl From<PublishError> for ApiError {
+    fn from(error: PublishError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(error: ApiError) -> Self {
         let message = error.to_string();
@@ -57,6 +68,32 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound(_) => Self::not_found(message),
             ApiError::FailedPrecondition(_) => Self::failed_precondition(message),
             ApiError::Unavailable(_) => Self::unavailable(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrocast_core::backplane::BackplaneError;
+
+    use super::*;
+
+    #[test]
+    fn a_publish_failure_keeps_the_hubs_wording_and_code() {
+        let cause = BackplaneError::Timeout(std::time::Duration::from_secs(1));
+        for failure in [
+            PublishError::NotPublished {
+                cause: cause.clone(),
+            },
+            PublishError::LocalOnly {
+                local_subscriptions: 3,
+                cause: cause.clone(),
+            },
+        ] {
+            let error = ApiError::from(failure.clone());
+            assert_eq!(error.to_string(), failure.to_string());
+            assert_eq!(error.code(), failure.code().as_str());
+            assert_eq!(error.http_status(), StatusCode::SERVICE_UNAVAILABLE);
         }
     }
 }

@@ -143,10 +143,7 @@ impl Api {
             .edge
             .hub()
             .publish_message(topic, payload, content_type, headers)
-            .await
-            .map_err(|error| {
-                ApiError::Unavailable(format!("{error}; not published to every node"))
-            })?;
+            .await?;
         Ok(position.map(position_pb))
     }
 

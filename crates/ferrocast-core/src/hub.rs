@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use ferrocast_protocol::{StreamPosition, PRESENCE_CONTENT_TYPE};
+use ferrocast_protocol::{ErrorCode, StreamPosition, PRESENCE_CONTENT_TYPE};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::backplane::{BackplaneError, HistoryPage, PresenceEntry, SharedBackplane};
@@ -28,6 +28,44 @@ pub enum SubscribeError {
     Backplane(#[from] BackplaneError),
     #[error("the node is shutting down")]
     ShuttingDown,
+}
+
+/// Why a publish did not reach every node, and what it reached instead.
+/// Every way to publish (JSON and protobuf sessions, STOMP, HTTP publish,
+/// the server API) answers with this one wording and [`PublishError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Nobody received the publication: in a namespace with history this
+    /// node's subscribers get it only once the backplane stored it, and in a
+    /// namespace without history this node had no subscriber of the topic.
+    #[error("{cause}; not published")]
+    NotPublished { cause: BackplaneError },
+    /// A namespace without history: this node's subscribers got the
+    /// publication at once, but the backplane did not take it, so no other
+    /// node did.
+    #[error("{cause}; delivered to this node's subscribers only (local subscriptions: {local_subscriptions})")]
+    LocalOnly {
+        /// Subscriptions on this node the publication was queued for (at least 1).
+        local_subscriptions: usize,
+        cause: BackplaneError,
+    },
+}
+
+impl PublishError {
+    /// What the backplane said.
+    pub fn cause(&self) -> &BackplaneError {
+        match self {
+            Self::NotPublished { cause } | Self::LocalOnly { cause, .. } => cause,
+        }
+    }
+
+    /// The client-facing code: always `unavailable`. A backplane that is
+    /// down, slow or refusing (out of memory, a payload limit of its own) is
+    /// a state of the cluster, not of the request, and the publication may go
+    /// through later or on another node.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::Unavailable
+    }
 }
 
 /// What sessions use to subscribe, unsubscribe and publish. Cheap to clone.
@@ -221,7 +259,7 @@ impl Hub {
         &self,
         topic: Topic,
         payload: Bytes,
-    ) -> impl Future<Output = Result<Option<StreamPosition>, BackplaneError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<StreamPosition>, PublishError>> + Send + 'static {
         self.publish_message(topic, payload, None, Vec::new())
     }
 
@@ -233,16 +271,17 @@ impl Hub {
     ///
     /// In a namespace without history this node's matching subscribers get
     /// the publication at once, and on a backplane error they still got it
-    /// while the other nodes did not. In a namespace with history the
-    /// backplane first gives it a position (the future yields it), then this
-    /// node's subscribers get it; on error nobody does.
+    /// while the other nodes did not ([`PublishError::LocalOnly`]). In a
+    /// namespace with history the backplane first gives it a position (the
+    /// future yields it), then this node's subscribers get it; on error
+    /// nobody does ([`PublishError::NotPublished`]).
     pub fn publish_message(
         &self,
         topic: Topic,
         payload: Bytes,
         content_type: Option<Arc<str>>,
         headers: Vec<(String, String)>,
-    ) -> impl Future<Output = Result<Option<StreamPosition>, BackplaneError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<StreamPosition>, PublishError>> + Send + 'static {
         let started = Instant::now();
         let history = self.namespace(topic.namespace()).history;
         // The node's own messages (control channel) are not counted as published.
@@ -255,12 +294,11 @@ impl Hub {
             other => other,
         };
         publication.headers = headers;
-        let held_back = match history {
-            None => {
-                self.inner.registry.deliver_local(publication.clone());
-                None
-            }
-            Some(_) => Some(publication.clone()),
+        let local = match history {
+            None => LocalDelivery::Done {
+                subscriptions: self.inner.registry.deliver_local(publication.clone()),
+            },
+            Some(_) => LocalDelivery::HeldBack(publication.clone()),
         };
         let accepted = self.inner.backplane.publish(publication, history);
         let inner = self.inner.clone();
@@ -269,19 +307,22 @@ impl Hub {
             inner
                 .publish_duration
                 .record(started.elapsed().as_secs_f64());
-            match &result {
+            match result {
                 Ok(position) => {
                     if counted {
                         inner.published.increment(1);
                     }
-                    if let Some(mut publication) = held_back {
+                    if let LocalDelivery::HeldBack(mut publication) = local {
                         publication.position = position.clone();
                         inner.registry.deliver_local(publication);
                     }
+                    Ok(position)
                 }
-                Err(_) => counter!(names::BACKPLANE_ERRORS, "op" => "publish").increment(1),
+                Err(cause) => {
+                    counter!(names::BACKPLANE_ERRORS, "op" => "publish").increment(1);
+                    Err(local.failure(cause))
+                }
             }
-            result
         };
         if history.is_none() {
             return Either::Left(outcome);
@@ -292,11 +333,34 @@ impl Hub {
         let task = tokio::spawn(outcome);
         Either::Right(async move {
             task.await.unwrap_or_else(|_| {
-                Err(BackplaneError::Unavailable(
-                    "the node stopped before the backplane answered".into(),
-                ))
+                Err(PublishError::NotPublished {
+                    cause: BackplaneError::Unavailable(
+                        "the node stopped before the backplane answered".into(),
+                    ),
+                })
             })
         })
+    }
+}
+
+/// What a publication did on this node before the backplane answered.
+enum LocalDelivery {
+    /// No history: queued at once for this many local subscriptions.
+    Done { subscriptions: usize },
+    /// With history: waits for the position the backplane gives it.
+    HeldBack(Publication),
+}
+
+impl LocalDelivery {
+    /// The publish failure when the backplane did not take the publication.
+    fn failure(self, cause: BackplaneError) -> PublishError {
+        match self {
+            Self::Done { subscriptions } if subscriptions > 0 => PublishError::LocalOnly {
+                local_subscriptions: subscriptions,
+                cause,
+            },
+            Self::Done { .. } | Self::HeldBack(_) => PublishError::NotPublished { cause },
+        }
     }
 }
 
@@ -306,8 +370,11 @@ mod tests {
 
     use futures::task::noop_waker_ref;
 
+    use futures::future::{self, BoxFuture, FutureExt};
+
     use super::*;
     use crate::backplane::memory::MemoryBus;
+    use crate::backplane::{Backplane, HistoryPolicy};
     use crate::queue::{CloseReason, Outbound, Taken};
     use ferrocast_protocol::MAX_TOPIC_LEN;
 
@@ -317,16 +384,20 @@ mod tests {
         _shutdown: CancellationToken,
     }
 
-    fn node(bus: &MemoryBus) -> Fixture {
-        let registry = Arc::new(SubscriptionRegistry::new());
-        let backplane = Arc::new(bus.attach(registry.clone()));
+    /// A hub named `id` over `registry` and `backplane`.
+    fn start(
+        id: &str,
+        registry: Arc<SubscriptionRegistry>,
+        backplane: SharedBackplane,
+        namespaces: Namespaces,
+    ) -> Fixture {
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let hub = Hub::start(
-            Arc::from("n"),
+            Arc::from(id),
             registry,
             backplane,
-            Namespaces::default(),
+            namespaces,
             &tasks,
             shutdown.clone(),
         );
@@ -335,6 +406,12 @@ mod tests {
             _tasks: tasks,
             _shutdown: shutdown,
         }
+    }
+
+    fn node(bus: &MemoryBus) -> Fixture {
+        let registry = Arc::new(SubscriptionRegistry::new());
+        let backplane = Arc::new(bus.attach(registry.clone()));
+        start("n", registry, backplane, Namespaces::default())
     }
 
     fn filter(s: &str) -> TopicFilter {
@@ -528,27 +605,13 @@ mod tests {
     fn presence_node(bus: &MemoryBus, id: &str, ttl: std::time::Duration) -> Fixture {
         let registry = Arc::new(SubscriptionRegistry::new());
         let backplane = Arc::new(bus.attach(registry.clone()));
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
         let settings = NamespaceSettings {
             presence: true,
             ..NamespaceSettings::default()
         };
         let namespaces =
             Namespaces::new([("room".to_string(), settings)].into()).with_presence_ttl(ttl);
-        let hub = Hub::start(
-            Arc::from(id),
-            registry,
-            backplane,
-            namespaces,
-            &tasks,
-            shutdown.clone(),
-        );
-        Fixture {
-            hub,
-            _tasks: tasks,
-            _shutdown: shutdown,
-        }
+        start(id, registry, backplane, namespaces)
     }
 
     /// The JSON frames of the presence events in `items`.
@@ -629,6 +692,142 @@ mod tests {
         b._shutdown.cancel();
         tokio::time::sleep(ttl * 2).await;
         wait_for_presence(&a.hub, "room.1", &["a-1".into()]).await;
+    }
+
+    /// A backplane that routes interest but takes no publication, as Redis
+    /// does when it refuses writes.
+    #[derive(Debug)]
+    struct RefusingPublishes {
+        health: watch::Sender<bool>,
+    }
+
+    impl Backplane for RefusingPublishes {
+        fn kind(&self) -> &'static str {
+            "refusing"
+        }
+
+        fn publish(
+            &self,
+            _: Publication,
+            _: Option<HistoryPolicy>,
+        ) -> BoxFuture<'static, Result<Option<StreamPosition>, BackplaneError>> {
+            future::ready(Err(BackplaneError::Unavailable("down".into()))).boxed()
+        }
+
+        fn history(
+            &self,
+            _: &Topic,
+            _: HistoryPolicy,
+            _: u64,
+        ) -> BoxFuture<'static, Result<HistoryPage, BackplaneError>> {
+            future::ready(Err(BackplaneError::Unavailable("down".into()))).boxed()
+        }
+
+        fn subscribe(&self, _: Vec<TopicFilter>) -> BoxFuture<'static, Result<(), BackplaneError>> {
+            future::ready(Ok(())).boxed()
+        }
+
+        fn unsubscribe(
+            &self,
+            _: Vec<TopicFilter>,
+        ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+            future::ready(Ok(())).boxed()
+        }
+
+        fn health(&self) -> watch::Receiver<bool> {
+            self.health.subscribe()
+        }
+
+        fn presence_update(
+            &self,
+            _: Vec<(Topic, PresenceEntry)>,
+            _: Vec<(Topic, String)>,
+            _: std::time::Duration,
+        ) -> BoxFuture<'static, Result<(), BackplaneError>> {
+            future::ready(Ok(())).boxed()
+        }
+
+        fn presence(
+            &self,
+            _: &Topic,
+        ) -> BoxFuture<'static, Result<Vec<PresenceEntry>, BackplaneError>> {
+            future::ready(Ok(Vec::new())).boxed()
+        }
+    }
+
+    /// A node over [`RefusingPublishes`] where namespace `h` keeps history.
+    fn refusing_node() -> Fixture {
+        let kept = NamespaceSettings {
+            history: Some(HistoryPolicy {
+                size: 10,
+                ttl: std::time::Duration::from_secs(60),
+            }),
+            ..NamespaceSettings::default()
+        };
+        let backplane = Arc::new(RefusingPublishes {
+            health: watch::channel(true).0,
+        });
+        let namespaces = Namespaces::new([("h".to_string(), kept)].into());
+        start(
+            "n",
+            Arc::new(SubscriptionRegistry::new()),
+            backplane,
+            namespaces,
+        )
+    }
+
+    #[tokio::test]
+    async fn without_history_a_failed_publish_names_the_local_subscriptions_it_reached() {
+        let f = refusing_node();
+        let q = Arc::new(OutboundQueue::new(1 << 20));
+        f.hub.subscribe(&filter("x.1"), 1, q.clone()).await.unwrap();
+        f.hub.subscribe(&filter("x.*"), 1, q.clone()).await.unwrap();
+        let error = f
+            .hub
+            .publish(topic("x.1"), Bytes::from_static(b"1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            PublishError::LocalOnly {
+                local_subscriptions: 2,
+                cause: BackplaneError::Unavailable("down".into()),
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "backplane unavailable: down; delivered to this node's subscribers only (local subscriptions: 2)"
+        );
+        assert_eq!(error.code(), ErrorCode::Unavailable);
+        assert_eq!(payloads(&drain(&q).0), ["1", "1"], "local delivery went on");
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_that_reached_nobody_is_not_published() {
+        let f = refusing_node();
+        let q = Arc::new(OutboundQueue::new(1 << 20));
+        f.hub.subscribe(&filter("h.1"), 1, q.clone()).await.unwrap();
+        // With history nobody gets it; without, this node had no subscriber.
+        for name in ["h.1", "x.nobody"] {
+            let error = f
+                .hub
+                .publish(topic(name), Bytes::from_static(b"1"))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                error,
+                PublishError::NotPublished {
+                    cause: BackplaneError::Unavailable("down".into()),
+                },
+                "{name}"
+            );
+            assert_eq!(
+                error.to_string(),
+                "backplane unavailable: down; not published"
+            );
+            assert_eq!(error.code(), ErrorCode::Unavailable);
+        }
+        assert!(drain(&q).0.is_empty(), "delivered without a position");
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ mod publication;
 mod queue;
 mod registry;
 
-pub use hub::{Hub, SubscribeError};
+pub use hub::{Hub, PublishError, SubscribeError};
 pub use namespace::{
     is_reserved, NamespaceSettings, Namespaces, CONTROL_NAMESPACE, DEFAULT_PRESENCE_TTL,
 };

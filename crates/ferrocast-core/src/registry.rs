@@ -230,7 +230,8 @@ impl SubscriptionRegistry {
     /// Delivers a publication of this node's own clients to every local
     /// subscription that matches its topic, wildcards included. One
     /// [`Delivery`] is shared by all of them.
-    pub(crate) fn deliver_local(&self, publication: Publication) {
+    /// Returns how many local subscriptions it reached (queued for).
+    pub(crate) fn deliver_local(&self, publication: Publication) -> usize {
         let mut filters = Vec::new();
         {
             let patterns = self.patterns.read();
@@ -240,25 +241,30 @@ impl SubscriptionRegistry {
         }
         filters.push(TopicFilter::from(publication.topic.clone()));
         let delivery = Delivery::new(publication);
-        for filter in &filters {
-            self.fan_out(filter, &delivery);
-        }
+        filters
+            .iter()
+            .map(|filter| self.fan_out(filter, &delivery))
+            .sum()
     }
 
-    fn fan_out(&self, filter: &TopicFilter, delivery: &Arc<Delivery>) {
+    /// Queues `delivery` for every subscriber of `filter`; returns how many
+    /// queues took it.
+    fn fan_out(&self, filter: &TopicFilter, delivery: &Arc<Delivery>) -> usize {
         let shard = self.shard(filter).read();
         let Some(entry) = shard.get(filter) else {
-            return;
+            return 0;
         };
+        let mut queued = 0;
         for queue in entry.subscribers.values() {
             match queue.push(Outbound::Delivery(delivery.clone(), filter.clone())) {
-                Ok(()) => {}
+                Ok(()) => queued += 1,
                 Err(PushError::Overflow { dropped }) => {
                     self.metrics.dropped_slow.increment(dropped as u64);
                 }
                 Err(PushError::Closed) => self.metrics.dropped_closing.increment(1),
             }
         }
+        queued
     }
 }
 

@@ -78,9 +78,7 @@ async fn accept(
     let body = read_body(body, settings.max_message_size).await?;
     let (topic, data) = decode(&body, settings.max_topic_length)?;
     admission::may_publish_as(edge, identity.as_ref(), &topic)?;
-    let hub = edge.hub();
-    let kept = hub.namespace(topic.namespace()).history.is_some();
-    match hub.publish(topic, data).await {
+    match edge.hub().publish(topic, data).await {
         Ok(position) => {
             let (epoch, offset) = position.map(|p| (p.epoch, p.offset)).unzip();
             Ok(OkReply {
@@ -91,12 +89,8 @@ async fn accept(
         }
         Err(error) => Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            if kept {
-                format!("{error}; not published")
-            } else {
-                format!("{error}; delivered to this node's subscribers only")
-            },
+            error.code(),
+            error.to_string(),
         )),
     }
 }

@@ -297,9 +297,10 @@ fn handle<R: Replies>(link: &mut Link<Completion>, request: ClientRequest) {
                 reply_error::<R>(link, denied.into_error(id));
                 return;
             }
-            let hub = link.edge.hub();
-            let kept = hub.namespace(topic.namespace()).history.is_some();
-            let accepted = hub.publish_message(topic, data, content_type, Vec::new());
+            let accepted = link
+                .edge
+                .hub()
+                .publish_message(topic, data, content_type, Vec::new());
             link.spawn(async move {
                 match accepted.await {
                     Ok(position) => Completion::Reply(id.map(|id| {
@@ -311,15 +312,9 @@ fn handle<R: Replies>(link: &mut Link<Completion>, request: ClientRequest) {
                             ..OkReply::default()
                         })
                     })),
-                    Err(error) => Completion::Error(RequestError::new(
-                        id,
-                        ErrorCode::Unavailable,
-                        if kept {
-                            format!("{error}; not published")
-                        } else {
-                            format!("{error}; delivered to this node's subscribers only")
-                        },
-                    )),
+                    Err(error) => {
+                        Completion::Error(RequestError::new(id, error.code(), error.to_string()))
+                    }
                 }
             });
         }

@@ -11,6 +11,13 @@
 //! NACK are accepted (and receipted) but change nothing: a NACKed message is
 //! not redelivered. Every ERROR frame closes the connection, as the
 //! specification requires.
+//!
+//! Transactions: a SEND with a `transaction` header gets every check of a
+//! SEND outside one (rate, destination, permission, size) when it arrives,
+//! and an ERROR then, so that COMMIT can fail only where the backplane does.
+//! COMMIT hands the held SENDs to the hub in order; if any is not published,
+//! one ERROR names each SEND (position, destination, receipt) with what
+//! happened to it. What was published stays published.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -23,7 +30,7 @@ use futures::FutureExt;
 use metrics::counter;
 
 use ferrocast_core::metrics as names;
-use ferrocast_core::{CloseReason, Delivery, Outbound, Publication, WireFormat};
+use ferrocast_core::{CloseReason, Delivery, Outbound, Publication, PublishError, WireFormat};
 use ferrocast_protocol::stomp::{
     encode, encode_body, encode_command, encode_header, negotiate_heartbeat, negotiate_version,
     supported_versions, Command, Decoded, Decoder, Frame, HeartBeat, Limits, StompError, Version,
@@ -52,6 +59,15 @@ const RESERVED_HEADERS: &[&str] = &[
     "ferrocast-offset",
 ];
 
+/// Transactions one connection may hold open at once.
+const MAX_OPEN_TRANSACTIONS: usize = 16;
+/// SENDs one connection may hold across its open transactions.
+const MAX_HELD_SENDS: usize = 1024;
+/// Bytes (bodies, topics, headers, names) one connection may hold across its
+/// open transactions, in `--max-message-size` units: any SEND the node takes
+/// fits, and a connection holds at most 1 MiB with the default size.
+const HELD_BYTES_PER_MESSAGE_SIZE: usize = 16;
+
 /// A STOMP subscription of this connection.
 #[derive(Debug)]
 struct Subscription {
@@ -75,6 +91,103 @@ pub(crate) enum Completion {
         message: String,
         receipt: Option<String>,
     },
+    /// A COMMIT's publishes ended; `outcomes` follow the transaction's order.
+    Committed {
+        transaction: String,
+        outcomes: Vec<(HeldSendName, Result<(), PublishError>)>,
+        receipt: Option<String>,
+    },
+}
+
+/// A SEND that passed every check and is ready to publish.
+#[derive(Debug)]
+struct CheckedSend {
+    topic: Topic,
+    payload: Bytes,
+    content_type: Option<Arc<str>>,
+    headers: Vec<(String, String)>,
+}
+
+/// How a COMMIT report names a held SEND.
+#[derive(Debug)]
+pub(crate) struct HeldSendName {
+    destination: String,
+    receipt: Option<String>,
+}
+
+/// What holding `send` named `name` costs: body, topic, passed-on headers
+/// and the name.
+fn held_bytes(name: &HeldSendName, send: &CheckedSend) -> usize {
+    let headers: usize = send.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let receipt = name.receipt.as_ref().map_or(0, String::len);
+    send.payload.len() + send.topic.as_str().len() + headers + name.destination.len() + receipt
+}
+
+impl std::fmt::Display for HeldSendName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "to {}", self.destination)?;
+        if let Some(receipt) = &self.receipt {
+            write!(f, " (receipt {receipt})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The connection's open transactions and the SENDs they hold, with the
+/// totals that bound them.
+#[derive(Debug, Default)]
+struct Transactions {
+    open: HashMap<String, Vec<(HeldSendName, CheckedSend)>>,
+    held_sends: usize,
+    held_bytes: usize,
+}
+
+impl Transactions {
+    fn is_open(&self, id: &str) -> bool {
+        self.open.contains_key(id)
+    }
+
+    /// Holds `send` in the open transaction `id`, or says which limit it
+    /// would pass.
+    fn hold(
+        &mut self,
+        id: &str,
+        name: HeldSendName,
+        send: CheckedSend,
+        max_bytes: usize,
+    ) -> Result<(), String> {
+        let bytes = held_bytes(&name, &send);
+        if self.held_sends >= MAX_HELD_SENDS {
+            return Err(format!(
+                "this connection's transactions already hold {MAX_HELD_SENDS} SENDs, the limit"
+            ));
+        }
+        if self.held_bytes + bytes > max_bytes {
+            return Err(format!(
+                "this connection's transactions would hold more than {max_bytes} bytes, the limit"
+            ));
+        }
+        let Some(held) = self.open.get_mut(id) else {
+            return Err(format!("no transaction {id:?}; send BEGIN first"));
+        };
+        held.push((name, send));
+        self.held_sends += 1;
+        self.held_bytes += bytes;
+        Ok(())
+    }
+
+    /// Closes transaction `id` and hands back what it held.
+    fn take(&mut self, id: &str) -> Option<Vec<(HeldSendName, CheckedSend)>> {
+        let held = self.open.remove(id)?;
+        self.held_sends -= held.len();
+        self.held_bytes -= held.iter().map(|(n, s)| held_bytes(n, s)).sum::<usize>();
+        Some(held)
+    }
+
+    /// Aborts every open transaction.
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// The STOMP state of one connection.
@@ -91,8 +204,8 @@ pub(crate) struct StompProtocol {
     subscriptions: HashMap<String, Subscription>,
     /// Filter → subscription ids, to write one MESSAGE per subscription.
     by_filter: HashMap<TopicFilter, Vec<String>>,
-    /// Open transactions: their SENDs, held until COMMIT.
-    transactions: HashMap<String, Vec<Frame>>,
+    /// Open transactions: their checked SENDs, held until COMMIT.
+    transactions: Transactions,
     heartbeat: Heartbeat,
     /// What the node offers in CONNECTED `heart-beat`: `--ping-interval` both
     /// ways, the same keep-alive it keeps with WebSocket pings.
@@ -120,7 +233,7 @@ impl StompProtocol {
             user: None,
             subscriptions: HashMap::new(),
             by_filter: HashMap::new(),
-            transactions: HashMap::new(),
+            transactions: Transactions::default(),
             heartbeat: Heartbeat::default(),
             server_heartbeat: HeartBeat {
                 send_ms: interval,
@@ -158,39 +271,34 @@ impl StompProtocol {
         receipt: Option<&str>,
         reason: CloseReason,
     ) {
-        self.fail_with(link, message, receipt, reason, None);
+        self.fail_with(link, error_frame(message, message, receipt), reason);
     }
 
-    /// [`StompProtocol::fail`] with one more header on the ERROR frame.
-    fn fail_with(
-        &mut self,
-        link: &Link<Completion>,
-        message: &str,
-        receipt: Option<&str>,
-        reason: CloseReason,
-        extra: Option<(&str, String)>,
-    ) {
+    /// Sends `error` (an ERROR frame), then closes the connection for `reason`.
+    fn fail_with(&mut self, link: &Link<Completion>, error: Frame, reason: CloseReason) {
         count_error(match reason {
             CloseReason::TooLarge => "too_large",
             CloseReason::Unauthorized => "unauthorized",
             CloseReason::RateLimited => "rate_limited",
             _ => "bad_request",
         });
-        let mut frame = Frame::new(Command::Error)
-            .with_header("message", message)
-            .with_header("content-type", "text/plain");
-        if let Some(id) = receipt {
-            frame = frame.with_header("receipt-id", id);
-        }
-        if let Some((name, value)) = extra {
-            frame = frame.with_header(name, value);
-        }
-        let frame = frame
-            .with_body(Bytes::from(message.to_string()))
-            .with_content_length();
-        self.send_frame(link, &frame);
+        self.send_frame(link, &error);
         self.failed = true;
         link.close(reason);
+    }
+
+    /// A limit of the connection (transactions, held SENDs) is reached:
+    /// counted under `limit`, then ERROR and close (1002, as for the
+    /// subscription limit: 1009 would name the message size).
+    fn limit_hit(
+        &mut self,
+        link: &Link<Completion>,
+        limit: &'static str,
+        message: &str,
+        receipt: Option<&str>,
+    ) {
+        counter!(names::LIMIT_HITS, "limit" => limit).increment(1);
+        self.fail(link, message, receipt, CloseReason::ProtocolError);
     }
 
     /// A SEND or SUBSCRIBE over the connection's rate limit: STOMP has no
@@ -272,15 +380,10 @@ impl StompProtocol {
             Err(error) => {
                 // The spec: ERROR with a `version` header listing what the server speaks.
                 let supported = supported_versions(Some(self.limit));
-                let receipt = frame.header("receipt");
-                let reason = CloseReason::ProtocolError;
-                self.fail_with(
-                    link,
-                    &error.to_string(),
-                    receipt,
-                    reason,
-                    Some(("version", supported)),
-                );
+                let message = error.to_string();
+                let error = error_frame(&message, &message, frame.header("receipt"))
+                    .with_header("version", supported);
+                self.fail_with(link, error, CloseReason::ProtocolError);
                 return Ok(());
             }
         };
@@ -517,30 +620,19 @@ impl StompProtocol {
         frame: Frame,
         receipt: Option<String>,
     ) -> Result<(), String> {
-        // Each SEND counts when it arrives, inside a transaction too.
+        // Each SEND counts against the rate when it arrives, inside a
+        // transaction too: the rate bounds what the client sends, and a
+        // COMMIT then never fails halfway for a reason known earlier.
         if let Err(limited) = link.admit_publish() {
             self.rate_limited(link, &limited, receipt.as_deref());
             return Ok(());
         }
-        if let Some(tx) = frame.header("transaction") {
-            let held = self
-                .transactions
-                .get_mut(tx)
-                .ok_or_else(|| format!("no transaction {tx:?}; send BEGIN first"))?;
-            held.push(frame);
-            self.receipt(link, receipt);
-            return Ok(());
+        let transaction = frame.header("transaction");
+        if let Some(tx) = transaction.filter(|tx| !self.transactions.is_open(tx)) {
+            return Err(format!("no transaction {tx:?}; send BEGIN first"));
         }
-        self.publish(link, &frame, receipt)
-    }
-
-    fn publish(
-        &mut self,
-        link: &mut Link<Completion>,
-        frame: &Frame,
-        receipt: Option<String>,
-    ) -> Result<(), String> {
-        let destination = required(frame, "destination")?;
+        // The frame size was checked by the decoder (--max-message-size).
+        let destination = required(&frame, "destination")?;
         let topic = Self::send_topic(destination, link.edge.settings().max_topic_length)?;
         if let Err(denied) = link.may_publish(&topic) {
             let receipt = receipt.as_deref();
@@ -554,21 +646,27 @@ impl StompProtocol {
             .filter(|(name, _)| !RESERVED_HEADERS.contains(&name.as_str()))
             .cloned()
             .collect();
-        let hub = link.edge.hub();
-        let kept = hub.namespace(topic.namespace()).history.is_some();
-        let accepted = hub
-            .publish_message(topic, payload, content_type, headers)
-            .map(|result| result.map(|_position| ()));
-        receipt_when_done(
-            link,
-            accepted,
-            receipt,
-            if kept {
-                |e| format!("{e}; not delivered")
-            } else {
-                |e| format!("{e}; delivered to this node's subscribers only")
-            },
-        );
+        let send = CheckedSend {
+            topic,
+            payload,
+            content_type,
+            headers,
+        };
+        let Some(tx) = transaction else {
+            let accepted = publish(link, send).map(|result| result.map(|_position| ()));
+            receipt_when_done(link, accepted, receipt);
+            return Ok(());
+        };
+        let name = HeldSendName {
+            destination: destination.to_string(),
+            receipt: receipt.clone(),
+        };
+        let max_bytes = HELD_BYTES_PER_MESSAGE_SIZE * link.edge.settings().max_message_size;
+        if let Err(message) = self.transactions.hold(tx, name, send, max_bytes) {
+            self.limit_hit(link, "transaction", &message, receipt.as_deref());
+            return Ok(());
+        }
+        self.receipt(link, receipt);
         Ok(())
     }
 
@@ -600,10 +698,17 @@ impl StompProtocol {
         receipt: Option<String>,
     ) -> Result<(), String> {
         let tx = required(frame, "transaction")?;
-        if self.transactions.contains_key(tx) {
+        if self.transactions.is_open(tx) {
             return Err(format!("transaction {tx:?} is already open"));
         }
-        self.transactions.insert(tx.to_string(), Vec::new());
+        if self.transactions.open.len() >= MAX_OPEN_TRANSACTIONS {
+            let message = format!(
+                "this connection already holds {MAX_OPEN_TRANSACTIONS} open transactions, the limit"
+            );
+            self.limit_hit(link, "transaction", &message, receipt.as_deref());
+            return Ok(());
+        }
+        self.transactions.open.insert(tx.to_string(), Vec::new());
         self.receipt(link, receipt);
         Ok(())
     }
@@ -617,17 +722,22 @@ impl StompProtocol {
         let tx = required(frame, "transaction")?;
         let held = self
             .transactions
-            .remove(tx)
+            .take(tx)
             .ok_or_else(|| format!("no transaction {tx:?}"))?;
-        let last = held.len().saturating_sub(1);
-        for (i, send) in held.iter().enumerate() {
-            // The receipt of COMMIT comes once the last held SEND was accepted.
-            let this_receipt = if i == last { receipt.clone() } else { None };
-            self.publish(link, send, this_receipt)?;
-        }
-        if held.is_empty() {
-            self.receipt(link, receipt);
-        }
+        // Handed to the hub in order now (which keeps their order on every
+        // node); the RECEIPT or the ERROR once every one was answered.
+        let publishes: Vec<_> = held
+            .into_iter()
+            .map(|(name, send)| publish(link, send).map(|result| (name, result.map(|_| ()))))
+            .collect();
+        let transaction = tx.to_string();
+        link.spawn(async move {
+            Completion::Committed {
+                transaction,
+                outcomes: futures::future::join_all(publishes).await,
+                receipt,
+            }
+        });
         Ok(())
     }
 
@@ -639,7 +749,7 @@ impl StompProtocol {
     ) -> Result<(), String> {
         let tx = required(frame, "transaction")?;
         self.transactions
-            .remove(tx)
+            .take(tx)
             .ok_or_else(|| format!("no transaction {tx:?}"))?;
         self.receipt(link, receipt);
         Ok(())
@@ -756,6 +866,17 @@ impl Protocol for StompProtocol {
                 receipt.as_deref(),
                 CloseReason::ProtocolError,
             ),
+            Completion::Committed {
+                transaction,
+                outcomes,
+                receipt,
+            } => match commit_report(&transaction, &outcomes) {
+                None => self.receipt(link, receipt),
+                Some((summary, report)) => {
+                    let error = error_frame(&summary, &report, receipt.as_deref());
+                    self.fail_with(link, error, CloseReason::ProtocolError);
+                }
+            },
         }
     }
 
@@ -812,24 +933,86 @@ fn required<'a>(frame: &'a Frame, name: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("{} needs the {name} header", frame.command.as_str()))
 }
 
+/// An ERROR frame: `message` in its header, `body` as its text.
+fn error_frame(message: &str, body: &str, receipt: Option<&str>) -> Frame {
+    let mut frame = Frame::new(Command::Error)
+        .with_header("message", message)
+        .with_header("content-type", "text/plain");
+    if let Some(id) = receipt {
+        frame = frame.with_header("receipt-id", id);
+    }
+    frame
+        .with_body(Bytes::from(body.to_string()))
+        .with_content_length()
+}
+
+/// Hands `send` to the hub.
+fn publish(
+    link: &Link<Completion>,
+    send: CheckedSend,
+) -> impl Future<Output = Result<Option<StreamPosition>, PublishError>> + Send + 'static {
+    link.edge
+        .hub()
+        .publish_message(send.topic, send.payload, send.content_type, send.headers)
+}
+
 /// Runs `work` (waiting on the backplane) alongside the session; when it
 /// succeeds the RECEIPT (if asked for) goes out, when it fails ERROR with
-/// `describe(error)`.
+/// the error's wording.
 fn receipt_when_done<E: std::fmt::Display + Send + 'static>(
     link: &mut Link<Completion>,
     work: impl Future<Output = Result<(), E>> + Send + 'static,
     receipt: Option<String>,
-    describe: fn(&E) -> String,
 ) {
     link.spawn(async move {
         match work.await {
             Ok(()) => Completion::Done { receipt },
             Err(error) => Completion::Failed {
-                message: describe(&error),
+                message: error.to_string(),
                 receipt,
             },
         }
     });
+}
+
+/// `None` when every SEND of the transaction was published; else the ERROR's
+/// one-line summary and its body, one line per SEND (numbered from 1 in the
+/// transaction's order) with what happened to it.
+fn commit_report(
+    transaction: &str,
+    outcomes: &[(HeldSendName, Result<(), PublishError>)],
+) -> Option<(String, String)> {
+    if outcomes.iter().all(|(_, outcome)| outcome.is_ok()) {
+        return None;
+    }
+    let numbers = |published: bool| {
+        let picked: Vec<String> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, outcome))| outcome.is_ok() == published)
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        if picked.is_empty() {
+            "none".to_string()
+        } else {
+            picked.join(", ")
+        }
+    };
+    let summary = format!(
+        "COMMIT of transaction {transaction:?}: {} SENDs, published: {}; not published: {}; published ones are not sent again",
+        outcomes.len(),
+        numbers(true),
+        numbers(false),
+    );
+    let mut report = summary.clone();
+    for (i, (name, outcome)) in outcomes.iter().enumerate() {
+        // Writing to a String cannot fail.
+        let _ = match outcome {
+            Ok(()) => write!(report, "\nSEND {} {name}: published", i + 1),
+            Err(error) => write!(report, "\nSEND {} {name}: {error}", i + 1),
+        };
+    }
+    Some((summary, report))
 }
 
 /// The payload and content type to publish for a SEND body: JSON bodies
@@ -919,6 +1102,49 @@ mod tests {
         assert_eq!((&p[..], ct.as_deref()), (&b"{}"[..], Some("text/plain")));
         let (_, ct) = payload_of(None, &Bytes::from_static(b"hello"));
         assert_eq!(ct.as_deref(), Some("application/octet-stream"));
+    }
+
+    #[test]
+    fn a_commit_report_names_each_send_and_what_happened_to_it() {
+        use ferrocast_core::backplane::BackplaneError;
+        let name = |destination: &str, receipt: Option<&str>| HeldSendName {
+            destination: destination.to_string(),
+            receipt: receipt.map(str::to_string),
+        };
+        let cause = BackplaneError::Rejected("OOM".into());
+        let outcomes = vec![
+            (name("/topic/live.a", None), Ok(())),
+            (
+                name("/topic/chat.a", Some("r2")),
+                Err(PublishError::NotPublished {
+                    cause: cause.clone(),
+                }),
+            ),
+            (
+                name("/topic/live.b", None),
+                Err(PublishError::LocalOnly {
+                    local_subscriptions: 1,
+                    cause,
+                }),
+            ),
+            (name("/topic/live.c", None), Ok(())),
+        ];
+        let (summary, report) = commit_report("t1", &outcomes).unwrap();
+        assert_eq!(
+            summary,
+            "COMMIT of transaction \"t1\": 4 SENDs, published: 1, 4; not published: 2, 3; published ones are not sent again"
+        );
+        assert_eq!(
+            report.lines().skip(1).collect::<Vec<_>>(),
+            [
+                "SEND 1 to /topic/live.a: published",
+                "SEND 2 to /topic/chat.a (receipt r2): backplane rejected the operation: OOM; not published",
+                "SEND 3 to /topic/live.b: backplane rejected the operation: OOM; delivered to this node's subscribers only (local subscriptions: 1)",
+                "SEND 4 to /topic/live.c: published",
+            ]
+        );
+        let all_published = vec![(name("/topic/live.a", None), Ok(()))];
+        assert_eq!(commit_report("t1", &all_published), None);
     }
 
     #[test]
