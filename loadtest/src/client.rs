@@ -18,7 +18,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::stomp::{self, FrameReader};
-use crate::wire::{self, parse_object, split_frame, ResumePoint, ServerEvent};
+use ferrocast_protocol::{StreamPosition, SUBPROTOCOL_JSON};
+
+use crate::wire::{self, ServerEvent};
 
 /// Time a connection gets for its closing handshake at the end.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -49,7 +51,7 @@ impl std::fmt::Display for Protocol {
 impl Protocol {
     fn subprotocol(self) -> &'static str {
         match self {
-            Self::Json => wire::SUBPROTOCOL,
+            Self::Json => SUBPROTOCOL_JSON,
             Self::Stomp => stomp::SUBPROTOCOL,
         }
     }
@@ -213,7 +215,7 @@ pub(crate) struct Subscribed {
     /// `recovered` of the reply, when the subscribe asked to resume.
     pub(crate) recovered: Option<bool>,
     /// The topic's position the reply carried, if any.
-    pub(crate) position: Option<ResumePoint>,
+    pub(crate) position: Option<StreamPosition>,
 }
 
 /// Opens connections: protocol, socket options and source addresses.
@@ -285,7 +287,7 @@ impl Dialer {
         target: &Target,
         n: usize,
         topic: &str,
-        since: Option<&ResumePoint>,
+        since: Option<&StreamPosition>,
         deadline: Instant,
         on_event: impl FnMut(ServerEvent<'_>),
     ) -> Result<(Conn, Subscribed), SetupError> {
@@ -344,7 +346,7 @@ impl Conn {
     pub(crate) async fn subscribe(
         &mut self,
         topic: &str,
-        since: Option<&ResumePoint>,
+        since: Option<&StreamPosition>,
         mut on_event: impl FnMut(ServerEvent<'_>),
     ) -> Result<Subscribed, SetupError> {
         let id = self.next_id;
@@ -368,7 +370,7 @@ impl Conn {
                 } if n == id => {
                     reply = Some(Ok(Subscribed {
                         recovered,
-                        position: position.map(ResumePoint::from_position),
+                        position,
                     }));
                 }
                 ServerEvent::Error { id: Some(n), .. } if n == id => {
@@ -418,14 +420,7 @@ impl Conn {
         match self.ws.next().await {
             Some(Ok(Message::Text(text))) => {
                 match self.protocol {
-                    Protocol::Json => {
-                        for line in split_frame(text.as_str()) {
-                            match parse_object(line) {
-                                Ok(event) => on_event(event),
-                                Err(_) => on_event(ServerEvent::Other),
-                            }
-                        }
-                    }
+                    Protocol::Json => wire::read_frame(text.as_str(), &mut on_event),
                     Protocol::Stomp => {
                         self.stomp
                             .feed(text.as_str(), |frame| on_event(frame.event()));

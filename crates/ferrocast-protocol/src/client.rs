@@ -151,20 +151,30 @@ impl Position<'_> {
 }
 
 /// A publication delivered to the client (`{"op":"message",…}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Delivery<'a> {
     /// The topic it was published on (for a pattern, the topic that matched).
     pub topic: Cow<'a, str>,
-    /// The data as the JSON text of one value, a slice of the frame. When
+    /// The data: the JSON text of one value, a slice of the frame. When
     /// `content_type` is set it is a JSON string holding the body (base64
     /// when `base64`).
-    pub data: &'a str,
+    pub data: &'a RawValue,
     /// The media type of a publication that was not JSON (made over STOMP
     /// or the protobuf protocol).
     pub content_type: Option<Cow<'a, str>>,
     pub base64: bool,
     /// Where it sits in the topic's history, when the namespace keeps one.
     pub position: Option<Position<'a>>,
+}
+
+impl PartialEq for Delivery<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.topic == other.topic
+            && self.data.get() == other.data.get()
+            && self.content_type == other.content_type
+            && self.base64 == other.base64
+            && self.position == other.position
+    }
 }
 
 /// A reply `{"op":"error",…}`.
@@ -304,7 +314,7 @@ fn parse_object(line: &str) -> Result<ServerObject<'_>, DecodeError> {
     Ok(match wire.op.as_ref() {
         "message" => ServerObject::Message(Delivery {
             topic: wire.topic.ok_or(missing("message", "topic"))?,
-            data: wire.data.ok_or(missing("message", "data"))?.get(),
+            data: wire.data.ok_or(missing("message", "data"))?,
             base64: wire.encoding.as_deref() == Some("base64"),
             content_type: wire.content_type,
             position,
@@ -349,7 +359,7 @@ fn scan_delivery(line: &str) -> Option<Delivery<'_>> {
     }
     let rest = rest.strip_prefix(r#","data":"#)?;
     let mut values = serde_json::Deserializer::from_str(rest).into_iter::<&RawValue>();
-    let data = values.next()?.ok()?.get();
+    let data = values.next()?.ok()?;
     let tail = &rest[values.byte_offset()..];
     let position = match tail {
         "}" => None,
@@ -573,7 +583,7 @@ mod tests {
         let ServerObject::Message(delivery) = decode_object(text(&stomp)).unwrap() else {
             panic!("not a message");
         };
-        assert_eq!(delivery.data, r#""/wA=""#);
+        assert_eq!(delivery.data.get(), r#""/wA=""#);
         assert!(delivery.base64);
         assert_eq!(
             delivery.content_type.as_deref(),
@@ -588,8 +598,65 @@ mod tests {
         let ServerObject::Message(delivery) = decode_object(text(&plain)).unwrap() else {
             panic!("not a message");
         };
-        assert_eq!(delivery.data, r#""a,\"epoch\":\"e\"""#);
+        assert_eq!(delivery.data.get(), r#""a,\"epoch\":\"e\"""#);
         assert_eq!((delivery.position, delivery.base64), (None, false));
+    }
+
+    /// Moved from the Rust SDK's own decoder, which this module replaces.
+    #[test]
+    fn decodes_messages_and_replies() {
+        let Ok(ServerObject::Message(m)) = decode_object(
+            r#"{"op":"message","topic":"chat.a","data":{"t":"a\nb"},"offset":42,"epoch":"e1"}"#,
+        ) else {
+            panic!("not a message");
+        };
+        assert_eq!(m.topic.as_ref(), "chat.a");
+        assert_eq!(m.data.get(), r#"{"t":"a\nb"}"#);
+        assert_eq!(
+            m.position.map(|p| p.to_stream_position()),
+            Some(StreamPosition {
+                epoch: "e1".into(),
+                offset: 42
+            })
+        );
+
+        let Ok(ServerObject::Message(null)) =
+            decode_object(r#"{"op":"message","topic":"a","data":null}"#)
+        else {
+            panic!("not a message");
+        };
+        assert_eq!(null.data.get(), "null");
+        assert_eq!(null.position, None);
+
+        let Ok(ServerObject::Ok(ok)) =
+            decode_object(r#"{"op":"ok","id":7,"epoch":"","offset":0,"recovered":true}"#)
+        else {
+            panic!("not ok");
+        };
+        assert_eq!((ok.id, ok.recovered), (Some(7), Some(true)));
+
+        let Ok(ServerObject::Error(error)) = decode_object(
+            r#"{"op":"error","id":8,"code":"forbidden","message":"no","future":[1]}"#,
+        ) else {
+            panic!("not an error");
+        };
+        assert_eq!(
+            (error.code.as_ref(), error.message.as_ref()),
+            ("forbidden", "no")
+        );
+
+        let Ok(ServerObject::Message(stomp)) = decode_object(
+            r#"{"op":"message","topic":"f.x","data":"/wA=","encoding":"base64","content_type":"application/octet-stream"}"#,
+        ) else {
+            panic!("not a message");
+        };
+        assert!(stomp.base64);
+        assert_eq!(
+            stomp.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+
+        assert!(decode_object("{\"op\":").is_err());
     }
 
     #[test]
@@ -597,7 +664,7 @@ mod tests {
         let frame = "{\"op\":\"message\",\"topic\":\"a\",\"data\":null}\n{\"op\":\"join\",\"x\":1}\r\n{\"op\":\n\n";
         let objects: Vec<_> = decode_frame(frame).collect();
         assert_eq!(objects.len(), 3);
-        assert!(matches!(&objects[0], Ok(ServerObject::Message(d)) if d.data == "null"));
+        assert!(matches!(&objects[0], Ok(ServerObject::Message(d)) if d.data.get() == "null"));
         assert!(matches!(&objects[1], Ok(ServerObject::Other { op }) if op == "join"));
         assert!(matches!(objects[2], Err(DecodeError::Json(_))));
         assert!(matches!(
@@ -726,10 +793,10 @@ mod tests {
                 panic!("not a message: {line}");
             };
             prop_assert_eq!(delivery.topic.as_ref(), name.as_str());
-            prop_assert_eq!(delivery.data, payload.as_str());
+            prop_assert_eq!(delivery.data.get(), payload.as_str());
             prop_assert_eq!(delivery.position.as_ref().map(Position::to_stream_position), at);
             prop_assert_eq!(&delivery.content_type, &None);
-            let parsed: Value = serde_json::from_str(delivery.data).unwrap();
+            let parsed: Value = serde_json::from_str(delivery.data.get()).unwrap();
             prop_assert_eq!(parsed, data);
             prop_assert_eq!(ServerObject::Message(delivery), parse_object(line).unwrap());
         }
