@@ -2,6 +2,7 @@
 //! random time and leave, started at a target rate for a duration.
 
 use std::sync::{Arc, Mutex};
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accounting::{publishes_due, subscriber_topic};
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::chart::{Chart, Series};
 use crate::client::{ConnectArgs, Dialer, Ending, Protocol, Target};
 use crate::coord::{Conductor, Phase, WorkerLink, JOIN_SLACK};
@@ -119,7 +121,7 @@ pub(crate) struct ChurnPartial {
     oddities: Oddities,
 }
 
-impl ChurnPartial {
+impl Partial for ChurnPartial {
     fn merge(&mut self, other: &Self) {
         self.started += other.started;
         self.completed += other.completed;
@@ -320,27 +322,15 @@ pub(crate) async fn conduct(
 ) -> anyhow::Result<ChurnReport> {
     args.validate()?;
     let mut nodes = NodeWatch::new(&args.nodes);
-    nodes.before().await;
-    conductor
-        .barrier(Phase::Ready, Instant::now() + JOIN_SLACK * 2)
-        .await?;
-    nodes.connected().await;
-    let start = Instant::now() + Duration::from_millis(200);
-    conductor.go(start).await?;
-    conductor.status.set_phase("churning");
-    let end_readings = async {
-        sleep_until(start + args.duration).await;
-        nodes.end().await;
-    };
-    let (results, ()) = tokio::join!(
-        conductor.results::<ChurnPartial>(start + args.time_limit() + JOIN_SLACK),
-        end_readings
-    );
-    let (partials, timeline) = results?;
-    let mut total = ChurnPartial::default();
-    for partial in &partials {
-        total.merge(partial);
-    }
+    // Nothing to set up before the go: cycles connect as they start.
+    let start = start_phase(conductor, &mut nodes, JOIN_SLACK, "churning").await?;
+    let (total, timeline) = collect::<ChurnPartial>(
+        conductor,
+        &mut nodes,
+        Some(start + args.duration),
+        start + args.time_limit() + JOIN_SLACK,
+    )
+    .await?;
     Ok(ChurnReport::new(
         args,
         total,
@@ -348,6 +338,30 @@ pub(crate) async fn conduct(
         timeline,
         conductor.processes(),
     ))
+}
+
+impl Scenario for ChurnArgs {
+    type Partial = ChurnPartial;
+    type Report = ChurnReport;
+
+    fn connections(&self) -> u64 {
+        0
+    }
+
+    fn time_limit(&self) -> Duration {
+        self.time_limit()
+    }
+
+    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<ChurnPartial>> + Send {
+        work(self, link)
+    }
+
+    fn conduct(
+        &self,
+        conductor: &mut Conductor,
+    ) -> impl Future<Output = anyhow::Result<ChurnReport>> {
+        conduct(self, conductor)
+    }
 }
 
 /// The settings of a run, as reported.
@@ -419,8 +433,10 @@ impl ChurnReport {
             connect_histogram: total.connect_latency,
         }
     }
+}
 
-    pub(crate) fn table(&self) -> Table {
+impl ScenarioReport for ChurnReport {
+    fn table(&self) -> Table {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
@@ -445,7 +461,7 @@ impl ChurnReport {
         table
     }
 
-    pub(crate) fn chart(&self) -> Chart<'_> {
+    fn chart(&self) -> Chart<'_> {
         Chart {
             title: format!(
                 "ferrocast churn: {:.0} connects+subscribes/s, connect p99 {:.2} ms",

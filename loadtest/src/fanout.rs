@@ -16,6 +16,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -30,6 +31,7 @@ use crate::accounting::{
     burst_per_topic, burst_share, expected_deliveries, publish_topic, publisher_rate,
     publishes_due, subscriber_topic, CountsByTopic, Window,
 };
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::chart::{Chart, Series};
 use crate::client::{Conn, ConnectArgs, Dialer, Ending, Protocol, Target};
 use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
@@ -258,7 +260,7 @@ pub(crate) struct FanoutPartial {
     last_delivery_ns: Option<u64>,
 }
 
-impl FanoutPartial {
+impl Partial for FanoutPartial {
     fn merge(&mut self, other: &Self) {
         self.subscribers_ready += other.subscribers_ready;
         self.publishers_ready += other.publishers_ready;
@@ -732,38 +734,20 @@ pub(crate) async fn conduct(
     let traffic = &plan.traffic;
     traffic.validate()?;
     let mut nodes = NodeWatch::new(&traffic.nodes);
-    nodes.before().await;
-    conductor.status.set_phase("connecting");
-    conductor
-        .barrier(
-            Phase::Ready,
-            Instant::now() + traffic.connect.setup_timeout + JOIN_SLACK,
-        )
-        .await?;
-    nodes.connected().await;
-    let start = Instant::now() + Duration::from_millis(200);
-    conductor.go(start).await?;
-    conductor.status.set_phase("publishing");
+    let start = start_phase(
+        conductor,
+        &mut nodes,
+        traffic.connect.setup_timeout,
+        "publishing",
+    )
+    .await?;
     let end = start + traffic.warmup() + traffic.duration;
     let deadline = end + traffic.grace + JOIN_SLACK * 2;
-    let (partials, timeline) = if traffic.burst.is_some() {
-        let results = conductor.results::<FanoutPartial>(deadline).await?;
-        nodes.end().await;
-        results
-    } else {
-        // The end readings come when publishing ends, before connections close.
-        let end_readings = async {
-            sleep_until(end).await;
-            nodes.end().await;
-        };
-        let (results, ()) =
-            tokio::join!(conductor.results::<FanoutPartial>(deadline), end_readings);
-        results?
-    };
-    let mut total = FanoutPartial::default();
-    for partial in &partials {
-        total.merge(partial);
-    }
+    // The end readings come when publishing ends, before connections close;
+    // after a burst, once it is all delivered.
+    let readings_at = traffic.burst.is_none().then_some(end);
+    let (total, timeline) =
+        collect::<FanoutPartial>(conductor, &mut nodes, readings_at, deadline).await?;
     let nodes = nodes.report(total.subscribers_ready + total.publishers_ready);
     Ok(FanoutReport::new(
         plan,
@@ -772,6 +756,30 @@ pub(crate) async fn conduct(
         timeline,
         conductor.processes(),
     ))
+}
+
+impl Scenario for Plan {
+    type Partial = FanoutPartial;
+    type Report = FanoutReport;
+
+    fn connections(&self) -> u64 {
+        self.traffic.connections()
+    }
+
+    fn time_limit(&self) -> Duration {
+        self.traffic.time_limit()
+    }
+
+    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<FanoutPartial>> + Send {
+        work(self, link)
+    }
+
+    fn conduct(
+        &self,
+        conductor: &mut Conductor,
+    ) -> impl Future<Output = anyhow::Result<FanoutReport>> {
+        conduct(self, conductor)
+    }
 }
 
 /// The settings of a run, as reported.
@@ -892,8 +900,10 @@ impl FanoutReport {
             latency_histogram: total.latency,
         }
     }
+}
 
-    pub(crate) fn table(&self) -> Table {
+impl ScenarioReport for FanoutReport {
+    fn table(&self) -> Table {
         let s = &self.settings;
         let mut table = Table::default();
         let load = match (s.burst, s.rate) {
@@ -943,7 +953,7 @@ impl FanoutReport {
         table
     }
 
-    pub(crate) fn chart(&self) -> Chart<'_> {
+    fn chart(&self) -> Chart<'_> {
         Chart {
             title: format!("ferrocast {}: {}", self.scenario, self.headline()),
             latency: Some(("publish → delivery", &self.latency_histogram.0)),
@@ -960,7 +970,9 @@ impl FanoutReport {
             ],
         }
     }
+}
 
+impl FanoutReport {
     fn headline(&self) -> String {
         format!(
             "{} subscribers, {} topics, {:.0} deliveries/s, p99 {:.2} ms",

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use clap::Args;
@@ -14,6 +15,7 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::subscriber_topic;
+use crate::scenario::{merged, start_phase, Partial, Scenario, ScenarioReport};
 use crate::chart::{Chart, Series};
 use crate::client::{ConnectArgs, Dialer, Ending, Protocol, Target};
 use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
@@ -107,7 +109,7 @@ pub(crate) struct IdlePartial {
     oddities: Oddities,
 }
 
-impl IdlePartial {
+impl Partial for IdlePartial {
     fn merge(&mut self, other: &Self) {
         self.ready += other.ready;
         self.setup_s = self.setup_s.max(other.setup_s);
@@ -330,19 +332,8 @@ pub(crate) async fn conduct(
     conductor: &mut Conductor,
 ) -> anyhow::Result<IdleReport> {
     let mut nodes = NodeWatch::new(&args.nodes);
-    nodes.before().await;
-    conductor.status.set_phase("connecting");
-    let began = Instant::now();
-    conductor
-        .barrier(
-            Phase::Ready,
-            began + args.connect.setup_timeout + JOIN_SLACK,
-        )
-        .await?;
-    nodes.connected().await;
-    let hold_start = Instant::now();
-    conductor.go(hold_start).await?;
-    conductor.status.set_phase("holding");
+    let hold_start =
+        start_phase(conductor, &mut nodes, args.connect.setup_timeout, "holding").await?;
     conductor
         .barrier(Phase::Held, hold_start + JOIN_SLACK)
         .await?;
@@ -354,10 +345,7 @@ pub(crate) async fn conduct(
     let (partials, timeline) = conductor
         .results::<IdlePartial>(check + args.verify_timeout + JOIN_SLACK * 2)
         .await?;
-    let mut total = IdlePartial::default();
-    for partial in &partials {
-        total.merge(partial);
-    }
+    let total: IdlePartial = merged(&partials);
     let nodes = nodes.report(total.ready);
     Ok(IdleReport::new(
         args,
@@ -366,6 +354,30 @@ pub(crate) async fn conduct(
         timeline,
         conductor.processes(),
     ))
+}
+
+impl Scenario for IdleArgs {
+    type Partial = IdlePartial;
+    type Report = IdleReport;
+
+    fn connections(&self) -> u64 {
+        u64::from(self.connections)
+    }
+
+    fn time_limit(&self) -> Duration {
+        self.time_limit()
+    }
+
+    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<IdlePartial>> + Send {
+        work(self, link)
+    }
+
+    fn conduct(
+        &self,
+        conductor: &mut Conductor,
+    ) -> impl Future<Output = anyhow::Result<IdleReport>> {
+        conduct(self, conductor)
+    }
 }
 
 /// The settings of a run, as reported.
@@ -453,8 +465,10 @@ impl IdleReport {
             setup_histogram: total.setup_latency,
         }
     }
+}
 
-    pub(crate) fn table(&self) -> Table {
+impl ScenarioReport for IdleReport {
+    fn table(&self) -> Table {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
@@ -500,7 +514,7 @@ impl IdleReport {
         table
     }
 
-    pub(crate) fn chart(&self) -> Chart<'_> {
+    fn chart(&self) -> Chart<'_> {
         Chart {
             title: format!(
                 "ferrocast idle: {} connections, {:.0} connects/s",

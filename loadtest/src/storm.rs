@@ -8,6 +8,7 @@
 //! missed.
 
 use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::{
     publish_topic, publishes_due, subscriber_topic, CountsByTopic, SequenceTracker,
 };
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::chart::{Chart, Series};
 use crate::client::{ConnectArgs, Ending, Protocol, SetupError};
 use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
@@ -226,7 +228,7 @@ pub(crate) struct StormPartial {
     oddities: Oddities,
 }
 
-impl StormPartial {
+impl Partial for StormPartial {
     fn merge(&mut self, o: &Self) {
         self.subscribers_ready += o.subscribers_ready;
         crate::accounting::add_per_topic(&mut self.published, &o.published);
@@ -247,7 +249,9 @@ impl StormPartial {
         self.errors.merge(&o.errors);
         self.oddities.merge(&o.oddities);
     }
+}
 
+impl StormPartial {
     /// Adds what one subscriber saw.
     fn add_client(&mut self, topic: usize, stats: ClientStats) {
         if !stats.ready {
@@ -586,18 +590,13 @@ pub(crate) async fn conduct(
 ) -> anyhow::Result<StormReport> {
     args.validate()?;
     let mut nodes = NodeWatch::new(&args.nodes);
-    nodes.before().await;
-    conductor.status.set_phase("connecting");
-    conductor
-        .barrier(
-            Phase::Ready,
-            Instant::now() + args.connect.setup_timeout + JOIN_SLACK,
-        )
-        .await?;
-    nodes.connected().await;
-    let start = Instant::now() + Duration::from_millis(200);
-    conductor.go(start).await?;
-    conductor.status.set_phase("publishing");
+    let start = start_phase(
+        conductor,
+        &mut nodes,
+        args.connect.setup_timeout,
+        "publishing",
+    )
+    .await?;
     let end = start + args.duration;
     let killing = async {
         let Some(pid) = args.kill_pid else {
@@ -612,21 +611,15 @@ pub(crate) async fn conduct(
         .with_context(|| format!("sending {:?} to {pid}", args.kill_signal))?;
         anyhow::Ok(Some(at))
     };
-    let end_readings = async {
-        sleep_until(end).await;
-        nodes.end().await;
-    };
-    let (results, killed, ()) = tokio::join!(
-        conductor.results::<StormPartial>(end + args.grace + JOIN_SLACK * 2),
-        killing,
-        end_readings
+    let results = collect::<StormPartial>(
+        conductor,
+        &mut nodes,
+        Some(end),
+        end + args.grace + JOIN_SLACK * 2,
     );
-    let (partials, timeline) = results?;
+    let (results, killed) = tokio::join!(results, killing);
+    let (total, timeline) = results?;
     let killed_at_ns = killed?;
-    let mut total = StormPartial::default();
-    for partial in &partials {
-        total.merge(partial);
-    }
     let nodes = nodes.report(total.subscribers_ready + 1);
     Ok(StormReport::new(
         args,
@@ -636,6 +629,30 @@ pub(crate) async fn conduct(
         timeline,
         conductor.processes(),
     ))
+}
+
+impl Scenario for StormArgs {
+    type Partial = StormPartial;
+    type Report = StormReport;
+
+    fn connections(&self) -> u64 {
+        u64::from(self.subscribers) + 1
+    }
+
+    fn time_limit(&self) -> Duration {
+        self.time_limit()
+    }
+
+    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<StormPartial>> + Send {
+        work(self, link)
+    }
+
+    fn conduct(
+        &self,
+        conductor: &mut Conductor,
+    ) -> impl Future<Output = anyhow::Result<StormReport>> {
+        conduct(self, conductor)
+    }
 }
 
 /// The settings of a run, as reported.
@@ -755,8 +772,10 @@ impl StormReport {
             reconnect_histogram: total.reconnect_latency,
         }
     }
+}
 
-    pub(crate) fn table(&self) -> Table {
+impl ScenarioReport for StormReport {
+    fn table(&self) -> Table {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
@@ -829,7 +848,7 @@ impl StormReport {
         table
     }
 
-    pub(crate) fn chart(&self) -> Chart<'_> {
+    fn chart(&self) -> Chart<'_> {
         Chart {
             title: format!(
                 "ferrocast reconnect-storm: {} clients disconnected, reconnect p99 {:.1} ms",
