@@ -1,8 +1,8 @@
 //! The `churn` scenario: connections that connect, subscribe, stay a short
 //! random time and leave, started at a target rate for a duration.
 
-use std::sync::{Arc, Mutex};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accounting::{publishes_due, subscriber_topic};
-use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::chart::{Chart, Series};
 use crate::client::{ConnectArgs, Dialer, Ending, Protocol, Target};
 use crate::coord::{Conductor, Phase, WorkerLink, JOIN_SLACK};
@@ -22,6 +21,7 @@ use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{LiveCounters, Timeline};
 use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::wire::topic_name;
 
 pub(crate) const ABOUT: &str = "\

@@ -14,9 +14,9 @@
 //! soon as every subscriber has received everything it was owed, or
 //! `--duration` + `--grace` after the start.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::future::Future;
 use std::time::Duration;
 
 use anyhow::ensure;
@@ -31,7 +31,6 @@ use crate::accounting::{
     burst_per_topic, burst_share, expected_deliveries, publish_topic, publisher_rate,
     publishes_due, subscriber_topic, CountsByTopic, Window,
 };
-use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::chart::{Chart, Series};
 use crate::client::{Conn, ConnectArgs, Dialer, Ending, Protocol, Target};
 use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
@@ -39,6 +38,7 @@ use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
 use crate::report::{per_second, percent, ConnectionErrors, Oddities, Table, Trouble};
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::wire::{topic_name, ServerEvent};
 
 pub(crate) const FANOUT_ABOUT: &str = "\

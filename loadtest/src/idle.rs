@@ -2,9 +2,9 @@
 //! they cost the node in memory and CPU, how fast they were set up, and
 //! whether every one of them still receives a publication at the end.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::future::Future;
 use std::time::Duration;
 
 use clap::Args;
@@ -15,7 +15,6 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::subscriber_topic;
-use crate::scenario::{merged, start_phase, Partial, Scenario, ScenarioReport};
 use crate::chart::{Chart, Series};
 use crate::client::{ConnectArgs, Dialer, Ending, Protocol, Target};
 use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
@@ -23,6 +22,7 @@ use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
 use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
+use crate::scenario::{merged, start_phase, Partial, Scenario, ScenarioReport};
 use crate::wire::{topic_name, ServerEvent};
 
 pub(crate) const ABOUT: &str = "\

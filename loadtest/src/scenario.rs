@@ -48,8 +48,7 @@ pub(crate) trait Scenario: Clone + Send + 'static {
     fn time_limit(&self) -> Duration;
 
     /// The client side, in one worker process.
-    fn work(self, link: WorkerLink)
-        -> impl Future<Output = anyhow::Result<Self::Partial>> + Send;
+    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<Self::Partial>> + Send;
 
     /// The parent side: phases, node readings, and the report from the
     /// workers' partials.

@@ -7,8 +7,8 @@
 //! items. Measures how long until every client is back and what each one
 //! missed.
 
-use std::sync::Arc;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::{
     publish_topic, publishes_due, subscriber_topic, CountsByTopic, SequenceTracker,
 };
-use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::chart::{Chart, Series};
 use crate::client::{ConnectArgs, Ending, Protocol, SetupError};
 use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
@@ -35,6 +34,7 @@ use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
 use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::wire::{parse_bench_data, topic_name, write_bench_data};
 
 pub(crate) const ABOUT: &str = "\

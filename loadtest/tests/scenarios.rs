@@ -255,7 +255,11 @@ fn reconnect_storm_loses_nothing_when_a_node_dies() {
     assert!(storm["all_back_after_s"].as_f64().is_some(), "{storm:#}");
     let publishes = storm["publishes"].as_u64().unwrap();
     assert!(publishes >= 140, "{storm:#}");
-    assert_eq!(storm["expected"].as_u64().unwrap(), publishes * 10, "{storm:#}");
+    assert_eq!(
+        storm["expected"].as_u64().unwrap(),
+        publishes * 10,
+        "{storm:#}"
+    );
     assert_eq!(storm["missed"], 0, "{storm:#}");
     assert_eq!(storm["duplicates"], 0, "{storm:#}");
     assert_eq!(storm["publish_errors"], 0, "{storm:#}");

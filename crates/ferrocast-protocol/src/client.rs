@@ -276,26 +276,34 @@ struct WireObject<'a> {
     op: Cow<'a, str>,
     #[serde(default)]
     id: Option<u64>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     topic: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(default)]
     offset: Option<u64>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     epoch: Option<Cow<'a, str>>,
     #[serde(default)]
     recovered: Option<bool>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     code: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     message: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     content_type: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     encoding: Option<Cow<'a, str>>,
     #[serde(default)]
     presence: Option<Vec<PresenceEntry>>,
+}
+
+/// A string borrowed from the frame unless it has escapes: serde borrows a
+/// `Cow` only as a field of its own, not inside an `Option`.
+fn borrowed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Option::<Text<'de>>::deserialize(d).map(|text| text.map(|Text(text)| text))
 }
 
 /// Keeps `"data": null` as the JSON `null`, unlike a plain `Option`.
@@ -706,6 +714,17 @@ mod tests {
         ] {
             assert_eq!(scan_delivery(line), None, "{line}");
         }
+        // The parser borrows as well, unless a string has escapes.
+        let Ok(ServerObject::Message(parsed)) =
+            decode_object(r#"{ "op":"message","topic":"a","data":1,"offset":1,"epoch":"e"}"#)
+        else {
+            panic!("not a message");
+        };
+        assert!(matches!(parsed.topic, Cow::Borrowed("a")));
+        assert!(matches!(
+            parsed.position.map(|p| p.epoch),
+            Some(Cow::Borrowed("e"))
+        ));
         // Left to the parser, which reads them all the same.
         let ServerObject::Message(delivery) = decode_object(
             r#"{"op":"message","data":{"a":1},"epoch":"e\"x","topic":"a","offset":7}"#,
