@@ -1,7 +1,6 @@
 //! The `churn` scenario: connections that connect, subscribe, stay a short
 //! random time and leave, started at a target rate for a duration.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,11 +96,6 @@ impl ChurnArgs {
         );
         Ok(())
     }
-
-    /// Longest a run can take.
-    pub(crate) fn time_limit(&self) -> Duration {
-        self.duration + self.connect.setup_timeout + self.hold_max + JOIN_SLACK
-    }
 }
 
 /// What one worker measured; adds up across workers.
@@ -135,76 +129,6 @@ impl Partial for ChurnPartial {
 
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// The client side, in one worker.
-pub(crate) async fn work(args: ChurnArgs, mut link: WorkerLink) -> anyhow::Result<ChurnPartial> {
-    args.validate()?;
-    let targets = Arc::new(Target::resolve_all(&args.urls).await?);
-    let share = link.share;
-    let sources = args
-        .connect
-        .source_addrs
-        .as_ref()
-        .map(|s| s.share(share.index, share.count));
-    let dialer = Arc::new(Dialer::new(args.connect.protocol, sources));
-    let max_open = args.max_open.map_or(link.max_connections, u64::from);
-    let open_slots = Arc::new(Semaphore::new(
-        usize::try_from(max_open).unwrap_or(usize::MAX),
-    ));
-    let partial = Arc::new(Mutex::new(ChurnPartial::default()));
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-
-    let start = link.reached(Phase::Ready).await?.instant;
-    let end = start + args.duration;
-    let rate = share.part(args.rate);
-    let period = Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1));
-    let mut ticks = tokio::time::interval_at(start, period);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut begun = 0u64;
-    loop {
-        tokio::select! {
-            () = sleep_until(end) => break,
-            _ = ticks.tick() => {}
-        }
-        let due = publishes_due(Instant::now().saturating_duration_since(start), rate);
-        while begun < due {
-            // Numbered across workers so that topics and addresses spread.
-            let n = usize::try_from(begun).unwrap_or(0) * share.count + share.index;
-            begun += 1;
-            let Ok(slot) = open_slots.clone().try_acquire_owned() else {
-                lock(&partial).skipped += 1;
-                continue;
-            };
-            let hold = random_between(args.hold_min, args.hold_max);
-            let cycle = Cycle {
-                dialer: dialer.clone(),
-                target: targets[n % targets.len()].clone(),
-                n,
-                topic: topic_name(subscriber_topic(n, args.topics as usize)),
-                hold,
-                setup_timeout: args.connect.setup_timeout,
-                stop: stop.clone(),
-                live: link.live.clone(),
-            };
-            let partial = partial.clone();
-            tracker.spawn(async move {
-                let outcome = cycle.run().await;
-                outcome.add_to(&mut lock(&partial));
-                drop(slot);
-            });
-        }
-    }
-    tracker.close();
-    // Cycles under way finish their hold; stragglers are stopped.
-    let limit = Instant::now() + args.connect.setup_timeout.min(JOIN_SLACK) + args.hold_max;
-    if timeout_at(limit, tracker.wait()).await.is_err() {
-        stop.cancel();
-        let _ = timeout_at(Instant::now() + JOIN_SLACK, tracker.wait()).await;
-    }
-    let total = std::mem::take(&mut *lock(&partial));
-    Ok(total)
 }
 
 fn lock(partial: &Mutex<ChurnPartial>) -> std::sync::MutexGuard<'_, ChurnPartial> {
@@ -315,31 +239,6 @@ impl Cycle {
     }
 }
 
-/// The parent side.
-pub(crate) async fn conduct(
-    args: &ChurnArgs,
-    conductor: &mut Conductor,
-) -> anyhow::Result<ChurnReport> {
-    args.validate()?;
-    let mut nodes = NodeWatch::new(&args.nodes);
-    // Nothing to set up before the go: cycles connect as they start.
-    let start = start_phase(conductor, &mut nodes, JOIN_SLACK, "churning").await?;
-    let (total, timeline) = collect::<ChurnPartial>(
-        conductor,
-        &mut nodes,
-        Some(start + args.duration),
-        start + args.time_limit() + JOIN_SLACK,
-    )
-    .await?;
-    Ok(ChurnReport::new(
-        args,
-        total,
-        nodes.report(0),
-        timeline,
-        conductor.processes(),
-    ))
-}
-
 impl Scenario for ChurnArgs {
     type Partial = ChurnPartial;
     type Report = ChurnReport;
@@ -349,18 +248,96 @@ impl Scenario for ChurnArgs {
     }
 
     fn time_limit(&self) -> Duration {
-        self.time_limit()
+        self.duration + self.connect.setup_timeout + self.hold_max + JOIN_SLACK
     }
 
-    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<ChurnPartial>> + Send {
-        work(self, link)
+    /// The client side, in one worker.
+    async fn work(self, mut link: WorkerLink) -> anyhow::Result<ChurnPartial> {
+        let args = self;
+        args.validate()?;
+        let targets = Arc::new(Target::resolve_all(&args.urls).await?);
+        let share = link.share;
+        let dialer = Arc::new(args.connect.dialer(share));
+        let max_open = args.max_open.map_or(link.max_connections, u64::from);
+        let open_slots = Arc::new(Semaphore::new(
+            usize::try_from(max_open).unwrap_or(usize::MAX),
+        ));
+        let partial = Arc::new(Mutex::new(ChurnPartial::default()));
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let start = link.reached(Phase::Ready).await?.instant;
+        let end = start + args.duration;
+        let rate = share.part(args.rate);
+        let period = Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1));
+        let mut ticks = tokio::time::interval_at(start, period);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut begun = 0u64;
+        loop {
+            tokio::select! {
+                () = sleep_until(end) => break,
+                _ = ticks.tick() => {}
+            }
+            let due = publishes_due(Instant::now().saturating_duration_since(start), rate);
+            while begun < due {
+                // Numbered across workers so that topics and addresses spread.
+                let n = usize::try_from(begun).unwrap_or(0) * share.count + share.index;
+                begun += 1;
+                let Ok(slot) = open_slots.clone().try_acquire_owned() else {
+                    lock(&partial).skipped += 1;
+                    continue;
+                };
+                let hold = random_between(args.hold_min, args.hold_max);
+                let cycle = Cycle {
+                    dialer: dialer.clone(),
+                    target: targets[n % targets.len()].clone(),
+                    n,
+                    topic: topic_name(subscriber_topic(n, args.topics as usize)),
+                    hold,
+                    setup_timeout: args.connect.setup_timeout,
+                    stop: stop.clone(),
+                    live: link.live.clone(),
+                };
+                let partial = partial.clone();
+                tracker.spawn(async move {
+                    let outcome = cycle.run().await;
+                    outcome.add_to(&mut lock(&partial));
+                    drop(slot);
+                });
+            }
+        }
+        tracker.close();
+        // Cycles under way finish their hold; stragglers are stopped.
+        let limit = Instant::now() + args.connect.setup_timeout.min(JOIN_SLACK) + args.hold_max;
+        if timeout_at(limit, tracker.wait()).await.is_err() {
+            stop.cancel();
+            let _ = timeout_at(Instant::now() + JOIN_SLACK, tracker.wait()).await;
+        }
+        let total = std::mem::take(&mut *lock(&partial));
+        Ok(total)
     }
 
-    fn conduct(
-        &self,
-        conductor: &mut Conductor,
-    ) -> impl Future<Output = anyhow::Result<ChurnReport>> {
-        conduct(self, conductor)
+    /// The parent side.
+    async fn conduct(&self, conductor: &mut Conductor) -> anyhow::Result<ChurnReport> {
+        let args = self;
+        args.validate()?;
+        let mut nodes = NodeWatch::new(&args.nodes);
+        // Nothing to set up before the go: cycles connect as they start.
+        let start = start_phase(conductor, &mut nodes, JOIN_SLACK, "churning").await?;
+        let (total, timeline) = collect::<ChurnPartial>(
+            conductor,
+            &mut nodes,
+            Some(start + args.duration),
+            start + args.time_limit() + JOIN_SLACK,
+        )
+        .await?;
+        Ok(ChurnReport::new(
+            args,
+            total,
+            nodes.report(0),
+            timeline,
+            conductor.processes(),
+        ))
     }
 }
 

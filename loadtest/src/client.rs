@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::coord::Share;
 use crate::stomp::{self, FrameReader};
 use ferrocast_protocol::{StreamPosition, SUBPROTOCOL_JSON};
 
@@ -83,6 +84,18 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s",
           value_parser = humantime::parse_duration)]
     pub(crate) setup_timeout: Duration,
+}
+
+impl ConnectArgs {
+    /// How worker `share` opens its connections: the run's protocol, from
+    /// its part of the source addresses.
+    pub(crate) fn dialer(&self, share: Share) -> Dialer {
+        let sources = self
+            .source_addrs
+            .as_ref()
+            .map(|s| s.share(share.index, share.count));
+        Dialer::new(self.protocol, sources)
+    }
 }
 
 /// Local addresses to bind client sockets to.

@@ -14,7 +14,6 @@
 //! soon as every subscriber has received everything it was owed, or
 //! `--duration` + `--grace` after the start.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -335,126 +334,6 @@ struct PublisherStats {
     oddities: Oddities,
 }
 
-/// The client side of the scenario, in one worker.
-pub(crate) async fn work(plan: Plan, mut link: WorkerLink) -> anyhow::Result<FanoutPartial> {
-    let traffic = &plan.traffic;
-    traffic.validate()?;
-    let sub_targets = Target::resolve_all(&plan.sub_urls).await?;
-    let pub_targets = Target::resolve_all(&plan.pub_urls).await?;
-    let share = link.share;
-    let topics = traffic.topics as usize;
-    let sources = traffic
-        .connect
-        .source_addrs
-        .as_ref()
-        .map(|s| s.share(share.index, share.count));
-    let started = Instant::now();
-    let shared = Arc::new(Shared {
-        topics: (0..topics).map(topic_name).collect(),
-        burst_owed: traffic
-            .burst
-            .map(|n| burst_per_topic(n, traffic.publishers as usize, topics)),
-        dialer: Dialer::new(traffic.connect.protocol, sources),
-        setup_deadline: started + traffic.connect.setup_timeout,
-        connect_slots: Semaphore::new(traffic.connect.connect_concurrency as usize),
-        window: OnceLock::new(),
-        stop: CancellationToken::new(),
-        incomplete: AtomicU64::new(0),
-        completed: Notify::new(),
-        live: link.live.clone(),
-        traffic: traffic.clone(),
-    });
-
-    let subscribers = share.range(traffic.subscribers as usize);
-    let publishers = share.range(traffic.publishers as usize);
-    let (ready_tx, mut ready_rx) = mpsc::channel::<bool>(1024);
-    let (start_tx, start_rx) = watch::channel::<Option<Schedule>>(None);
-    let subscriber_tasks: Vec<JoinHandle<SubscriberStats>> = subscribers
-        .clone()
-        .map(|i| {
-            let target = sub_targets[i % sub_targets.len()].clone();
-            tokio::spawn(run_subscriber(shared.clone(), i, target, ready_tx.clone()))
-        })
-        .collect();
-    let publisher_tasks: Vec<JoinHandle<PublisherStats>> = publishers
-        .clone()
-        .map(|p| {
-            // Publishers use source addresses after the subscribers.
-            let n = traffic.subscribers as usize + p;
-            let target = pub_targets[p % pub_targets.len()].clone();
-            tokio::spawn(run_publisher(
-                shared.clone(),
-                p,
-                n,
-                target,
-                ready_tx.clone(),
-                start_rx.clone(),
-            ))
-        })
-        .collect();
-    drop(ready_tx);
-    // Every connection reports once, ready or failed.
-    while let Ok(Some(_)) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
-    let setup_s = started.elapsed().as_secs_f64();
-
-    let go = link.reached(Phase::Ready).await?;
-    let _ = shared.window.set(traffic.window(go.unix_ns));
-    let start = go.instant;
-    let end = start + traffic.warmup() + traffic.duration;
-    start_tx.send_replace(Some(Schedule { start, end }));
-
-    let stop_at = end + traffic.grace;
-    if shared.burst_owed.is_some() {
-        // Until every subscriber of this worker has everything, or time is up.
-        loop {
-            let notified = shared.completed.notified();
-            if shared.incomplete.load(Ordering::Acquire) == 0 || Instant::now() >= stop_at {
-                break;
-            }
-            let _ = timeout_at(stop_at, notified).await;
-        }
-    } else {
-        sleep_until(stop_at).await;
-    }
-    shared.stop.cancel();
-
-    let join_limit = Instant::now() + JOIN_SLACK;
-    let mut partial = FanoutPartial {
-        setup_s,
-        published: vec![0; topics],
-        received_by_topic: CountsByTopic::new(topics),
-        ..FanoutPartial::default()
-    };
-    for task in publisher_tasks {
-        let stats = join_within(task, join_limit, "publisher").await?;
-        partial.publishers_ready += u64::from(stats.connected);
-        crate::accounting::add_per_topic(&mut partial.published, &stats.published);
-        partial.first_send_ns = partial
-            .first_send_ns
-            .into_iter()
-            .chain(stats.first_send_ns)
-            .min();
-        partial.errors.merge(&stats.errors);
-        partial.oddities.merge(&stats.oddities);
-    }
-    for task in subscriber_tasks {
-        let stats = join_within(task, join_limit, "subscriber").await?;
-        if stats.subscribed {
-            partial.subscribers_ready += 1;
-            partial.received_by_topic.note(stats.topic, stats.received);
-        }
-        partial.received += stats.received;
-        partial.warmup_deliveries += stats.warmup;
-        if let Some(latency) = &stats.latency {
-            partial.latency.merge(&latency.0);
-        }
-        partial.last_delivery_ns = partial.last_delivery_ns.max(stats.last_delivery_ns);
-        partial.errors.merge(&stats.errors);
-        partial.oddities.merge(&stats.oddities);
-    }
-    Ok(partial)
-}
-
 /// One subscriber connection: subscribe, report readiness, then count
 /// deliveries until stopped.
 async fn run_subscriber(
@@ -726,38 +605,6 @@ fn tick_period(rate: f64) -> Duration {
     Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1))
 }
 
-/// The parent side: node readings around the run, then the report.
-pub(crate) async fn conduct(
-    plan: &Plan,
-    conductor: &mut Conductor,
-) -> anyhow::Result<FanoutReport> {
-    let traffic = &plan.traffic;
-    traffic.validate()?;
-    let mut nodes = NodeWatch::new(&traffic.nodes);
-    let start = start_phase(
-        conductor,
-        &mut nodes,
-        traffic.connect.setup_timeout,
-        "publishing",
-    )
-    .await?;
-    let end = start + traffic.warmup() + traffic.duration;
-    let deadline = end + traffic.grace + JOIN_SLACK * 2;
-    // The end readings come when publishing ends, before connections close;
-    // after a burst, once it is all delivered.
-    let readings_at = traffic.burst.is_none().then_some(end);
-    let (total, timeline) =
-        collect::<FanoutPartial>(conductor, &mut nodes, readings_at, deadline).await?;
-    let nodes = nodes.report(total.subscribers_ready + total.publishers_ready);
-    Ok(FanoutReport::new(
-        plan,
-        total,
-        nodes,
-        timeline,
-        conductor.processes(),
-    ))
-}
-
 impl Scenario for Plan {
     type Partial = FanoutPartial;
     type Report = FanoutReport;
@@ -770,15 +617,150 @@ impl Scenario for Plan {
         self.traffic.time_limit()
     }
 
-    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<FanoutPartial>> + Send {
-        work(self, link)
+    /// The client side of the scenario, in one worker.
+    async fn work(self, mut link: WorkerLink) -> anyhow::Result<FanoutPartial> {
+        let plan = self;
+        let traffic = &plan.traffic;
+        traffic.validate()?;
+        let sub_targets = Target::resolve_all(&plan.sub_urls).await?;
+        let pub_targets = Target::resolve_all(&plan.pub_urls).await?;
+        let share = link.share;
+        let topics = traffic.topics as usize;
+        let started = Instant::now();
+        let shared = Arc::new(Shared {
+            topics: (0..topics).map(topic_name).collect(),
+            burst_owed: traffic
+                .burst
+                .map(|n| burst_per_topic(n, traffic.publishers as usize, topics)),
+            dialer: traffic.connect.dialer(share),
+            setup_deadline: started + traffic.connect.setup_timeout,
+            connect_slots: Semaphore::new(traffic.connect.connect_concurrency as usize),
+            window: OnceLock::new(),
+            stop: CancellationToken::new(),
+            incomplete: AtomicU64::new(0),
+            completed: Notify::new(),
+            live: link.live.clone(),
+            traffic: traffic.clone(),
+        });
+
+        let subscribers = share.range(traffic.subscribers as usize);
+        let publishers = share.range(traffic.publishers as usize);
+        let (ready_tx, mut ready_rx) = mpsc::channel::<bool>(1024);
+        let (start_tx, start_rx) = watch::channel::<Option<Schedule>>(None);
+        let subscriber_tasks: Vec<JoinHandle<SubscriberStats>> = subscribers
+            .clone()
+            .map(|i| {
+                let target = sub_targets[i % sub_targets.len()].clone();
+                tokio::spawn(run_subscriber(shared.clone(), i, target, ready_tx.clone()))
+            })
+            .collect();
+        let publisher_tasks: Vec<JoinHandle<PublisherStats>> = publishers
+            .clone()
+            .map(|p| {
+                // Publishers use source addresses after the subscribers.
+                let n = traffic.subscribers as usize + p;
+                let target = pub_targets[p % pub_targets.len()].clone();
+                tokio::spawn(run_publisher(
+                    shared.clone(),
+                    p,
+                    n,
+                    target,
+                    ready_tx.clone(),
+                    start_rx.clone(),
+                ))
+            })
+            .collect();
+        drop(ready_tx);
+        // Every connection reports once, ready or failed.
+        while let Ok(Some(_)) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
+        let setup_s = started.elapsed().as_secs_f64();
+
+        let go = link.reached(Phase::Ready).await?;
+        let _ = shared.window.set(traffic.window(go.unix_ns));
+        let start = go.instant;
+        let end = start + traffic.warmup() + traffic.duration;
+        start_tx.send_replace(Some(Schedule { start, end }));
+
+        let stop_at = end + traffic.grace;
+        if shared.burst_owed.is_some() {
+            // Until every subscriber of this worker has everything, or time is up.
+            loop {
+                let notified = shared.completed.notified();
+                if shared.incomplete.load(Ordering::Acquire) == 0 || Instant::now() >= stop_at {
+                    break;
+                }
+                let _ = timeout_at(stop_at, notified).await;
+            }
+        } else {
+            sleep_until(stop_at).await;
+        }
+        shared.stop.cancel();
+
+        let join_limit = Instant::now() + JOIN_SLACK;
+        let mut partial = FanoutPartial {
+            setup_s,
+            published: vec![0; topics],
+            received_by_topic: CountsByTopic::new(topics),
+            ..FanoutPartial::default()
+        };
+        for task in publisher_tasks {
+            let stats = join_within(task, join_limit, "publisher").await?;
+            partial.publishers_ready += u64::from(stats.connected);
+            crate::accounting::add_per_topic(&mut partial.published, &stats.published);
+            partial.first_send_ns = partial
+                .first_send_ns
+                .into_iter()
+                .chain(stats.first_send_ns)
+                .min();
+            partial.errors.merge(&stats.errors);
+            partial.oddities.merge(&stats.oddities);
+        }
+        for task in subscriber_tasks {
+            let stats = join_within(task, join_limit, "subscriber").await?;
+            if stats.subscribed {
+                partial.subscribers_ready += 1;
+                partial.received_by_topic.note(stats.topic, stats.received);
+            }
+            partial.received += stats.received;
+            partial.warmup_deliveries += stats.warmup;
+            if let Some(latency) = &stats.latency {
+                partial.latency.merge(&latency.0);
+            }
+            partial.last_delivery_ns = partial.last_delivery_ns.max(stats.last_delivery_ns);
+            partial.errors.merge(&stats.errors);
+            partial.oddities.merge(&stats.oddities);
+        }
+        Ok(partial)
     }
 
-    fn conduct(
-        &self,
-        conductor: &mut Conductor,
-    ) -> impl Future<Output = anyhow::Result<FanoutReport>> {
-        conduct(self, conductor)
+    /// The parent side: node readings around the run, then the report.
+    async fn conduct(&self, conductor: &mut Conductor) -> anyhow::Result<FanoutReport> {
+        let plan = self;
+        let traffic = &plan.traffic;
+        traffic.validate()?;
+        let mut nodes = NodeWatch::new(&traffic.nodes);
+        let start = start_phase(
+            conductor,
+            &mut nodes,
+            traffic.connect.setup_timeout,
+            "publishing",
+        )
+        .await?;
+        let end = start + traffic.warmup() + traffic.duration;
+        let deadline = end + traffic.grace + JOIN_SLACK * 2;
+        // The end readings come when publishing ends, before connections close;
+        // after a burst, once it is all delivered.
+        let readings_at = traffic.burst.is_none().then_some(end);
+        let (total, timeline) =
+            collect::<FanoutPartial>(conductor, &mut nodes, readings_at, deadline).await?;
+        let nodes = nodes.report(total.subscribers_ready + total.publishers_ready);
+        Ok(FanoutReport::new(
+            plan,
+            total,
+            nodes,
+            timeline,
+            conductor.processes(),
+        ))
     }
 }
 

@@ -2,7 +2,6 @@
 //! they cost the node in memory and CPU, how fast they were set up, and
 //! whether every one of them still receives a publication at the end.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,13 +85,6 @@ pub(crate) struct IdleArgs {
     pub(crate) nodes: NodeArgs,
 }
 
-impl IdleArgs {
-    /// Longest a run can take, setup included.
-    pub(crate) fn time_limit(&self) -> Duration {
-        self.connect.setup_timeout + self.duration + self.verify_timeout
-    }
-}
-
 /// What one worker measured; adds up across workers.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct IdlePartial {
@@ -144,84 +136,6 @@ struct ConnectionStats {
     verify_micros: Option<u64>,
     errors: ConnectionErrors,
     oddities: Oddities,
-}
-
-/// The client side, in one worker.
-pub(crate) async fn work(args: IdleArgs, mut link: WorkerLink) -> anyhow::Result<IdlePartial> {
-    let targets = Target::resolve_all(&args.urls).await?;
-    let share = link.share;
-    let topics = args.topics as usize;
-    let sources = args
-        .connect
-        .source_addrs
-        .as_ref()
-        .map(|s| s.share(share.index, share.count));
-    let started = Instant::now();
-    let shared = Arc::new(Shared {
-        topics: (0..topics).map(topic_name).collect(),
-        dialer: Dialer::new(args.connect.protocol, sources),
-        setup_deadline: started + args.connect.setup_timeout,
-        connect_slots: Semaphore::new(args.connect.connect_concurrency as usize),
-        stop: CancellationToken::new(),
-        unverified: AtomicU64::new(0),
-        verified: Notify::new(),
-        live: link.live.clone(),
-    });
-    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
-    let tasks: Vec<JoinHandle<ConnectionStats>> = share
-        .range(args.connections as usize)
-        .map(|i| {
-            let target = targets[i % targets.len()].clone();
-            tokio::spawn(hold_connection(shared.clone(), i, target, ready_tx.clone()))
-        })
-        .collect();
-    drop(ready_tx);
-    while let Ok(Some(())) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
-    let setup_s = started.elapsed().as_secs_f64();
-
-    // The hold: the conductor measures the nodes meanwhile.
-    link.reached(Phase::Ready).await?;
-    let check = link.reached(Phase::Held).await?;
-    if args.verify {
-        if share.is_first() {
-            publish_check(
-                &shared,
-                &targets[0],
-                args.connections as usize,
-                check.instant,
-            )
-            .await?;
-        }
-        let deadline = check.instant + args.verify_timeout;
-        loop {
-            let notified = shared.verified.notified();
-            if shared.unverified.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
-                break;
-            }
-            let _ = timeout_at(deadline, notified).await;
-        }
-    }
-    shared.stop.cancel();
-
-    let join_limit = Instant::now() + JOIN_SLACK;
-    let mut partial = IdlePartial {
-        setup_s,
-        ..IdlePartial::default()
-    };
-    for task in tasks {
-        let stats = join_within(task, join_limit, "connection").await?;
-        if stats.ready {
-            partial.ready += 1;
-            partial.setup_latency.record(stats.setup_micros);
-        }
-        if let Some(micros) = stats.verify_micros {
-            partial.verified += 1;
-            partial.verify_latency.record(micros);
-        }
-        partial.errors.merge(&stats.errors);
-        partial.oddities.merge(&stats.oddities);
-    }
-    Ok(partial)
 }
 
 /// Publishes one message per topic from a connection of its own.
@@ -326,36 +240,6 @@ async fn hold_connection(
     stats
 }
 
-/// The parent side: node readings around the hold, then the report.
-pub(crate) async fn conduct(
-    args: &IdleArgs,
-    conductor: &mut Conductor,
-) -> anyhow::Result<IdleReport> {
-    let mut nodes = NodeWatch::new(&args.nodes);
-    let hold_start =
-        start_phase(conductor, &mut nodes, args.connect.setup_timeout, "holding").await?;
-    conductor
-        .barrier(Phase::Held, hold_start + JOIN_SLACK)
-        .await?;
-    sleep_until(hold_start + args.duration).await;
-    nodes.end().await;
-    conductor.status.set_phase("checking");
-    let check = Instant::now() + Duration::from_millis(100);
-    conductor.go(check).await?;
-    let (partials, timeline) = conductor
-        .results::<IdlePartial>(check + args.verify_timeout + JOIN_SLACK * 2)
-        .await?;
-    let total: IdlePartial = merged(&partials);
-    let nodes = nodes.report(total.ready);
-    Ok(IdleReport::new(
-        args,
-        total,
-        nodes,
-        timeline,
-        conductor.processes(),
-    ))
-}
-
 impl Scenario for IdleArgs {
     type Partial = IdlePartial;
     type Report = IdleReport;
@@ -365,18 +249,109 @@ impl Scenario for IdleArgs {
     }
 
     fn time_limit(&self) -> Duration {
-        self.time_limit()
+        self.connect.setup_timeout + self.duration + self.verify_timeout
     }
 
-    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<IdlePartial>> + Send {
-        work(self, link)
+    /// The client side, in one worker.
+    async fn work(self, mut link: WorkerLink) -> anyhow::Result<IdlePartial> {
+        let args = self;
+        let targets = Target::resolve_all(&args.urls).await?;
+        let share = link.share;
+        let topics = args.topics as usize;
+        let started = Instant::now();
+        let shared = Arc::new(Shared {
+            topics: (0..topics).map(topic_name).collect(),
+            dialer: args.connect.dialer(share),
+            setup_deadline: started + args.connect.setup_timeout,
+            connect_slots: Semaphore::new(args.connect.connect_concurrency as usize),
+            stop: CancellationToken::new(),
+            unverified: AtomicU64::new(0),
+            verified: Notify::new(),
+            live: link.live.clone(),
+        });
+        let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
+        let tasks: Vec<JoinHandle<ConnectionStats>> = share
+            .range(args.connections as usize)
+            .map(|i| {
+                let target = targets[i % targets.len()].clone();
+                tokio::spawn(hold_connection(shared.clone(), i, target, ready_tx.clone()))
+            })
+            .collect();
+        drop(ready_tx);
+        while let Ok(Some(())) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
+        let setup_s = started.elapsed().as_secs_f64();
+
+        // The hold: the conductor measures the nodes meanwhile.
+        link.reached(Phase::Ready).await?;
+        let check = link.reached(Phase::Held).await?;
+        if args.verify {
+            if share.is_first() {
+                publish_check(
+                    &shared,
+                    &targets[0],
+                    args.connections as usize,
+                    check.instant,
+                )
+                .await?;
+            }
+            let deadline = check.instant + args.verify_timeout;
+            loop {
+                let notified = shared.verified.notified();
+                if shared.unverified.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+                    break;
+                }
+                let _ = timeout_at(deadline, notified).await;
+            }
+        }
+        shared.stop.cancel();
+
+        let join_limit = Instant::now() + JOIN_SLACK;
+        let mut partial = IdlePartial {
+            setup_s,
+            ..IdlePartial::default()
+        };
+        for task in tasks {
+            let stats = join_within(task, join_limit, "connection").await?;
+            if stats.ready {
+                partial.ready += 1;
+                partial.setup_latency.record(stats.setup_micros);
+            }
+            if let Some(micros) = stats.verify_micros {
+                partial.verified += 1;
+                partial.verify_latency.record(micros);
+            }
+            partial.errors.merge(&stats.errors);
+            partial.oddities.merge(&stats.oddities);
+        }
+        Ok(partial)
     }
 
-    fn conduct(
-        &self,
-        conductor: &mut Conductor,
-    ) -> impl Future<Output = anyhow::Result<IdleReport>> {
-        conduct(self, conductor)
+    /// The parent side: node readings around the hold, then the report.
+    async fn conduct(&self, conductor: &mut Conductor) -> anyhow::Result<IdleReport> {
+        let args = self;
+        let mut nodes = NodeWatch::new(&args.nodes);
+        let hold_start =
+            start_phase(conductor, &mut nodes, args.connect.setup_timeout, "holding").await?;
+        conductor
+            .barrier(Phase::Held, hold_start + JOIN_SLACK)
+            .await?;
+        sleep_until(hold_start + args.duration).await;
+        nodes.end().await;
+        conductor.status.set_phase("checking");
+        let check = Instant::now() + Duration::from_millis(100);
+        conductor.go(check).await?;
+        let (partials, timeline) = conductor
+            .results::<IdlePartial>(check + args.verify_timeout + JOIN_SLACK * 2)
+            .await?;
+        let total: IdlePartial = merged(&partials);
+        let nodes = nodes.report(total.ready);
+        Ok(IdleReport::new(
+            args,
+            total,
+            nodes,
+            timeline,
+            conductor.processes(),
+        ))
     }
 }
 

@@ -7,7 +7,6 @@
 //! items. Measures how long until every client is back and what each one
 //! missed.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,11 +185,6 @@ impl StormArgs {
             .clone()
             .or_else(|| self.urls.last().cloned())
             .unwrap_or_default()
-    }
-
-    /// Longest a run can take, setup included.
-    pub(crate) fn time_limit(&self) -> Duration {
-        self.connect.setup_timeout + self.duration + self.grace
     }
 }
 
@@ -381,60 +375,6 @@ impl ClientStats {
     }
 }
 
-/// The client side, in one worker.
-pub(crate) async fn work(args: StormArgs, mut link: WorkerLink) -> anyhow::Result<StormPartial> {
-    args.validate()?;
-    let share = link.share;
-    let topics = args.topics as usize;
-    let shared = Arc::new(Shared {
-        topics: (0..topics).map(topic_name).collect(),
-        setup_deadline: Instant::now() + args.connect.setup_timeout,
-        connect_slots: Semaphore::new(args.connect.connect_concurrency as usize),
-        stop: CancellationToken::new(),
-        live: link.live.clone(),
-        args,
-    });
-    // The publisher's client connects while the subscribers do.
-    let publisher = match share.is_first() {
-        true => Some(shared.client(&shared.args.pub_url())?),
-        false => None,
-    };
-    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
-    let clients: Vec<JoinHandle<(usize, ClientStats)>> = share
-        .range(shared.args.subscribers as usize)
-        .map(|index| tokio::spawn(run_client(shared.clone(), index, ready_tx.clone())))
-        .collect();
-    drop(ready_tx);
-    while let Ok(Some(())) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
-
-    let start = link.reached(Phase::Ready).await?.instant;
-    let end = start + shared.args.duration;
-    let publisher = publisher.map(|client| {
-        let shared = shared.clone();
-        tokio::spawn(async move { run_publisher(&shared, client, start, end).await })
-    });
-    sleep_until(end + shared.args.grace).await;
-    shared.stop.cancel();
-
-    let join_limit = Instant::now() + JOIN_SLACK;
-    let mut partial = StormPartial {
-        published: vec![0; topics],
-        distinct_by_topic: CountsByTopic::new(topics),
-        ..StormPartial::default()
-    };
-    if let Some(publisher) = publisher {
-        let stats = join_within(publisher, join_limit, "publisher").await?;
-        partial.published = stats.published;
-        partial.publisher_reconnects = stats.reconnects;
-        partial.publish_errors = stats.errors;
-    }
-    for client in clients {
-        let (topic, stats) = join_within(client, join_limit, "subscriber").await?;
-        partial.add_client(topic, stats);
-    }
-    Ok(partial)
-}
-
 /// Closes an SDK client, briefly: the run is over.
 async fn close(client: &Client) {
     let _ = timeout(CLOSE_WAIT, client.close()).await;
@@ -583,54 +523,6 @@ async fn run_publisher(
     stats
 }
 
-/// The parent side: node readings, the kill, then the report.
-pub(crate) async fn conduct(
-    args: &StormArgs,
-    conductor: &mut Conductor,
-) -> anyhow::Result<StormReport> {
-    args.validate()?;
-    let mut nodes = NodeWatch::new(&args.nodes);
-    let start = start_phase(
-        conductor,
-        &mut nodes,
-        args.connect.setup_timeout,
-        "publishing",
-    )
-    .await?;
-    let end = start + args.duration;
-    let killing = async {
-        let Some(pid) = args.kill_pid else {
-            return Ok(None);
-        };
-        sleep_until(start + args.kill_after).await;
-        let at = unix_nanos();
-        kill(
-            Pid::from_raw(i32::try_from(pid).context("--kill-pid is out of range")?),
-            args.kill_signal.signal(),
-        )
-        .with_context(|| format!("sending {:?} to {pid}", args.kill_signal))?;
-        anyhow::Ok(Some(at))
-    };
-    let results = collect::<StormPartial>(
-        conductor,
-        &mut nodes,
-        Some(end),
-        end + args.grace + JOIN_SLACK * 2,
-    );
-    let (results, killed) = tokio::join!(results, killing);
-    let (total, timeline) = results?;
-    let killed_at_ns = killed?;
-    let nodes = nodes.report(total.subscribers_ready + 1);
-    Ok(StormReport::new(
-        args,
-        total,
-        killed_at_ns,
-        nodes,
-        timeline,
-        conductor.processes(),
-    ))
-}
-
 impl Scenario for StormArgs {
     type Partial = StormPartial;
     type Report = StormReport;
@@ -640,18 +532,108 @@ impl Scenario for StormArgs {
     }
 
     fn time_limit(&self) -> Duration {
-        self.time_limit()
+        self.connect.setup_timeout + self.duration + self.grace
     }
 
-    fn work(self, link: WorkerLink) -> impl Future<Output = anyhow::Result<StormPartial>> + Send {
-        work(self, link)
+    /// The client side, in one worker.
+    async fn work(self, mut link: WorkerLink) -> anyhow::Result<StormPartial> {
+        let args = self;
+        args.validate()?;
+        let share = link.share;
+        let topics = args.topics as usize;
+        let shared = Arc::new(Shared {
+            topics: (0..topics).map(topic_name).collect(),
+            setup_deadline: Instant::now() + args.connect.setup_timeout,
+            connect_slots: Semaphore::new(args.connect.connect_concurrency as usize),
+            stop: CancellationToken::new(),
+            live: link.live.clone(),
+            args,
+        });
+        // The publisher's client connects while the subscribers do.
+        let publisher = match share.is_first() {
+            true => Some(shared.client(&shared.args.pub_url())?),
+            false => None,
+        };
+        let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
+        let clients: Vec<JoinHandle<(usize, ClientStats)>> = share
+            .range(shared.args.subscribers as usize)
+            .map(|index| tokio::spawn(run_client(shared.clone(), index, ready_tx.clone())))
+            .collect();
+        drop(ready_tx);
+        while let Ok(Some(())) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
+
+        let start = link.reached(Phase::Ready).await?.instant;
+        let end = start + shared.args.duration;
+        let publisher = publisher.map(|client| {
+            let shared = shared.clone();
+            tokio::spawn(async move { run_publisher(&shared, client, start, end).await })
+        });
+        sleep_until(end + shared.args.grace).await;
+        shared.stop.cancel();
+
+        let join_limit = Instant::now() + JOIN_SLACK;
+        let mut partial = StormPartial {
+            published: vec![0; topics],
+            distinct_by_topic: CountsByTopic::new(topics),
+            ..StormPartial::default()
+        };
+        if let Some(publisher) = publisher {
+            let stats = join_within(publisher, join_limit, "publisher").await?;
+            partial.published = stats.published;
+            partial.publisher_reconnects = stats.reconnects;
+            partial.publish_errors = stats.errors;
+        }
+        for client in clients {
+            let (topic, stats) = join_within(client, join_limit, "subscriber").await?;
+            partial.add_client(topic, stats);
+        }
+        Ok(partial)
     }
 
-    fn conduct(
-        &self,
-        conductor: &mut Conductor,
-    ) -> impl Future<Output = anyhow::Result<StormReport>> {
-        conduct(self, conductor)
+    /// The parent side: node readings, the kill, then the report.
+    async fn conduct(&self, conductor: &mut Conductor) -> anyhow::Result<StormReport> {
+        let args = self;
+        args.validate()?;
+        let mut nodes = NodeWatch::new(&args.nodes);
+        let start = start_phase(
+            conductor,
+            &mut nodes,
+            args.connect.setup_timeout,
+            "publishing",
+        )
+        .await?;
+        let end = start + args.duration;
+        let killing = async {
+            let Some(pid) = args.kill_pid else {
+                return Ok(None);
+            };
+            sleep_until(start + args.kill_after).await;
+            let at = unix_nanos();
+            kill(
+                Pid::from_raw(i32::try_from(pid).context("--kill-pid is out of range")?),
+                args.kill_signal.signal(),
+            )
+            .with_context(|| format!("sending {:?} to {pid}", args.kill_signal))?;
+            anyhow::Ok(Some(at))
+        };
+        let results = collect::<StormPartial>(
+            conductor,
+            &mut nodes,
+            Some(end),
+            end + args.grace + JOIN_SLACK * 2,
+        );
+        let (results, killed) = tokio::join!(results, killing);
+        let (total, timeline) = results?;
+        let killed_at_ns = killed?;
+        let nodes = nodes.report(total.subscribers_ready + 1);
+        Ok(StormReport::new(
+            args,
+            total,
+            killed_at_ns,
+            nodes,
+            timeline,
+            conductor.processes(),
+        ))
     }
 }
 
