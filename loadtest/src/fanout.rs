@@ -882,6 +882,16 @@ impl FanoutReport {
             latency_histogram: total.latency,
         }
     }
+
+    fn headline(&self) -> String {
+        format!(
+            "{} subscribers, {} topics, {:.0} deliveries/s, p99 {:.2} ms",
+            self.settings.subscribers,
+            self.settings.topics,
+            self.deliveries_per_s,
+            self.latency.p99_ms
+        )
+    }
 }
 
 impl ScenarioReport for FanoutReport {
@@ -951,17 +961,5 @@ impl ScenarioReport for FanoutReport {
                 },
             ],
         }
-    }
-}
-
-impl FanoutReport {
-    fn headline(&self) -> String {
-        format!(
-            "{} subscribers, {} topics, {:.0} deliveries/s, p99 {:.2} ms",
-            self.settings.subscribers,
-            self.settings.topics,
-            self.deliveries_per_s,
-            self.latency.p99_ms
-        )
     }
 }

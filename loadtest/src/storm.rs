@@ -66,6 +66,9 @@ Example (three nodes on one backplane, drain the first):
 
 /// Size of the numbered publications' data.
 const PAYLOAD_BYTES: usize = 64;
+/// The close code of the server API's Disconnect, after which the SDK does
+/// not reconnect.
+const DISCONNECTED: u16 = 4002;
 /// Time a client gets to close at the end.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -366,9 +369,17 @@ impl ClientStats {
                     self.last_back_ns = Some(unix_nanos());
                 }
             }
-            Event::SubscriptionEnded { code, .. }
-            | Event::DisconnectedByServer { reason: code, .. } => {
+            // The node refused to restore the subscription: it is over.
+            Event::SubscriptionEnded { code, .. } => {
                 *self.oddities.error_replies.entry(code).or_default() += 1;
+            }
+            // Closed for good (4002, the server API's Disconnect): the SDK
+            // does not come back, and the client counts as not back.
+            Event::DisconnectedByServer { .. } => {
+                self.lost_at.get_or_insert_with(Instant::now);
+                self.disconnects += 1;
+                self.errors.count_ending(Ending::ClosedByNode(DISCONNECTED));
+                LiveCounters::add(&live.errors, 1);
             }
             Event::Connected { .. } | Event::Lagged { .. } => {}
         }
