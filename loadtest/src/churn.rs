@@ -212,23 +212,18 @@ impl Cycle {
         outcome.subscribe = Some(subscribing.elapsed());
         LiveCounters::add(&self.live.ready, 1);
         let leave = sleep_until(Instant::now() + self.hold);
-        tokio::pin!(leave);
-        let ending = loop {
+        let stop = self.stop.cancelled();
+        let until = async {
             tokio::select! {
-                biased;
-                () = self.stop.cancelled() => break Ending::Done,
-                () = &mut leave => break Ending::Done,
-                next = conn.recv(|event| outcome.oddities.note(event)) => if let Err(ending) = next {
-                    break ending;
-                },
+                () = stop => {}
+                () = leave => {}
             }
         };
+        let ending = conn
+            .read_until(until, |event| outcome.oddities.note(event))
+            .await;
         outcome.completed = ending == Ending::Done;
-        if !outcome.completed {
-            LiveCounters::add(&self.live.errors, 1);
-        }
-        outcome.errors.count_ending(ending);
-        conn.close(ending).await;
+        conn.finish(ending, &mut outcome.errors, &self.live).await;
         outcome
     }
 

@@ -1,6 +1,7 @@
 //! One client connection to a node, in either protocol: open (from a chosen
 //! source address), subscribe, publish, read events, close.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::coord::Share;
+use crate::progress::LiveCounters;
+use crate::report::ConnectionErrors;
 use crate::stomp::{self, FrameReader};
 use ferrocast_protocol::{StreamPosition, SUBPROTOCOL_JSON};
 
@@ -447,6 +450,40 @@ impl Conn {
             Some(Ok(_)) => Ok(()),
             Some(Err(_)) | None => Err(Ending::Dropped),
         }
+    }
+
+    /// Reads until `until` resolves ([`Ending::Done`]) or the connection
+    /// ends, handing every object to `on_event`.
+    pub(crate) async fn read_until(
+        &mut self,
+        until: impl Future<Output = ()>,
+        mut on_event: impl FnMut(ServerEvent<'_>),
+    ) -> Ending {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut until => return Ending::Done,
+                next = self.recv(&mut on_event) => if let Err(ending) = next {
+                    return ending;
+                },
+            }
+        }
+    }
+
+    /// Ends the connection after `ending`: counted in `errors` (and on the
+    /// live error count unless the run is done with it), then closed.
+    pub(crate) async fn finish(
+        self,
+        ending: Ending,
+        errors: &mut ConnectionErrors,
+        live: &LiveCounters,
+    ) {
+        if ending != Ending::Done {
+            LiveCounters::add(&live.errors, 1);
+        }
+        errors.count_ending(ending);
+        self.close(ending).await;
     }
 
     /// Ends the connection: a close handshake if it still stands, bounded in time.

@@ -409,11 +409,7 @@ async fn run_subscriber(
         // A subscriber that broke off will get nothing more.
         shared.completed.notify_one();
     }
-    if ending != Ending::Done {
-        LiveCounters::add(&shared.live.errors, 1);
-    }
-    stats.errors.count_ending(ending);
-    conn.close(ending).await;
+    conn.finish(ending, &mut stats.errors, &shared.live).await;
     stats
 }
 
@@ -480,22 +476,13 @@ async fn run_publisher(
 
     let ending = match publish(&shared, index, &mut conn, &mut start, &mut stats).await {
         // Stay connected until the run stops; the node may still answer.
-        Ending::Done => loop {
-            tokio::select! {
-                biased;
-                () = shared.stop.cancelled() => break Ending::Done,
-                next = conn.recv(|event| stats.oddities.note(event)) => if let Err(ending) = next {
-                    break ending;
-                },
-            }
-        },
+        Ending::Done => {
+            conn.read_until(shared.stop.cancelled(), |event| stats.oddities.note(event))
+                .await
+        }
         ending => ending,
     };
-    if ending != Ending::Done {
-        LiveCounters::add(&shared.live.errors, 1);
-    }
-    stats.errors.count_ending(ending);
-    conn.close(ending).await;
+    conn.finish(ending, &mut stats.errors, &shared.live).await;
     stats
 }
 

@@ -220,23 +220,14 @@ async fn hold_connection(
         }
         other => stats.oddities.note(other),
     };
-    let ending = loop {
-        tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break Ending::Done,
-            next = conn.recv(|event| on_event(event, &mut stats)) => if let Err(ending) = next {
-                break ending;
-            },
-        }
-    };
-    if ending != Ending::Done {
-        LiveCounters::add(&shared.live.errors, 1);
-        if stats.verify_micros.is_none() && shared.unverified.fetch_sub(1, Ordering::AcqRel) == 1 {
-            shared.verified.notify_one();
-        }
+    let ending = conn
+        .read_until(shared.stop.cancelled(), |event| on_event(event, &mut stats))
+        .await;
+    let broke_off = ending != Ending::Done && stats.verify_micros.is_none();
+    if broke_off && shared.unverified.fetch_sub(1, Ordering::AcqRel) == 1 {
+        shared.verified.notify_one();
     }
-    stats.errors.count_ending(ending);
-    conn.close(ending).await;
+    conn.finish(ending, &mut stats.errors, &shared.live).await;
     stats
 }
 
