@@ -20,6 +20,7 @@ use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{LiveCounters, Timeline};
 use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::wire::topic_name;
 
 pub(crate) const ABOUT: &str = "\
@@ -95,11 +96,6 @@ impl ChurnArgs {
         );
         Ok(())
     }
-
-    /// Longest a run can take.
-    pub(crate) fn time_limit(&self) -> Duration {
-        self.duration + self.connect.setup_timeout + self.hold_max + JOIN_SLACK
-    }
 }
 
 /// What one worker measured; adds up across workers.
@@ -119,7 +115,7 @@ pub(crate) struct ChurnPartial {
     oddities: Oddities,
 }
 
-impl ChurnPartial {
+impl Partial for ChurnPartial {
     fn merge(&mut self, other: &Self) {
         self.started += other.started;
         self.completed += other.completed;
@@ -133,76 +129,6 @@ impl ChurnPartial {
 
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// The client side, in one worker.
-pub(crate) async fn work(args: ChurnArgs, mut link: WorkerLink) -> anyhow::Result<ChurnPartial> {
-    args.validate()?;
-    let targets = Arc::new(Target::resolve_all(&args.urls).await?);
-    let share = link.share;
-    let sources = args
-        .connect
-        .source_addrs
-        .as_ref()
-        .map(|s| s.share(share.index, share.count));
-    let dialer = Arc::new(Dialer::new(args.connect.protocol, sources));
-    let max_open = args.max_open.map_or(link.max_connections, u64::from);
-    let open_slots = Arc::new(Semaphore::new(
-        usize::try_from(max_open).unwrap_or(usize::MAX),
-    ));
-    let partial = Arc::new(Mutex::new(ChurnPartial::default()));
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-
-    let start = link.reached(Phase::Ready).await?.instant;
-    let end = start + args.duration;
-    let rate = share.part(args.rate);
-    let period = Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1));
-    let mut ticks = tokio::time::interval_at(start, period);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut begun = 0u64;
-    loop {
-        tokio::select! {
-            () = sleep_until(end) => break,
-            _ = ticks.tick() => {}
-        }
-        let due = publishes_due(Instant::now().saturating_duration_since(start), rate);
-        while begun < due {
-            // Numbered across workers so that topics and addresses spread.
-            let n = usize::try_from(begun).unwrap_or(0) * share.count + share.index;
-            begun += 1;
-            let Ok(slot) = open_slots.clone().try_acquire_owned() else {
-                lock(&partial).skipped += 1;
-                continue;
-            };
-            let hold = random_between(args.hold_min, args.hold_max);
-            let cycle = Cycle {
-                dialer: dialer.clone(),
-                target: targets[n % targets.len()].clone(),
-                n,
-                topic: topic_name(subscriber_topic(n, args.topics as usize)),
-                hold,
-                setup_timeout: args.connect.setup_timeout,
-                stop: stop.clone(),
-                live: link.live.clone(),
-            };
-            let partial = partial.clone();
-            tracker.spawn(async move {
-                let outcome = cycle.run().await;
-                outcome.add_to(&mut lock(&partial));
-                drop(slot);
-            });
-        }
-    }
-    tracker.close();
-    // Cycles under way finish their hold; stragglers are stopped.
-    let limit = Instant::now() + args.connect.setup_timeout.min(JOIN_SLACK) + args.hold_max;
-    if timeout_at(limit, tracker.wait()).await.is_err() {
-        stop.cancel();
-        let _ = timeout_at(Instant::now() + JOIN_SLACK, tracker.wait()).await;
-    }
-    let total = std::mem::take(&mut *lock(&partial));
-    Ok(total)
 }
 
 fn lock(partial: &Mutex<ChurnPartial>) -> std::sync::MutexGuard<'_, ChurnPartial> {
@@ -286,23 +212,18 @@ impl Cycle {
         outcome.subscribe = Some(subscribing.elapsed());
         LiveCounters::add(&self.live.ready, 1);
         let leave = sleep_until(Instant::now() + self.hold);
-        tokio::pin!(leave);
-        let ending = loop {
+        let stop = self.stop.cancelled();
+        let until = async {
             tokio::select! {
-                biased;
-                () = self.stop.cancelled() => break Ending::Done,
-                () = &mut leave => break Ending::Done,
-                next = conn.recv(|event| outcome.oddities.note(event)) => if let Err(ending) = next {
-                    break ending;
-                },
+                () = stop => {}
+                () = leave => {}
             }
         };
+        let ending = conn
+            .read_until(until, |event| outcome.oddities.note(event))
+            .await;
         outcome.completed = ending == Ending::Done;
-        if !outcome.completed {
-            LiveCounters::add(&self.live.errors, 1);
-        }
-        outcome.errors.count_ending(ending);
-        conn.close(ending).await;
+        conn.finish(ending, &mut outcome.errors, &self.live).await;
         outcome
     }
 
@@ -313,41 +234,106 @@ impl Cycle {
     }
 }
 
-/// The parent side.
-pub(crate) async fn conduct(
-    args: &ChurnArgs,
-    conductor: &mut Conductor,
-) -> anyhow::Result<ChurnReport> {
-    args.validate()?;
-    let mut nodes = NodeWatch::new(&args.nodes);
-    nodes.before().await;
-    conductor
-        .barrier(Phase::Ready, Instant::now() + JOIN_SLACK * 2)
-        .await?;
-    nodes.connected().await;
-    let start = Instant::now() + Duration::from_millis(200);
-    conductor.go(start).await?;
-    conductor.status.set_phase("churning");
-    let end_readings = async {
-        sleep_until(start + args.duration).await;
-        nodes.end().await;
-    };
-    let (results, ()) = tokio::join!(
-        conductor.results::<ChurnPartial>(start + args.time_limit() + JOIN_SLACK),
-        end_readings
-    );
-    let (partials, timeline) = results?;
-    let mut total = ChurnPartial::default();
-    for partial in &partials {
-        total.merge(partial);
+impl Scenario for ChurnArgs {
+    type Partial = ChurnPartial;
+    type Report = ChurnReport;
+
+    fn connections(&self) -> u64 {
+        0
     }
-    Ok(ChurnReport::new(
-        args,
-        total,
-        nodes.report(0),
-        timeline,
-        conductor.processes(),
-    ))
+
+    fn time_limit(&self) -> Duration {
+        self.duration + self.connect.setup_timeout + self.hold_max + JOIN_SLACK
+    }
+
+    /// The client side, in one worker.
+    async fn work(self, mut link: WorkerLink) -> anyhow::Result<ChurnPartial> {
+        let args = self;
+        args.validate()?;
+        let targets = Arc::new(Target::resolve_all(&args.urls).await?);
+        let share = link.share;
+        let dialer = Arc::new(args.connect.dialer(share));
+        let max_open = args.max_open.map_or(link.max_connections, u64::from);
+        let open_slots = Arc::new(Semaphore::new(
+            usize::try_from(max_open).unwrap_or(usize::MAX),
+        ));
+        let partial = Arc::new(Mutex::new(ChurnPartial::default()));
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let start = link.reached(Phase::Ready).await?.instant;
+        let end = start + args.duration;
+        let rate = share.part(args.rate);
+        let period = Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1));
+        let mut ticks = tokio::time::interval_at(start, period);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut begun = 0u64;
+        loop {
+            tokio::select! {
+                () = sleep_until(end) => break,
+                _ = ticks.tick() => {}
+            }
+            let due = publishes_due(Instant::now().saturating_duration_since(start), rate);
+            while begun < due {
+                // Numbered across workers so that topics and addresses spread.
+                let n = usize::try_from(begun).unwrap_or(0) * share.count + share.index;
+                begun += 1;
+                let Ok(slot) = open_slots.clone().try_acquire_owned() else {
+                    lock(&partial).skipped += 1;
+                    continue;
+                };
+                let hold = random_between(args.hold_min, args.hold_max);
+                let cycle = Cycle {
+                    dialer: dialer.clone(),
+                    target: targets[n % targets.len()].clone(),
+                    n,
+                    topic: topic_name(subscriber_topic(n, args.topics as usize)),
+                    hold,
+                    setup_timeout: args.connect.setup_timeout,
+                    stop: stop.clone(),
+                    live: link.live.clone(),
+                };
+                let partial = partial.clone();
+                tracker.spawn(async move {
+                    let outcome = cycle.run().await;
+                    outcome.add_to(&mut lock(&partial));
+                    drop(slot);
+                });
+            }
+        }
+        tracker.close();
+        // Cycles under way finish their hold; stragglers are stopped.
+        let limit = Instant::now() + args.connect.setup_timeout.min(JOIN_SLACK) + args.hold_max;
+        if timeout_at(limit, tracker.wait()).await.is_err() {
+            stop.cancel();
+            let _ = timeout_at(Instant::now() + JOIN_SLACK, tracker.wait()).await;
+        }
+        let total = std::mem::take(&mut *lock(&partial));
+        Ok(total)
+    }
+
+    /// The parent side.
+    async fn conduct(&self, conductor: &mut Conductor) -> anyhow::Result<ChurnReport> {
+        let args = self;
+        args.validate()?;
+        let mut nodes = NodeWatch::new(&args.nodes);
+        // Nothing to set up before the go: cycles connect as they start.
+        let start = start_phase(conductor, &mut nodes, JOIN_SLACK, "churning").await?;
+        let (total, timeline) = collect::<ChurnPartial>(
+            conductor,
+            &mut nodes,
+            Some(start + args.duration),
+            start + args.time_limit() + JOIN_SLACK,
+        )
+        .await?;
+        Ok(ChurnReport::new(
+            args,
+            total,
+            nodes.report(0),
+            timeline,
+            conductor.processes(),
+        ))
+    }
 }
 
 /// The settings of a run, as reported.
@@ -419,8 +405,10 @@ impl ChurnReport {
             connect_histogram: total.connect_latency,
         }
     }
+}
 
-    pub(crate) fn table(&self) -> Table {
+impl ScenarioReport for ChurnReport {
+    fn table(&self) -> Table {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
@@ -445,7 +433,7 @@ impl ChurnReport {
         table
     }
 
-    pub(crate) fn chart(&self) -> Chart<'_> {
+    fn chart(&self) -> Chart<'_> {
         Chart {
             title: format!(
                 "ferrocast churn: {:.0} connects+subscribes/s, connect p99 {:.2} ms",

@@ -1,6 +1,7 @@
 //! One client connection to a node, in either protocol: open (from a chosen
 //! source address), subscribe, publish, read events, close.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -17,8 +18,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::coord::Share;
+use crate::progress::LiveCounters;
+use crate::report::ConnectionErrors;
 use crate::stomp::{self, FrameReader};
-use crate::wire::{self, parse_object, split_frame, ResumePoint, ServerEvent};
+use ferrocast_protocol::{StreamPosition, SUBPROTOCOL_JSON};
+
+use crate::wire::{self, ServerEvent};
 
 /// Time a connection gets for its closing handshake at the end.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -49,7 +55,7 @@ impl std::fmt::Display for Protocol {
 impl Protocol {
     fn subprotocol(self) -> &'static str {
         match self {
-            Self::Json => wire::SUBPROTOCOL,
+            Self::Json => SUBPROTOCOL_JSON,
             Self::Stomp => stomp::SUBPROTOCOL,
         }
     }
@@ -81,6 +87,18 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s",
           value_parser = humantime::parse_duration)]
     pub(crate) setup_timeout: Duration,
+}
+
+impl ConnectArgs {
+    /// How worker `share` opens its connections: the run's protocol, from
+    /// its part of the source addresses.
+    pub(crate) fn dialer(&self, share: Share) -> Dialer {
+        let sources = self
+            .source_addrs
+            .as_ref()
+            .map(|s| s.share(share.index, share.count));
+        Dialer::new(self.protocol, sources)
+    }
 }
 
 /// Local addresses to bind client sockets to.
@@ -213,7 +231,7 @@ pub(crate) struct Subscribed {
     /// `recovered` of the reply, when the subscribe asked to resume.
     pub(crate) recovered: Option<bool>,
     /// The topic's position the reply carried, if any.
-    pub(crate) position: Option<ResumePoint>,
+    pub(crate) position: Option<StreamPosition>,
 }
 
 /// Opens connections: protocol, socket options and source addresses.
@@ -285,7 +303,7 @@ impl Dialer {
         target: &Target,
         n: usize,
         topic: &str,
-        since: Option<&ResumePoint>,
+        since: Option<&StreamPosition>,
         deadline: Instant,
         on_event: impl FnMut(ServerEvent<'_>),
     ) -> Result<(Conn, Subscribed), SetupError> {
@@ -344,7 +362,7 @@ impl Conn {
     pub(crate) async fn subscribe(
         &mut self,
         topic: &str,
-        since: Option<&ResumePoint>,
+        since: Option<&StreamPosition>,
         mut on_event: impl FnMut(ServerEvent<'_>),
     ) -> Result<Subscribed, SetupError> {
         let id = self.next_id;
@@ -368,7 +386,7 @@ impl Conn {
                 } if n == id => {
                     reply = Some(Ok(Subscribed {
                         recovered,
-                        position: position.map(ResumePoint::from_position),
+                        position,
                     }));
                 }
                 ServerEvent::Error { id: Some(n), .. } if n == id => {
@@ -418,14 +436,7 @@ impl Conn {
         match self.ws.next().await {
             Some(Ok(Message::Text(text))) => {
                 match self.protocol {
-                    Protocol::Json => {
-                        for line in split_frame(text.as_str()) {
-                            match parse_object(line) {
-                                Ok(event) => on_event(event),
-                                Err(_) => on_event(ServerEvent::Other),
-                            }
-                        }
-                    }
+                    Protocol::Json => wire::read_frame(text.as_str(), &mut on_event),
                     Protocol::Stomp => {
                         self.stomp
                             .feed(text.as_str(), |frame| on_event(frame.event()));
@@ -439,6 +450,40 @@ impl Conn {
             Some(Ok(_)) => Ok(()),
             Some(Err(_)) | None => Err(Ending::Dropped),
         }
+    }
+
+    /// Reads until `until` resolves ([`Ending::Done`]) or the connection
+    /// ends, handing every object to `on_event`.
+    pub(crate) async fn read_until(
+        &mut self,
+        until: impl Future<Output = ()>,
+        mut on_event: impl FnMut(ServerEvent<'_>),
+    ) -> Ending {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut until => return Ending::Done,
+                next = self.recv(&mut on_event) => if let Err(ending) = next {
+                    return ending;
+                },
+            }
+        }
+    }
+
+    /// Ends the connection after `ending`: counted in `errors` (and on the
+    /// live error count unless the run is done with it), then closed.
+    pub(crate) async fn finish(
+        self,
+        ending: Ending,
+        errors: &mut ConnectionErrors,
+        live: &LiveCounters,
+    ) {
+        if ending != Ending::Done {
+            LiveCounters::add(&live.errors, 1);
+        }
+        errors.count_ending(ending);
+        self.close(ending).await;
     }
 
     /// Ends the connection: a close handshake if it still stands, bounded in time.

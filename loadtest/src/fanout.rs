@@ -37,6 +37,7 @@ use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
 use crate::report::{per_second, percent, ConnectionErrors, Oddities, Table, Trouble};
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
 use crate::wire::{topic_name, ServerEvent};
 
 pub(crate) const FANOUT_ABOUT: &str = "\
@@ -258,7 +259,7 @@ pub(crate) struct FanoutPartial {
     last_delivery_ns: Option<u64>,
 }
 
-impl FanoutPartial {
+impl Partial for FanoutPartial {
     fn merge(&mut self, other: &Self) {
         self.subscribers_ready += other.subscribers_ready;
         self.publishers_ready += other.publishers_ready;
@@ -331,126 +332,6 @@ struct PublisherStats {
     first_send_ns: Option<u64>,
     errors: ConnectionErrors,
     oddities: Oddities,
-}
-
-/// The client side of the scenario, in one worker.
-pub(crate) async fn work(plan: Plan, mut link: WorkerLink) -> anyhow::Result<FanoutPartial> {
-    let traffic = &plan.traffic;
-    traffic.validate()?;
-    let sub_targets = Target::resolve_all(&plan.sub_urls).await?;
-    let pub_targets = Target::resolve_all(&plan.pub_urls).await?;
-    let share = link.share;
-    let topics = traffic.topics as usize;
-    let sources = traffic
-        .connect
-        .source_addrs
-        .as_ref()
-        .map(|s| s.share(share.index, share.count));
-    let started = Instant::now();
-    let shared = Arc::new(Shared {
-        topics: (0..topics).map(topic_name).collect(),
-        burst_owed: traffic
-            .burst
-            .map(|n| burst_per_topic(n, traffic.publishers as usize, topics)),
-        dialer: Dialer::new(traffic.connect.protocol, sources),
-        setup_deadline: started + traffic.connect.setup_timeout,
-        connect_slots: Semaphore::new(traffic.connect.connect_concurrency as usize),
-        window: OnceLock::new(),
-        stop: CancellationToken::new(),
-        incomplete: AtomicU64::new(0),
-        completed: Notify::new(),
-        live: link.live.clone(),
-        traffic: traffic.clone(),
-    });
-
-    let subscribers = share.range(traffic.subscribers as usize);
-    let publishers = share.range(traffic.publishers as usize);
-    let (ready_tx, mut ready_rx) = mpsc::channel::<bool>(1024);
-    let (start_tx, start_rx) = watch::channel::<Option<Schedule>>(None);
-    let subscriber_tasks: Vec<JoinHandle<SubscriberStats>> = subscribers
-        .clone()
-        .map(|i| {
-            let target = sub_targets[i % sub_targets.len()].clone();
-            tokio::spawn(run_subscriber(shared.clone(), i, target, ready_tx.clone()))
-        })
-        .collect();
-    let publisher_tasks: Vec<JoinHandle<PublisherStats>> = publishers
-        .clone()
-        .map(|p| {
-            // Publishers use source addresses after the subscribers.
-            let n = traffic.subscribers as usize + p;
-            let target = pub_targets[p % pub_targets.len()].clone();
-            tokio::spawn(run_publisher(
-                shared.clone(),
-                p,
-                n,
-                target,
-                ready_tx.clone(),
-                start_rx.clone(),
-            ))
-        })
-        .collect();
-    drop(ready_tx);
-    // Every connection reports once, ready or failed.
-    while let Ok(Some(_)) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
-    let setup_s = started.elapsed().as_secs_f64();
-
-    let go = link.reached(Phase::Ready).await?;
-    let _ = shared.window.set(traffic.window(go.unix_ns));
-    let start = go.instant;
-    let end = start + traffic.warmup() + traffic.duration;
-    start_tx.send_replace(Some(Schedule { start, end }));
-
-    let stop_at = end + traffic.grace;
-    if shared.burst_owed.is_some() {
-        // Until every subscriber of this worker has everything, or time is up.
-        loop {
-            let notified = shared.completed.notified();
-            if shared.incomplete.load(Ordering::Acquire) == 0 || Instant::now() >= stop_at {
-                break;
-            }
-            let _ = timeout_at(stop_at, notified).await;
-        }
-    } else {
-        sleep_until(stop_at).await;
-    }
-    shared.stop.cancel();
-
-    let join_limit = Instant::now() + JOIN_SLACK;
-    let mut partial = FanoutPartial {
-        setup_s,
-        published: vec![0; topics],
-        received_by_topic: CountsByTopic::new(topics),
-        ..FanoutPartial::default()
-    };
-    for task in publisher_tasks {
-        let stats = join_within(task, join_limit, "publisher").await?;
-        partial.publishers_ready += u64::from(stats.connected);
-        crate::accounting::add_per_topic(&mut partial.published, &stats.published);
-        partial.first_send_ns = partial
-            .first_send_ns
-            .into_iter()
-            .chain(stats.first_send_ns)
-            .min();
-        partial.errors.merge(&stats.errors);
-        partial.oddities.merge(&stats.oddities);
-    }
-    for task in subscriber_tasks {
-        let stats = join_within(task, join_limit, "subscriber").await?;
-        if stats.subscribed {
-            partial.subscribers_ready += 1;
-            partial.received_by_topic.note(stats.topic, stats.received);
-        }
-        partial.received += stats.received;
-        partial.warmup_deliveries += stats.warmup;
-        if let Some(latency) = &stats.latency {
-            partial.latency.merge(&latency.0);
-        }
-        partial.last_delivery_ns = partial.last_delivery_ns.max(stats.last_delivery_ns);
-        partial.errors.merge(&stats.errors);
-        partial.oddities.merge(&stats.oddities);
-    }
-    Ok(partial)
 }
 
 /// One subscriber connection: subscribe, report readiness, then count
@@ -528,11 +409,7 @@ async fn run_subscriber(
         // A subscriber that broke off will get nothing more.
         shared.completed.notify_one();
     }
-    if ending != Ending::Done {
-        LiveCounters::add(&shared.live.errors, 1);
-    }
-    stats.errors.count_ending(ending);
-    conn.close(ending).await;
+    conn.finish(ending, &mut stats.errors, &shared.live).await;
     stats
 }
 
@@ -599,22 +476,13 @@ async fn run_publisher(
 
     let ending = match publish(&shared, index, &mut conn, &mut start, &mut stats).await {
         // Stay connected until the run stops; the node may still answer.
-        Ending::Done => loop {
-            tokio::select! {
-                biased;
-                () = shared.stop.cancelled() => break Ending::Done,
-                next = conn.recv(|event| stats.oddities.note(event)) => if let Err(ending) = next {
-                    break ending;
-                },
-            }
-        },
+        Ending::Done => {
+            conn.read_until(shared.stop.cancelled(), |event| stats.oddities.note(event))
+                .await
+        }
         ending => ending,
     };
-    if ending != Ending::Done {
-        LiveCounters::add(&shared.live.errors, 1);
-    }
-    stats.errors.count_ending(ending);
-    conn.close(ending).await;
+    conn.finish(ending, &mut stats.errors, &shared.live).await;
     stats
 }
 
@@ -724,54 +592,163 @@ fn tick_period(rate: f64) -> Duration {
     Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1))
 }
 
-/// The parent side: node readings around the run, then the report.
-pub(crate) async fn conduct(
-    plan: &Plan,
-    conductor: &mut Conductor,
-) -> anyhow::Result<FanoutReport> {
-    let traffic = &plan.traffic;
-    traffic.validate()?;
-    let mut nodes = NodeWatch::new(&traffic.nodes);
-    nodes.before().await;
-    conductor.status.set_phase("connecting");
-    conductor
-        .barrier(
-            Phase::Ready,
-            Instant::now() + traffic.connect.setup_timeout + JOIN_SLACK,
+impl Scenario for Plan {
+    type Partial = FanoutPartial;
+    type Report = FanoutReport;
+
+    fn connections(&self) -> u64 {
+        self.traffic.connections()
+    }
+
+    fn time_limit(&self) -> Duration {
+        self.traffic.time_limit()
+    }
+
+    /// The client side of the scenario, in one worker.
+    async fn work(self, mut link: WorkerLink) -> anyhow::Result<FanoutPartial> {
+        let plan = self;
+        let traffic = &plan.traffic;
+        traffic.validate()?;
+        let sub_targets = Target::resolve_all(&plan.sub_urls).await?;
+        let pub_targets = Target::resolve_all(&plan.pub_urls).await?;
+        let share = link.share;
+        let topics = traffic.topics as usize;
+        let started = Instant::now();
+        let shared = Arc::new(Shared {
+            topics: (0..topics).map(topic_name).collect(),
+            burst_owed: traffic
+                .burst
+                .map(|n| burst_per_topic(n, traffic.publishers as usize, topics)),
+            dialer: traffic.connect.dialer(share),
+            setup_deadline: started + traffic.connect.setup_timeout,
+            connect_slots: Semaphore::new(traffic.connect.connect_concurrency as usize),
+            window: OnceLock::new(),
+            stop: CancellationToken::new(),
+            incomplete: AtomicU64::new(0),
+            completed: Notify::new(),
+            live: link.live.clone(),
+            traffic: traffic.clone(),
+        });
+
+        let subscribers = share.range(traffic.subscribers as usize);
+        let publishers = share.range(traffic.publishers as usize);
+        let (ready_tx, mut ready_rx) = mpsc::channel::<bool>(1024);
+        let (start_tx, start_rx) = watch::channel::<Option<Schedule>>(None);
+        let subscriber_tasks: Vec<JoinHandle<SubscriberStats>> = subscribers
+            .clone()
+            .map(|i| {
+                let target = sub_targets[i % sub_targets.len()].clone();
+                tokio::spawn(run_subscriber(shared.clone(), i, target, ready_tx.clone()))
+            })
+            .collect();
+        let publisher_tasks: Vec<JoinHandle<PublisherStats>> = publishers
+            .clone()
+            .map(|p| {
+                // Publishers use source addresses after the subscribers.
+                let n = traffic.subscribers as usize + p;
+                let target = pub_targets[p % pub_targets.len()].clone();
+                tokio::spawn(run_publisher(
+                    shared.clone(),
+                    p,
+                    n,
+                    target,
+                    ready_tx.clone(),
+                    start_rx.clone(),
+                ))
+            })
+            .collect();
+        drop(ready_tx);
+        // Every connection reports once, ready or failed.
+        while let Ok(Some(_)) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
+        let setup_s = started.elapsed().as_secs_f64();
+
+        let go = link.reached(Phase::Ready).await?;
+        let _ = shared.window.set(traffic.window(go.unix_ns));
+        let start = go.instant;
+        let end = start + traffic.warmup() + traffic.duration;
+        start_tx.send_replace(Some(Schedule { start, end }));
+
+        let stop_at = end + traffic.grace;
+        if shared.burst_owed.is_some() {
+            // Until every subscriber of this worker has everything, or time is up.
+            loop {
+                let notified = shared.completed.notified();
+                if shared.incomplete.load(Ordering::Acquire) == 0 || Instant::now() >= stop_at {
+                    break;
+                }
+                let _ = timeout_at(stop_at, notified).await;
+            }
+        } else {
+            sleep_until(stop_at).await;
+        }
+        shared.stop.cancel();
+
+        let join_limit = Instant::now() + JOIN_SLACK;
+        let mut partial = FanoutPartial {
+            setup_s,
+            published: vec![0; topics],
+            received_by_topic: CountsByTopic::new(topics),
+            ..FanoutPartial::default()
+        };
+        for task in publisher_tasks {
+            let stats = join_within(task, join_limit, "publisher").await?;
+            partial.publishers_ready += u64::from(stats.connected);
+            crate::accounting::add_per_topic(&mut partial.published, &stats.published);
+            partial.first_send_ns = partial
+                .first_send_ns
+                .into_iter()
+                .chain(stats.first_send_ns)
+                .min();
+            partial.errors.merge(&stats.errors);
+            partial.oddities.merge(&stats.oddities);
+        }
+        for task in subscriber_tasks {
+            let stats = join_within(task, join_limit, "subscriber").await?;
+            if stats.subscribed {
+                partial.subscribers_ready += 1;
+                partial.received_by_topic.note(stats.topic, stats.received);
+            }
+            partial.received += stats.received;
+            partial.warmup_deliveries += stats.warmup;
+            if let Some(latency) = &stats.latency {
+                partial.latency.merge(&latency.0);
+            }
+            partial.last_delivery_ns = partial.last_delivery_ns.max(stats.last_delivery_ns);
+            partial.errors.merge(&stats.errors);
+            partial.oddities.merge(&stats.oddities);
+        }
+        Ok(partial)
+    }
+
+    /// The parent side: node readings around the run, then the report.
+    async fn conduct(&self, conductor: &mut Conductor) -> anyhow::Result<FanoutReport> {
+        let plan = self;
+        let traffic = &plan.traffic;
+        traffic.validate()?;
+        let mut nodes = NodeWatch::new(&traffic.nodes);
+        let start = start_phase(
+            conductor,
+            &mut nodes,
+            traffic.connect.setup_timeout,
+            "publishing",
         )
         .await?;
-    nodes.connected().await;
-    let start = Instant::now() + Duration::from_millis(200);
-    conductor.go(start).await?;
-    conductor.status.set_phase("publishing");
-    let end = start + traffic.warmup() + traffic.duration;
-    let deadline = end + traffic.grace + JOIN_SLACK * 2;
-    let (partials, timeline) = if traffic.burst.is_some() {
-        let results = conductor.results::<FanoutPartial>(deadline).await?;
-        nodes.end().await;
-        results
-    } else {
-        // The end readings come when publishing ends, before connections close.
-        let end_readings = async {
-            sleep_until(end).await;
-            nodes.end().await;
-        };
-        let (results, ()) =
-            tokio::join!(conductor.results::<FanoutPartial>(deadline), end_readings);
-        results?
-    };
-    let mut total = FanoutPartial::default();
-    for partial in &partials {
-        total.merge(partial);
+        let end = start + traffic.warmup() + traffic.duration;
+        let deadline = end + traffic.grace + JOIN_SLACK * 2;
+        // The end readings come when publishing ends, before connections close;
+        // after a burst, once it is all delivered.
+        let readings_at = traffic.burst.is_none().then_some(end);
+        let (total, timeline) =
+            collect::<FanoutPartial>(conductor, &mut nodes, readings_at, deadline).await?;
+        let nodes = nodes.report(total.subscribers_ready + total.publishers_ready);
+        Ok(FanoutReport::new(
+            plan,
+            total,
+            nodes,
+            timeline,
+            conductor.processes(),
+        ))
     }
-    let nodes = nodes.report(total.subscribers_ready + total.publishers_ready);
-    Ok(FanoutReport::new(
-        plan,
-        total,
-        nodes,
-        timeline,
-        conductor.processes(),
-    ))
 }
 
 /// The settings of a run, as reported.
@@ -893,7 +870,19 @@ impl FanoutReport {
         }
     }
 
-    pub(crate) fn table(&self) -> Table {
+    fn headline(&self) -> String {
+        format!(
+            "{} subscribers, {} topics, {:.0} deliveries/s, p99 {:.2} ms",
+            self.settings.subscribers,
+            self.settings.topics,
+            self.deliveries_per_s,
+            self.latency.p99_ms
+        )
+    }
+}
+
+impl ScenarioReport for FanoutReport {
+    fn table(&self) -> Table {
         let s = &self.settings;
         let mut table = Table::default();
         let load = match (s.burst, s.rate) {
@@ -943,7 +932,7 @@ impl FanoutReport {
         table
     }
 
-    pub(crate) fn chart(&self) -> Chart<'_> {
+    fn chart(&self) -> Chart<'_> {
         Chart {
             title: format!("ferrocast {}: {}", self.scenario, self.headline()),
             latency: Some(("publish → delivery", &self.latency_histogram.0)),
@@ -959,15 +948,5 @@ impl FanoutReport {
                 },
             ],
         }
-    }
-
-    fn headline(&self) -> String {
-        format!(
-            "{} subscribers, {} topics, {:.0} deliveries/s, p99 {:.2} ms",
-            self.settings.subscribers,
-            self.settings.topics,
-            self.deliveries_per_s,
-            self.latency.p99_ms
-        )
     }
 }

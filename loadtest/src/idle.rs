@@ -21,6 +21,7 @@ use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
 use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
+use crate::scenario::{merged, start_phase, Partial, Scenario, ScenarioReport};
 use crate::wire::{topic_name, ServerEvent};
 
 pub(crate) const ABOUT: &str = "\
@@ -84,13 +85,6 @@ pub(crate) struct IdleArgs {
     pub(crate) nodes: NodeArgs,
 }
 
-impl IdleArgs {
-    /// Longest a run can take, setup included.
-    pub(crate) fn time_limit(&self) -> Duration {
-        self.connect.setup_timeout + self.duration + self.verify_timeout
-    }
-}
-
 /// What one worker measured; adds up across workers.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct IdlePartial {
@@ -107,7 +101,7 @@ pub(crate) struct IdlePartial {
     oddities: Oddities,
 }
 
-impl IdlePartial {
+impl Partial for IdlePartial {
     fn merge(&mut self, other: &Self) {
         self.ready += other.ready;
         self.setup_s = self.setup_s.max(other.setup_s);
@@ -142,84 +136,6 @@ struct ConnectionStats {
     verify_micros: Option<u64>,
     errors: ConnectionErrors,
     oddities: Oddities,
-}
-
-/// The client side, in one worker.
-pub(crate) async fn work(args: IdleArgs, mut link: WorkerLink) -> anyhow::Result<IdlePartial> {
-    let targets = Target::resolve_all(&args.urls).await?;
-    let share = link.share;
-    let topics = args.topics as usize;
-    let sources = args
-        .connect
-        .source_addrs
-        .as_ref()
-        .map(|s| s.share(share.index, share.count));
-    let started = Instant::now();
-    let shared = Arc::new(Shared {
-        topics: (0..topics).map(topic_name).collect(),
-        dialer: Dialer::new(args.connect.protocol, sources),
-        setup_deadline: started + args.connect.setup_timeout,
-        connect_slots: Semaphore::new(args.connect.connect_concurrency as usize),
-        stop: CancellationToken::new(),
-        unverified: AtomicU64::new(0),
-        verified: Notify::new(),
-        live: link.live.clone(),
-    });
-    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
-    let tasks: Vec<JoinHandle<ConnectionStats>> = share
-        .range(args.connections as usize)
-        .map(|i| {
-            let target = targets[i % targets.len()].clone();
-            tokio::spawn(hold_connection(shared.clone(), i, target, ready_tx.clone()))
-        })
-        .collect();
-    drop(ready_tx);
-    while let Ok(Some(())) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
-    let setup_s = started.elapsed().as_secs_f64();
-
-    // The hold: the conductor measures the nodes meanwhile.
-    link.reached(Phase::Ready).await?;
-    let check = link.reached(Phase::Held).await?;
-    if args.verify {
-        if share.is_first() {
-            publish_check(
-                &shared,
-                &targets[0],
-                args.connections as usize,
-                check.instant,
-            )
-            .await?;
-        }
-        let deadline = check.instant + args.verify_timeout;
-        loop {
-            let notified = shared.verified.notified();
-            if shared.unverified.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
-                break;
-            }
-            let _ = timeout_at(deadline, notified).await;
-        }
-    }
-    shared.stop.cancel();
-
-    let join_limit = Instant::now() + JOIN_SLACK;
-    let mut partial = IdlePartial {
-        setup_s,
-        ..IdlePartial::default()
-    };
-    for task in tasks {
-        let stats = join_within(task, join_limit, "connection").await?;
-        if stats.ready {
-            partial.ready += 1;
-            partial.setup_latency.record(stats.setup_micros);
-        }
-        if let Some(micros) = stats.verify_micros {
-            partial.verified += 1;
-            partial.verify_latency.record(micros);
-        }
-        partial.errors.merge(&stats.errors);
-        partial.oddities.merge(&stats.oddities);
-    }
-    Ok(partial)
 }
 
 /// Publishes one message per topic from a connection of its own.
@@ -304,68 +220,130 @@ async fn hold_connection(
         }
         other => stats.oddities.note(other),
     };
-    let ending = loop {
-        tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break Ending::Done,
-            next = conn.recv(|event| on_event(event, &mut stats)) => if let Err(ending) = next {
-                break ending;
-            },
-        }
-    };
-    if ending != Ending::Done {
-        LiveCounters::add(&shared.live.errors, 1);
-        if stats.verify_micros.is_none() && shared.unverified.fetch_sub(1, Ordering::AcqRel) == 1 {
-            shared.verified.notify_one();
-        }
+    let ending = conn
+        .read_until(shared.stop.cancelled(), |event| on_event(event, &mut stats))
+        .await;
+    let broke_off = ending != Ending::Done && stats.verify_micros.is_none();
+    if broke_off && shared.unverified.fetch_sub(1, Ordering::AcqRel) == 1 {
+        shared.verified.notify_one();
     }
-    stats.errors.count_ending(ending);
-    conn.close(ending).await;
+    conn.finish(ending, &mut stats.errors, &shared.live).await;
     stats
 }
 
-/// The parent side: node readings around the hold, then the report.
-pub(crate) async fn conduct(
-    args: &IdleArgs,
-    conductor: &mut Conductor,
-) -> anyhow::Result<IdleReport> {
-    let mut nodes = NodeWatch::new(&args.nodes);
-    nodes.before().await;
-    conductor.status.set_phase("connecting");
-    let began = Instant::now();
-    conductor
-        .barrier(
-            Phase::Ready,
-            began + args.connect.setup_timeout + JOIN_SLACK,
-        )
-        .await?;
-    nodes.connected().await;
-    let hold_start = Instant::now();
-    conductor.go(hold_start).await?;
-    conductor.status.set_phase("holding");
-    conductor
-        .barrier(Phase::Held, hold_start + JOIN_SLACK)
-        .await?;
-    sleep_until(hold_start + args.duration).await;
-    nodes.end().await;
-    conductor.status.set_phase("checking");
-    let check = Instant::now() + Duration::from_millis(100);
-    conductor.go(check).await?;
-    let (partials, timeline) = conductor
-        .results::<IdlePartial>(check + args.verify_timeout + JOIN_SLACK * 2)
-        .await?;
-    let mut total = IdlePartial::default();
-    for partial in &partials {
-        total.merge(partial);
+impl Scenario for IdleArgs {
+    type Partial = IdlePartial;
+    type Report = IdleReport;
+
+    fn connections(&self) -> u64 {
+        u64::from(self.connections)
     }
-    let nodes = nodes.report(total.ready);
-    Ok(IdleReport::new(
-        args,
-        total,
-        nodes,
-        timeline,
-        conductor.processes(),
-    ))
+
+    fn time_limit(&self) -> Duration {
+        self.connect.setup_timeout + self.duration + self.verify_timeout
+    }
+
+    /// The client side, in one worker.
+    async fn work(self, mut link: WorkerLink) -> anyhow::Result<IdlePartial> {
+        let args = self;
+        let targets = Target::resolve_all(&args.urls).await?;
+        let share = link.share;
+        let topics = args.topics as usize;
+        let started = Instant::now();
+        let shared = Arc::new(Shared {
+            topics: (0..topics).map(topic_name).collect(),
+            dialer: args.connect.dialer(share),
+            setup_deadline: started + args.connect.setup_timeout,
+            connect_slots: Semaphore::new(args.connect.connect_concurrency as usize),
+            stop: CancellationToken::new(),
+            unverified: AtomicU64::new(0),
+            verified: Notify::new(),
+            live: link.live.clone(),
+        });
+        let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
+        let tasks: Vec<JoinHandle<ConnectionStats>> = share
+            .range(args.connections as usize)
+            .map(|i| {
+                let target = targets[i % targets.len()].clone();
+                tokio::spawn(hold_connection(shared.clone(), i, target, ready_tx.clone()))
+            })
+            .collect();
+        drop(ready_tx);
+        while let Ok(Some(())) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
+        let setup_s = started.elapsed().as_secs_f64();
+
+        // The hold: the conductor measures the nodes meanwhile.
+        link.reached(Phase::Ready).await?;
+        let check = link.reached(Phase::Held).await?;
+        if args.verify {
+            if share.is_first() {
+                publish_check(
+                    &shared,
+                    &targets[0],
+                    args.connections as usize,
+                    check.instant,
+                )
+                .await?;
+            }
+            let deadline = check.instant + args.verify_timeout;
+            loop {
+                let notified = shared.verified.notified();
+                if shared.unverified.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+                    break;
+                }
+                let _ = timeout_at(deadline, notified).await;
+            }
+        }
+        shared.stop.cancel();
+
+        let join_limit = Instant::now() + JOIN_SLACK;
+        let mut partial = IdlePartial {
+            setup_s,
+            ..IdlePartial::default()
+        };
+        for task in tasks {
+            let stats = join_within(task, join_limit, "connection").await?;
+            if stats.ready {
+                partial.ready += 1;
+                partial.setup_latency.record(stats.setup_micros);
+            }
+            if let Some(micros) = stats.verify_micros {
+                partial.verified += 1;
+                partial.verify_latency.record(micros);
+            }
+            partial.errors.merge(&stats.errors);
+            partial.oddities.merge(&stats.oddities);
+        }
+        Ok(partial)
+    }
+
+    /// The parent side: node readings around the hold, then the report.
+    async fn conduct(&self, conductor: &mut Conductor) -> anyhow::Result<IdleReport> {
+        let args = self;
+        let mut nodes = NodeWatch::new(&args.nodes);
+        let hold_start =
+            start_phase(conductor, &mut nodes, args.connect.setup_timeout, "holding").await?;
+        conductor
+            .barrier(Phase::Held, hold_start + JOIN_SLACK)
+            .await?;
+        sleep_until(hold_start + args.duration).await;
+        nodes.end().await;
+        conductor.status.set_phase("checking");
+        let check = Instant::now() + Duration::from_millis(100);
+        conductor.go(check).await?;
+        let (partials, timeline) = conductor
+            .results::<IdlePartial>(check + args.verify_timeout + JOIN_SLACK * 2)
+            .await?;
+        let total: IdlePartial = merged(&partials);
+        let nodes = nodes.report(total.ready);
+        Ok(IdleReport::new(
+            args,
+            total,
+            nodes,
+            timeline,
+            conductor.processes(),
+        ))
+    }
 }
 
 /// The settings of a run, as reported.
@@ -453,8 +431,10 @@ impl IdleReport {
             setup_histogram: total.setup_latency,
         }
     }
+}
 
-    pub(crate) fn table(&self) -> Table {
+impl ScenarioReport for IdleReport {
+    fn table(&self) -> Table {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
@@ -500,7 +480,7 @@ impl IdleReport {
         table
     }
 
-    pub(crate) fn chart(&self) -> Chart<'_> {
+    fn chart(&self) -> Chart<'_> {
         Chart {
             title: format!(
                 "ferrocast idle: {} connections, {:.0} connects/s",

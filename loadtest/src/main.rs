@@ -14,6 +14,7 @@ mod idle;
 mod latency;
 mod progress;
 mod report;
+mod scenario;
 mod stomp;
 mod storm;
 mod wire;
@@ -24,9 +25,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 
 use crate::coord::{serve, serve_as_child, Conductor, Share, WorkerLink};
+use crate::scenario::{Scenario, ScenarioReport as _};
 
 const ABOUT: &str = "Load generator for ferrocast: many WebSocket clients; rates, latency, losses.";
 const LONG_ABOUT: &str = "\
@@ -104,11 +105,12 @@ struct Cli {
     worker_share: Option<Share>,
 
     #[command(subcommand)]
-    scenario: Scenario,
+    scenario: Command,
 }
 
+/// The scenarios, by name.
 #[derive(Debug, Clone, Subcommand)]
-enum Scenario {
+enum Command {
     /// N subscribed connections held open: setup rate, node memory per
     /// connection and idle CPU, and a delivery check at the end.
     #[command(long_about = idle::ABOUT)]
@@ -134,90 +136,24 @@ enum Scenario {
     ReconnectStorm(storm::StormArgs),
 }
 
-impl Scenario {
-    /// Connections open at once at most, all processes together (0: unknown
-    /// in advance).
-    fn connections(&self) -> u64 {
-        match self {
-            Self::Idle(a) => u64::from(a.connections),
-            Self::Fanout(a) => a.traffic.connections(),
-            Self::CrossNode(a) => a.traffic.connections(),
-            Self::Churn(_) => 0,
-            Self::ReconnectStorm(a) => u64::from(a.subscribers) + 1,
-        }
-    }
-
-    /// Longest the client side can take.
-    fn time_limit(&self) -> Duration {
-        match self {
-            Self::Idle(a) => a.time_limit(),
-            Self::Fanout(a) => a.traffic.time_limit(),
-            Self::CrossNode(a) => a.traffic.time_limit(),
-            Self::Churn(a) => a.time_limit(),
-            Self::ReconnectStorm(a) => a.time_limit(),
-        }
-    }
-}
-
-/// The client side of any scenario, in one worker.
-async fn work(scenario: Scenario, link: WorkerLink) -> anyhow::Result<serde_json::Value> {
-    Ok(match scenario {
-        Scenario::Idle(args) => serde_json::to_value(idle::work(args, link).await?)?,
-        Scenario::Fanout(args) => serde_json::to_value(fanout::work(args.into(), link).await?)?,
-        Scenario::CrossNode(args) => serde_json::to_value(fanout::work(args.into(), link).await?)?,
-        Scenario::Churn(args) => serde_json::to_value(churn::work(args, link).await?)?,
-        Scenario::ReconnectStorm(args) => serde_json::to_value(storm::work(args, link).await?)?,
-    })
-}
-
-/// The report of any scenario.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum Report {
-    Idle(idle::IdleReport),
-    Fanout(fanout::FanoutReport),
-    Churn(churn::ChurnReport),
-    Storm(storm::StormReport),
-}
-
-impl Report {
-    fn table(&self) -> report::Table {
-        match self {
-            Self::Idle(r) => r.table(),
-            Self::Fanout(r) => r.table(),
-            Self::Churn(r) => r.table(),
-            Self::Storm(r) => r.table(),
-        }
-    }
-
-    fn chart(&self) -> chart::Chart<'_> {
-        match self {
-            Self::Idle(r) => r.chart(),
-            Self::Fanout(r) => r.chart(),
-            Self::Churn(r) => r.chart(),
-            Self::Storm(r) => r.chart(),
-        }
-    }
-}
-
-/// The parent side of any scenario.
-async fn conduct(scenario: &Scenario, conductor: &mut Conductor) -> anyhow::Result<Report> {
-    Ok(match scenario {
-        Scenario::Idle(args) => Report::Idle(idle::conduct(args, conductor).await?),
-        Scenario::Fanout(args) => {
-            Report::Fanout(fanout::conduct(&args.clone().into(), conductor).await?)
-        }
-        Scenario::CrossNode(args) => {
-            Report::Fanout(fanout::conduct(&args.clone().into(), conductor).await?)
-        }
-        Scenario::Churn(args) => Report::Churn(churn::conduct(args, conductor).await?),
-        Scenario::ReconnectStorm(args) => Report::Storm(storm::conduct(args, conductor).await?),
-    })
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let options = Options {
+        json: cli.json,
+        quiet: cli.quiet,
+        chart: cli.chart,
+        workers: cli.workers,
+        threads: cli.threads,
+        worker_share: cli.worker_share,
+    };
+    let ran = match cli.scenario {
+        Command::Idle(args) => run(args, &options),
+        Command::Fanout(args) => run(fanout::Plan::from(args), &options),
+        Command::CrossNode(args) => run(fanout::Plan::from(args), &options),
+        Command::Churn(args) => run(args, &options),
+        Command::ReconnectStorm(args) => run(args, &options),
+    };
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ferrocast-loadtest: {error:#}");
@@ -226,7 +162,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// The options every scenario takes.
+#[derive(Debug)]
+struct Options {
+    json: bool,
+    quiet: bool,
+    chart: Option<PathBuf>,
+    workers: Option<u16>,
+    threads: Option<u16>,
+    worker_share: Option<Share>,
+}
+
+/// The client side of `scenario` in one worker, its result as JSON for the
+/// parent.
+async fn work<S: Scenario>(scenario: S, link: WorkerLink) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(scenario.work(link).await?)?)
+}
+
+/// Runs `scenario`: as a worker process when this is one, else as the parent
+/// of as many workers as it needs, printing its report.
+fn run<S: Scenario>(scenario: S, cli: &Options) -> anyhow::Result<()> {
     let open_files = host::raise_open_files_limit()?;
     let per_process = open_files.saturating_sub(SPARE_FDS).max(1);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -237,8 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = builder.build().context("starting the async runtime")?;
 
     if let Some(share) = cli.worker_share {
-        coord::exit_after(cli.scenario.time_limit() + WORKER_EXIT_SLACK);
-        let scenario = cli.scenario;
+        coord::exit_after(scenario.time_limit() + WORKER_EXIT_SLACK);
         runtime.block_on(serve_as_child(share, per_process, move |link| {
             work(scenario, link)
         }));
@@ -246,7 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let connections = cli.scenario.connections();
+    let connections = scenario.connections();
     let needed = usize::try_from(connections.div_ceil(per_process))
         .unwrap_or(usize::MAX)
         .max(1);
@@ -263,13 +217,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let result = runtime.block_on(async {
-        let scenario = cli.scenario.clone();
+        let worker = scenario.clone();
         let mut conductor = Conductor::start(workers, connections, cli.quiet, move |up, down| {
             serve(Share::WHOLE, per_process, up, down, move |link| {
-                work(scenario, link)
+                work(worker, link)
             })
         })?;
-        let report = conduct(&cli.scenario, &mut conductor).await;
+        let report = scenario.conduct(&mut conductor).await;
         conductor.finish().await;
         report
     });

@@ -10,7 +10,9 @@
 
 use std::fmt::Write as _;
 
-use crate::wire::{parse_bench_data, write_bench_data, Position, ResumePoint, ServerEvent};
+use ferrocast_protocol::StreamPosition;
+
+use crate::wire::{parse_bench_data, write_bench_data, Position, ServerEvent};
 
 /// The subprotocol offered on STOMP connections.
 pub(crate) const SUBPROTOCOL: &str = "v12.stomp";
@@ -26,7 +28,7 @@ pub(crate) fn connect_frame() -> String {
 /// `SUBSCRIBE` to `/topic/<topic>` with subscription id `id`, asking for a
 /// `RECEIPT` whose `receipt-id` is `id` as well; with
 /// `ferrocast-since:<epoch>:<offset>` when resuming.
-pub(crate) fn subscribe_frame(id: u64, topic: &str, since: Option<&ResumePoint>) -> String {
+pub(crate) fn subscribe_frame(id: u64, topic: &str, since: Option<&StreamPosition>) -> String {
     let mut out =
         format!("SUBSCRIBE\nid:{id}\ndestination:{TOPIC_PREFIX}{topic}\nack:auto\nreceipt:{id}\n");
     if let Some(point) = since {
@@ -120,7 +122,10 @@ impl<'a> StompFrame<'a> {
             .header("ferrocast-epoch")
             .filter(|epoch| !epoch.contains('\\'))?;
         let offset = self.header("ferrocast-offset")?.parse().ok()?;
-        Some(Position { epoch, offset })
+        Some(Position {
+            epoch: epoch.into(),
+            offset,
+        })
     }
 
     /// What the frame means to the tool, in the terms of the JSON protocol.
@@ -145,7 +150,7 @@ impl<'a> StompFrame<'a> {
                 recovered: self
                     .header("ferrocast-recovered")
                     .and_then(|r| r.parse().ok()),
-                position: self.position(),
+                position: self.position().map(|p| p.to_stream_position()),
             },
             "ERROR" => ServerEvent::Error {
                 id: self.header("receipt-id").and_then(|id| id.parse().ok()),
@@ -225,7 +230,7 @@ mod tests {
         assert_eq!(frame.header("receipt"), Some("7"));
         assert_eq!(frame.header("destination"), Some("/topic/bench.t3"));
         assert_eq!(frame.header("ferrocast-since"), None);
-        let since = ResumePoint {
+        let since = StreamPosition {
             epoch: "e:1\\x".into(),
             offset: 41,
         };
@@ -290,7 +295,7 @@ mod tests {
         assert_eq!(
             events(&mut reader, text),
             [
-                r#"Ok { id: Some(2), recovered: Some(true), position: Some(Position { epoch: "ab12", offset: 40 }) }"#,
+                r#"Ok { id: Some(2), recovered: Some(true), position: Some(StreamPosition { epoch: "ab12", offset: 40 }) }"#,
                 r#"Delivery { topic: "bench.t1", ts: 9, seq: 3, position: Some(Position { epoch: "ab12", offset: 41 }) }"#,
                 // An escaped epoch is not resumed from.
                 r#"Delivery { topic: "bench.t1", ts: 9, seq: 4, position: None }"#,

@@ -1,34 +1,40 @@
 //! The `reconnect-storm` scenario: subscribers spread over several nodes, a
 //! publisher sending numbered messages; one node is sent SIGTERM (drain) or
-//! SIGKILL; the clients that lose their connection reconnect elsewhere with
-//! exponential backoff and full jitter, resubscribing with `since` when they
-//! have seen a position. Measures how long until every client is back and
-//! what each one missed.
+//! SIGKILL. Every client is the Rust SDK (`ferrocast-client`), as an
+//! application runs it: the clients that lose their connection reconnect
+//! elsewhere by themselves (jittered backoff, resubscribe from the last
+//! position, gaps reported), and the scenario only watches their events and
+//! items. Measures how long until every client is back and what each one
+//! missed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use clap::{Args, ValueEnum};
+use ferrocast_client::{Client, Event, Item};
+use futures::FutureExt as _;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, sleep_until, timeout_at, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::{
     publish_topic, publishes_due, subscriber_topic, CountsByTopic, SequenceTracker,
 };
 use crate::chart::{Chart, Series};
-use crate::client::{Conn, ConnectArgs, Dialer, Ending, Protocol, SetupError, Subscribed, Target};
+use crate::client::{ConnectArgs, Ending, Protocol, SetupError};
 use crate::coord::{join_within, Conductor, Phase, WorkerLink, JOIN_SLACK};
 use crate::host::{NodeArgs, NodeWatch, NodesReport};
 use crate::latency::{Latencies, LatencySummary};
 use crate::progress::{unix_nanos, LiveCounters, Timeline};
 use crate::report::{per_second, ConnectionErrors, Oddities, Table, Trouble};
-use crate::wire::{topic_name, ResumePoint, ServerEvent};
+use crate::scenario::{collect, start_phase, Partial, Scenario, ScenarioReport};
+use crate::wire::{parse_bench_data, topic_name, write_bench_data};
 
 pub(crate) const ABOUT: &str = "\
 Reconnect storm: subscribers spread over several nodes (--url, repeated), one
@@ -37,16 +43,20 @@ own sequence 0, 1, 2, …. --kill-after the start, the tool sends --kill-signal
 to --node-pid (only that PID; without --node-pid nothing is signalled and the
 tool only watches, e.g. while you drain a node yourself).
 
-A client that loses its connection reconnects to the next URLs in turn, with
-exponential backoff and full jitter (a random wait between 0 and
-min(--backoff-max, --backoff-initial × 2^attempt)), and resubscribes; with
-`since` when it has seen an epoch and offset on its topic (JSON protocol), so
-that a node keeping history can replay the gap (reply recovered:true).
+Every client (subscribers and the publisher) is the Rust SDK, ferrocast-client,
+so the run measures what applications get. A client that loses its connection
+reconnects to the next URLs in turn, with exponential backoff and full jitter
+(a random wait between 0 and min(--backoff-max, --backoff-initial × 2^attempt);
+after a drain, within the SDK's drain spread of 1 s), and restores its
+subscription from the last position it received, so that a node keeping
+history replays the gap; where it cannot, the SDK reports a gap. Only the JSON
+protocol, without --source-addrs.
 
 Reported: clients disconnected, reconnect time per client (from losing the
-connection to being subscribed again: p50, p99, max), the time from the kill
-until the last client was back, clients not back by the end, messages missed
-per client (by sequence number), duplicates, and the recovered flags seen.
+connection to the subscription restored: p50, p99, max), the time from the
+kill until the last client was back, clients not back by the end, messages
+missed per client (by sequence number), duplicates, subscriptions restored
+with and without everything recovered, and gaps reported.
 
 Example (three nodes on one backplane, drain the first):
   ferrocast-loadtest reconnect-storm --url ws://127.0.0.1:8080/ws \\
@@ -56,6 +66,11 @@ Example (three nodes on one backplane, drain the first):
 
 /// Size of the numbered publications' data.
 const PAYLOAD_BYTES: usize = 64;
+/// The close code of the server API's Disconnect, after which the SDK does
+/// not reconnect.
+const DISCONNECTED: u16 = 4002;
+/// Time a client gets to close at the end.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Which signal ends the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -156,6 +171,15 @@ impl StormArgs {
             self.kill_pid.is_none() || self.kill_after < self.duration,
             "--kill-after must come before the end of --duration"
         );
+        // The clients are the Rust SDK's.
+        ensure!(
+            self.connect.protocol == Protocol::Json,
+            "reconnect-storm drives the Rust SDK (ferrocast-client), which speaks only ferrocast.v1.json"
+        );
+        ensure!(
+            self.connect.source_addrs.is_none(),
+            "reconnect-storm drives the Rust SDK (ferrocast-client), which binds no source address"
+        );
         Ok(())
     }
 
@@ -165,59 +189,48 @@ impl StormArgs {
             .or_else(|| self.urls.last().cloned())
             .unwrap_or_default()
     }
-
-    /// Longest a run can take, setup included.
-    pub(crate) fn time_limit(&self) -> Duration {
-        self.connect.setup_timeout + self.duration + self.grace
-    }
-}
-
-/// The wait before reconnect attempt `attempt` (0-based): full jitter, a
-/// uniformly random time between 0 and min(max, initial × 2^attempt).
-pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32, unit: f64) -> Duration {
-    let ceiling = initial
-        .checked_mul(1u32 << attempt.min(20))
-        .map_or(max, |c| c.min(max));
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
 /// What one worker measured; adds up across workers.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct StormPartial {
     subscribers_ready: u64,
-    /// Numbered publications sent per topic (only in the worker that publishes).
+    /// Numbered publications confirmed per topic (only in the worker that publishes).
     published: Vec<u64>,
+    /// Connections the publisher lost.
     publisher_reconnects: u64,
+    /// Publishes that failed (and were sent again).
+    publish_errors: u64,
     /// Distinct sequence numbers each subscriber received, by topic.
     distinct_by_topic: CountsByTopic,
     duplicates: u64,
     /// Clients that lost their connection at least once.
     clients_disconnected: u64,
-    /// Successful reconnect + resubscribe.
+    /// Subscriptions the SDK restored after a lost connection.
     reconnects: u64,
-    /// Reconnect attempts that failed.
+    /// Connection attempts that failed.
     failed_attempts: u64,
-    /// Clients without a connection at the end.
+    /// Clients whose subscription was not restored by the end.
     not_back: u64,
-    /// Lost connection → subscribed again, per reconnect.
+    /// Lost connection → subscription restored, per reconnect.
     reconnect_latency: Latencies,
     first_loss_ns: Option<u64>,
     last_back_ns: Option<u64>,
-    /// Resubscribes with `since`, by the `recovered` of the reply.
+    /// Restored subscriptions, by whether the node replayed everything missed.
     recovered_true: u64,
     recovered_false: u64,
-    recovered_absent: u64,
-    /// Resubscribes without `since` (no position seen).
-    resubscribed_without_position: u64,
+    /// Gaps the SDK reported to the application ([`Item::Gap`]).
+    gaps: u64,
     errors: ConnectionErrors,
     oddities: Oddities,
 }
 
-impl StormPartial {
+impl Partial for StormPartial {
     fn merge(&mut self, o: &Self) {
         self.subscribers_ready += o.subscribers_ready;
         crate::accounting::add_per_topic(&mut self.published, &o.published);
         self.publisher_reconnects += o.publisher_reconnects;
+        self.publish_errors += o.publish_errors;
         self.distinct_by_topic.merge(&o.distinct_by_topic);
         self.duplicates += o.duplicates;
         self.clients_disconnected += o.clients_disconnected;
@@ -229,10 +242,40 @@ impl StormPartial {
         self.last_back_ns = self.last_back_ns.max(o.last_back_ns);
         self.recovered_true += o.recovered_true;
         self.recovered_false += o.recovered_false;
-        self.recovered_absent += o.recovered_absent;
-        self.resubscribed_without_position += o.resubscribed_without_position;
+        self.gaps += o.gaps;
         self.errors.merge(&o.errors);
         self.oddities.merge(&o.oddities);
+    }
+}
+
+impl StormPartial {
+    /// Adds what one subscriber saw.
+    fn add_client(&mut self, topic: usize, stats: ClientStats) {
+        if !stats.ready {
+            self.errors.merge(&stats.errors);
+            return;
+        }
+        self.subscribers_ready += 1;
+        self.distinct_by_topic.note(topic, stats.seen.distinct());
+        self.duplicates += stats.seen.duplicates;
+        self.clients_disconnected += u64::from(stats.disconnects > 0);
+        self.reconnects += stats.reconnects;
+        self.failed_attempts += stats.failed_attempts;
+        self.not_back += u64::from(stats.lost_at.is_some());
+        for micros in &stats.reconnect_micros {
+            self.reconnect_latency.record(*micros);
+        }
+        self.first_loss_ns = self
+            .first_loss_ns
+            .into_iter()
+            .chain(stats.first_loss_ns)
+            .min();
+        self.last_back_ns = self.last_back_ns.max(stats.last_back_ns);
+        self.recovered_true += stats.recovered_true;
+        self.recovered_false += stats.recovered_false;
+        self.gaps += stats.gaps;
+        self.errors.merge(&stats.errors);
+        self.oddities.merge(&stats.oddities);
     }
 }
 
@@ -240,9 +283,7 @@ impl StormPartial {
 #[derive(Debug)]
 struct Shared {
     args: StormArgs,
-    targets: Vec<Target>,
     topics: Vec<String>,
-    dialer: Dialer,
     setup_deadline: Instant,
     connect_slots: Semaphore,
     stop: CancellationToken,
@@ -250,49 +291,16 @@ struct Shared {
 }
 
 impl Shared {
-    /// Reconnects connection `n` (first to the URL after `home`, then on in
-    /// turn) and resubscribes, until it works or the run stops. Returns the
-    /// connection and the reply, or `None` when the run stopped first.
-    async fn reconnect(
-        &self,
-        n: usize,
-        home: usize,
-        topic: Option<&str>,
-        since: Option<&ResumePoint>,
-        stats: &mut ClientStats,
-    ) -> Option<(Conn, Subscribed)> {
-        for attempt in 0u32.. {
-            let wait = backoff(
-                self.args.backoff_initial,
-                self.args.backoff_max,
-                attempt,
-                rand::random::<f64>(),
-            );
-            tokio::select! {
-                () = self.stop.cancelled() => return None,
-                () = sleep(wait) => {}
-            }
-            let target = &self.targets[(home + 1 + attempt as usize) % self.targets.len()];
-            let deadline = Instant::now() + self.args.connect.setup_timeout;
-            let result = match topic {
-                Some(topic) => {
-                    self.dialer
-                        .open_and_subscribe(target, n, topic, since, deadline, |event| {
-                            stats.on_event(event, topic)
-                        })
-                        .await
-                }
-                None => timeout_at(deadline, self.dialer.open(target, n))
-                    .await
-                    .unwrap_or(Err(SetupError::Timeout))
-                    .map(|conn| (conn, Subscribed::default())),
-            };
-            match result {
-                Ok(done) => return Some(done),
-                Err(_) => stats.failed_attempts += 1,
-            }
-        }
-        None
+    /// An SDK client of every node, trying `first` first and the others in
+    /// turn, with the run's backoff.
+    fn client(&self, first: &str) -> anyhow::Result<Client> {
+        let others = self.args.urls.iter().filter(|url| *url != first).cloned();
+        let urls: Vec<String> = std::iter::once(first.to_owned()).chain(others).collect();
+        Client::builder(urls)
+            .backoff(self.args.backoff_initial, self.args.backoff_max)
+            .request_timeout(self.args.connect.setup_timeout)
+            .build()
+            .context("building a client")
     }
 }
 
@@ -301,122 +309,90 @@ impl Shared {
 struct ClientStats {
     ready: bool,
     seen: SequenceTracker,
-    position: Option<ResumePoint>,
     disconnects: u64,
     reconnects: u64,
     failed_attempts: u64,
-    connected_at_end: bool,
+    /// Set while the connection is lost and the subscription not restored.
+    lost_at: Option<Instant>,
     reconnect_micros: Vec<u64>,
     first_loss_ns: Option<u64>,
     last_back_ns: Option<u64>,
-    recovered: [u64; 3],
-    without_position: u64,
+    recovered_true: u64,
+    recovered_false: u64,
+    gaps: u64,
     errors: ConnectionErrors,
     oddities: Oddities,
 }
 
 impl ClientStats {
-    fn on_event(&mut self, event: ServerEvent<'_>, topic: &str) {
-        match event {
-            ServerEvent::Delivery {
-                topic: t,
-                seq,
-                position,
-                ..
-            } if t == topic => {
-                self.seen.note(seq);
-                if let Some(position) = position {
-                    self.position = Some(ResumePoint::from_position(position));
+    fn on_item(&mut self, item: Item, topic: &str, live: &LiveCounters) {
+        match item {
+            Item::Message(message) => {
+                let ours = (message.topic().as_str() == topic)
+                    .then(|| parse_bench_data(message.data().get()))
+                    .flatten();
+                match ours {
+                    Some((_, seq)) => {
+                        if self.seen.note(seq) {
+                            LiveCounters::add(&live.delivered, 1);
+                        }
+                    }
+                    None => self.oddities.unexpected += 1,
                 }
             }
-            other => self.oddities.note(other),
+            Item::Gap(_) => self.gaps += 1,
+        }
+    }
+
+    fn on_event(&mut self, event: Event, live: &LiveCounters) {
+        match event {
+            Event::Disconnected { code, .. } => {
+                let lost_ns = unix_nanos();
+                self.first_loss_ns.get_or_insert(lost_ns);
+                self.lost_at.get_or_insert_with(Instant::now);
+                self.disconnects += 1;
+                self.errors
+                    .count_ending(code.map_or(Ending::Dropped, Ending::ClosedByNode));
+                LiveCounters::add(&live.errors, 1);
+            }
+            Event::ConnectFailed { .. } => self.failed_attempts += 1,
+            Event::Resubscribed { recovered, .. } => {
+                if recovered {
+                    self.recovered_true += 1;
+                } else {
+                    self.recovered_false += 1;
+                }
+                if let Some(lost_at) = self.lost_at.take() {
+                    self.reconnects += 1;
+                    self.reconnect_micros
+                        .push(u64::try_from(lost_at.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    self.last_back_ns = Some(unix_nanos());
+                }
+            }
+            // The node refused to restore the subscription: it is over.
+            Event::SubscriptionEnded { code, .. } => {
+                *self.oddities.error_replies.entry(code).or_default() += 1;
+            }
+            // Closed for good (4002, the server API's Disconnect): the SDK
+            // does not come back, and the client counts as not back.
+            Event::DisconnectedByServer { .. } => {
+                self.lost_at.get_or_insert_with(Instant::now);
+                self.disconnects += 1;
+                self.errors.count_ending(Ending::ClosedByNode(DISCONNECTED));
+                LiveCounters::add(&live.errors, 1);
+            }
+            Event::Connected { .. } | Event::Lagged { .. } => {}
         }
     }
 }
 
-/// The client side, in one worker.
-pub(crate) async fn work(args: StormArgs, mut link: WorkerLink) -> anyhow::Result<StormPartial> {
-    args.validate()?;
-    let targets = Target::resolve_all(&args.urls).await?;
-    let pub_target = Target::resolve(&args.pub_url()).await?;
-    let share = link.share;
-    let topics = args.topics as usize;
-    let sources = args
-        .connect
-        .source_addrs
-        .as_ref()
-        .map(|s| s.share(share.index, share.count));
-    let shared = Arc::new(Shared {
-        targets,
-        topics: (0..topics).map(topic_name).collect(),
-        dialer: Dialer::new(args.connect.protocol, sources),
-        setup_deadline: Instant::now() + args.connect.setup_timeout,
-        connect_slots: Semaphore::new(args.connect.connect_concurrency as usize),
-        stop: CancellationToken::new(),
-        live: link.live.clone(),
-        args,
-    });
-    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
-    let clients: Vec<JoinHandle<(usize, ClientStats)>> = share
-        .range(shared.args.subscribers as usize)
-        .map(|i| tokio::spawn(run_client(shared.clone(), i, ready_tx.clone())))
-        .collect();
-    drop(ready_tx);
-    while let Ok(Some(())) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
-
-    let start = link.reached(Phase::Ready).await?.instant;
-    let end = start + shared.args.duration;
-    let publisher = share.is_first().then(|| {
-        let shared = shared.clone();
-        tokio::spawn(async move { run_publisher(&shared, &pub_target, start, end).await })
-    });
-    sleep_until(end + shared.args.grace).await;
-    shared.stop.cancel();
-
-    let join_limit = Instant::now() + JOIN_SLACK;
-    let mut partial = StormPartial {
-        published: vec![0; topics],
-        distinct_by_topic: CountsByTopic::new(topics),
-        ..StormPartial::default()
-    };
-    if let Some(publisher) = publisher {
-        let (published, reconnects) = join_within(publisher, join_limit, "publisher").await?;
-        partial.published = published;
-        partial.publisher_reconnects = reconnects;
-    }
-    for client in clients {
-        let (topic, stats) = join_within(client, join_limit, "subscriber").await?;
-        if !stats.ready {
-            partial.errors.merge(&stats.errors);
-            continue;
-        }
-        partial.subscribers_ready += 1;
-        partial.distinct_by_topic.note(topic, stats.seen.distinct());
-        partial.duplicates += stats.seen.duplicates;
-        partial.clients_disconnected += u64::from(stats.disconnects > 0);
-        partial.reconnects += stats.reconnects;
-        partial.failed_attempts += stats.failed_attempts;
-        partial.not_back += u64::from(!stats.connected_at_end);
-        for micros in &stats.reconnect_micros {
-            partial.reconnect_latency.record(*micros);
-        }
-        partial.first_loss_ns = partial
-            .first_loss_ns
-            .into_iter()
-            .chain(stats.first_loss_ns)
-            .min();
-        partial.last_back_ns = partial.last_back_ns.max(stats.last_back_ns);
-        partial.recovered_true += stats.recovered[0];
-        partial.recovered_false += stats.recovered[1];
-        partial.recovered_absent += stats.recovered[2];
-        partial.resubscribed_without_position += stats.without_position;
-        partial.errors.merge(&stats.errors);
-        partial.oddities.merge(&stats.oddities);
-    }
-    Ok(partial)
+/// Closes an SDK client, briefly: the run is over.
+async fn close(client: &Client) {
+    let _ = timeout(CLOSE_WAIT, client.close()).await;
 }
 
-/// One subscriber for the whole run, across reconnects.
+/// One subscriber for the whole run: an SDK client that reconnects and
+/// restores its subscription by itself, watched through its events.
 async fn run_client(
     shared: Arc<Shared>,
     index: usize,
@@ -424,27 +400,36 @@ async fn run_client(
 ) -> (usize, ClientStats) {
     let topic_index = subscriber_topic(index, shared.topics.len());
     let topic = shared.topics[topic_index].as_str();
-    let home = index % shared.targets.len();
     let mut stats = ClientStats::default();
     let setup = {
+        // The client connects as soon as it is built: within the slot.
         let _slot = shared.connect_slots.acquire().await;
-        let mut on_event = |event: ServerEvent<'_>| stats.on_event(event, topic);
-        shared
-            .dialer
-            .open_and_subscribe(
-                &shared.targets[home],
-                index,
-                topic,
-                None,
-                shared.setup_deadline,
-                &mut on_event,
-            )
-            .await
+        let url = &shared.args.urls[index % shared.args.urls.len()];
+        match shared.client(url) {
+            Ok(client) => {
+                let events = client.events();
+                let subscribed = timeout_at(shared.setup_deadline, client.subscribe(topic)).await;
+                Ok((client, events, subscribed))
+            }
+            Err(_) => Err(SetupError::Connect),
+        }
     };
     let _ = ready.send(()).await;
     drop(ready);
-    let (mut conn, reply) = match setup {
-        Ok(done) => done,
+    let (client, mut events, mut subscription) = match setup {
+        Ok((client, events, Ok(Ok(subscription)))) => (client, events, subscription),
+        Ok((client, mut events, failed)) => {
+            let connect_failed = std::iter::from_fn(|| events.recv().now_or_never().flatten())
+                .any(|event| matches!(event, Event::ConnectFailed { .. }));
+            stats.errors.count_setup(match failed {
+                Ok(Err(ferrocast_client::Error::Refused { .. })) => SetupError::Subscribe,
+                _ if connect_failed => SetupError::Connect,
+                _ => SetupError::Timeout,
+            });
+            LiveCounters::add(&shared.live.errors, 1);
+            close(&client).await;
+            return (topic_index, stats);
+        }
         Err(error) => {
             stats.errors.count_setup(error);
             LiveCounters::add(&shared.live.errors, 1);
@@ -452,184 +437,215 @@ async fn run_client(
         }
     };
     stats.ready = true;
-    if reply.position.is_some() {
-        stats.position = reply.position;
-    }
     LiveCounters::add(&shared.live.ready, 1);
     loop {
-        let ending = loop {
-            let before = stats.seen.distinct();
-            tokio::select! {
-                biased;
-                () = shared.stop.cancelled() => break Ending::Done,
-                next = conn.recv(|event| stats.on_event(event, topic)) => if let Err(ending) = next {
-                    break ending;
-                },
-            }
-            LiveCounters::add(&shared.live.delivered, stats.seen.distinct() - before);
-        };
-        if ending == Ending::Done {
-            stats.connected_at_end = true;
-            conn.close(ending).await;
-            return (topic_index, stats);
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break,
+            event = events.recv() => match event {
+                Some(event) => stats.on_event(event, &shared.live),
+                None => break,
+            },
+            item = subscription.recv() => match item {
+                Some(item) => stats.on_item(item, topic, &shared.live),
+                None => break,
+            },
         }
-        // Lost: note it, then come back somewhere else.
-        let lost_at = Instant::now();
-        let lost_ns = unix_nanos();
-        stats.first_loss_ns.get_or_insert(lost_ns);
-        stats.disconnects += 1;
-        stats.errors.count_ending(ending);
-        LiveCounters::add(&shared.live.errors, 1);
-        drop(conn);
-        let since = stats.position.clone();
-        let Some((back, reply)) = shared
-            .reconnect(index, home, Some(topic), since.as_ref(), &mut stats)
-            .await
-        else {
-            return (topic_index, stats);
-        };
-        stats.reconnects += 1;
-        stats
-            .reconnect_micros
-            .push(u64::try_from(lost_at.elapsed().as_micros()).unwrap_or(u64::MAX));
-        stats.last_back_ns = Some(unix_nanos());
-        match (since.is_some(), reply.recovered) {
-            (true, Some(true)) => stats.recovered[0] += 1,
-            (true, Some(false)) => stats.recovered[1] += 1,
-            (true, None) => stats.recovered[2] += 1,
-            (false, _) => stats.without_position += 1,
-        }
-        if reply.position.is_some() {
-            stats.position = reply.position;
-        }
-        conn = back;
     }
+    close(&client).await;
+    (topic_index, stats)
 }
 
-/// The publisher: message k goes to topic k % T with that topic's next
-/// sequence number. Returns the publications sent per topic and how often
-/// it had to reconnect.
+/// What the publisher did.
+#[derive(Debug)]
+struct PublisherStats {
+    /// Confirmed publications per topic.
+    published: Vec<u64>,
+    reconnects: u64,
+    errors: u64,
+}
+
+/// The publisher, an SDK client as well: message k goes to topic k % T with
+/// that topic's next sequence number. A publish that fails is sent again
+/// with the same number at the next tick (it may have been published: then
+/// its subscribers count a duplicate, and `publish_errors` says why).
 async fn run_publisher(
     shared: &Shared,
-    target: &Target,
+    client: Client,
     start: Instant,
     end: Instant,
-) -> (Vec<u64>, u64) {
+) -> PublisherStats {
     let topics = shared.topics.len();
-    let mut published = vec![0u64; topics];
-    let mut reconnects = 0;
-    let n = shared.args.subscribers as usize;
-    let mut conn = timeout_at(
-        shared.setup_deadline.max(start) + JOIN_SLACK,
-        shared.dialer.open(target, n),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok);
+    let mut stats = PublisherStats {
+        published: vec![0u64; topics],
+        reconnects: 0,
+        errors: 0,
+    };
+    // Counts the connections the publisher loses, until its client closes.
+    let mut events = client.events();
+    let losses = tokio::spawn(async move {
+        let mut losses = 0;
+        while let Some(event) = events.recv().await {
+            losses += u64::from(matches!(event, Event::Disconnected { .. }));
+        }
+        losses
+    });
     let rate = shared.args.rate;
     let period = Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1));
     let mut ticks = tokio::time::interval_at(start, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut sent = 0u64;
+    let mut data = String::new();
     while Instant::now() < end {
         tokio::select! {
             () = sleep_until(end) => break,
             _ = ticks.tick() => {}
         }
-        let Some(current) = conn.as_mut() else {
-            let mut scratch = ClientStats::default();
-            let home = shared.targets.len().saturating_sub(1);
-            conn = shared
-                .reconnect(n, home, None, None, &mut scratch)
-                .await
-                .map(|(c, _)| c);
-            reconnects += 1;
-            continue;
-        };
         let due = publishes_due(Instant::now().saturating_duration_since(start), rate);
-        let written = async {
-            while sent < due {
-                let topic = publish_topic(0, sent, topics);
-                let seq = published[topic];
-                current
-                    .feed_publish(&shared.topics[topic], unix_nanos(), seq, PAYLOAD_BYTES)
-                    .await?;
-                published[topic] += 1;
-                sent += 1;
-                LiveCounters::add(&shared.live.published, 1);
+        while sent < due && Instant::now() < end {
+            let topic = publish_topic(0, sent, topics);
+            let seq = stats.published[topic];
+            data.clear();
+            write_bench_data(&mut data, unix_nanos(), seq, PAYLOAD_BYTES);
+            let Ok(raw) = RawValue::from_string(data.clone()) else {
+                break;
+            };
+            let publish = client.publish(&shared.topics[topic], &raw);
+            match timeout_at(end, publish).await {
+                Ok(Ok(_)) => {
+                    stats.published[topic] += 1;
+                    sent += 1;
+                    LiveCounters::add(&shared.live.published, 1);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    stats.errors += 1;
+                    break;
+                }
             }
-            current.flush().await
-        };
-        if written.await.is_err() {
-            conn = None;
         }
     }
     // Stay connected until the run stops: closing right behind the last
     // publish could race it.
-    if let Some(conn) = conn {
-        shared.stop.cancelled().await;
-        conn.close(Ending::Done).await;
+    shared.stop.cancelled().await;
+    close(&client).await;
+    if let Ok(Ok(losses)) = timeout(CLOSE_WAIT, losses).await {
+        stats.reconnects = losses;
     }
-    (published, reconnects)
+    stats
 }
 
-/// The parent side: node readings, the kill, then the report.
-pub(crate) async fn conduct(
-    args: &StormArgs,
-    conductor: &mut Conductor,
-) -> anyhow::Result<StormReport> {
-    args.validate()?;
-    let mut nodes = NodeWatch::new(&args.nodes);
-    nodes.before().await;
-    conductor.status.set_phase("connecting");
-    conductor
-        .barrier(
-            Phase::Ready,
-            Instant::now() + args.connect.setup_timeout + JOIN_SLACK,
+impl Scenario for StormArgs {
+    type Partial = StormPartial;
+    type Report = StormReport;
+
+    fn connections(&self) -> u64 {
+        u64::from(self.subscribers) + 1
+    }
+
+    fn time_limit(&self) -> Duration {
+        self.connect.setup_timeout + self.duration + self.grace
+    }
+
+    /// The client side, in one worker.
+    async fn work(self, mut link: WorkerLink) -> anyhow::Result<StormPartial> {
+        let args = self;
+        args.validate()?;
+        let share = link.share;
+        let topics = args.topics as usize;
+        let shared = Arc::new(Shared {
+            topics: (0..topics).map(topic_name).collect(),
+            setup_deadline: Instant::now() + args.connect.setup_timeout,
+            connect_slots: Semaphore::new(args.connect.connect_concurrency as usize),
+            stop: CancellationToken::new(),
+            live: link.live.clone(),
+            args,
+        });
+        // The publisher's client connects while the subscribers do.
+        let publisher = match share.is_first() {
+            true => Some(shared.client(&shared.args.pub_url())?),
+            false => None,
+        };
+        let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
+        let clients: Vec<JoinHandle<(usize, ClientStats)>> = share
+            .range(shared.args.subscribers as usize)
+            .map(|index| tokio::spawn(run_client(shared.clone(), index, ready_tx.clone())))
+            .collect();
+        drop(ready_tx);
+        while let Ok(Some(())) = timeout_at(shared.setup_deadline, ready_rx.recv()).await {}
+
+        let start = link.reached(Phase::Ready).await?.instant;
+        let end = start + shared.args.duration;
+        let publisher = publisher.map(|client| {
+            let shared = shared.clone();
+            tokio::spawn(async move { run_publisher(&shared, client, start, end).await })
+        });
+        sleep_until(end + shared.args.grace).await;
+        shared.stop.cancel();
+
+        let join_limit = Instant::now() + JOIN_SLACK;
+        let mut partial = StormPartial {
+            published: vec![0; topics],
+            distinct_by_topic: CountsByTopic::new(topics),
+            ..StormPartial::default()
+        };
+        if let Some(publisher) = publisher {
+            let stats = join_within(publisher, join_limit, "publisher").await?;
+            partial.published = stats.published;
+            partial.publisher_reconnects = stats.reconnects;
+            partial.publish_errors = stats.errors;
+        }
+        for client in clients {
+            let (topic, stats) = join_within(client, join_limit, "subscriber").await?;
+            partial.add_client(topic, stats);
+        }
+        Ok(partial)
+    }
+
+    /// The parent side: node readings, the kill, then the report.
+    async fn conduct(&self, conductor: &mut Conductor) -> anyhow::Result<StormReport> {
+        let args = self;
+        args.validate()?;
+        let mut nodes = NodeWatch::new(&args.nodes);
+        let start = start_phase(
+            conductor,
+            &mut nodes,
+            args.connect.setup_timeout,
+            "publishing",
         )
         .await?;
-    nodes.connected().await;
-    let start = Instant::now() + Duration::from_millis(200);
-    conductor.go(start).await?;
-    conductor.status.set_phase("publishing");
-    let end = start + args.duration;
-    let killing = async {
-        let Some(pid) = args.kill_pid else {
-            return Ok(None);
+        let end = start + args.duration;
+        let killing = async {
+            let Some(pid) = args.kill_pid else {
+                return Ok(None);
+            };
+            sleep_until(start + args.kill_after).await;
+            let at = unix_nanos();
+            kill(
+                Pid::from_raw(i32::try_from(pid).context("--kill-pid is out of range")?),
+                args.kill_signal.signal(),
+            )
+            .with_context(|| format!("sending {:?} to {pid}", args.kill_signal))?;
+            anyhow::Ok(Some(at))
         };
-        sleep_until(start + args.kill_after).await;
-        let at = unix_nanos();
-        kill(
-            Pid::from_raw(i32::try_from(pid).context("--kill-pid is out of range")?),
-            args.kill_signal.signal(),
-        )
-        .with_context(|| format!("sending {:?} to {pid}", args.kill_signal))?;
-        anyhow::Ok(Some(at))
-    };
-    let end_readings = async {
-        sleep_until(end).await;
-        nodes.end().await;
-    };
-    let (results, killed, ()) = tokio::join!(
-        conductor.results::<StormPartial>(end + args.grace + JOIN_SLACK * 2),
-        killing,
-        end_readings
-    );
-    let (partials, timeline) = results?;
-    let killed_at_ns = killed?;
-    let mut total = StormPartial::default();
-    for partial in &partials {
-        total.merge(partial);
+        let results = collect::<StormPartial>(
+            conductor,
+            &mut nodes,
+            Some(end),
+            end + args.grace + JOIN_SLACK * 2,
+        );
+        let (results, killed) = tokio::join!(results, killing);
+        let (total, timeline) = results?;
+        let killed_at_ns = killed?;
+        let nodes = nodes.report(total.subscribers_ready + 1);
+        Ok(StormReport::new(
+            args,
+            total,
+            killed_at_ns,
+            nodes,
+            timeline,
+            conductor.processes(),
+        ))
     }
-    let nodes = nodes.report(total.subscribers_ready + 1);
-    Ok(StormReport::new(
-        args,
-        total,
-        killed_at_ns,
-        nodes,
-        timeline,
-        conductor.processes(),
-    ))
 }
 
 /// The settings of a run, as reported.
@@ -659,6 +675,8 @@ pub(crate) struct StormReport {
     pub(crate) publishes: u64,
     pub(crate) publishes_per_s: f64,
     pub(crate) publisher_reconnects: u64,
+    /// Publishes that failed and were sent again.
+    pub(crate) publish_errors: u64,
     pub(crate) clients_disconnected: u64,
     pub(crate) reconnects: u64,
     pub(crate) failed_attempts: u64,
@@ -675,12 +693,12 @@ pub(crate) struct StormReport {
     pub(crate) missed: u64,
     pub(crate) clients_with_misses: u64,
     pub(crate) duplicates: u64,
-    /// Resubscribes with `since`, by the reply's `recovered`.
+    /// Subscriptions the SDK restored, by whether the node replayed
+    /// everything missed (`Event::Resubscribed`'s `recovered`).
     pub(crate) recovered_true: u64,
     pub(crate) recovered_false: u64,
-    pub(crate) recovered_absent: u64,
-    /// Resubscribes without `since`: no position had been seen (no history).
-    pub(crate) resubscribed_without_position: u64,
+    /// Gaps the SDK reported to the application (`Item::Gap`).
+    pub(crate) gaps: u64,
     #[serde(flatten)]
     pub(crate) trouble: Trouble,
     pub(crate) nodes: NodesReport,
@@ -727,6 +745,7 @@ impl StormReport {
             publishes,
             publishes_per_s: per_second(publishes, args.duration.as_secs_f64()),
             publisher_reconnects: total.publisher_reconnects,
+            publish_errors: total.publish_errors,
             clients_disconnected: total.clients_disconnected,
             reconnects: total.reconnects,
             failed_attempts: total.failed_attempts,
@@ -739,16 +758,17 @@ impl StormReport {
             duplicates: total.duplicates,
             recovered_true: total.recovered_true,
             recovered_false: total.recovered_false,
-            recovered_absent: total.recovered_absent,
-            resubscribed_without_position: total.resubscribed_without_position,
+            gaps: total.gaps,
             trouble: Trouble::new(total.errors, total.oddities),
             nodes,
             timeline,
             reconnect_histogram: total.reconnect_latency,
         }
     }
+}
 
-    pub(crate) fn table(&self) -> Table {
+impl ScenarioReport for StormReport {
+    fn table(&self) -> Table {
         let s = &self.settings;
         let mut table = Table::default();
         table.heading(format!(
@@ -772,8 +792,11 @@ impl StormReport {
             .row(
                 "publishes",
                 format!(
-                    "{} ({:.1}/s), publisher reconnects {}",
-                    self.publishes, self.publishes_per_s, self.publisher_reconnects
+                    "{} ({:.1}/s), publisher reconnects {}, publish errors {}",
+                    self.publishes,
+                    self.publishes_per_s,
+                    self.publisher_reconnects,
+                    self.publish_errors
                 ),
             )
             .row(
@@ -806,22 +829,19 @@ impl StormReport {
             )
             .row("duplicates", self.duplicates)
             .row(
-                "resubscribes with since",
+                "subscriptions restored",
                 format!(
-                    "recovered true {}, false {}, absent {}",
-                    self.recovered_true, self.recovered_false, self.recovered_absent
+                    "recovered true {}, false {}",
+                    self.recovered_true, self.recovered_false
                 ),
             )
-            .row(
-                "resubscribes without position",
-                self.resubscribed_without_position,
-            )
+            .row("gaps reported to the application", self.gaps)
             .rows(self.trouble.rows())
             .rows(self.nodes.rows());
         table
     }
 
-    pub(crate) fn chart(&self) -> Chart<'_> {
+    fn chart(&self) -> Chart<'_> {
         Chart {
             title: format!(
                 "ferrocast reconnect-storm: {} clients disconnected, reconnect p99 {:.1} ms",

@@ -1,10 +1,12 @@
-//! The load tool against a real `ferrocast` node: a small `idle` run, and a
-//! small STOMP `fanout` run spread over two worker processes; their JSON
-//! reports must account for every connection and every delivery.
+//! The load tool against real `ferrocast` nodes, every scenario with small
+//! counts: `idle`, a STOMP `fanout` spread over two worker processes,
+//! `churn`, `cross-node` over two nodes on a real Redis, and
+//! `reconnect-storm` killing one of two nodes. Their JSON reports must
+//! account for every connection and every delivery.
 
 use std::process::Command;
 
-use ferrocast_testkit::{node_binary, Node};
+use ferrocast_testkit::{node_binary, Node, RedisServer};
 use serde_json::Value;
 
 const TOOL: &str = env!("CARGO_BIN_EXE_ferrocast-loadtest");
@@ -112,4 +114,156 @@ fn idle_and_stomp_fanout_account_for_everything() {
     std::fs::remove_file(&chart).ok();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains("publish → delivery"));
+}
+
+/// A node on `redis` whose namespace `bench` keeps a history (what the
+/// load tool publishes to), with no publish limit.
+fn bench_node(redis: &RedisServer, name: &str) -> Node {
+    let config = std::env::temp_dir().join(format!(
+        "ferrocast-loadtest-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        "publish_rate = 0\n[namespaces.bench]\nhistory_size = 10000\nhistory_ttl = \"60s\"\n",
+    )
+    .expect("the config is written");
+    let node = Node::spawn(
+        node_binary(),
+        &[
+            "--config",
+            config.to_str().expect("a UTF-8 path"),
+            "--backplane",
+            &redis.url(),
+        ],
+    );
+    std::fs::remove_file(&config).ok();
+    node
+}
+
+#[test]
+fn churn_completes_every_cycle() {
+    let node = Node::spawn(node_binary(), &[]);
+    let churn = run_tool(&[
+        "churn",
+        "--url",
+        &node.ws_url(),
+        "--rate",
+        "50",
+        "--duration",
+        "2s",
+        "--hold-min",
+        "50ms",
+        "--hold-max",
+        "200ms",
+        "--topics",
+        "3",
+    ]);
+    assert_eq!(churn["scenario"], "churn");
+    let started = churn["started"].as_u64().unwrap();
+    assert!((90..=110).contains(&started), "{churn:#}");
+    assert_eq!(churn["completed"], started, "{churn:#}");
+    assert_eq!(churn["skipped"], 0, "{churn:#}");
+    assert_eq!(churn["connection_errors_total"], 0, "{churn:#}");
+    assert_eq!(churn["connect_latency"]["samples"], started);
+    assert_eq!(churn["subscribe_latency"]["samples"], started);
+}
+
+#[test]
+fn cross_node_delivers_everything_over_redis() {
+    let redis = RedisServer::start();
+    let publishers = bench_node(&redis, "pub");
+    let subscribers = bench_node(&redis, "sub");
+    let run = run_tool(&[
+        "cross-node",
+        "--pub-url",
+        &publishers.ws_url(),
+        "--sub-url",
+        &subscribers.ws_url(),
+        "--subscribers",
+        "20",
+        "--topics",
+        "2",
+        "--publishers",
+        "2",
+        "--rate",
+        "100",
+        "--warmup",
+        "500ms",
+        "--duration",
+        "1s",
+        "--grace",
+        "1s",
+    ]);
+    assert_eq!(run["scenario"], "cross-node");
+    assert_eq!(run["subscribers_ready"], 20, "{run:#}");
+    assert_eq!(run["publishers_ready"], 2, "{run:#}");
+    let publishes = run["publishes"].as_u64().unwrap();
+    assert!((90..=110).contains(&publishes), "{run:#}");
+    // Every publication crosses the backplane to the 10 subscribers of its topic.
+    assert_eq!(run["expected"].as_u64().unwrap(), publishes * 10, "{run:#}");
+    assert_eq!(run["received"], run["expected"], "{run:#}");
+    assert_eq!(run["lost"], 0, "{run:#}");
+    assert_eq!(run["extra"], 0, "{run:#}");
+    assert_eq!(run["connection_errors_total"], 0, "{run:#}");
+}
+
+#[test]
+fn reconnect_storm_loses_nothing_when_a_node_dies() {
+    let redis = RedisServer::start();
+    let doomed = bench_node(&redis, "doomed");
+    let survivor = bench_node(&redis, "survivor");
+    let pid = doomed.pid().to_string();
+    let storm = run_tool(&[
+        "reconnect-storm",
+        "--url",
+        &doomed.ws_url(),
+        "--url",
+        &survivor.ws_url(),
+        "--pub-url",
+        &survivor.ws_url(),
+        "--subscribers",
+        "20",
+        "--topics",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "3s",
+        "--grace",
+        "2s",
+        "--kill-pid",
+        &pid,
+        "--kill-signal",
+        "kill",
+        "--kill-after",
+        "1s",
+        "--backoff-initial",
+        "50ms",
+        "--backoff-max",
+        "500ms",
+    ]);
+    assert_eq!(storm["scenario"], "reconnect-storm");
+    assert_eq!(storm["subscribers_ready"], 20, "{storm:#}");
+    assert_eq!(storm["signalled"], true);
+    // Half the subscribers were on the killed node; the SDK brought every
+    // one back to the survivor and replayed what it missed from history.
+    assert_eq!(storm["clients_disconnected"], 10, "{storm:#}");
+    assert_eq!(storm["clients_not_back"], 0, "{storm:#}");
+    assert_eq!(storm["reconnects"], 10, "{storm:#}");
+    assert_eq!(storm["reconnect_time"]["samples"], 10, "{storm:#}");
+    assert!(storm["all_back_after_s"].as_f64().is_some(), "{storm:#}");
+    let publishes = storm["publishes"].as_u64().unwrap();
+    assert!(publishes >= 140, "{storm:#}");
+    assert_eq!(
+        storm["expected"].as_u64().unwrap(),
+        publishes * 10,
+        "{storm:#}"
+    );
+    assert_eq!(storm["missed"], 0, "{storm:#}");
+    assert_eq!(storm["duplicates"], 0, "{storm:#}");
+    assert_eq!(storm["publish_errors"], 0, "{storm:#}");
+    assert_eq!(storm["recovered_true"], 10, "{storm:#}");
+    assert_eq!(storm["recovered_false"], 0, "{storm:#}");
+    assert_eq!(storm["gaps"], 0, "{storm:#}");
 }

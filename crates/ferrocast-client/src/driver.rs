@@ -32,13 +32,14 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use ferrocast_protocol::StreamPosition;
+use ferrocast_protocol::client::{self as wire, Delivery, ServerObject};
+use ferrocast_protocol::{OkReply, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN, SUBPROTOCOL_JSON};
 
 use crate::backoff::{self, Backoff};
 use crate::client::Settings;
 use crate::tracker::{Tracker, Verdict};
-use crate::wire::{Outbox, ServerObject};
+use crate::wire::Outbox;
 use crate::{Error, Event, Gap, Item, Message};
 
 /// Requests awaiting a reply at once; past that, commands wait.
@@ -660,11 +661,8 @@ impl Driver {
             None => Some(End::Lost("connection closed".into())),
             Some(Err(error)) => Some(End::Lost(error.to_string())),
             Some(Ok(WsMessage::Text(text))) => {
-                for line in text.as_str().split('\n') {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match ServerObject::decode(line) {
+                for object in wire::decode_frame(text.as_str()) {
+                    match object {
                         Ok(object) => {
                             if let Some(end) = self.on_object(object, out) {
                                 return Some(end);
@@ -687,31 +685,50 @@ impl Driver {
     }
 
     fn on_object(&mut self, object: ServerObject<'_>, out: &mut Outbox) -> Option<End> {
-        match object.op.as_ref() {
-            "message" => {
-                self.on_message(object, out);
+        match object {
+            ServerObject::Message(delivery) => {
+                self.on_message(delivery, out);
                 None
             }
-            "ok" | "error" => self.on_reply(object, out),
-            "unsubscribed" => {
-                self.on_unsubscribed(object, out);
+            ServerObject::Ok(reply) => {
+                let OkReply {
+                    id,
+                    epoch,
+                    offset,
+                    recovered,
+                } = reply;
+                let top = epoch
+                    .zip(offset)
+                    .map(|(epoch, offset)| StreamPosition { epoch, offset });
+                self.on_reply(id, Ok(top), recovered, out)
+            }
+            ServerObject::Error(error) => {
+                let refused = Error::Refused {
+                    code: error.code.into_owned(),
+                    message: error.message.into_owned(),
+                };
+                self.on_reply(error.id, Err(refused), None, out)
+            }
+            ServerObject::Unsubscribed { topic } => {
+                self.on_unsubscribed(&topic, out);
                 None
             }
-            _ => None,
+            // Presence is not asked for; pongs answer nothing sent; newer
+            // ops are ignored.
+            ServerObject::Presence { .. }
+            | ServerObject::Pong { .. }
+            | ServerObject::Other { .. } => None,
         }
     }
 
     /// The server API ended a subscription: it is over for the application.
-    fn on_unsubscribed(&mut self, object: ServerObject<'_>, out: &mut Outbox) {
-        let Some(filter) = object.topic else {
-            return;
-        };
-        let Some(record) = self.subscriptions.get_mut(filter.as_ref()) else {
+    fn on_unsubscribed(&mut self, filter: &str, out: &mut Outbox) {
+        let Some(record) = self.subscriptions.get_mut(filter) else {
             return;
         };
         // The node no longer holds it: nothing to unsubscribe there.
         record.state = State::Idle;
-        self.remove(&filter, out);
+        self.remove(filter, out);
         self.emit(Event::SubscriptionEnded {
             filter: filter.to_string(),
             code: "unsubscribed".into(),
@@ -719,10 +736,8 @@ impl Driver {
         });
     }
 
-    fn on_message(&mut self, mut object: ServerObject<'_>, out: &mut Outbox) {
-        let Some(name) = object.topic.take() else {
-            return;
-        };
+    fn on_message(&mut self, delivery: Delivery<'_>, out: &mut Outbox) {
+        let name = delivery.topic;
         let exact = self
             .subscriptions
             .get(name.as_ref())
@@ -745,10 +760,10 @@ impl Driver {
             .cloned()
             .collect();
         let message = Message {
-            data: object.data.unwrap_or(RawValue::NULL).to_owned(),
-            position: object.position(),
-            content_type: object.content_type.take(),
-            base64: object.encoding.as_deref() == Some("base64"),
+            data: delivery.data.to_owned(),
+            position: delivery.position.as_ref().map(|p| p.to_stream_position()),
+            content_type: delivery.content_type.map(|c| c.into_owned()),
+            base64: delivery.base64,
             topic,
         };
         for filter in &patterns {
@@ -771,20 +786,20 @@ impl Driver {
         }
     }
 
-    fn on_reply(&mut self, mut object: ServerObject<'_>, out: &mut Outbox) -> Option<End> {
-        let Some(pending) = object.id.and_then(|id| self.pending.remove(&id)) else {
-            if object.op == "error" {
-                tracing::warn!(code = ?object.code, message = ?object.message, "error from the node");
+    /// A reply to request `id`: `Ok` with the position it names (the top of
+    /// a history, a publication's place), or the node's refusal.
+    fn on_reply(
+        &mut self,
+        id: Option<u64>,
+        result: Result<Option<StreamPosition>, Error>,
+        recovered: Option<bool>,
+        out: &mut Outbox,
+    ) -> Option<End> {
+        let Some(pending) = id.and_then(|id| self.pending.remove(&id)) else {
+            if let Err(error) = result {
+                tracing::warn!(%error, "error from the node");
             }
             return None;
-        };
-        let result = if object.op == "ok" {
-            Ok(object.position())
-        } else {
-            Err(Error::Refused {
-                code: object.code.take().unwrap_or_default(),
-                message: object.message.take().unwrap_or_default(),
-            })
         };
         match pending {
             Pending::Publish(reply) => {
@@ -802,7 +817,7 @@ impl Driver {
                 key,
                 resumed,
             } => {
-                let reply = result.map(|top| (top, resumed && object.recovered == Some(true)));
+                let reply = result.map(|top| (top, resumed && recovered == Some(true)));
                 self.on_subscribed(&filter, key, resumed, reply, out)
             }
         }

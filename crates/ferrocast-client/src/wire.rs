@@ -1,29 +1,15 @@
-//! The client side of `ferrocast.v1.json` (docs/protocol.md): requests are
-//! written into frames of several objects, server frames are split on `\n`
-//! and each object decoded without copying more than a message's data.
+//! Requests batched into text frames of `ferrocast.v1.json`, encoded by
+//! [`ferrocast_protocol::client`] (which also decodes what the node sends).
 
-use std::borrow::Cow;
-
-use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use ferrocast_protocol::client::Request;
 use ferrocast_protocol::StreamPosition;
 
 /// Requests written into one frame, at most this many bytes (a single larger
 /// request goes alone), so that a batch stays well under a node's
 /// `--max-message-size` (64 KiB by default).
 const FRAME_BYTES: usize = 16 * 1024;
-
-#[derive(Serialize)]
-struct Request<'a> {
-    op: &'static str,
-    id: u64,
-    topic: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    since: Option<&'a StreamPosition>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
-}
 
 /// Requests waiting to be written, already grouped into text frames.
 #[derive(Debug, Default)]
@@ -36,32 +22,25 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn subscribe(&mut self, id: u64, filter: &str, since: Option<&StreamPosition>) {
-        self.push(&Request {
-            op: "subscribe",
-            id,
+        self.push(Request::Subscribe {
+            id: Some(id),
             topic: filter,
             since,
-            data: None,
         });
     }
 
     pub(crate) fn unsubscribe(&mut self, id: u64, filter: &str) {
-        self.push(&Request {
-            op: "unsubscribe",
-            id,
+        self.push(Request::Unsubscribe {
+            id: Some(id),
             topic: filter,
-            since: None,
-            data: None,
         });
     }
 
     pub(crate) fn publish(&mut self, id: u64, topic: &str, data: &RawValue) {
-        self.push(&Request {
-            op: "publish",
-            id,
+        self.push(Request::Publish {
+            id: Some(id),
             topic,
-            since: None,
-            data: Some(data),
+            data: data.get(),
         });
     }
 
@@ -86,9 +65,8 @@ impl Outbox {
         )
     }
 
-    fn push(&mut self, request: &Request<'_>) {
-        // A struct of strings, integers and JSON text always serializes.
-        let object = serde_json::to_string(request).unwrap_or_default();
+    fn push(&mut self, request: Request<'_>) {
+        let object = request.encode();
         if !self.current.is_empty() && self.current.len() + 1 + object.len() > FRAME_BYTES {
             self.frames.push(std::mem::take(&mut self.current));
         }
@@ -96,53 +74,6 @@ impl Outbox {
             self.current.push('\n');
         }
         self.current.push_str(&object);
-    }
-}
-
-/// One object of a server frame; which fields are set depends on `op`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ServerObject<'a> {
-    #[serde(borrow)]
-    pub(crate) op: Cow<'a, str>,
-    #[serde(default)]
-    pub(crate) id: Option<u64>,
-    #[serde(default, borrow)]
-    pub(crate) topic: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    pub(crate) data: Option<&'a RawValue>,
-    #[serde(default)]
-    offset: Option<u64>,
-    #[serde(default)]
-    epoch: Option<String>,
-    #[serde(default)]
-    pub(crate) recovered: Option<bool>,
-    #[serde(default)]
-    pub(crate) code: Option<String>,
-    #[serde(default)]
-    pub(crate) message: Option<String>,
-    #[serde(default)]
-    pub(crate) content_type: Option<String>,
-    #[serde(default, borrow)]
-    pub(crate) encoding: Option<Cow<'a, str>>,
-}
-
-/// Keeps `"data": null` as the JSON `null`, unlike a plain `Option`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-impl<'a> ServerObject<'a> {
-    pub(crate) fn decode(line: &'a str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(line)
-    }
-
-    /// The position the object carries (a message of a topic with history,
-    /// or a reply that names one).
-    pub(crate) fn position(&mut self) -> Option<StreamPosition> {
-        Some(StreamPosition {
-            offset: self.offset?,
-            epoch: self.epoch.take()?,
-        })
     }
 }
 
@@ -202,55 +133,5 @@ mod tests {
         assert!(last.len() > 40_000 && !last.contains('\n'));
         let count: usize = frames.iter().map(|f| f.split('\n').count()).sum();
         assert_eq!(count, 1_001);
-    }
-
-    #[test]
-    fn decodes_messages_and_replies() {
-        let mut m = ServerObject::decode(
-            r#"{"op":"message","topic":"chat.a","data":{"t":"a\nb"},"offset":42,"epoch":"e1"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (m.op.as_ref(), m.topic.as_deref()),
-            ("message", Some("chat.a"))
-        );
-        assert_eq!(m.data.unwrap().get(), r#"{"t":"a\nb"}"#);
-        assert_eq!(
-            m.position(),
-            Some(StreamPosition {
-                epoch: "e1".into(),
-                offset: 42
-            })
-        );
-
-        let mut null = ServerObject::decode(r#"{"op":"message","topic":"a","data":null}"#).unwrap();
-        assert_eq!(null.data.map(RawValue::get), Some("null"));
-        assert_eq!(null.position(), None);
-
-        let ok =
-            ServerObject::decode(r#"{"op":"ok","id":7,"epoch":"","offset":0,"recovered":true}"#)
-                .unwrap();
-        assert_eq!((ok.id, ok.recovered), (Some(7), Some(true)));
-
-        let error = ServerObject::decode(
-            r#"{"op":"error","id":8,"code":"forbidden","message":"no","future":[1]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (error.code.as_deref(), error.message.as_deref()),
-            (Some("forbidden"), Some("no"))
-        );
-
-        let stomp = ServerObject::decode(
-            r#"{"op":"message","topic":"f.x","data":"/wA=","encoding":"base64","content_type":"application/octet-stream"}"#,
-        )
-        .unwrap();
-        assert_eq!(stomp.encoding.as_deref(), Some("base64"));
-        assert_eq!(
-            stomp.content_type.as_deref(),
-            Some("application/octet-stream")
-        );
-
-        assert!(ServerObject::decode("{\"op\":").is_err());
     }
 }

@@ -8,6 +8,9 @@
 //!   payload declared JSON becomes a JSON publication's payload.
 //! - [`json`]: the JSON codec of the native protocol (`ferrocast.v1.json`):
 //!   decoding client frames and encoding server frames.
+//! - [`client`]: the same JSON protocol as a client speaks it: encoding
+//!   requests and decoding server frames, borrowing from the frame (what the
+//!   Rust SDK and the load tool use).
 //! - [`proto_frames`]: the native `ferrocast.v1.proto` protocol: the same
 //!   requests and replies as protobuf messages (`proto/ferrocast/v1/client.proto`),
 //!   with binary payloads.
@@ -16,6 +19,7 @@
 //! - [`stomp`]: STOMP 1.0–1.2 frames, an incremental decoder, encoding, and the
 //!   version and heart-beat negotiation of the handshake.
 
+pub mod client;
 pub mod envelope;
 pub mod json;
 pub mod payload;

@@ -1,3 +1,10 @@
+//! The tests' own client of the native JSON protocol ([`JsonClient`]).
+//!
+//! It reads server frames with `serde_json::Value` on purpose, not with
+//! `ferrocast_protocol::client` (the codec the SDK and the load tool share):
+//! a test that checked the node with the node's own codec would pass with a
+//! bug on both sides, so this decoder stays independent.
+
 use std::net::IpAddr;
 use std::time::Duration;
 

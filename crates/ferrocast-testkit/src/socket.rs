@@ -2,7 +2,8 @@
 //! ([`JsonClient`](crate::JsonClient), [`ProtoClient`](crate::ProtoClient)):
 //! the upgrade with offered subprotocols and headers, messages split from
 //! frames and read with a deadline, replies picked by id, and the close
-//! handshake.
+//! handshake. Independent of `ferrocast_protocol::client` on purpose (see
+//! the `client` module): the tests check the node with a codec of their own.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
