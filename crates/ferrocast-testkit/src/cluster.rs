@@ -143,7 +143,8 @@ impl ClusterBuilder {
 
     /// `toml` as every node's config file (`--config`).
     pub fn config(self, toml: &str) -> Self {
-        self.file("node.toml", toml).args(&["--config", "node.toml"])
+        self.file("node.toml", toml)
+            .args(&["--config", "node.toml"])
     }
 
     /// The node binary to run instead of [`node_binary`].

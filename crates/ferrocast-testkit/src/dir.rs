@@ -17,10 +17,8 @@ impl TestDir {
     pub fn new(label: &str) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "ferrocast-{label}-{}-{n}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("ferrocast-{label}-{}-{n}", std::process::id()));
         // A directory left by a process that had this pid before is stale.
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)

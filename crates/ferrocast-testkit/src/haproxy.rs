@@ -36,7 +36,11 @@ impl HaProxy {
         let mut process = ServerProcess::new(program);
         let config = |dir: &TestDir, port| {
             let file = dir.write("haproxy.cfg", loopback_config(port, &backends));
-            vec!["-db".to_string(), "-f".to_string(), file.display().to_string()]
+            vec![
+                "-db".to_string(),
+                "-f".to_string(),
+                file.display().to_string(),
+            ]
         };
         let port = start_on_a_free_port(&mut process, config, Readiness::Listening);
         Self {

@@ -91,6 +91,16 @@ impl Node {
         Self::start(bin.as_ref(), args, Some(dir))
     }
 
+    /// [`Node::spawn`] with `toml` as its config file (`--config`), in a
+    /// directory of its own.
+    pub fn spawn_with_config(bin: impl AsRef<Path>, toml: &str, args: &[&str]) -> Self {
+        let dir = TestDir::new("node");
+        dir.write("node.toml", toml);
+        let mut all = vec!["--config", "node.toml"];
+        all.extend_from_slice(args);
+        Self::start(bin.as_ref(), &all, Some(dir))
+    }
+
     fn start(bin: &Path, args: &[&str], dir: Option<TestDir>) -> Self {
         let mut command = Command::new(bin);
         if let Some(dir) = &dir {

@@ -124,7 +124,11 @@ impl ServerProcess {
                 let _ = child.wait();
                 let text = std::fs::read(&log_path).unwrap_or_default();
                 let log = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
-                let why = if exited { "exited" } else { "was not ready within 10 s" };
+                let why = if exited {
+                    "exited"
+                } else {
+                    "was not ready within 10 s"
+                };
                 return Err(format!("{} {why}; its log:\n{log}", self.program));
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -316,10 +320,20 @@ impl NatsServer {
     /// Client and monitoring ports (`-1`: the server picks), JetStream in
     /// the server's directory (its working directory).
     fn args(port: &str, monitor_port: &str) -> Vec<String> {
-        ["-a", "127.0.0.1", "-p", port, "-m", monitor_port, "-js", "-sd", "jetstream"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-m",
+            monitor_port,
+            "-js",
+            "-sd",
+            "jetstream",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     /// `nats://127.0.0.1:PORT`
