@@ -178,7 +178,7 @@ async fn every_call_needs_the_api_key() {
     let cluster = node("keys").await;
     let node = &cluster[0];
     for key in [None, Some("wrong-key-wrong-key-wrong-key")] {
-        let mut api = client(&node, key).await;
+        let mut api = client(node, key).await;
         let error = api.publish(publish("live.a", "1")).await.unwrap_err();
         assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
         let error = api.info(pb::InfoRequest {}).await.unwrap_err();
@@ -192,14 +192,14 @@ async fn every_call_needs_the_api_key() {
             .unwrap_err();
         assert_eq!(error.code(), Code::Unauthenticated);
         let (status, body) =
-            http(&node, "publish", key, json!({"topic": "live.a", "data": 1})).await;
+            http(node, "publish", key, json!({"topic": "live.a", "data": 1})).await;
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["error"]["code"], "unauthenticated");
     }
-    let mut api = client(&node, Some(KEY)).await;
+    let mut api = client(node, Some(KEY)).await;
     assert!(api.publish(publish("live.a", "1")).await.is_ok());
     let (status, _) = http(
-        &node,
+        node,
         "publish",
         Some(KEY),
         json!({"topic": "live.a", "data": 1}),
@@ -212,9 +212,9 @@ async fn every_call_needs_the_api_key() {
 async fn publish_and_broadcast_reach_subscribers_of_every_protocol_view() {
     let cluster = node("publish").await;
     let node = &cluster[0];
-    let mut api = client(&node, Some(KEY)).await;
-    let mut live = subscribed(&node, "u", "live.a").await;
-    let mut chat = subscribed(&node, "u", "chat.a").await;
+    let mut api = client(node, Some(KEY)).await;
+    let mut live = subscribed(node, "u", "live.a").await;
+    let mut chat = subscribed(node, "u", "chat.a").await;
 
     let reply = api
         .publish(publish("live.a", "{\"text\":\n\"hi\"}"))
@@ -295,7 +295,7 @@ async fn publish_and_broadcast_reach_subscribers_of_every_protocol_view() {
 
     // The HTTP mirror publishes the same way.
     let (status, body) = http(
-        &node,
+        node,
         "publish",
         Some(KEY),
         json!({"topic": "chat.a", "data": {"n": 3}}),
@@ -313,7 +313,7 @@ async fn publish_and_broadcast_reach_subscribers_of_every_protocol_view() {
 async fn bad_requests_get_their_documented_errors() {
     let cluster = node("errors").await;
     let node = &cluster[0];
-    let mut api = client(&node, Some(KEY)).await;
+    let mut api = client(node, Some(KEY)).await;
     let code =
         |result: Result<tonic::Response<pb::PublishResponse>, Status>| result.unwrap_err().code();
     assert_eq!(
@@ -429,7 +429,7 @@ async fn bad_requests_get_their_documented_errors() {
             "invalid_argument",
         ),
     ] {
-        let (got, reply) = http(&node, call, Some(KEY), body.clone()).await;
+        let (got, reply) = http(node, call, Some(KEY), body.clone()).await;
         assert_eq!(
             (got, &reply["error"]["code"]),
             (status, &json!(code)),
@@ -443,7 +443,7 @@ async fn bad_requests_get_their_documented_errors() {
 async fn history_presence_and_a_backend_subscription() {
     let cluster = node("history").await;
     let node = &cluster[0];
-    let mut api = client(&node, Some(KEY)).await;
+    let mut api = client(node, Some(KEY)).await;
     for n in 1..=3 {
         api.publish(publish("chat.h", &n.to_string()))
             .await
@@ -579,9 +579,9 @@ async fn history_presence_and_a_backend_subscription() {
     }
 
     // Presence: two users, one of them twice.
-    let _a1 = subscribed(&node, "alice", "chat.h").await;
-    let _a2 = subscribed(&node, "alice", "chat.h").await;
-    let _b = subscribed(&node, "bob", "chat.h").await;
+    let _a1 = subscribed(node, "alice", "chat.h").await;
+    let _a2 = subscribed(node, "alice", "chat.h").await;
+    let _b = subscribed(node, "bob", "chat.h").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let listed = loop {
         let listed = api
@@ -612,7 +612,7 @@ async fn history_presence_and_a_backend_subscription() {
         .into_inner();
     assert_eq!((stats.clients, stats.users), (3, 2));
     let (status, body) = http(
-        &node,
+        node,
         "presence_stats",
         Some(KEY),
         json!({"topic": "chat.h"}),
@@ -625,10 +625,10 @@ async fn history_presence_and_a_backend_subscription() {
 async fn disconnect_unsubscribe_and_info_reach_every_node() {
     let cluster = cluster(Cluster::redis(), &[]).await;
     let (a, b) = (&cluster[0], &cluster[1]);
-    let mut api = client(&a, Some(KEY)).await;
-    let mut alice1 = subscribed(&b, "alice", "live.a").await;
-    let mut alice2 = subscribed(&a, "alice", "live.a").await;
-    let mut bob = subscribed(&b, "bob", "live.a").await;
+    let mut api = client(a, Some(KEY)).await;
+    let mut alice1 = subscribed(b, "alice", "live.a").await;
+    let mut alice2 = subscribed(a, "alice", "live.a").await;
+    let mut bob = subscribed(b, "bob", "live.a").await;
     assert_eq!(bob.subscribe("chat.b").await.unwrap()["op"], "ok");
 
     // Each node's figures are as of its last status (every 2 s).
@@ -725,7 +725,7 @@ async fn disconnect_unsubscribe_and_info_reach_every_node() {
     assert_eq!(next_message(&mut bob).await["data"], "bob only");
 
     // One client by its id (as presence lists it), through the HTTP mirror.
-    let mut carol = subscribed(&b, "carol", "chat.c").await;
+    let mut carol = subscribed(b, "carol", "chat.c").await;
     let listed = api
         .presence(pb::PresenceRequest {
             topic: "chat.c".into(),
@@ -734,7 +734,7 @@ async fn disconnect_unsubscribe_and_info_reach_every_node() {
         .unwrap()
         .into_inner();
     let client_id = listed.clients[0].client.clone();
-    let (status, body) = http(&a, "disconnect", Some(KEY), json!({"client": client_id})).await;
+    let (status, body) = http(a, "disconnect", Some(KEY), json!({"client": client_id})).await;
     assert_eq!((status, &body["disconnected"]), (200, &json!(1)), "{body}");
     assert_eq!(carol.expect_close().await.unwrap().0, 4002);
 }
@@ -744,8 +744,8 @@ async fn a_node_that_is_down_is_reported_not_waited_for() {
     let mut cluster = cluster(Cluster::redis(), &["--api-timeout", "500ms"]).await;
     let (a, b) = cluster.nodes_mut().split_at_mut(1);
     let (a, b) = (&a[0], &mut b[0]);
-    let mut api = client(&a, Some(KEY)).await;
-    let mut dave = subscribed(&a, "dave", "live.d").await;
+    let mut api = client(a, Some(KEY)).await;
+    let mut dave = subscribed(a, "dave", "live.d").await;
     b.kill9();
     let started = tokio::time::Instant::now();
     let reply = api
@@ -784,8 +784,8 @@ async fn disconnect_across(backplane: ClusterBuilder, extra: &[&str]) {
     let cluster = cluster(backplane, extra).await;
     let backplane = cluster.backplane().scheme();
     let (a, b) = (&cluster[0], &cluster[1]);
-    let mut api = client(&a, Some(KEY)).await;
-    let mut erin = subscribed(&b, "erin", "live.e").await;
+    let mut api = client(a, Some(KEY)).await;
+    let mut erin = subscribed(b, "erin", "live.e").await;
     let reply = api
         .disconnect(pb::DisconnectRequest {
             target: user_target("erin"),
@@ -818,7 +818,7 @@ async fn the_control_channel_works_over_sharded_redis() {
 async fn clients_cannot_reach_the_control_channel() {
     let cluster = node("ctl").await;
     let node = &cluster[0];
-    let mut mallory = user(&node, "mallory").await;
+    let mut mallory = user(node, "mallory").await;
     for filter in ["_ctl.>", "_ctl.command", ">", "*.command"] {
         let reply = mallory.subscribe(filter).await.unwrap();
         assert_eq!(reply["code"], "forbidden", "{filter}: {reply}");
@@ -826,7 +826,7 @@ async fn clients_cannot_reach_the_control_channel() {
     let reply = mallory.publish("_ctl.command", json!(1)).await.unwrap();
     assert_eq!(reply["code"], "forbidden", "{reply}");
     // The node still answers the API (its control channel is intact).
-    let mut api = client(&node, Some(KEY)).await;
+    let mut api = client(node, Some(KEY)).await;
     let info = api.info(pb::InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.nodes.len(), 1);
 }

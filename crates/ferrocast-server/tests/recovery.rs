@@ -328,10 +328,10 @@ async fn stomp_resumes_with_ferrocast_since() {
 async fn a_publication_sent_just_before_closing_reaches_local_subscribers() {
     let cluster = Cluster::redis().config(NAMESPACES).start().await;
     let node = &cluster[0];
-    let mut subscriber = client(&node).await;
+    let mut subscriber = client(node).await;
     assert_eq!(subscriber.subscribe("chat.last").await.unwrap()["op"], "ok");
     for n in 1..=20u64 {
-        let mut publisher = client(&node).await;
+        let mut publisher = client(node).await;
         publisher
             .send(json!({"op": "publish", "topic": "chat.last", "data": n}))
             .await
