@@ -6,22 +6,30 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use ferrocast_core::backplane::{conformance, Backplane};
 use ferrocast_testkit::NatsServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nats_backplane_conforms() {
+/// A nats-server, and a factory of nodes on it.
+fn cluster() -> (NatsServer, conformance::Attach) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
     let server = NatsServer::start();
     let url = server.url();
-    conformance::run(|id, sink| {
+    let attach: conformance::Attach = Box::new(move |id, sink| {
         let settings = common::settings(&url, Duration::from_secs(5));
         async move { Arc::new(common::start_up(id, settings, sink).await) as Arc<dyn Backplane> }
-    })
-    .await;
+            .boxed()
+    });
+    (server, attach)
+}
+
+/// The conformance suite, one test per guarantee.
+mod conforms {
+    ferrocast_core::backplane_conformance_tests!(super::cluster());
 }
 
 /// Another prefix is another cluster: nodes on different prefixes of the same

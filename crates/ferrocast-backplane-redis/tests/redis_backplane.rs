@@ -164,41 +164,43 @@ async fn eventually(within: Duration, mut probe: impl FnMut() -> bool) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conforms_to_the_backplane_contract() {
+/// A redis-server, and a factory of nodes on it whose channel prefix is
+/// `prefix` (the default when `None`).
+fn conformance_cluster(prefix: Option<&'static str>) -> (RedisServer, conformance::Attach) {
     init_tracing();
     let redis = RedisServer::start();
     let url = redis.url();
-    conformance::run(|id, sink| {
-        let settings = settings(&url, Duration::from_secs(5));
+    let attach: conformance::Attach = Box::new(move |id, sink| {
+        let mut settings = settings(&url, Duration::from_secs(5));
+        if let Some(prefix) = prefix {
+            settings.channel_prefix = prefix.to_string();
+        }
         async move {
             let backplane = RedisBackplane::start(id, settings, sink).await.unwrap();
             assert!(wait_health(&backplane, true, Duration::from_secs(10)).await);
             Arc::new(backplane) as Arc<dyn Backplane>
         }
-    })
-    .await;
+        .boxed()
+    });
+    (redis, attach)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conforms_with_another_prefix_and_an_empty_one() {
-    init_tracing();
-    let redis = RedisServer::start();
-    for prefix in ["other-cluster/", ""] {
-        let url = redis.url();
-        conformance::run(|id, sink| {
-            let settings = RedisSettings {
-                channel_prefix: prefix.to_string(),
-                ..settings(&url, Duration::from_secs(5))
-            };
-            async move {
-                let backplane = RedisBackplane::start(id, settings, sink).await.unwrap();
-                assert!(wait_health(&backplane, true, Duration::from_secs(10)).await);
-                Arc::new(backplane) as Arc<dyn Backplane>
-            }
-        })
-        .await;
-    }
+/// The conformance suite, one test per guarantee.
+mod conforms {
+    ferrocast_core::backplane_conformance_tests!(super::conformance_cluster(None));
+}
+
+/// The suite with another channel prefix, as a second cluster on the same
+/// Redis would use.
+mod conforms_with_another_prefix {
+    ferrocast_core::backplane_conformance_tests!(super::conformance_cluster(Some(
+        "other-cluster/"
+    )));
+}
+
+/// The suite with no channel prefix at all.
+mod conforms_with_an_empty_prefix {
+    ferrocast_core::backplane_conformance_tests!(super::conformance_cluster(Some("")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,19 +17,12 @@ use ferrocast_testkit::{http_request, node_binary, Node, TcpProxy, WAIT};
 /// A node whose namespace `chat` keeps 1000 messages for a minute; `news`
 /// keeps none; `room` keeps presence. Publishers here publish in tight
 /// loops, as backends do: no publish limit.
-fn node(name: &str, args: &[&str]) -> Node {
-    let config = std::env::temp_dir().join(format!(
-        "ferrocast-client-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(
-        &config,
+fn node(args: &[&str]) -> Node {
+    Node::spawn_with_config(
+        node_binary(),
         "publish_rate = 0\n[namespaces.chat]\nhistory_size = 1000\nhistory_ttl = \"60s\"\n[namespaces.room]\npresence = true\n",
+        args,
     )
-    .unwrap();
-    let mut all = vec!["--config", config.to_str().unwrap()];
-    all.extend_from_slice(args);
-    Node::spawn(node_binary(), &all)
 }
 
 fn client(urls: &[String]) -> Client {
@@ -88,7 +81,7 @@ async fn publish_numbers(client: &Client, topic: &str, numbers: std::ops::RangeI
 
 #[tokio::test]
 async fn positions_patterns_and_refusals() {
-    let node = node("basics", &[]);
+    let node = node(&[]);
     let c = client(&[node.ws_url()]);
     let mut chat = c.subscribe("chat.a").await.unwrap();
     let mut news = c.subscribe("news.*").await.unwrap();
@@ -153,7 +146,7 @@ async fn positions_patterns_and_refusals() {
 
 #[tokio::test]
 async fn a_silent_connection_is_replaced_and_the_subscription_resumes_without_gap() {
-    let node = node("silent", &[]);
+    let node = node(&[]);
     let proxy = TcpProxy::start(node.public).await.unwrap();
     let publisher = client(&[node.ws_url()]);
     let idle = Duration::from_secs(1);
@@ -202,10 +195,7 @@ async fn a_silent_connection_is_replaced_and_the_subscription_resumes_without_ga
 
 #[tokio::test]
 async fn an_idle_client_answers_the_node_pings_and_keeps_its_connection() {
-    let node = node(
-        "pings",
-        &["--ping-interval", "100ms", "--pong-timeout", "300ms"],
-    );
+    let node = node(&["--ping-interval", "100ms", "--pong-timeout", "300ms"]);
     let c = client(&[node.ws_url()]);
     let mut events = c.events();
     let mut sub = c.subscribe("chat.p").await.unwrap();
@@ -221,8 +211,8 @@ async fn an_idle_client_answers_the_node_pings_and_keeps_its_connection() {
 
 #[tokio::test]
 async fn a_draining_node_sends_its_clients_promptly_to_the_next_url() {
-    let mut a = node("drain-a", &["--drain-timeout", "3s"]);
-    let b = node("drain-b", &[]);
+    let mut a = node(&["--drain-timeout", "3s"]);
+    let b = node(&[]);
     let c = client(&[a.ws_url(), b.ws_url()]);
     let mut events = c.events();
     let (first, _) = wait_for(&mut events, |e| matches!(e, Event::Connected { .. })).await;
@@ -266,7 +256,7 @@ async fn a_draining_node_sends_its_clients_promptly_to_the_next_url() {
 
 #[tokio::test]
 async fn a_slow_application_loses_nothing_the_history_keeps() {
-    let node = node("slow", &[]);
+    let node = node(&[]);
     let publisher = client(&[node.ws_url()]);
     let c = Client::builder([node.ws_url()])
         .subscription_buffer(8)
@@ -320,7 +310,7 @@ async fn a_slow_application_loses_nothing_the_history_keeps() {
 
 #[tokio::test]
 async fn subscribing_from_a_position_replays_or_reports_a_gap() {
-    let node = node("from", &[]);
+    let node = node(&[]);
     let c = client(&[node.ws_url()]);
     let mut top = None;
     for n in 1..=5u64 {
@@ -363,7 +353,7 @@ async fn subscribing_from_a_position_replays_or_reports_a_gap() {
 
 #[tokio::test]
 async fn close_ends_subscriptions_events_and_requests() {
-    let node = node("close", &[]);
+    let node = node(&[]);
     let c = client(&[node.ws_url()]);
     let mut events = c.events();
     let mut sub = c.subscribe("chat.c").await.unwrap();
@@ -396,7 +386,7 @@ async fn api(node: &Node, call: &str, body: serde_json::Value) -> serde_json::Va
 
 #[tokio::test]
 async fn the_server_api_ends_a_subscription_then_the_connection_for_good() {
-    let node = node("server-api", &[]);
+    let node = node(&[]);
     let c = client(&[node.ws_url()]);
     let mut events = c.events();
     let mut room = c.subscribe("room.x").await.unwrap();

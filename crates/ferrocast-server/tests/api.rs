@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use ferrocast_api::pb;
 use ferrocast_api::pb::ferrocast_api_client::FerrocastApiClient;
 use ferrocast_protocol::proto_frames::pb::server_message::Kind;
 use ferrocast_testkit::{
-    http_request, wait_readyz, JsonClient, NatsServer, Node, ProtoClient, RedisServer, WAIT,
+    http_request, Cluster, ClusterBuilder, JsonClient, Node, ProtoClient, WAIT,
 };
 
 const KEY: &str = "api-key-of-the-tests-0123456789";
@@ -55,49 +54,30 @@ async fn client(node: &Node, key: Option<&str>) -> Client {
     FerrocastApiClient::with_interceptor(channel, Key(key))
 }
 
-/// A config file: `chat` keeps history and presence, `live` neither.
-fn config() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ferrocast-api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("node.toml");
-    std::fs::write(
-        &config,
-        "[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"10m\"\npresence = true\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("secret"), SECRET).unwrap();
-    config
+/// Nodes named `names` over `backplane`, with the API key, JWT secret
+/// (anonymous clients allowed) and the namespaces `chat` (history and
+/// presence) and `live` (neither), plus `extra` flags; ready.
+async fn nodes(backplane: ClusterBuilder, names: &[&str], extra: &[&str]) -> Cluster {
+    backplane
+        .nodes(names)
+        .config("[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"10m\"\npresence = true\n")
+        .file("secret", SECRET)
+        .args(&["--api-key", KEY, "--jwt-hmac-secret-file", "secret"])
+        .args(&["--allow-anonymous"])
+        .args(extra)
+        .start()
+        .await
 }
 
-/// A node named `id` with the API key, JWT secret (anonymous clients
-/// allowed) and the test namespaces, plus `extra` flags.
-async fn node(id: &str, extra: &[&str]) -> Node {
-    let config = config();
-    let secret = config.with_file_name("secret");
-    let mut args = vec![
-        "--node-id",
-        id,
-        "--api-key",
-        KEY,
-        "--config",
-        config.to_str().unwrap(),
-        "--jwt-hmac-secret-file",
-        secret.to_str().unwrap(),
-        "--allow-anonymous",
-    ];
-    args.extend_from_slice(extra);
-    let node = Node::spawn(env!("CARGO_BIN_EXE_ferrocast"), &args);
-    wait_readyz(node.admin, 200).await;
-    node
+/// One such node named `id`, on the memory backplane.
+async fn node(id: &str) -> Cluster {
+    nodes(Cluster::memory(), &[id], &[]).await
 }
 
-/// Two nodes `a` and `b` over the backplane at `url`, each knowing the other.
-async fn cluster(url: &str, extra: &[&str]) -> (Node, Node) {
-    let mut args = vec!["--backplane", url];
-    args.extend_from_slice(extra);
-    let a = node("a", &args).await;
-    let b = node("b", &args).await;
-    let mut api = client(&a, Some(KEY)).await;
+/// Two nodes `a` and `b` over `backplane`, each knowing the other.
+async fn cluster(backplane: ClusterBuilder, extra: &[&str]) -> Cluster {
+    let cluster = nodes(backplane, &["a", "b"], extra).await;
+    let mut api = client(&cluster[0], Some(KEY)).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let info = api.info(pb::InfoRequest {}).await.unwrap().into_inner();
@@ -110,7 +90,7 @@ async fn cluster(url: &str, extra: &[&str]) -> (Node, Node) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (a, b)
+    cluster
 }
 
 /// `Bearer <token>` of a signed token for `user`.
@@ -195,9 +175,10 @@ async fn http(node: &Node, call: &str, key: Option<&str>, body: Value) -> (u16, 
 
 #[tokio::test]
 async fn every_call_needs_the_api_key() {
-    let node = node("keys", &[]).await;
+    let cluster = node("keys").await;
+    let node = &cluster[0];
     for key in [None, Some("wrong-key-wrong-key-wrong-key")] {
-        let mut api = client(&node, key).await;
+        let mut api = client(node, key).await;
         let error = api.publish(publish("live.a", "1")).await.unwrap_err();
         assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
         let error = api.info(pb::InfoRequest {}).await.unwrap_err();
@@ -211,14 +192,14 @@ async fn every_call_needs_the_api_key() {
             .unwrap_err();
         assert_eq!(error.code(), Code::Unauthenticated);
         let (status, body) =
-            http(&node, "publish", key, json!({"topic": "live.a", "data": 1})).await;
+            http(node, "publish", key, json!({"topic": "live.a", "data": 1})).await;
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["error"]["code"], "unauthenticated");
     }
-    let mut api = client(&node, Some(KEY)).await;
+    let mut api = client(node, Some(KEY)).await;
     assert!(api.publish(publish("live.a", "1")).await.is_ok());
     let (status, _) = http(
-        &node,
+        node,
         "publish",
         Some(KEY),
         json!({"topic": "live.a", "data": 1}),
@@ -229,10 +210,11 @@ async fn every_call_needs_the_api_key() {
 
 #[tokio::test]
 async fn publish_and_broadcast_reach_subscribers_of_every_protocol_view() {
-    let node = node("publish", &[]).await;
-    let mut api = client(&node, Some(KEY)).await;
-    let mut live = subscribed(&node, "u", "live.a").await;
-    let mut chat = subscribed(&node, "u", "chat.a").await;
+    let cluster = node("publish").await;
+    let node = &cluster[0];
+    let mut api = client(node, Some(KEY)).await;
+    let mut live = subscribed(node, "u", "live.a").await;
+    let mut chat = subscribed(node, "u", "chat.a").await;
 
     let reply = api
         .publish(publish("live.a", "{\"text\":\n\"hi\"}"))
@@ -313,7 +295,7 @@ async fn publish_and_broadcast_reach_subscribers_of_every_protocol_view() {
 
     // The HTTP mirror publishes the same way.
     let (status, body) = http(
-        &node,
+        node,
         "publish",
         Some(KEY),
         json!({"topic": "chat.a", "data": {"n": 3}}),
@@ -329,8 +311,9 @@ async fn publish_and_broadcast_reach_subscribers_of_every_protocol_view() {
 
 #[tokio::test]
 async fn bad_requests_get_their_documented_errors() {
-    let node = node("errors", &[]).await;
-    let mut api = client(&node, Some(KEY)).await;
+    let cluster = node("errors").await;
+    let node = &cluster[0];
+    let mut api = client(node, Some(KEY)).await;
     let code =
         |result: Result<tonic::Response<pb::PublishResponse>, Status>| result.unwrap_err().code();
     assert_eq!(
@@ -446,7 +429,7 @@ async fn bad_requests_get_their_documented_errors() {
             "invalid_argument",
         ),
     ] {
-        let (got, reply) = http(&node, call, Some(KEY), body.clone()).await;
+        let (got, reply) = http(node, call, Some(KEY), body.clone()).await;
         assert_eq!(
             (got, &reply["error"]["code"]),
             (status, &json!(code)),
@@ -458,8 +441,9 @@ async fn bad_requests_get_their_documented_errors() {
 
 #[tokio::test]
 async fn history_presence_and_a_backend_subscription() {
-    let node = node("history", &[]).await;
-    let mut api = client(&node, Some(KEY)).await;
+    let cluster = node("history").await;
+    let node = &cluster[0];
+    let mut api = client(node, Some(KEY)).await;
     for n in 1..=3 {
         api.publish(publish("chat.h", &n.to_string()))
             .await
@@ -595,9 +579,9 @@ async fn history_presence_and_a_backend_subscription() {
     }
 
     // Presence: two users, one of them twice.
-    let _a1 = subscribed(&node, "alice", "chat.h").await;
-    let _a2 = subscribed(&node, "alice", "chat.h").await;
-    let _b = subscribed(&node, "bob", "chat.h").await;
+    let _a1 = subscribed(node, "alice", "chat.h").await;
+    let _a2 = subscribed(node, "alice", "chat.h").await;
+    let _b = subscribed(node, "bob", "chat.h").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let listed = loop {
         let listed = api
@@ -628,7 +612,7 @@ async fn history_presence_and_a_backend_subscription() {
         .into_inner();
     assert_eq!((stats.clients, stats.users), (3, 2));
     let (status, body) = http(
-        &node,
+        node,
         "presence_stats",
         Some(KEY),
         json!({"topic": "chat.h"}),
@@ -639,12 +623,12 @@ async fn history_presence_and_a_backend_subscription() {
 
 #[tokio::test]
 async fn disconnect_unsubscribe_and_info_reach_every_node() {
-    let redis = RedisServer::start();
-    let (a, b) = cluster(&redis.url(), &[]).await;
-    let mut api = client(&a, Some(KEY)).await;
-    let mut alice1 = subscribed(&b, "alice", "live.a").await;
-    let mut alice2 = subscribed(&a, "alice", "live.a").await;
-    let mut bob = subscribed(&b, "bob", "live.a").await;
+    let cluster = cluster(Cluster::redis(), &[]).await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let mut api = client(a, Some(KEY)).await;
+    let mut alice1 = subscribed(b, "alice", "live.a").await;
+    let mut alice2 = subscribed(a, "alice", "live.a").await;
+    let mut bob = subscribed(b, "bob", "live.a").await;
     assert_eq!(bob.subscribe("chat.b").await.unwrap()["op"], "ok");
 
     // Each node's figures are as of its last status (every 2 s).
@@ -741,7 +725,7 @@ async fn disconnect_unsubscribe_and_info_reach_every_node() {
     assert_eq!(next_message(&mut bob).await["data"], "bob only");
 
     // One client by its id (as presence lists it), through the HTTP mirror.
-    let mut carol = subscribed(&b, "carol", "chat.c").await;
+    let mut carol = subscribed(b, "carol", "chat.c").await;
     let listed = api
         .presence(pb::PresenceRequest {
             topic: "chat.c".into(),
@@ -750,17 +734,18 @@ async fn disconnect_unsubscribe_and_info_reach_every_node() {
         .unwrap()
         .into_inner();
     let client_id = listed.clients[0].client.clone();
-    let (status, body) = http(&a, "disconnect", Some(KEY), json!({"client": client_id})).await;
+    let (status, body) = http(a, "disconnect", Some(KEY), json!({"client": client_id})).await;
     assert_eq!((status, &body["disconnected"]), (200, &json!(1)), "{body}");
     assert_eq!(carol.expect_close().await.unwrap().0, 4002);
 }
 
 #[tokio::test]
 async fn a_node_that_is_down_is_reported_not_waited_for() {
-    let redis = RedisServer::start();
-    let (a, mut b) = cluster(&redis.url(), &["--api-timeout", "500ms"]).await;
-    let mut api = client(&a, Some(KEY)).await;
-    let mut dave = subscribed(&a, "dave", "live.d").await;
+    let mut cluster = cluster(Cluster::redis(), &["--api-timeout", "500ms"]).await;
+    let (a, b) = cluster.nodes_mut().split_at_mut(1);
+    let (a, b) = (&a[0], &mut b[0]);
+    let mut api = client(a, Some(KEY)).await;
+    let mut dave = subscribed(a, "dave", "live.d").await;
     b.kill9();
     let started = tokio::time::Instant::now();
     let reply = api
@@ -795,10 +780,12 @@ async fn a_node_that_is_down_is_reported_not_waited_for() {
 }
 
 /// A Disconnect through node a of a cluster on `url` closes a session on b.
-async fn disconnect_across(url: &str, extra: &[&str], backplane: &str) {
-    let (a, b) = cluster(url, extra).await;
-    let mut api = client(&a, Some(KEY)).await;
-    let mut erin = subscribed(&b, "erin", "live.e").await;
+async fn disconnect_across(backplane: ClusterBuilder, extra: &[&str]) {
+    let cluster = cluster(backplane, extra).await;
+    let backplane = cluster.backplane().scheme();
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let mut api = client(a, Some(KEY)).await;
+    let mut erin = subscribed(b, "erin", "live.e").await;
     let reply = api
         .disconnect(pb::DisconnectRequest {
             target: user_target("erin"),
@@ -818,21 +805,20 @@ async fn disconnect_across(url: &str, extra: &[&str], backplane: &str) {
 
 #[tokio::test]
 async fn the_control_channel_works_over_nats_too() {
-    let nats = NatsServer::start();
-    disconnect_across(&nats.url(), &[], "nats").await;
+    disconnect_across(Cluster::nats(), &[]).await;
 }
 
 /// Sharded pub/sub refuses patterns: the channel uses three plain topics.
 #[tokio::test]
 async fn the_control_channel_works_over_sharded_redis() {
-    let redis = RedisServer::start();
-    disconnect_across(&redis.url(), &["--redis-sharded"], "redis").await;
+    disconnect_across(Cluster::redis(), &["--redis-sharded"]).await;
 }
 
 #[tokio::test]
 async fn clients_cannot_reach_the_control_channel() {
-    let node = node("ctl", &[]).await;
-    let mut mallory = user(&node, "mallory").await;
+    let cluster = node("ctl").await;
+    let node = &cluster[0];
+    let mut mallory = user(node, "mallory").await;
     for filter in ["_ctl.>", "_ctl.command", ">", "*.command"] {
         let reply = mallory.subscribe(filter).await.unwrap();
         assert_eq!(reply["code"], "forbidden", "{filter}: {reply}");
@@ -840,7 +826,7 @@ async fn clients_cannot_reach_the_control_channel() {
     let reply = mallory.publish("_ctl.command", json!(1)).await.unwrap();
     assert_eq!(reply["code"], "forbidden", "{reply}");
     // The node still answers the API (its control channel is intact).
-    let mut api = client(&node, Some(KEY)).await;
+    let mut api = client(node, Some(KEY)).await;
     let info = api.info(pb::InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.nodes.len(), 1);
 }

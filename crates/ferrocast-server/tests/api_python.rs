@@ -24,8 +24,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use ferrocast_testkit::{
-    http_get, metric, require, run_script, wait_readyz, ClientError, JsonClient, Node, RedisServer,
-    ScriptRun,
+    http_get, metric, require, run_script, ClientError, Cluster, JsonClient, ScriptRun,
 };
 
 const PIP_INSTALL: &str =
@@ -74,22 +73,6 @@ async fn script(grpc: std::net::SocketAddr, args: Vec<String>) -> (String, Scrip
     (line, run)
 }
 
-/// A config file (a namespace with history and presence) and the JWT
-/// secret file, in a directory of this run.
-fn files() -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("ferrocast-api-python-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("node.toml");
-    std::fs::write(
-        &config,
-        "[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"10m\"\npresence = true\n",
-    )
-    .unwrap();
-    let secret = dir.join("jwt-secret");
-    std::fs::write(&secret, format!("{JWT_SECRET}\n")).unwrap();
-    (config, secret)
-}
-
 fn token(sub: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -119,29 +102,14 @@ async fn next_op(client: &mut JsonClient, op: &str) -> Value {
 async fn a_python_backend_publishes_reads_history_and_presence_and_disconnects_a_user() {
     let started = Instant::now();
     require_grpcio();
-    let redis = RedisServer::start();
-    let (config, secret) = files();
-    let nodes = NODES.map(|name| {
-        Node::spawn(
-            env!("CARGO_BIN_EXE_ferrocast"),
-            &[
-                "--backplane",
-                &redis.url(),
-                "--node-id",
-                name,
-                "--api-key",
-                API_KEY,
-                "--config",
-                config.to_str().unwrap(),
-                "--jwt-hmac-secret-file",
-                secret.to_str().unwrap(),
-            ],
-        )
-    });
-    for node in &nodes {
-        wait_readyz(node.admin, 200).await;
-    }
-    let [a, b] = &nodes;
+    let cluster = Cluster::redis()
+        .nodes(&NODES)
+        .config("[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"10m\"\npresence = true\n")
+        .file("jwt-secret", format!("{JWT_SECRET}\n"))
+        .args(&["--api-key", API_KEY, "--jwt-hmac-secret-file", "jwt-secret"])
+        .start()
+        .await;
+    let [a, b] = [&cluster[0], &cluster[1]];
     let user = format!("py-user-{}", std::process::id());
 
     // The subscriber: a user on node B.

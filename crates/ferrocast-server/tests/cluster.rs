@@ -8,110 +8,45 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use ferrocast_testkit::{
-    http_get, metric, wait_readyz, ClientError, JsonClient, NatsServer, Node, RedisServer, TcpProxy,
+    http_get, metric, wait_readyz, ClientError, Cluster, ClusterBackplane, ClusterBuilder,
+    JsonClient, Node, TcpProxy,
 };
 
-/// A backplane server under test.
-enum Backend {
-    Redis(RedisServer),
-    Nats(NatsServer),
-}
-
-impl Backend {
-    fn redis() -> Self {
-        Self::Redis(RedisServer::start())
-    }
-
-    fn nats() -> Self {
-        Self::Nats(NatsServer::start())
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Redis(r) => r.url(),
-            Self::Nats(n) => n.url(),
+/// Subscriptions the backplane server holds for the cluster's topic `topic`.
+async fn subscriptions(backplane: &ClusterBackplane, topic: &str) -> u64 {
+    match backplane {
+        ClusterBackplane::Redis(r) => r.subscribers(&format!("ferrocast:{topic}")).unwrap(),
+        ClusterBackplane::Nats(n) => {
+            let (_, body) = http_get(n.monitor(), "/connz?subs=1").await.unwrap();
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let subject = format!("ferrocast.{topic}");
+            let connections = v["connections"].as_array().cloned().unwrap_or_default();
+            connections
+                .iter()
+                .flat_map(|c| {
+                    c["subscriptions_list"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter(|s| s.as_str() == Some(subject.as_str()))
+                .count() as u64
         }
+        ClusterBackplane::Memory => panic!("a cluster test on the memory backplane"),
     }
-
-    fn port(&self) -> u16 {
-        match self {
-            Self::Redis(r) => r.port(),
-            Self::Nats(n) => n.port(),
-        }
-    }
-
-    fn scheme(&self) -> &'static str {
-        match self {
-            Self::Redis(_) => "redis",
-            Self::Nats(_) => "nats",
-        }
-    }
-
-    fn kill9(&mut self) {
-        match self {
-            Self::Redis(r) => r.kill9(),
-            Self::Nats(n) => n.kill9(),
-        }
-    }
-
-    fn restart(&mut self) {
-        match self {
-            Self::Redis(r) => r.restart(),
-            Self::Nats(n) => n.restart(),
-        }
-    }
-
-    /// Subscriptions the server holds for this cluster's topic `topic`.
-    async fn subscriptions(&self, topic: &str) -> u64 {
-        match self {
-            Self::Redis(r) => r.subscribers(&format!("ferrocast:{topic}")).unwrap(),
-            Self::Nats(n) => {
-                let (_, body) = http_get(n.monitor(), "/connz?subs=1").await.unwrap();
-                let v: Value = serde_json::from_str(&body).unwrap();
-                let subject = format!("ferrocast.{topic}");
-                let connections = v["connections"].as_array().cloned().unwrap_or_default();
-                connections
-                    .iter()
-                    .flat_map(|c| {
-                        c["subscriptions_list"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .filter(|s| s.as_str() == Some(subject.as_str()))
-                    .count() as u64
-            }
-        }
-    }
-}
-
-fn spawn_node(backplane_url: &str, name: &str) -> Node {
-    Node::spawn(
-        env!("CARGO_BIN_EXE_ferrocast"),
-        &[
-            "--backplane",
-            backplane_url,
-            "--backplane-timeout",
-            "1s",
-            "--node-id",
-            name,
-        ],
-    )
 }
 
 async fn wait_ready(node: &Node, want: u16) -> Duration {
     wait_readyz(node.admin, want).await
 }
 
-async fn cluster(backend: &Backend) -> Vec<Node> {
-    let nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|n| spawn_node(&backend.url(), n))
-        .collect();
-    for node in &nodes {
-        wait_ready(node, 200).await;
-    }
-    nodes
+/// Nodes `a`, `b` and `c` on `backplane`, ready.
+async fn cluster(backplane: ClusterBuilder) -> Cluster {
+    backplane
+        .nodes(&["a", "b", "c"])
+        .args(&["--backplane-timeout", "1s"])
+        .start()
+        .await
 }
 
 async fn subscriber(node: &Node, topics: &[&str]) -> JsonClient {
@@ -128,10 +63,11 @@ async fn received(node: &Node) -> f64 {
     metric(&text, "ferrocast_backplane_messages_received_total", &[])
 }
 
-async fn publications_reach_every_node(backend: Backend) {
-    let nodes = cluster(&backend).await;
+async fn publications_reach_every_node(backplane: ClusterBuilder) {
+    let cluster = cluster(backplane).await;
+    let nodes = cluster.nodes();
     let mut subs = Vec::new();
-    for node in &nodes {
+    for node in nodes {
         subs.push(subscriber(node, &["room.1"]).await);
     }
     let mut pattern = subscriber(&nodes[2], &["room.*"]).await;
@@ -182,12 +118,12 @@ async fn publications_reach_every_node(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_routes_publications_to_every_interested_node() {
-    publications_reach_every_node(Backend::redis()).await;
+    publications_reach_every_node(Cluster::redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_cluster_routes_publications_to_every_interested_node() {
-    publications_reach_every_node(Backend::nats()).await;
+    publications_reach_every_node(Cluster::nats()).await;
 }
 
 /// Publishes on `from` until `to` receives one (bounded); returns how long it took.
@@ -220,11 +156,11 @@ async fn drain_messages(c: &mut JsonClient) {
     while c.recv_within(Duration::from_millis(100)).await.is_ok() {}
 }
 
-async fn survives_a_backplane_crash(mut backend: Backend) {
-    let mut nodes = cluster(&backend).await;
+async fn survives_a_backplane_crash(backplane: ClusterBuilder) {
+    let mut cluster = cluster(backplane).await;
     let mut subs = Vec::new();
     let mut pubs = Vec::new();
-    for node in &nodes {
+    for node in cluster.nodes() {
         subs.push(subscriber(node, &["out.t"]).await);
         pubs.push(JsonClient::connect(&node.ws_url()).await.unwrap());
     }
@@ -234,16 +170,16 @@ async fn survives_a_backplane_crash(mut backend: Backend) {
         drain_messages(s).await;
     }
 
-    backend.kill9();
-    for node in &nodes {
+    cluster.backplane_mut().kill9();
+    for node in cluster.nodes() {
         let took = wait_ready(node, 503).await;
         assert!(
             took < Duration::from_secs(3),
             "{}: down noticed after {took:?}",
-            backend.scheme()
+            cluster.backplane().scheme()
         );
     }
-    let (_, body) = http_get(nodes[0].admin, "/readyz").await.unwrap();
+    let (_, body) = http_get(cluster[0].admin, "/readyz").await.unwrap();
     assert_eq!(body, "not ready: backplane down\n");
 
     // A publish gets a clear error, and local delivery goes on.
@@ -253,11 +189,11 @@ async fn survives_a_backplane_crash(mut backend: Backend) {
         let m = subs[i].recv().await.unwrap();
         assert_eq!(m["data"], json!({"during": i}), "local delivery stopped");
     }
-    for node in &mut nodes {
+    for node in cluster.nodes_mut() {
         assert!(node.is_running(), "a node died with the backplane");
     }
 
-    backend.restart();
+    cluster.backplane_mut().restart();
     let restarted = Instant::now();
     let (a, rest) = subs.split_at_mut(1);
     let (b, c) = rest.split_at_mut(1);
@@ -270,36 +206,36 @@ async fn survives_a_backplane_crash(mut backend: Backend) {
         took < Duration::from_secs(5),
         "cross-node delivery resumed after {took:?}"
     );
-    for node in &nodes {
+    for node in cluster.nodes() {
         wait_ready(node, 200).await;
     }
-    let (_, text) = http_get(nodes[0].admin, "/metrics").await.unwrap();
+    let (_, text) = http_get(cluster[0].admin, "/metrics").await.unwrap();
     assert!(metric(&text, "ferrocast_backplane_reconnects_total", &[]) >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_crash_is_survived_and_delivery_resumes() {
-    survives_a_backplane_crash(Backend::redis()).await;
+    survives_a_backplane_crash(Cluster::redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_crash_is_survived_and_delivery_resumes() {
-    survives_a_backplane_crash(Backend::nats()).await;
+    survives_a_backplane_crash(Cluster::nats()).await;
 }
 
-async fn a_killed_node_leaves_nothing_subscribed(backend: Backend) {
-    let mut nodes = cluster(&backend).await;
+async fn a_killed_node_leaves_nothing_subscribed(backplane: ClusterBuilder) {
+    let mut cluster = cluster(backplane).await;
     let mut subs = Vec::new();
-    for node in &nodes {
+    for node in cluster.nodes() {
         subs.push(subscriber(node, &["k.t"]).await);
     }
-    let before = backend.subscriptions("k.t").await;
+    let before = subscriptions(cluster.backplane(), "k.t").await;
     assert!(before >= 3, "{before} backplane subscriptions for 3 nodes");
 
-    nodes[2].kill9();
+    cluster[2].kill9();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = backend.subscriptions("k.t").await;
+        let now = subscriptions(cluster.backplane(), "k.t").await;
         if now < before {
             break;
         }
@@ -309,7 +245,7 @@ async fn a_killed_node_leaves_nothing_subscribed(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut publisher = JsonClient::connect(&nodes[0].ws_url()).await.unwrap();
+    let mut publisher = JsonClient::connect(&cluster[0].ws_url()).await.unwrap();
     assert_eq!(
         publisher.publish("k.t", json!("after")).await.unwrap()["op"],
         "ok"
@@ -320,23 +256,28 @@ async fn a_killed_node_leaves_nothing_subscribed(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_node_leaves_nothing_subscribed() {
-    a_killed_node_leaves_nothing_subscribed(Backend::redis()).await;
+    a_killed_node_leaves_nothing_subscribed(Cluster::redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_killed_node_leaves_nothing_subscribed() {
-    a_killed_node_leaves_nothing_subscribed(Backend::nats()).await;
+    a_killed_node_leaves_nothing_subscribed(Cluster::nats()).await;
 }
 
-async fn a_stalled_path_is_detected_and_recovered(backend: Backend) {
-    let proxy = TcpProxy::start(([127, 0, 0, 1], backend.port()).into())
+async fn a_stalled_path_is_detected_and_recovered(backplane: ClusterBuilder) {
+    let cluster = backplane
+        .nodes(&["direct"])
+        .args(&["--backplane-timeout", "1s"])
+        .start()
+        .await;
+    let direct = &cluster[0];
+    let server = cluster.backplane();
+    let proxy = TcpProxy::start(([127, 0, 0, 1], server.port()).into())
         .await
         .unwrap();
-    let via_proxy = format!("{}://{}", backend.scheme(), proxy.addr());
-    let stalled_node = spawn_node(&via_proxy, "stalled");
-    let direct = spawn_node(&backend.url(), "direct");
+    let via_proxy = format!("{}://{}", server.scheme(), proxy.addr());
+    let stalled_node = cluster.spawn_node("stalled", &via_proxy);
     wait_ready(&stalled_node, 200).await;
-    wait_ready(&direct, 200).await;
     let mut sub = subscriber(&stalled_node, &["st.t"]).await;
     let mut publisher = JsonClient::connect(&direct.ws_url()).await.unwrap();
     until_cross_node(&mut publisher, &mut sub, "st.t", Duration::from_secs(5)).await;
@@ -355,10 +296,10 @@ async fn a_stalled_path_is_detected_and_recovered(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stalled_path_is_detected_and_recovered() {
-    a_stalled_path_is_detected_and_recovered(Backend::redis()).await;
+    a_stalled_path_is_detected_and_recovered(Cluster::redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_stalled_path_is_detected_and_recovered() {
-    a_stalled_path_is_detected_and_recovered(Backend::nats()).await;
+    a_stalled_path_is_detected_and_recovered(Cluster::nats()).await;
 }

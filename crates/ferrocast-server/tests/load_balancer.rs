@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 
-use ferrocast_testkit::{http_get, metric, ClientError, HaProxy, JsonClient, Node, RedisServer};
+use ferrocast_testkit::{http_get, metric, ClientError, Cluster, HaProxy, JsonClient, Node};
 
 const CLIENTS: usize = 2000;
 /// In the namespace `lb`, which keeps a history (see [`config_file`]).
@@ -47,19 +46,6 @@ enum Event {
     },
     /// Something a client should never see.
     Failed { client: usize, error: String },
-}
-
-/// A node configuration whose namespace `lb` keeps a history.
-fn config_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ferrocast-lb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("node.toml");
-    std::fs::write(
-        &file,
-        "[namespaces.lb]\nhistory_size = 10000\nhistory_ttl = \"60s\"\n",
-    )
-    .unwrap();
-    file
 }
 
 /// The position a message or a subscribe reply carries.
@@ -257,28 +243,14 @@ fn raise_open_files_limit() {
 async fn clients_spread_over_the_nodes_behind_haproxy_and_move_when_one_drains() {
     raise_open_files_limit();
     let started = Instant::now();
-    let redis = RedisServer::start();
     let drain = format!("{}s", DRAIN_TIMEOUT.as_secs());
-    let config = config_file();
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .into_iter()
-        .map(|name| {
-            Node::spawn(
-                env!("CARGO_BIN_EXE_ferrocast"),
-                &[
-                    "--config",
-                    config.to_str().unwrap(),
-                    "--backplane",
-                    &redis.url(),
-                    "--node-id",
-                    name,
-                    "--drain-timeout",
-                    &drain,
-                ],
-            )
-        })
-        .collect();
-    let proxy = HaProxy::start(&nodes);
+    let mut cluster = Cluster::redis()
+        .nodes(&["a", "b", "c"])
+        .config("[namespaces.lb]\nhistory_size = 10000\nhistory_ttl = \"60s\"\n")
+        .args(&["--drain-timeout", &drain])
+        .spawn();
+    let proxy = HaProxy::start(cluster.nodes());
+    let nodes = cluster.nodes_mut();
 
     // 2,000 clients connect through the proxy.
     let (tx, rx) = mpsc::channel(4 * CLIENTS);

@@ -7,12 +7,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use ferrocast_testkit::{wait_readyz, JsonClient, NatsServer, Node, RedisServer};
+use ferrocast_testkit::{Cluster, ClusterBuilder, JsonClient};
 
 const TOPIC: &str = "room.lobby";
 /// The presence ttl of the clusters: short, so that a dead node's clients
@@ -25,43 +24,16 @@ const EXPIRY_MARGIN: Duration = Duration::from_millis(1_500);
 /// One cluster test runs at a time: two cores, three nodes and a backplane.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A config file with the namespace `room` keeping presence (and `plain`
-/// not), of its own name.
-fn config(name: &str) -> PathBuf {
-    let file = std::env::temp_dir().join(format!(
-        "ferrocast-presence-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&file, "[namespaces.room]\npresence = true\n").unwrap();
-    file
-}
-
-/// Nodes named `names` on `backplane`, ready to serve.
-async fn nodes(backplane: &str, names: &[&str]) -> Vec<Node> {
-    let config = config(&backplane.replace([':', '/', '.'], "_"));
+/// Nodes named `names` on `backplane`, with the namespace `room` keeping
+/// presence (and `plain` not), ready to serve.
+async fn nodes(backplane: ClusterBuilder, names: &[&str]) -> Cluster {
     let ttl = format!("{}s", TTL.as_secs());
-    let nodes: Vec<Node> = names
-        .iter()
-        .map(|name| {
-            Node::spawn(
-                env!("CARGO_BIN_EXE_ferrocast"),
-                &[
-                    "--backplane",
-                    backplane,
-                    "--node-id",
-                    name,
-                    "--presence-ttl",
-                    &ttl,
-                    "--config",
-                    config.to_str().unwrap(),
-                ],
-            )
-        })
-        .collect();
-    for node in &nodes {
-        wait_readyz(node.admin, 200).await;
-    }
-    nodes
+    backplane
+        .nodes(names)
+        .args(&["--presence-ttl", &ttl])
+        .config("[namespaces.room]\npresence = true\n")
+        .start()
+        .await
 }
 
 /// The next object with `"op": op` (others are skipped).
@@ -124,11 +96,11 @@ fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
 }
 
-async fn cluster_presence(backplane: &str) {
+async fn cluster_presence(backplane: ClusterBuilder) {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut nodes = nodes(backplane, &["a", "b", "c"]).await;
     let mut clients = Vec::new();
-    for node in &nodes {
+    for node in nodes.nodes() {
         clients.push(JsonClient::connect(&node.ws_url()).await.unwrap());
     }
     let mut ids = Vec::new();
@@ -220,21 +192,19 @@ async fn cluster_presence(backplane: &str) {
 
 #[tokio::test]
 async fn presence_across_nodes_on_redis() {
-    let redis = RedisServer::start();
-    cluster_presence(&redis.url()).await;
+    cluster_presence(Cluster::redis()).await;
 }
 
 #[tokio::test]
 async fn presence_across_nodes_on_nats() {
-    let nats = NatsServer::start();
-    cluster_presence(&nats.url()).await;
+    cluster_presence(Cluster::nats()).await;
 }
 
 /// One node on the memory backplane: joins, the list, leaves on unsubscribe
 /// and on close, and no entry for a pattern subscription.
 #[tokio::test]
 async fn presence_on_one_node() {
-    let nodes = nodes("memory", &["solo"]).await;
+    let nodes = nodes(Cluster::memory(), &["solo"]).await;
     let url = nodes[0].ws_url();
     let mut first = JsonClient::connect(&url).await.unwrap();
     let mut second = JsonClient::connect(&url).await.unwrap();

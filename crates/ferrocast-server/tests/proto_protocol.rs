@@ -17,8 +17,7 @@ use ferrocast_protocol::proto_frames::pb::client_message::{self as request, Requ
 use ferrocast_protocol::proto_frames::pb::server_message::{self as reply, Kind};
 use ferrocast_protocol::proto_frames::pb::{ClientMessage, ServerMessage};
 use ferrocast_testkit::{
-    http_get, metric, wait_readyz, ClientError, JsonClient, Node, ProtoClient, RedisServer,
-    StompClient,
+    http_get, metric, ClientError, Cluster, JsonClient, Node, ProtoClient, StompClient,
 };
 
 fn node(args: &[&str]) -> Node {
@@ -26,15 +25,8 @@ fn node(args: &[&str]) -> Node {
 }
 
 /// A node with `config` (TOML) as its configuration file, and `args`.
-fn configured(name: &str, config: &str, args: &[&str]) -> Node {
-    let file = std::env::temp_dir().join(format!(
-        "ferrocast-proto-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&file, config).unwrap();
-    let mut all = vec!["--config", file.to_str().unwrap()];
-    all.extend_from_slice(args);
-    node(&all)
+fn configured(config: &str, args: &[&str]) -> Node {
+    Node::spawn_with_config(env!("CARGO_BIN_EXE_ferrocast"), config, args)
 }
 
 async fn client(node: &Node) -> ProtoClient {
@@ -548,7 +540,6 @@ async fn subscribe_since_reports_not_recovered_without_history() {
 #[tokio::test]
 async fn since_replays_exactly_what_was_missed_then_continues_live() {
     let node = configured(
-        "history",
         "[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"60s\"\n",
         &[],
     );
@@ -688,7 +679,7 @@ async fn a_connection_without_a_valid_token_is_refused() {
 
 #[tokio::test]
 async fn presence_lists_and_events() {
-    let node = configured("presence", "[namespaces.room]\npresence = true\n", &[]);
+    let node = configured("[namespaces.room]\npresence = true\n", &[]);
     let mut watcher = client(&node).await;
     ok(&watcher.subscribe("room.lobby").await.unwrap());
     // Its own join tells the client its id.
@@ -755,15 +746,8 @@ async fn next_presence(c: &mut ProtoClient) -> (&'static str, reply::PresenceEve
 /// subscribers as its JSON text.
 #[tokio::test]
 async fn protobuf_json_and_stomp_clients_see_the_same_messages_across_nodes() {
-    let redis = RedisServer::start();
-    let nodes: Vec<Node> = ["a", "b"]
-        .into_iter()
-        .map(|id| node(&["--backplane", &redis.url(), "--node-id", id]))
-        .collect();
-    for n in &nodes {
-        wait_readyz(n.admin, 200).await;
-    }
-    let (a, b) = (&nodes[0], &nodes[1]);
+    let cluster = Cluster::redis().nodes(&["a", "b"]).start().await;
+    let (a, b) = (&cluster[0], &cluster[1]);
 
     let mut json_sub = JsonClient::connect(&b.ws_url()).await.unwrap();
     assert_eq!(json_sub.subscribe("mix.>").await.unwrap()["op"], "ok");

@@ -4,37 +4,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use ferrocast_testkit::{
-    http_get, metric, wait_readyz, JsonClient, Node, RedisServer, StompClient,
-};
+use ferrocast_testkit::{http_get, metric, Cluster, JsonClient, Node, StompClient};
 
-/// A config file with the namespaces `chat` (100 kept, 60 s) and `brief`
-/// (3 kept, 1 s); `news` keeps nothing.
-fn config_file(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("ferrocast-recovery-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("node.toml");
-    std::fs::write(
-        &file,
-        "[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"60s\"\n\
-         [namespaces.brief]\nhistory_size = 3\nhistory_ttl = \"1s\"\n",
-    )
-    .unwrap();
-    file
-}
+/// The namespaces `chat` (100 kept, 60 s) and `brief` (3 kept, 1 s); `news`
+/// keeps nothing.
+const NAMESPACES: &str = "[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"60s\"\n\
+     [namespaces.brief]\nhistory_size = 3\nhistory_ttl = \"1s\"\n";
 
-fn node(name: &str) -> Node {
-    let config = config_file(name);
-    Node::spawn(
-        env!("CARGO_BIN_EXE_ferrocast"),
-        &["--config", config.to_str().unwrap()],
-    )
+/// A node on the memory backplane with [`NAMESPACES`].
+fn node() -> Node {
+    Node::spawn_with_config(env!("CARGO_BIN_EXE_ferrocast"), NAMESPACES, &[])
 }
 
 async fn client(node: &Node) -> JsonClient {
@@ -78,7 +61,7 @@ async fn nothing_more(c: &mut JsonClient) {
 
 #[tokio::test]
 async fn since_replays_exactly_what_was_missed_then_continues_live() {
-    let node = node("replay");
+    let node = node();
     let mut publisher = client(&node).await;
     let replies = publish_numbers(&mut publisher, "chat.room", 1..=5).await;
     let epoch = replies[0]["epoch"].as_str().unwrap().to_string();
@@ -170,7 +153,7 @@ async fn since_replays_exactly_what_was_missed_then_continues_live() {
 
 #[tokio::test]
 async fn a_subscriber_from_before_the_first_publication_gets_everything() {
-    let node = node("empty");
+    let node = node();
     let mut early = client(&node).await;
     let ok = early.subscribe("chat.new").await.unwrap();
     assert_eq!(
@@ -200,7 +183,7 @@ async fn a_subscriber_from_before_the_first_publication_gets_everything() {
 
 #[tokio::test]
 async fn trimmed_or_expired_history_is_reported_never_a_silent_gap() {
-    let node = node("expiry");
+    let node = node();
     let mut publisher = client(&node).await;
     let replies = publish_numbers(&mut publisher, "brief.t", 1..=5).await;
     let epoch = replies[0]["epoch"].as_str().unwrap().to_string();
@@ -236,7 +219,7 @@ async fn trimmed_or_expired_history_is_reported_never_a_silent_gap() {
 
 #[tokio::test]
 async fn namespaces_without_history_and_patterns() {
-    let node = node("plain");
+    let node = node();
     let mut c = client(&node).await;
     let ok = c
         .request(
@@ -279,7 +262,7 @@ async fn namespaces_without_history_and_patterns() {
 
 #[tokio::test]
 async fn stomp_resumes_with_ferrocast_since() {
-    let node = node("stomp");
+    let node = node();
     let mut publisher = client(&node).await;
     let replies = publish_numbers(&mut publisher, "chat.s", 1..=4).await;
     let epoch = replies[0]["epoch"].as_str().unwrap().to_string();
@@ -343,22 +326,12 @@ async fn stomp_resumes_with_ferrocast_since() {
 /// must not take that delivery with it.
 #[tokio::test]
 async fn a_publication_sent_just_before_closing_reaches_local_subscribers() {
-    let redis = RedisServer::start();
-    let config = config_file("closing");
-    let node = Node::spawn(
-        env!("CARGO_BIN_EXE_ferrocast"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--backplane",
-            &redis.url(),
-        ],
-    );
-    wait_readyz(node.admin, 200).await;
-    let mut subscriber = client(&node).await;
+    let cluster = Cluster::redis().config(NAMESPACES).start().await;
+    let node = &cluster[0];
+    let mut subscriber = client(node).await;
     assert_eq!(subscriber.subscribe("chat.last").await.unwrap()["op"], "ok");
     for n in 1..=20u64 {
-        let mut publisher = client(&node).await;
+        let mut publisher = client(node).await;
         publisher
             .send(json!({"op": "publish", "topic": "chat.last", "data": n}))
             .await

@@ -7,14 +7,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use ferrocast_client::{Client, Event, Gap, Item, Subscription};
-use ferrocast_testkit::{http_get, NatsServer, Node, RedisServer, TcpProxy, WAIT};
+use ferrocast_testkit::{Cluster, ClusterBuilder, Node, TcpProxy, WAIT};
 
 const MESSAGES: u64 = 10_000;
 /// The fault strikes when this many messages are published.
@@ -31,16 +30,6 @@ const TOPIC: &str = "feed.orders";
 /// side by side would only stretch every one of them.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A node config with `namespaces` (TOML), in a file of its own.
-fn config(name: &str, namespaces: &str) -> PathBuf {
-    let file = std::env::temp_dir().join(format!(
-        "ferrocast-resume-cluster-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&file, namespaces).unwrap();
-    file
-}
-
 /// How the node under test goes away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -52,38 +41,14 @@ enum Fault {
 
 /// Three nodes on `backplane` whose namespace `feed` keeps more than the
 /// whole stream, for five minutes; ready to serve.
-async fn three_nodes(backplane: &str) -> Vec<Node> {
-    let config = config(
-        &backplane.replace([':', '/'], "_"),
+async fn three_nodes(backplane: ClusterBuilder) -> Cluster {
+    backplane
+        .nodes(&["a", "b", "c"])
+        .args(&["--drain-timeout", "3s"])
         // The publisher streams as fast as it can: no publish limit.
-        "publish_rate = 0\n[namespaces.feed]\nhistory_size = 20000\nhistory_ttl = \"5m\"\n",
-    );
-    let nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|name| {
-            Node::spawn(
-                env!("CARGO_BIN_EXE_ferrocast"),
-                &[
-                    "--backplane",
-                    backplane,
-                    "--node-id",
-                    name,
-                    "--drain-timeout",
-                    "3s",
-                    "--config",
-                    config.to_str().unwrap(),
-                ],
-            )
-        })
-        .collect();
-    let deadline = Instant::now() + WAIT;
-    for node in &nodes {
-        while http_get(node.admin, "/readyz").await.map(|(s, _)| s).ok() != Some(200) {
-            assert!(Instant::now() < deadline, "a node never got ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    nodes
+        .config("publish_rate = 0\n[namespaces.feed]\nhistory_size = 20000\nhistory_ttl = \"5m\"\n")
+        .start()
+        .await
 }
 
 /// What one subscriber saw.
@@ -189,18 +154,20 @@ async fn publish_through_a_fault(nodes: &mut [Node], fault: Fault) {
     publisher.close().await;
 }
 
-async fn every_subscriber_gets_everything_once_in_order(backplane: &str, fault: Fault) {
+async fn every_subscriber_gets_everything_once_in_order(backplane: ClusterBuilder, fault: Fault) {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let mut nodes = three_nodes(backplane).await;
-    let urls: Vec<String> = nodes.iter().map(Node::ws_url).collect();
+    let mut cluster = three_nodes(backplane).await;
+    let backplane = cluster.backplane().url();
+    let urls = cluster.ws_urls();
     let mut subscribers = Vec::new();
-    for home in 0..nodes.len() {
+    for home in 0..urls.len() {
         for _ in 0..SUBSCRIBERS_PER_NODE {
             subscribers.push(subscriber(&urls, home).await);
         }
     }
-    publish_through_a_fault(&mut nodes, fault).await;
+    let nodes = cluster.nodes_mut();
+    publish_through_a_fault(nodes, fault).await;
     let published = started.elapsed();
 
     for handle in subscribers {
@@ -260,38 +227,31 @@ async fn every_subscriber_gets_everything_once_in_order(backplane: &str, fault: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_node_killed_mid_stream_loses_nothing() {
-    let redis = RedisServer::start();
-    every_subscriber_gets_everything_once_in_order(&redis.url(), Fault::Kill).await;
+    every_subscriber_gets_everything_once_in_order(Cluster::redis(), Fault::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_node_drained_mid_stream_loses_nothing() {
-    let redis = RedisServer::start();
-    every_subscriber_gets_everything_once_in_order(&redis.url(), Fault::Drain).await;
+    every_subscriber_gets_everything_once_in_order(Cluster::redis(), Fault::Drain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_node_killed_mid_stream_loses_nothing() {
-    let nats = NatsServer::start();
-    every_subscriber_gets_everything_once_in_order(&nats.url(), Fault::Kill).await;
+    every_subscriber_gets_everything_once_in_order(Cluster::nats(), Fault::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_node_drained_mid_stream_loses_nothing() {
-    let nats = NatsServer::start();
-    every_subscriber_gets_everything_once_in_order(&nats.url(), Fault::Drain).await;
+    every_subscriber_gets_everything_once_in_order(Cluster::nats(), Fault::Drain).await;
 }
 
 #[tokio::test]
 async fn history_expired_while_away_is_reported_never_a_silent_gap() {
-    let config = config(
-        "expiry",
-        "[namespaces.brief]\nhistory_size = 100\nhistory_ttl = \"1s\"\n",
-    );
-    let node = Node::spawn(
-        env!("CARGO_BIN_EXE_ferrocast"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let cluster = Cluster::memory()
+        .config("[namespaces.brief]\nhistory_size = 100\nhistory_ttl = \"1s\"\n")
+        .start()
+        .await;
+    let node = &cluster[0];
     let publisher = Client::builder([node.ws_url()]).build().unwrap();
     // The subscriber reaches the node through a path that can go silent.
     let proxy = TcpProxy::start(node.public).await.unwrap();

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,27 +22,16 @@ use ferrocast_core::backplane::memory::MemoryBus;
 use ferrocast_core::{Hub, Namespaces, SubscriptionRegistry};
 use ferrocast_edge::{public_router, Edge, EdgeSettings};
 use ferrocast_testkit::{
-    http_get, metric, wait_readyz, HttpPublisher, JsonClient, NatsServer, Node, RedisServer,
-    SseClient, SseError, SseEvent, SseItem,
+    http_get, metric, wait_readyz, Cluster, ClusterBuilder, HttpPublisher, JsonClient, Node,
+    RedisServer, SseClient, SseError, SseEvent, SseItem,
 };
 
 /// `chat` keeps history, `news` does not.
 const NAMESPACES: &str = "[namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"60s\"\n";
 
-/// A node config holding `text`, in a file of its own.
-fn config(name: &str, text: &str) -> PathBuf {
-    let file =
-        std::env::temp_dir().join(format!("ferrocast-sse-{}-{name}.toml", std::process::id()));
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
 /// A node on the memory backplane with [`NAMESPACES`], and `args`.
-fn node(name: &str, args: &[&str]) -> Node {
-    let config = config(name, NAMESPACES);
-    let mut all = vec!["--config", config.to_str().unwrap()];
-    all.extend_from_slice(args);
-    Node::spawn(env!("CARGO_BIN_EXE_ferrocast"), &all)
+fn node(args: &[&str]) -> Node {
+    Node::spawn_with_config(env!("CARGO_BIN_EXE_ferrocast"), NAMESPACES, args)
 }
 
 async fn open(node: &Node, path: &str, last_event_id: Option<&str>) -> SseClient {
@@ -141,7 +129,7 @@ async fn publish(publisher: &mut HttpPublisher, topic: &str, data: Value) -> Val
 
 #[tokio::test]
 async fn events_carry_the_json_message_and_a_position_per_topic() {
-    let node = node("events", &[]);
+    let node = node(&[]);
     let mut stream = open(&node, "/sse?topic=chat.a&topic=news.*&topic=chat.b", None).await;
     assert_eq!(stream.header("content-type"), Some("text/event-stream"));
     assert_eq!(stream.header("cache-control"), Some("no-cache"));
@@ -200,7 +188,7 @@ async fn events_carry_the_json_message_and_a_position_per_topic() {
 
 #[tokio::test]
 async fn last_event_id_resumes_every_topic_exactly() {
-    let node = node("resume", &[]);
+    let node = node(&[]);
     let path = "/sse?topic=chat.a&topic=chat.b";
     let mut publisher = HttpPublisher::new(node.public);
     let mut stream = open(&node, path, None).await;
@@ -257,7 +245,7 @@ async fn last_event_id_resumes_every_topic_exactly() {
 
 #[tokio::test]
 async fn a_position_the_history_does_not_know_is_not_recovered() {
-    let node = node("unknown", &[]);
+    let node = node(&[]);
     let mut publisher = HttpPublisher::new(node.public);
     publish(&mut publisher, "chat.c", json!(1)).await;
     publish(&mut publisher, "chat.c", json!(2)).await;
@@ -290,7 +278,7 @@ async fn a_position_the_history_does_not_know_is_not_recovered() {
 
 #[tokio::test]
 async fn bad_requests_are_refused_with_a_reason() {
-    let node = node("refusals", &[]);
+    let node = node(&[]);
     let seventeen: String = (0..17).map(|i| format!("topic=news.t{i}&")).collect();
     let long = format!("/sse?topic=news.{}", "x".repeat(300));
     let cases: Vec<(String, Option<&str>, u16, &str)> = vec![
@@ -501,7 +489,7 @@ async fn a_stream_that_is_not_read_is_closed_and_its_slot_released() {
 
 #[tokio::test]
 async fn drain_ends_streams_with_a_reason() {
-    let mut node = node("drain", &["--drain-timeout", "2s"]);
+    let mut node = node(&["--drain-timeout", "2s"]);
     let mut stream = open(&node, "/sse?topic=news.d&topic=chat.d", None).await;
     subscribed(&mut stream, 2).await;
     // The node handles SIGTERM only a moment after it reports listening.
@@ -528,7 +516,7 @@ async fn drain_ends_streams_with_a_reason() {
 
 #[tokio::test]
 async fn http_publish_answers_like_the_json_protocol() {
-    let node = node("publish", &["--max-message-size", "1024"]);
+    let node = node(&["--max-message-size", "1024"]);
     let mut json_client = JsonClient::connect(&node.ws_url()).await.unwrap();
     json_client.subscribe("chat.p").await.unwrap();
     let mut stream = open(&node, "/sse?topic=chat.p", None).await;
@@ -608,10 +596,7 @@ async fn http_publish_answers_like_the_json_protocol() {
 #[tokio::test]
 async fn http_publish_without_the_backplane_is_unavailable() {
     let mut redis = RedisServer::start();
-    let node = node(
-        "unavailable",
-        &["--backplane", &redis.url(), "--backplane-timeout", "1s"],
-    );
+    let node = node(&["--backplane", &redis.url(), "--backplane-timeout", "1s"]);
     wait_readyz(node.admin, 200).await;
     let mut publisher = HttpPublisher::new(node.public);
     publish(&mut publisher, "chat.u", json!(1)).await;
@@ -760,30 +745,16 @@ fn difference(got: &[u64], want: &[u64]) -> Option<String> {
     ))
 }
 
-async fn sse_subscribers_resume_on_another_node(backplane: &str) {
+async fn sse_subscribers_resume_on_another_node(backplane: ClusterBuilder) {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let config = config(
-        &backplane.replace([':', '/', '.'], "_"),
-        "[namespaces.feed]\nhistory_size = 20000\nhistory_ttl = \"5m\"\n",
-    );
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|id| {
-            let args = [
-                "--backplane",
-                backplane,
-                "--node-id",
-                id,
-                "--config",
-                config.to_str().unwrap(),
-            ];
-            Node::spawn(env!("CARGO_BIN_EXE_ferrocast"), &args)
-        })
-        .collect();
-    for node in &nodes {
-        wait_readyz(node.admin, 200).await;
-    }
+    let mut cluster = backplane
+        .nodes(&["a", "b", "c"])
+        .config("[namespaces.feed]\nhistory_size = 20000\nhistory_ttl = \"5m\"\n")
+        .start()
+        .await;
+    let backplane = cluster.backplane().url();
+    let nodes = cluster.nodes_mut();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.public).collect();
     let mut subscribers = Vec::new();
     for home in 0..nodes.len() {
@@ -856,12 +827,10 @@ async fn sse_subscribers_resume_on_another_node(backplane: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_sse_subscribers_resume_on_another_node_after_a_kill() {
-    let redis = RedisServer::start();
-    sse_subscribers_resume_on_another_node(&redis.url()).await;
+    sse_subscribers_resume_on_another_node(Cluster::redis()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_sse_subscribers_resume_on_another_node_after_a_kill() {
-    let nats = NatsServer::start();
-    sse_subscribers_resume_on_another_node(&nats.url()).await;
+    sse_subscribers_resume_on_another_node(Cluster::nats()).await;
 }

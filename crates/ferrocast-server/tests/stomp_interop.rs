@@ -17,9 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use ferrocast_testkit::{
-    require, run_script, wait_readyz, JsonClient, Node, RedisServer, ScriptRun,
-};
+use ferrocast_testkit::{require, run_script, Cluster, JsonClient, ScriptRun};
 
 /// A script has its own 30 s limit; this one also covers a script that hangs.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -88,36 +86,20 @@ async fn run_interop(program: &str, args: &[String]) -> ScriptRun {
     run_script(command, SCRIPT_TIMEOUT).await
 }
 
-async fn wait_ready(node: &Node) {
-    wait_readyz(node.admin, 200).await;
-}
-
 /// Two nodes on one Redis, both ready.
-async fn cluster(redis: &RedisServer) -> [Node; 2] {
-    let nodes = ["interop-a", "interop-b"].map(|name| {
-        Node::spawn(
-            env!("CARGO_BIN_EXE_ferrocast"),
-            &[
-                "--backplane",
-                &redis.url(),
-                "--node-id",
-                name,
-                "--ping-interval",
-                "2s",
-            ],
-        )
-    });
-    for node in &nodes {
-        wait_ready(node).await;
-    }
-    nodes
+async fn cluster() -> Cluster {
+    Cluster::redis()
+        .nodes(&["interop-a", "interop-b"])
+        .args(&["--ping-interval", "2s"])
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stompjs_across_two_nodes_and_to_a_json_client() {
     require_stompjs();
-    let redis = RedisServer::start();
-    let [node1, node2] = cluster(&redis).await;
+    let cluster = cluster().await;
+    let [node1, node2] = [&cluster[0], &cluster[1]];
     let topic = unique_topic("stompjs");
     let cross_topic = unique_topic("cross");
 
@@ -158,8 +140,8 @@ async fn stompjs_across_two_nodes_and_to_a_json_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stomppy_across_two_nodes() {
     require_stomppy();
-    let redis = RedisServer::start();
-    let [node1, node2] = cluster(&redis).await;
+    let cluster = cluster().await;
+    let [node1, node2] = [&cluster[0], &cluster[1]];
     let args = vec![
         "stomppy.py".to_string(),
         node1.ws_url(),

@@ -2,22 +2,22 @@
 //! file users deploy (`deploy/haproxy/haproxy.cfg`) with loopback addresses.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 
-use crate::servers::{free_port, wait_for_port};
+use crate::dir::TestDir;
+use crate::servers::{start_on_a_free_port, Readiness, ServerProcess};
 use crate::Node;
 
 /// The configuration shipped in deploy/, the template of the test's.
 const SHIPPED_CONFIG: &str = include_str!("../../../deploy/haproxy/haproxy.cfg");
 
 /// An `haproxy` on a free loopback port, balancing over the nodes it was
-/// started with; killed on drop, its configuration directory removed.
+/// started with; killed on drop, its directory (configuration, log) removed.
 #[derive(Debug)]
 pub struct HaProxy {
-    child: Child,
+    /// Held for its drop: it kills haproxy and removes the directory.
+    _process: ServerProcess,
     addr: SocketAddr,
-    dir: PathBuf,
 }
 
 impl HaProxy {
@@ -25,37 +25,27 @@ impl HaProxy {
     /// configuration is deploy/haproxy/haproxy.cfg: its timeouts, retries,
     /// balancing and `/readyz` health checks, with loopback addresses.
     pub fn start<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Self {
-        let port = free_port();
         let backends: Vec<(SocketAddr, SocketAddr)> =
             nodes.into_iter().map(|n| (n.public, n.admin)).collect();
-        let dir =
-            std::env::temp_dir().join(format!("ferrocast-haproxy-{}-{port}", std::process::id()));
-        let file = dir.join("haproxy.cfg");
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&file, loopback_config(port, &backends)))
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
         // Debian installs haproxy in /usr/sbin, which is not on every PATH.
-        let mut child = ["haproxy", "/usr/sbin/haproxy"]
-            .iter()
-            .find_map(|program| {
-                Command::new(program)
-                    .arg("-db")
-                    .arg("-f")
-                    .arg(&file)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .ok()
-            })
-            .unwrap_or_else(|| {
-                panic!("cannot start haproxy (install it: apt-get install -y haproxy)")
-            });
-        wait_for_port(port, "haproxy", &mut child);
+        let program = if Path::new("/usr/sbin/haproxy").exists() {
+            "/usr/sbin/haproxy"
+        } else {
+            "haproxy"
+        };
+        let mut process = ServerProcess::new(program);
+        let config = |dir: &TestDir, port| {
+            let file = dir.write("haproxy.cfg", loopback_config(port, &backends));
+            vec![
+                "-db".to_string(),
+                "-f".to_string(),
+                file.display().to_string(),
+            ]
+        };
+        let port = start_on_a_free_port(&mut process, config, Readiness::Listening);
         Self {
-            child,
+            _process: process,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
         }
     }
 
@@ -67,14 +57,6 @@ impl HaProxy {
     /// The WebSocket endpoint through the proxy, `ws://127.0.0.1:PORT/ws`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

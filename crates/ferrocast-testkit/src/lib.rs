@@ -1,17 +1,22 @@
 //! Test support for ferrocast integration tests (not published).
 //!
 //! - [`Node`]: a real `ferrocast` process on free loopback ports, killed on drop.
+//! - [`Cluster`]: a backplane (Redis, NATS or memory) and nodes on it, each
+//!   node in a [`TestDir`] of its own; what every multi-node test starts.
 //! - [`JsonClient`]: a WebSocket client of the native JSON protocol;
 //!   [`ProtoClient`]: of the protobuf protocol; [`StompClient`]: a raw
 //!   STOMP-over-WebSocket client.
 //! - [`SseClient`]: a Server-Sent Events client; [`HttpPublisher`]: HTTP publish.
 //! - [`http_get`] and [`metric`]: read the admin listener.
 //! - [`RedisServer`], [`NatsServer`]: real backplane servers on free ports,
-//!   killed on drop, restartable for outage tests.
+//!   killed on drop, restartable for outage tests; their logs are kept for
+//!   failures.
 //! - [`TcpProxy`]: a proxy that can stall, for network-path faults.
 //! - [`HaProxy`]: a real HAProxy in front of nodes, configured as shipped in deploy/.
 
 mod client;
+mod cluster;
+mod dir;
 mod haproxy;
 mod http;
 mod node;
@@ -24,6 +29,8 @@ mod sse;
 mod stomp;
 
 pub use client::{ClientError, JsonClient};
+pub use cluster::{Cluster, ClusterBackplane, ClusterBuilder};
+pub use dir::TestDir;
 pub use haproxy::HaProxy;
 pub use http::{http_get, http_get_on, http_request, metric, wait_readyz};
 pub use node::{node_binary, Node};

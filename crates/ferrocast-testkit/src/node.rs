@@ -1,9 +1,15 @@
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::dir::TestDir;
+
+/// Log lines of a node kept for a test that panics.
+const RECENT_LOG_LINES: usize = 30;
 
 /// The `ferrocast` binary, for tests of packages other than ferrocast-server
 /// (which get `env!("CARGO_BIN_EXE_ferrocast")`): `FERROCAST_BIN` when set,
@@ -54,7 +60,8 @@ pub fn node_binary() -> &'static Path {
 }
 
 /// A `ferrocast` node running as a child process, on ports the OS picked.
-/// Killed (SIGKILL) when dropped, unless it already exited.
+/// Killed (SIGKILL) when dropped, unless it already exited; the last lines of
+/// its log are printed when a test panics.
 #[derive(Debug)]
 pub struct Node {
     child: Child,
@@ -62,6 +69,12 @@ pub struct Node {
     pub admin: SocketAddr,
     /// The gRPC server API listener.
     pub grpc: SocketAddr,
+    /// The node's working directory (its config and files), when it was
+    /// given one; held for its drop, which removes it after the process is
+    /// gone.
+    _dir: Option<TestDir>,
+    /// The last [`RECENT_LOG_LINES`] lines of its log, for a failing test.
+    recent_log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Node {
@@ -69,7 +82,31 @@ impl Node {
     /// (loopback port 0 listeners, JSON logs), and waits until it listens.
     /// Panics with the node's output if it does not start within 10 s.
     pub fn spawn(bin: impl AsRef<Path>, args: &[&str]) -> Self {
-        let mut child = Command::new(bin.as_ref())
+        Self::start(bin.as_ref(), args, None)
+    }
+
+    /// [`Node::spawn`] with `dir` as the node's working directory (so that
+    /// `args` may name the files in it by their names), removed on drop.
+    pub fn spawn_in(bin: impl AsRef<Path>, dir: TestDir, args: &[&str]) -> Self {
+        Self::start(bin.as_ref(), args, Some(dir))
+    }
+
+    /// [`Node::spawn`] with `toml` as its config file (`--config`), in a
+    /// directory of its own.
+    pub fn spawn_with_config(bin: impl AsRef<Path>, toml: &str, args: &[&str]) -> Self {
+        let dir = TestDir::new("node");
+        dir.write("node.toml", toml);
+        let mut all = vec!["--config", "node.toml"];
+        all.extend_from_slice(args);
+        Self::start(bin.as_ref(), &all, Some(dir))
+    }
+
+    fn start(bin: &Path, args: &[&str], dir: Option<TestDir>) -> Self {
+        let mut command = Command::new(bin);
+        if let Some(dir) = &dir {
+            command.current_dir(dir.path());
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--log-format", "json"])
@@ -79,19 +116,28 @@ impl Node {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.as_ref().display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let stdout = child.stdout.take().expect("stdout is piped");
 
         // A thread reads the node's log for its whole life, so the pipe never
-        // fills; it reports the listening line and echoes the log on request.
+        // fills; it reports the listening line, keeps the recent lines and
+        // echoes the log on request.
         let (tx, rx) = mpsc::channel();
         let echo = std::env::var_os("FERROCAST_TEST_LOG").is_some();
+        let recent_log = Arc::new(Mutex::new(VecDeque::new()));
+        let recent = recent_log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             let mut seen = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if echo {
                     eprintln!("[node] {line}");
+                }
+                if let Ok(mut recent) = recent.lock() {
+                    if recent.len() == RECENT_LOG_LINES {
+                        recent.pop_front();
+                    }
+                    recent.push_back(line.clone());
                 }
                 if !sent {
                     if let Some(addrs) = listening_addrs(&line) {
@@ -122,6 +168,8 @@ impl Node {
             public,
             admin,
             grpc,
+            _dir: dir,
+            recent_log,
         }
     }
 
@@ -165,6 +213,14 @@ impl Drop for Node {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let recent = self.recent_log.lock().map(|r| Vec::from(r.clone()));
+            eprintln!(
+                "--- the last lines of the log of the node on {} ---\n{}",
+                self.public,
+                recent.unwrap_or_default().join("\n")
+            );
         }
     }
 }

@@ -1,15 +1,17 @@
 //! The conformance suite every [`Backplane`] implementation runs unchanged.
 //!
-//! [`run`] takes a factory that attaches a new node to one shared cluster (the
-//! same bus, the same Redis, the same NATS) and checks each guarantee written in
-//! the [`super`] module docs. It panics with a description on the first
-//! violation.
+//! Each guarantee written in the [`super`] module docs is a public async
+//! function of this module that runs on a [`Cluster`]: three nodes that an
+//! [`Attach`] factory attached to one shared cluster (the same bus, the same
+//! Redis, the same NATS). It panics with a description on the first violation.
+//! [`backplane_conformance_tests!`](crate::backplane_conformance_tests) turns
+//! the suite into one test per guarantee for an implementation.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -92,59 +94,102 @@ fn publication(topic_name: &str, payload: &str, origin: &Node) -> Publication {
     )
 }
 
-/// Runs every check. `attach` must return a new node attached to the same
-/// cluster each time it is called, with the given node id, delivering to the
-/// given sink.
-pub async fn run<F, Fut>(attach: F)
-where
-    F: Fn(NodeId, Arc<dyn PublicationSink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Backplane>>,
-{
-    // Topics and node ids are unique per run, so that runs sharing a server
-    // do not interfere.
-    let run_id = format!("conf{}", unix_micros());
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let id: NodeId = Arc::from(format!("{run_id}-node{i}"));
-        let sink = Arc::new(RecordingSink::default());
-        let backplane = attach(id.clone(), sink.clone()).await;
-        nodes.push(Node {
-            id,
-            backplane,
-            sink,
-        });
+/// Attaches a new node to the cluster under test: called with the node's id
+/// and the sink it delivers to, it returns the node's backplane once it is up.
+/// Boxed, so that [`Cluster`] and every guarantee stay free of the factory's
+/// type.
+pub type Attach = Box<
+    dyn Fn(NodeId, Arc<dyn PublicationSink>) -> BoxFuture<'static, Arc<dyn Backplane>>
+        + Send
+        + Sync,
+>;
+
+/// Three nodes attached to one cluster (the same bus, the same Redis, the same
+/// NATS), and the means to attach more: what every guarantee runs on.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    /// Prefix of every topic and node id, so that clusters sharing a server do
+    /// not interfere.
+    run_id: String,
+    attach: Attach,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("run_id", &self.run_id)
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
     }
-    for node in &nodes {
-        assert!(
-            *node.backplane.health().borrow(),
-            "a fresh {} backplane reports down",
-            node.backplane.kind()
-        );
+}
+
+impl Cluster {
+    /// Attaches three nodes with `attach` and checks that each reports up.
+    pub async fn start(attach: Attach) -> Self {
+        let run_id = format!("conf{}", unix_micros());
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            run_id,
+            attach,
+        };
+        for i in 0..3 {
+            let node = cluster.attach_node(&format!("node{i}")).await;
+            assert!(
+                *node.backplane.health().borrow(),
+                "a fresh {} backplane reports down",
+                node.backplane.kind()
+            );
+            cluster.nodes.push(node);
+        }
+        cluster
     }
 
-    routes_only_to_interested_nodes(&nodes, &run_id).await;
-    own_publications_are_not_delivered_back(&nodes, &run_id).await;
-    keeps_order_per_topic_and_publisher(&nodes, &run_id).await;
-    wildcards_follow_topic_semantics(&nodes, &run_id).await;
-    unsubscribe_stops_delivery(&nodes, &run_id).await;
-    history_positions_are_contiguous_and_shared(&nodes, &run_id).await;
-    history_keeps_the_newest(&nodes, &run_id).await;
-    history_follows_the_policy_it_is_read_with(&nodes, &run_id).await;
-    history_keeps_every_field_and_separates_topics(&nodes, &run_id).await;
-    history_offsets_are_unique_under_concurrent_publishers(&nodes, &run_id).await;
-    // A node that joins later (or one that restarted) shares the history.
-    let late_id: NodeId = Arc::from(format!("{run_id}-late"));
-    let late_sink = Arc::new(RecordingSink::default());
-    let late = Node {
-        backplane: attach(late_id.clone(), late_sink.clone()).await,
-        id: late_id,
-        sink: late_sink,
+    async fn attach_node(&self, name: &str) -> Node {
+        let id: NodeId = Arc::from(format!("{}-{name}", self.run_id));
+        let sink = Arc::new(RecordingSink::default());
+        Node {
+            backplane: (self.attach)(id.clone(), sink.clone()).await,
+            id,
+            sink,
+        }
+    }
+}
+
+/// One `#[tokio::test]` per guarantee of the suite, named after it, so that a
+/// failure names the guarantee and each can run (and be filtered) alone.
+///
+/// `$setup` is evaluated in each test and yields `(guard, attach)`: `guard`
+/// keeps what the cluster needs (a server process) alive for the test, and
+/// `attach` (an [`Attach`]) attaches nodes to it.
+#[macro_export]
+macro_rules! backplane_conformance_tests {
+    ($setup:expr) => {
+        $crate::backplane_conformance_tests!(@each $setup;
+            routes_only_to_interested_nodes,
+            own_publications_are_not_delivered_back,
+            keeps_order_per_topic_and_publisher,
+            wildcards_follow_topic_semantics,
+            unsubscribe_stops_delivery,
+            history_positions_are_contiguous_and_shared,
+            history_keeps_the_newest,
+            history_follows_the_policy_it_is_read_with,
+            history_keeps_every_field_and_separates_topics,
+            history_offsets_are_unique_under_concurrent_publishers,
+            history_is_shared_with_a_node_that_joins_later,
+            history_expires_into_a_new_epoch,
+            presence_is_shared_and_removed,
+            presence_expires_unless_refreshed,
+            presence_events_reach_subscribed_nodes,
+        );
     };
-    history_is_shared_with_a_node_that_joins_later(&nodes, &late, &run_id).await;
-    history_expires_into_a_new_epoch(&nodes, &run_id).await;
-    presence_is_shared_and_removed(&nodes, &run_id).await;
-    presence_expires_unless_refreshed(&nodes, &run_id).await;
-    presence_events_reach_subscribed_nodes(&nodes, &run_id).await;
+    (@each $setup:expr; $($guarantee:ident),+ $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $guarantee() {
+            let (_guard, attach) = $setup;
+            let cluster = $crate::backplane::conformance::Cluster::start(attach).await;
+            $crate::backplane::conformance::$guarantee(&cluster).await;
+        }
+    )+};
 }
 
 async fn subscribe(node: &Node, filters: &[&TopicFilter]) {
@@ -223,7 +268,8 @@ fn clear(nodes: &[Node]) {
     nodes.iter().for_each(|n| n.sink.clear());
 }
 
-async fn routes_only_to_interested_nodes(nodes: &[Node], run_id: &str) {
+pub async fn routes_only_to_interested_nodes(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     let name = format!("{run_id}.route");
     let f = filter(&name);
@@ -269,7 +315,8 @@ async fn routes_only_to_interested_nodes(nodes: &[Node], run_id: &str) {
     unsubscribe(&nodes[1], &[&f]).await;
 }
 
-async fn own_publications_are_not_delivered_back(nodes: &[Node], run_id: &str) {
+pub async fn own_publications_are_not_delivered_back(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     let name = format!("{run_id}.own");
     let f = filter(&name);
@@ -287,7 +334,8 @@ async fn own_publications_are_not_delivered_back(nodes: &[Node], run_id: &str) {
     unsubscribe(&nodes[1], &[&f]).await;
 }
 
-async fn keeps_order_per_topic_and_publisher(nodes: &[Node], run_id: &str) {
+pub async fn keeps_order_per_topic_and_publisher(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     let name = format!("{run_id}.order");
     let f = filter(&name);
@@ -329,7 +377,8 @@ async fn keeps_order_per_topic_and_publisher(nodes: &[Node], run_id: &str) {
     unsubscribe(&nodes[2], &[&f]).await;
 }
 
-async fn wildcards_follow_topic_semantics(nodes: &[Node], run_id: &str) {
+pub async fn wildcards_follow_topic_semantics(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     let star = filter(&format!("{run_id}.wild.*"));
     let tail = filter(&format!("{run_id}.wild.>"));
@@ -396,7 +445,8 @@ async fn wildcards_follow_topic_semantics(nodes: &[Node], run_id: &str) {
     unsubscribe(&nodes[1], &[&star, &tail, &exact, &mid]).await;
 }
 
-async fn unsubscribe_stops_delivery(nodes: &[Node], run_id: &str) {
+pub async fn unsubscribe_stops_delivery(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     let name = format!("{run_id}.unsub");
     let f = filter(&name);
@@ -422,7 +472,8 @@ async fn unsubscribe_stops_delivery(nodes: &[Node], run_id: &str) {
 /// receive them with their positions, each once (also the one a node
 /// publishes after another node's, which it has not seen); history returns
 /// them in order.
-async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &str) {
+pub async fn history_positions_are_contiguous_and_shared(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     let policy = kept_a_minute(100);
     let name = format!("{run_id}h1.stream");
@@ -500,7 +551,8 @@ async fn history_positions_are_contiguous_and_shared(nodes: &[Node], run_id: &st
 }
 
 /// History is trimmed to its size, newest kept.
-async fn history_keeps_the_newest(nodes: &[Node], run_id: &str) {
+pub async fn history_keeps_the_newest(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     let policy = kept_a_minute(3);
     let name = format!("{run_id}h2.stream");
     publish_numbered(&nodes[0], &name, 5, policy).await;
@@ -515,7 +567,8 @@ async fn history_keeps_the_newest(nodes: &[Node], run_id: &str) {
 
 /// A topic without a publication for the time-to-live loses its history; the
 /// next publication starts a new epoch at offset 1.
-async fn history_expires_into_a_new_epoch(nodes: &[Node], run_id: &str) {
+pub async fn history_expires_into_a_new_epoch(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     let policy = HistoryPolicy {
         size: 10,
         ttl: Duration::from_secs(1),
@@ -539,7 +592,8 @@ async fn history_expires_into_a_new_epoch(nodes: &[Node], run_id: &str) {
 
 /// Reading with a smaller size or after the top gives what the policy and
 /// the offset ask for, whatever was kept before.
-async fn history_follows_the_policy_it_is_read_with(nodes: &[Node], run_id: &str) {
+pub async fn history_follows_the_policy_it_is_read_with(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     let policy = kept_a_minute(5);
     let name = format!("{run_id}h4.stream");
     publish_numbered(&nodes[0], &name, 5, policy).await;
@@ -564,7 +618,8 @@ async fn history_follows_the_policy_it_is_read_with(nodes: &[Node], run_id: &str
 /// History keeps every field of a publication; each topic has its own
 /// offsets, also topics that extend one another and the one-token topic
 /// that is just the namespace; wildcard subscribers get the positions too.
-async fn history_keeps_every_field_and_separates_topics(nodes: &[Node], run_id: &str) {
+pub async fn history_keeps_every_field_and_separates_topics(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     let policy = kept_a_minute(10);
     let namespace = format!("{run_id}h5");
@@ -643,7 +698,8 @@ async fn history_keeps_every_field_and_separates_topics(nodes: &[Node], run_id: 
 /// in the order of its calls; every other node receives each publication
 /// once, with the position its publisher got; history returns them all in
 /// offset order.
-async fn history_offsets_are_unique_under_concurrent_publishers(nodes: &[Node], run_id: &str) {
+pub async fn history_offsets_are_unique_under_concurrent_publishers(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     const EACH: usize = 200;
     let policy = kept_a_minute(1_000);
@@ -741,9 +797,12 @@ async fn history_offsets_are_unique_under_concurrent_publishers(nodes: &[Node], 
 
 /// A node attached after the publications (a fresh connection, nothing
 /// cached) reads the same history and continues its offsets.
-async fn history_is_shared_with_a_node_that_joins_later(nodes: &[Node], late: &Node, run_id: &str) {
+pub async fn history_is_shared_with_a_node_that_joins_later(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     let policy = kept_a_minute(100);
-    let name = format!("{run_id}h1.stream");
+    let name = format!("{run_id}h7.stream");
+    publish_numbered(&nodes[0], &name, 3, policy).await;
+    let late = &cluster.attach_node("late").await;
     let known = history(&nodes[1], &name, policy, 0).await;
     let seen = history(late, &name, policy, 0).await;
     assert_eq!(
@@ -802,7 +861,8 @@ async fn presence(node: &Node, name: &str) -> Vec<PresenceEntry> {
 /// Entries that two nodes add are read, whole, by every node, once each
 /// however often they are refreshed; a removal is seen by every node; topics
 /// (also one extending another) keep apart.
-async fn presence_is_shared_and_removed(nodes: &[Node], run_id: &str) {
+pub async fn presence_is_shared_and_removed(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     let ttl = Duration::from_secs(30);
     let name = format!("{run_id}p1.room");
     let longer = format!("{name}.more");
@@ -862,7 +922,8 @@ async fn presence_is_shared_and_removed(nodes: &[Node], run_id: &str) {
 
 /// An entry that its node stops refreshing vanishes within the ttl (plus
 /// the backplane's expiry granularity); one refreshed in time stays.
-async fn presence_expires_unless_refreshed(nodes: &[Node], run_id: &str) {
+pub async fn presence_expires_unless_refreshed(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     let ttl = Duration::from_secs(1);
     let name = format!("{run_id}p2.room");
     let dead = presence_entry("dead-1", None, &nodes[2]);
@@ -898,7 +959,8 @@ async fn presence_expires_unless_refreshed(nodes: &[Node], run_id: &str) {
 
 /// A join event is a publication with the presence content type: it reaches
 /// the other subscribed nodes unchanged and without a position.
-async fn presence_events_reach_subscribed_nodes(nodes: &[Node], run_id: &str) {
+pub async fn presence_events_reach_subscribed_nodes(cluster: &Cluster) {
+    let Cluster { nodes, run_id, .. } = cluster;
     clear(nodes);
     let name = format!("{run_id}p3.room");
     let f = filter(&name);

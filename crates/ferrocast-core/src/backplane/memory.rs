@@ -327,15 +327,17 @@ impl Backplane for MemoryBackplane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backplane::conformance;
+    use crate::backplane::conformance::Attach;
 
-    #[tokio::test]
-    async fn memory_backplane_conforms() {
+    /// One bus per test; nothing to keep alive besides it.
+    fn bus() -> ((), Attach) {
         let bus = MemoryBus::new();
-        conformance::run(|_id, sink| {
-            let bus = bus.clone();
-            async move { Arc::new(bus.attach(sink)) as Arc<dyn Backplane> }
-        })
-        .await;
+        let attach: Attach = Box::new(move |_id, sink| {
+            let backplane = Arc::new(bus.attach(sink)) as Arc<dyn Backplane>;
+            future::ready(backplane).boxed()
+        });
+        ((), attach)
     }
+
+    crate::backplane_conformance_tests!(bus());
 }
