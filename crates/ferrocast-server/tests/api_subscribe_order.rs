@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use tonic::{Request, Status};
 
 use ferrocast_api::pb;
 use ferrocast_api::pb::ferrocast_api_client::FerrocastApiClient;
-use ferrocast_testkit::{node_binary, wait_readyz, NatsServer, Node, RedisServer};
+use ferrocast_testkit::{Cluster, ClusterBuilder, Node};
 
 const KEY: &str = "api-key-of-the-order-tests-0123456789";
 /// Publications per publishing node.
@@ -51,39 +50,6 @@ async fn client(node: &Node) -> Client {
     FerrocastApiClient::with_interceptor(channel, key)
 }
 
-/// A config file in which `chat` keeps enough history for the whole run.
-fn config(backplane: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ferrocast-api-order-{backplane}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("node.toml");
-    std::fs::write(
-        &config,
-        "[namespaces.chat]\nhistory_size = 10000\nhistory_ttl = \"10m\"\n",
-    )
-    .unwrap();
-    config
-}
-
-async fn node(id: &str, url: &str, config: &str) -> Node {
-    let args = [
-        "--node-id",
-        id,
-        "--backplane",
-        url,
-        "--api-key",
-        KEY,
-        "--config",
-        config,
-        "--allow-anonymous",
-    ];
-    let node = Node::spawn(node_binary(), &args);
-    wait_readyz(node.admin, 200).await;
-    node
-}
-
 /// Publishes `PER_NODE` messages on `topic` through `node`'s API, up to
 /// `IN_FLIGHT` at a time.
 async fn publish_all(node: &Node, topic: &'static str, name: &'static str) {
@@ -105,15 +71,19 @@ async fn publish_all(node: &Node, topic: &'static str, name: &'static str) {
         .await;
 }
 
-async fn contiguous_offsets_across_nodes(url: &str, backplane: &str) {
-    let config = config(backplane);
-    let config = config.to_str().unwrap();
-    let a = node("a", url, config).await;
-    let b = node("b", url, config).await;
-    let c = node("c", url, config).await;
+/// Three nodes on `builder`'s backplane, whose `chat` namespace keeps the
+/// whole run in its history: two publish, a Subscribe on the third receives.
+async fn contiguous_offsets_across_nodes(builder: ClusterBuilder, backplane: &str) {
+    let cluster = builder
+        .nodes(&["a", "b", "c"])
+        .args(&["--api-key", KEY, "--allow-anonymous"])
+        .config("[namespaces.chat]\nhistory_size = 10000\nhistory_ttl = \"10m\"\n")
+        .start()
+        .await;
+    let (a, b, c) = (&cluster[0], &cluster[1], &cluster[2]);
     let topic = "chat.order";
 
-    let mut stream = client(&c)
+    let mut stream = client(c)
         .await
         .subscribe(pb::SubscribeRequest {
             topic: topic.into(),
@@ -124,32 +94,33 @@ async fn contiguous_offsets_across_nodes(url: &str, backplane: &str) {
         .into_inner();
 
     let total = 2 * PER_NODE;
-    let publishers = tokio::spawn(async move {
-        tokio::join!(publish_all(&a, topic, "a"), publish_all(&b, topic, "b"));
-        (a, b)
-    });
-
-    let mut offsets = Vec::with_capacity(total as usize);
-    let mut epochs = std::collections::BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while (offsets.len() as u64) < total {
-        let item = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{backplane}: only {} of {total} publications arrived",
-                    offsets.len()
-                )
-            })
-            .expect("the stream ended early")
-            .expect("the stream failed");
-        let position = item
-            .position
-            .expect("a history topic's publication has a position");
-        epochs.insert(position.epoch);
-        offsets.push(position.offset);
-    }
-    let _nodes = publishers.await.unwrap();
+    let publishers = async {
+        tokio::join!(publish_all(a, topic, "a"), publish_all(b, topic, "b"));
+    };
+    let receive = async {
+        let mut offsets = Vec::with_capacity(total as usize);
+        let mut epochs = std::collections::BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while (offsets.len() as u64) < total {
+            let item = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{backplane}: only {} of {total} publications arrived",
+                        offsets.len()
+                    )
+                })
+                .expect("the stream ended early")
+                .expect("the stream failed");
+            let position = item
+                .position
+                .expect("a history topic's publication has a position");
+            epochs.insert(position.epoch);
+            offsets.push(position.offset);
+        }
+        (offsets, epochs)
+    };
+    let ((), (offsets, epochs)) = tokio::join!(publishers, receive);
 
     assert_eq!(epochs.len(), 1, "{backplane}: one history, one epoch");
     let out_of_order = offsets.windows(2).filter(|w| w[1] <= w[0]).count();
@@ -172,12 +143,10 @@ async fn contiguous_offsets_across_nodes(url: &str, backplane: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_subscription_gets_two_nodes_publications_in_order_over_redis() {
-    let redis = RedisServer::start();
-    contiguous_offsets_across_nodes(&redis.url(), "redis").await;
+    contiguous_offsets_across_nodes(Cluster::redis(), "redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_subscription_gets_two_nodes_publications_in_order_over_nats() {
-    let nats = NatsServer::start();
-    contiguous_offsets_across_nodes(&nats.url(), "nats").await;
+    contiguous_offsets_across_nodes(Cluster::nats(), "nats").await;
 }
