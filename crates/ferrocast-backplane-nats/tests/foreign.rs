@@ -98,20 +98,12 @@ async fn a_foreign_catch_all_subscriber_delays_confirmation_only() {
     raw.flush().await.unwrap();
 
     let timeout = Duration::from_millis(500);
-    let publisher_id = common::node_id("catchall-pub");
-    let publisher = common::start_up(
-        publisher_id.clone(),
-        common::settings(&server.url(), timeout),
-        Sink::new(),
-    )
-    .await;
-    let sink = Sink::new();
-    let subscriber = common::start_up(
-        common::node_id("catchall-sub"),
-        common::settings(&server.url(), timeout),
-        sink.clone(),
-    )
-    .await;
+    let common::Pair {
+        publisher_id,
+        publisher,
+        subscriber,
+        sink,
+    } = common::start_pair("catchall", &server.url(), &server.url(), timeout).await;
     let result = subscriber
         .subscribe(vec![common::filter("catchall.a")])
         .await;

@@ -20,20 +20,12 @@ use common::{publication, Sink};
 async fn subscribe_is_in_place_when_it_completes() {
     let server = NatsServer::start();
     let timeout = Duration::from_secs(5);
-    let publisher_id = common::node_id("sync-pub");
-    let publisher = common::start_up(
-        publisher_id.clone(),
-        common::settings(&server.url(), timeout),
-        Sink::new(),
-    )
-    .await;
-    let sink = Sink::new();
-    let subscriber = common::start_up(
-        common::node_id("sync-sub"),
-        common::settings(&server.url(), timeout),
-        sink.clone(),
-    )
-    .await;
+    let common::Pair {
+        publisher_id,
+        publisher,
+        subscriber,
+        sink,
+    } = common::start_pair("sync", &server.url(), &server.url(), timeout).await;
     const ROUNDS: usize = 200;
     for i in 0..ROUNDS {
         let name = format!("sync.t{i}");

@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use ferrocast_backplane_nats::NatsBackplane;
 use ferrocast_core::backplane::{Backplane, BackplaneError};
 use ferrocast_core::metrics as names;
 use ferrocast_testkit::{metric, NatsServer, TcpProxy};
 
-use common::{publication, Sink};
+use common::publication;
 
 /// One recorder for the whole test binary, to read counters back.
 fn metrics() -> &'static PrometheusHandle {
@@ -48,20 +47,12 @@ async fn survives_a_server_crash() {
     let mut server = NatsServer::start();
     let url = server.url();
 
-    let publisher_id = common::node_id("crash-pub");
-    let publisher = common::start_up(
-        publisher_id.clone(),
-        common::settings(&url, timeout),
-        Sink::new(),
-    )
-    .await;
-    let sink = Sink::new();
-    let subscriber = common::start_up(
-        common::node_id("crash-sub"),
-        common::settings(&url, timeout),
-        sink.clone(),
-    )
-    .await;
+    let common::Pair {
+        publisher_id,
+        publisher,
+        subscriber,
+        sink,
+    } = common::start_pair("crash", &url, &url, timeout).await;
     subscriber
         .subscribe(vec![common::filter("crash.*")])
         .await
@@ -168,20 +159,13 @@ async fn detects_a_stalled_path() {
         .await
         .unwrap();
 
-    let publisher_id = common::node_id("stall-pub");
-    let publisher = common::start_up(
-        publisher_id.clone(),
-        common::settings(&server.url(), timeout),
-        Sink::new(),
-    )
-    .await;
-    let sink = Sink::new();
-    let stalled: NatsBackplane = common::start_up(
-        common::node_id("stall-sub"),
-        common::settings(&format!("nats://{}", proxy.addr()), timeout),
-        sink.clone(),
-    )
-    .await;
+    let proxied = format!("nats://{}", proxy.addr());
+    let common::Pair {
+        publisher_id,
+        publisher,
+        subscriber: stalled,
+        sink,
+    } = common::start_pair("stall", &server.url(), &proxied, timeout).await;
     stalled
         .subscribe(vec![common::filter("stall.>")])
         .await

@@ -74,6 +74,45 @@ pub async fn start_up(
     backplane
 }
 
+/// Two nodes for a delivery test: a publisher on `publisher_url` (its
+/// deliveries dropped) and a subscriber on `subscriber_url` recording into
+/// the returned sink, named `<name>-pub` and `<name>-sub`.
+pub struct Pair {
+    pub publisher_id: NodeId,
+    pub publisher: NatsBackplane,
+    pub subscriber: NatsBackplane,
+    pub sink: Arc<Sink>,
+}
+
+/// Starts a [`Pair`] with request `timeout`.
+pub async fn start_pair(
+    name: &str,
+    publisher_url: &str,
+    subscriber_url: &str,
+    timeout: Duration,
+) -> Pair {
+    let publisher_id = node_id(&format!("{name}-pub"));
+    let publisher = start_up(
+        publisher_id.clone(),
+        settings(publisher_url, timeout),
+        Sink::new(),
+    )
+    .await;
+    let sink = Sink::new();
+    let subscriber = start_up(
+        node_id(&format!("{name}-sub")),
+        settings(subscriber_url, timeout),
+        sink.clone(),
+    )
+    .await;
+    Pair {
+        publisher_id,
+        publisher,
+        subscriber,
+        sink,
+    }
+}
+
 /// Records deliveries; never panics on its own.
 #[derive(Debug, Default)]
 pub struct Sink {

@@ -322,7 +322,7 @@ impl Gate {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use bytes::Bytes;
 
     use super::*;
@@ -351,7 +351,8 @@ mod tests {
             .collect()
     }
 
-    fn offsets(items: &[Outbound]) -> Vec<u64> {
+    /// The offsets of the deliveries among `items`, in order.
+    pub(in crate::subscriptions) fn offsets(items: &[Outbound]) -> Vec<u64> {
         items
             .iter()
             .filter_map(|item| match item {

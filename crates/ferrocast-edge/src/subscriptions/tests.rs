@@ -21,6 +21,7 @@ use ferrocast_core::{
 };
 use ferrocast_protocol::{StreamPosition, Topic, TopicFilter, MAX_TOPIC_LEN};
 
+use super::gate::tests::offsets;
 use super::Subscriptions;
 
 struct Node {
@@ -104,16 +105,6 @@ async fn drain(subscriptions: &mut Subscriptions) -> Vec<Outbound> {
         }
         out.append(&mut batch);
     }
-}
-
-fn offsets(items: &[Outbound]) -> Vec<u64> {
-    items
-        .iter()
-        .filter_map(|item| match item {
-            Outbound::Delivery(d, _) => d.publication.position.as_ref().map(|p| p.offset),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Waits until the hub has delivered what the backplane routes, so that a
