@@ -1,9 +1,13 @@
 //! The server API's Subscribe keeps the promise of docs/api.md — "without gap
 //! or duplicate" — when several nodes publish to one history topic at once:
 //! two nodes publish concurrently through the API, and a Subscribe on a third
-//! node must receive every offset once, in order. Live publications of two
-//! nodes may overtake each other on the backplane; the subscription
-//! component's gate puts them back in order and fills holes from history.
+//! node and one on a publishing node must each receive every offset once, in
+//! order. A publishing node delivers its own publications locally once their
+//! position is known, so they may overtake the other node's that come through
+//! the backplane; the subscription component's gate puts them back in order
+//! and fills holes from history. (Before the API used that component, the
+//! Subscribe on the publishing node saw 435 publications out of order and
+//! 611 holes over Redis in one run.)
 
 #![allow(clippy::unwrap_used)]
 
@@ -72,7 +76,8 @@ async fn publish_all(node: &Node, topic: &'static str, name: &'static str) {
 }
 
 /// Three nodes on `builder`'s backplane, whose `chat` namespace keeps the
-/// whole run in its history: two publish, a Subscribe on the third receives.
+/// whole run in its history: two publish, and Subscribe calls on the third
+/// and on a publishing node receive.
 async fn contiguous_offsets_across_nodes(builder: ClusterBuilder, backplane: &str) {
     let cluster = builder
         .nodes(&["a", "b", "c"])
@@ -83,7 +88,27 @@ async fn contiguous_offsets_across_nodes(builder: ClusterBuilder, backplane: &st
     let (a, b, c) = (&cluster[0], &cluster[1], &cluster[2]);
     let topic = "chat.order";
 
-    let mut stream = client(c)
+    // One subscription on the third node (everything arrives through the
+    // backplane), one on a publishing node (its own publications are
+    // delivered locally, and may overtake the other node's).
+    let mut on_third = subscribe(c, topic).await;
+    let mut on_publisher = subscribe(a, topic).await;
+
+    let publishers = async {
+        tokio::join!(publish_all(a, topic, "a"), publish_all(b, topic, "b"));
+    };
+    let ((), third, publisher) = tokio::join!(
+        publishers,
+        receive(&mut on_third, backplane, "third node"),
+        receive(&mut on_publisher, backplane, "publishing node")
+    );
+    assert_eq!(third, publisher, "{backplane}: one history, one epoch");
+}
+
+type Publications = tonic::Streaming<pb::Publication>;
+
+async fn subscribe(node: &Node, topic: &str) -> Publications {
+    client(node)
         .await
         .subscribe(pb::SubscribeRequest {
             topic: topic.into(),
@@ -91,54 +116,49 @@ async fn contiguous_offsets_across_nodes(builder: ClusterBuilder, backplane: &st
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
 
+/// Receives both nodes' publications from `stream` and checks that they
+/// came each once, in offset order, without a hole; returns their epoch.
+async fn receive(stream: &mut Publications, backplane: &str, on: &str) -> String {
     let total = 2 * PER_NODE;
-    let publishers = async {
-        tokio::join!(publish_all(a, topic, "a"), publish_all(b, topic, "b"));
-    };
-    let receive = async {
-        let mut offsets = Vec::with_capacity(total as usize);
-        let mut epochs = std::collections::BTreeSet::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while (offsets.len() as u64) < total {
-            let item = tokio::time::timeout_at(deadline, stream.next())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "{backplane}: only {} of {total} publications arrived",
-                        offsets.len()
-                    )
-                })
-                .expect("the stream ended early")
-                .expect("the stream failed");
-            let position = item
-                .position
-                .expect("a history topic's publication has a position");
-            epochs.insert(position.epoch);
-            offsets.push(position.offset);
-        }
-        (offsets, epochs)
-    };
-    let ((), (offsets, epochs)) = tokio::join!(publishers, receive);
-
-    assert_eq!(epochs.len(), 1, "{backplane}: one history, one epoch");
+    let mut offsets = Vec::with_capacity(total as usize);
+    let mut epochs = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (offsets.len() as u64) < total {
+        let item = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{backplane}, {on}: only {} of {total} publications arrived",
+                    offsets.len()
+                )
+            })
+            .expect("the stream ended early")
+            .expect("the stream failed");
+        let position = item
+            .position
+            .expect("a history topic's publication has a position");
+        epochs.insert(position.epoch);
+        offsets.push(position.offset);
+    }
+    assert_eq!(epochs.len(), 1, "{backplane}, {on}: one history, one epoch");
     let out_of_order = offsets.windows(2).filter(|w| w[1] <= w[0]).count();
+    let holes = offsets.windows(2).filter(|w| w[1] > w[0] + 1).count();
     let expected: Vec<u64> = (1..=total).collect();
-    assert_eq!(
-        out_of_order, 0,
-        "{backplane}: {out_of_order} publications came out of order"
-    );
-    assert_eq!(
-        offsets, expected,
-        "{backplane}: every offset once, in order, without a hole"
+    assert!(
+        out_of_order == 0 && holes == 0 && offsets == expected,
+        "{backplane}, {on}: {out_of_order} publications out of order, {holes} holes; \
+         every offset must come once, in order"
     );
     // Nothing more: no duplicate after the last one either.
     let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
     assert!(
         extra.is_err(),
-        "{backplane}: a publication came twice: {extra:?}"
+        "{backplane}, {on}: a publication came twice: {extra:?}"
     );
+    epochs.into_iter().next().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
