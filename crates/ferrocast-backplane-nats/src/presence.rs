@@ -22,7 +22,7 @@
 //! again and each node's next refresh, within a third of the ttl, writes its
 //! entries back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -103,14 +103,25 @@ impl History {
                 "read a presence list",
             )
             .await?;
-        payloads
-            .into_iter()
-            .filter(|payload| !payload.is_empty())
-            .map(|payload| {
-                serde_json::from_slice(&payload).map_err(|error| {
-                    BackplaneError::Rejected(format!("a presence entry is not valid: {error}"))
-                })
-            })
-            .collect()
+        let mut entries: Vec<PresenceEntry> = Vec::with_capacity(payloads.len());
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(payloads.len());
+        // A refresh written while the read runs may reach its consumer after
+        // the subject's last message did: the later one stands for the client.
+        for payload in payloads {
+            if payload.is_empty() {
+                continue;
+            }
+            let entry: PresenceEntry = serde_json::from_slice(&payload).map_err(|error| {
+                BackplaneError::Rejected(format!("a presence entry is not valid: {error}"))
+            })?;
+            match index.get(&entry.client) {
+                Some(&at) => entries[at] = entry,
+                None => {
+                    index.insert(entry.client.clone(), entries.len());
+                    entries.push(entry);
+                }
+            }
+        }
+        Ok(entries)
     }
 }
