@@ -405,6 +405,7 @@ fn unsigned(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use crate::json::tests::json_value;
     use bytes::Bytes;
     use proptest::prelude::*;
     use serde_json::Value;
@@ -739,23 +740,6 @@ mod tests {
                 offset: 7
             })
         );
-    }
-
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            ".{0,12}".prop_map(Value::from),
-            Just(Value::from(r#","offset":1,"epoch":"e"}"#)),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                prop::collection::btree_map("[a-z\"]{0,6}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     fn topic_name() -> impl Strategy<Value = String> {

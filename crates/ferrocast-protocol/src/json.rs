@@ -279,7 +279,7 @@ pub fn encode_message(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::payload::{json_payload, publication_payload, PayloadError, MAX_CONTENT_TYPE_LEN};
     use crate::presence::{decode_presence_event, encode_presence_event, PresenceEvent};
@@ -595,17 +595,21 @@ mod tests {
         );
     }
 
-    fn json_value() -> impl Strategy<Value = Value> {
+    /// Arbitrary JSON values, with keys holding newlines and quotes and a
+    /// string that looks like the end of a message object: what the JSON
+    /// codec and the client codec must both carry unchanged.
+    pub(crate) fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
             ".{0,12}".prop_map(Value::from),
+            Just(Value::from(r#","offset":1,"epoch":"e"}"#)),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                prop::collection::btree_map("[a-z\n]{0,4}", inner, 0..4)
+                prop::collection::btree_map("[a-z\"\n]{0,6}", inner, 0..4)
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
