@@ -334,6 +334,14 @@ export class SharedClient extends Emitter {
  * @returns {Client | SharedClient}
  */
 export function createClient(urls, options = {}) {
-  if (options.shared && typeof SharedWorker === "function") return new SharedClient(urls, options);
+  if (options.shared && typeof SharedWorker === "function") {
+    try {
+      return new SharedClient(urls, options);
+    } catch (error) {
+      // The SDK was loaded from another origin (a worker script must be the
+      // page's own), or workers are disabled: this tab connects itself.
+      console.warn(`ferrocast: no shared connection (${error}); this tab connects on its own`);
+    }
+  }
   return new Client(urls, options);
 }

@@ -224,10 +224,11 @@ export class SseSession {
     const topics = [...this.#wanted.keys()];
     const same = topics.length === this.#streaming.length && topics.every((t, i) => t === this.#streaming[i]);
     if (same && this.#stream) {
-      // Nothing changed: the open stream's replies answer the restatements.
-      for (const [filter, wanted] of this.#wanted) {
+      // Nothing changed: the stream went on all along, so every topic on it
+      // is where it was, nothing missed.
+      for (const filter of this.#wanted.keys()) {
         const reply = this.#replies.get(filter);
-        if (reply) this.#settle(filter, reply);
+        if (reply) this.#settle(filter, { ...reply, recovered: true });
       }
       return;
     }
