@@ -65,6 +65,19 @@ run("basic", async () => {
     const present = await writer.evaluate(() => window.client.presence("room.lobby"));
     assert.deepEqual(present.map((p) => p.client), seen.joins);
 
+    // A backend ends the reader's room subscription (server API Unsubscribe).
+    await reader.evaluate(() => {
+      window.ended = new Promise((resolve) => window.client.getSubscription("room.lobby").once("unsubscribed", resolve));
+    });
+    const answer = await fetch(`http://${a.admin}/api/unsubscribe`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ client: seen.joins[0], topic: "room.lobby" }),
+    });
+    assert.equal(answer.status, 200, await answer.text());
+    assert.deepEqual(await reader.evaluate(() => window.ended), { reason: "server", code: "unsubscribed" });
+    assert.equal(await reader.evaluate(() => window.client.getSubscription("room.lobby")), null);
+
     // Unsubscribe: nothing more arrives for it, the pattern goes on.
     await reader.evaluate(() => window.chat.unsubscribe());
     assert.equal(await reader.evaluate(() => window.chat.state), "unsubscribed");

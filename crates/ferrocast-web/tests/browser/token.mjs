@@ -44,6 +44,21 @@ run("token-refresh", async () => {
     assert.ok(issued >= expiries.length + 1, `getToken() was called again after each expiry (${issued} tokens, ${expiries.length} expiries)`);
     assert.equal(result.state, "connected");
 
+    // A backend disconnects the user (server API, 4002): the page stops, no reconnect.
+    await page.evaluate(() => {
+      window.closed = new Promise((resolve) => window.client.once("disconnected", resolve));
+    });
+    const answer = await fetch(`http://${a.admin}/api/disconnect`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user: "alice" }),
+    });
+    assert.equal(answer.status, 200, await answer.text());
+    const disconnected = await page.evaluate(() => window.closed);
+    assert.equal(disconnected.code, 4002);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(await page.evaluate(() => window.client.state), "disconnected", "no reconnect after 4002");
+
     // A token the node does not accept: the page stops and says why, no reconnect loop.
     const refused = await page.evaluate(async (url) => {
       const client = new window.ferrocast.Client(url, { token: "not.a.token" });
