@@ -48,6 +48,8 @@ pub const DELIVERY_LAG: &str = "ferrocast_delivery_lag_seconds";
 pub const API_REQUESTS: &str = "ferrocast_api_requests_total";
 /// Time to answer a server API call (a Subscribe: to open the stream), by `method`.
 pub const API_REQUEST_DURATION: &str = "ferrocast_api_request_duration_seconds";
+/// Answers of the browser SDK's routes, by `status` (200, 304, 404).
+pub const WEB_REQUESTS: &str = "ferrocast_web_requests_total";
 pub const BUILD_INFO: &str = "ferrocast_build_info";
 pub const DRAINING: &str = "ferrocast_draining";
 
@@ -166,6 +168,10 @@ pub fn describe() {
         API_REQUEST_DURATION,
         Unit::Seconds,
         "Time to answer a server API call, by method (cluster-wide calls include waiting for the other nodes)."
+    );
+    describe_counter!(
+        WEB_REQUESTS,
+        "Answers of the browser SDK's routes (/ferrocast.js, /ferrocast.d.ts, /ferrocast/<version>/…), by status (200, 304, 404)."
     );
     describe_gauge!(
         BUILD_INFO,

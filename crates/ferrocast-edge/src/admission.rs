@@ -263,8 +263,9 @@ fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 /// Whether a browser of `origin` may connect. With no allowed origins
 /// configured every origin is; a client without `Origin` (not a browser)
-/// only when `allow_missing_origin` is on.
-fn origin_allowed(settings: &EdgeSettings, origin: Option<&str>) -> bool {
+/// only when `allow_missing_origin` is on. CORS answers (`cors`) follow
+/// the same rule.
+pub(crate) fn origin_allowed(settings: &EdgeSettings, origin: Option<&str>) -> bool {
     if settings.allowed_origins.is_empty() {
         return true;
     }
@@ -477,7 +478,8 @@ impl Refusal {
         .retry_after(limited.retry_after_header())
     }
 
-    fn origin() -> Self {
+    /// Also a refused CORS preflight's answer (`cors`).
+    pub(crate) fn origin() -> Self {
         Self::by(
             Check::Origin,
             StatusCode::FORBIDDEN,

@@ -1,7 +1,13 @@
 //! The edge of a ferrocast node: it terminates client connections.
 //!
 //! - [`public_router`]: `GET /ws` (WebSocket with subprotocol negotiation),
-//!   `GET /sse` (Server-Sent Events) and `POST /publish` (HTTP publish).
+//!   `GET /sse` (Server-Sent Events) and `POST /publish` (HTTP publish),
+//!   with CORS preflights (`OPTIONS /sse`, `OPTIONS /publish`) for the
+//!   browser SDK's fallback from pages of other origins (`cors`).
+//! - The browser SDK, from [`ferrocast_web`]: `GET /ferrocast.js` (the
+//!   entry, revalidated), `GET /ferrocast.d.ts`, and
+//!   `GET /ferrocast/<version>/<file>` (the modules, immutable). Static
+//!   files: no admission.
 //! - `GET /echo`, only with [`EdgeSettings::echo_endpoint`]: a WebSocket echo
 //!   on the stack of `/ws`, for conformance testing.
 //! - [`admin_router`]: `/metrics`, `/healthz`, `/readyz`.
@@ -27,7 +33,8 @@
 //!
 //! ```text
 //! lib            public_router: mounts the routes
-//! routes         ws (/ws), sse (/sse), publish (/publish), echo (/echo; uses ws's codec settings)
+//! routes         ws (/ws), sse (/sse), publish (/publish), echo (/echo; uses ws's codec settings),
+//!                cors (preflights and allowed origins of /sse and /publish)
 //! admission      whether a request comes in; Refusal, the one shape of a refusal
 //! serving        session (WebSocket sessions), subscriptions (shared by every session kind)
 //! state          edge (hub, settings, authenticator, connection slots, address limiter, open connections)
@@ -43,6 +50,7 @@
 mod admin;
 mod admission;
 mod auth;
+mod cors;
 mod echo;
 mod edge;
 mod publish;
@@ -55,6 +63,7 @@ pub mod subscriptions;
 pub mod tls;
 mod ws;
 
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -65,13 +74,26 @@ pub use serve::{serve, ServeSettings};
 pub use settings::{EdgeSettings, Rate};
 pub use subscriptions::Subscriptions;
 
-/// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`, and
-/// `GET /echo` when [`EdgeSettings::echo_endpoint`] is on.
+/// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`
+/// (both with CORS), the browser SDK, and `GET /echo` when
+/// [`EdgeSettings::echo_endpoint`] is on.
 pub fn public_router(edge: Edge) -> Router {
+    let cors = from_fn_with_state(edge.clone(), cors::allow_origin);
     let mut router = Router::new()
         .route("/ws", get(ws::upgrade))
-        .route("/sse", get(sse::stream))
-        .route("/publish", post(publish::publish));
+        .route(
+            "/sse",
+            get(sse::stream)
+                .merge(cors::preflight("GET"))
+                .layer(cors.clone()),
+        )
+        .route(
+            "/publish",
+            post(publish::publish)
+                .merge(cors::preflight("POST"))
+                .layer(cors),
+        )
+        .merge(ferrocast_web::routes());
     if edge.settings().echo_endpoint {
         router = router.route("/echo", get(echo::upgrade));
     }

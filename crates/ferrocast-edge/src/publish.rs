@@ -29,11 +29,14 @@ use crate::rate::Limited;
 
 /// Each request counts against the per-address rate as a publish (an HTTP
 /// publisher has no connection to limit); the token comes in the header
-/// only. Publishing goes on while the node drains (it opens nothing), and
-/// needs no `Origin`: a cross-site page cannot send `application/json`
-/// without a CORS preflight, which this node does not answer.
+/// only. Publishing goes on while the node drains (it opens nothing). Since
+/// this node answers CORS preflights for `/publish` (`cors`), a page of an
+/// allowed origin may publish cross-site, so `Origin` is checked like a
+/// session's: a page of another origin is refused even if its preflight
+/// was skipped.
 const ADMISSION: Admission = Admission::new()
     .limit_address(Limited::Publish)
+    .check_origin()
     .read_token(TokenFrom::Header);
 
 /// `POST /publish`.

@@ -25,6 +25,18 @@ impl HaProxy {
     /// configuration is deploy/haproxy/haproxy.cfg: its timeouts, retries,
     /// balancing and `/readyz` health checks, with loopback addresses.
     pub fn start<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Self {
+        Self::start_with(nodes, Upgrades::Forward)
+    }
+
+    /// [`start`](Self::start), with a rule in the `public` frontend that
+    /// refuses WebSocket upgrades with 403, as some corporate proxies do,
+    /// while plain HTTP (`/sse`, `/publish`, `/ferrocast.js`) passes: what a
+    /// client's fallback from WebSocket is tested against.
+    pub fn start_refusing_websocket<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Self {
+        Self::start_with(nodes, Upgrades::Refuse)
+    }
+
+    fn start_with<'a>(nodes: impl IntoIterator<Item = &'a Node>, upgrades: Upgrades) -> Self {
         let backends: Vec<(SocketAddr, SocketAddr)> =
             nodes.into_iter().map(|n| (n.public, n.admin)).collect();
         // Debian installs haproxy in /usr/sbin, which is not on every PATH.
@@ -35,7 +47,7 @@ impl HaProxy {
         };
         let mut process = ServerProcess::new(program);
         let config = |dir: &TestDir, port| {
-            let file = dir.write("haproxy.cfg", loopback_config(port, &backends));
+            let file = dir.write("haproxy.cfg", loopback_config(port, &backends, upgrades));
             vec![
                 "-db".to_string(),
                 "-f".to_string(),
@@ -60,11 +72,24 @@ impl HaProxy {
     }
 }
 
+/// What the `public` frontend does with WebSocket upgrades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrades {
+    /// As shipped: forwarded, the connection becomes a tunnel.
+    Forward,
+    /// Refused with 403 before they reach a node.
+    Refuse,
+}
+
+/// The rule that refuses WebSocket upgrades (whatever the header's case).
+const REFUSE_WEBSOCKET: &str = "http-request deny deny_status 403 if { hdr(upgrade) -i websocket }";
+
 /// The shipped configuration with the `public` frontend bound to
-/// `127.0.0.1:port` and one server per `(public, admin)` address pair in the
-/// `ferrocast` backend, health-checked on the admin address. Other frontends
-/// (the stats page) are left out.
-fn loopback_config(port: u16, backends: &[(SocketAddr, SocketAddr)]) -> String {
+/// `127.0.0.1:port` (and refusing WebSocket upgrades when `upgrades` says
+/// so) and one server per `(public, admin)` address pair in the `ferrocast`
+/// backend, health-checked on the admin address. Other frontends (the stats
+/// page) are left out.
+fn loopback_config(port: u16, backends: &[(SocketAddr, SocketAddr)], upgrades: Upgrades) -> String {
     let mut out = String::new();
     let mut keep = true;
     let mut section = "";
@@ -81,6 +106,9 @@ fn loopback_config(port: u16, backends: &[(SocketAddr, SocketAddr)]) -> String {
         let directive = line.trim_start();
         if section == "frontend public" && directive.starts_with("bind ") {
             out.push_str(&format!("    bind 127.0.0.1:{port}\n"));
+            if upgrades == Upgrades::Refuse {
+                out.push_str(&format!("    {REFUSE_WEBSOCKET}\n"));
+            }
         } else if section == "backend ferrocast" && directive.starts_with("server ") {
             if !servers_written {
                 for (i, (public, admin)) in backends.iter().enumerate() {
@@ -111,7 +139,7 @@ mod tests {
             (addr("127.0.0.1:4001"), addr("127.0.0.1:5001")),
             (addr("127.0.0.1:4002"), addr("127.0.0.1:5002")),
         ];
-        let config = loopback_config(3999, &backends);
+        let config = loopback_config(3999, &backends, Upgrades::Forward);
         let directives: Vec<&str> = config
             .lines()
             .map(str::trim)
@@ -135,5 +163,33 @@ mod tests {
             assert!(config.contains(kept), "{kept} missing from:\n{config}");
         }
         assert!(!config.contains("frontend stats"), "{config}");
+        assert!(!config.contains("http-request deny"), "{config}");
+    }
+
+    #[test]
+    fn refusing_websocket_adds_one_deny_rule_to_the_public_frontend() {
+        let backends = [(
+            "127.0.0.1:4001".parse().unwrap(),
+            "127.0.0.1:5001".parse().unwrap(),
+        )];
+        let config = loopback_config(3999, &backends, Upgrades::Refuse);
+        let public: Vec<&str> = config
+            .split("frontend public")
+            .nth(1)
+            .and_then(|rest| rest.split("\nbackend ").next())
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(
+            public,
+            [
+                "bind 127.0.0.1:3999",
+                "http-request deny deny_status 403 if { hdr(upgrade) -i websocket }",
+                "default_backend ferrocast",
+            ]
+        );
+        assert_eq!(config.matches("http-request deny").count(), 1);
     }
 }

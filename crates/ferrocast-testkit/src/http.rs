@@ -14,7 +14,8 @@ pub async fn http_get_on<S>(stream: S, host: &str, path: &str) -> std::io::Resul
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    http_request_on(stream, host, "GET", path, &[], "").await
+    let response = http_request_on(stream, host, "GET", path, &[], "").await?;
+    Ok((response.status, response.body))
 }
 
 /// `method path` over HTTP/1.0 with `headers` and `body` (a
@@ -26,11 +27,43 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    let response = http_exchange(addr, method, path, headers, body).await?;
+    Ok((response.status, response.body))
+}
+
+/// A response read whole: what a test checks of status, headers and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// In order, names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of the header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// [`http_request`], with the response's headers.
+pub async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<HttpResponse> {
     let stream = TcpStream::connect(addr).await?;
     http_request_on(stream, &addr.to_string(), method, path, headers, body).await
 }
 
-/// [`http_request`] on a connected `stream`, with `host` as the Host header.
+/// [`http_exchange`] on a connected `stream`, with `host` as the Host header.
 async fn http_request_on<S>(
     mut stream: S,
     host: &str,
@@ -38,7 +71,7 @@ async fn http_request_on<S>(
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> std::io::Result<(u16, String)>
+) -> std::io::Result<HttpResponse>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -61,12 +94,21 @@ where
     }
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
-    Ok((status, body.to_string()))
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 /// Waits until `GET /readyz` on the admin listener `admin` answers `want`

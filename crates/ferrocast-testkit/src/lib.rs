@@ -7,12 +7,14 @@
 //!   [`ProtoClient`]: of the protobuf protocol; [`StompClient`]: a raw
 //!   STOMP-over-WebSocket client.
 //! - [`SseClient`]: a Server-Sent Events client; [`HttpPublisher`]: HTTP publish.
-//! - [`http_get`] and [`metric`]: read the admin listener.
+//! - [`http_get`] and [`metric`]: read the admin listener; [`http_exchange`]:
+//!   any request, with the response's headers.
 //! - [`RedisServer`], [`NatsServer`]: real backplane servers on free ports,
 //!   killed on drop, restartable for outage tests; their logs are kept for
 //!   failures.
 //! - [`TcpProxy`]: a proxy that can stall, for network-path faults.
-//! - [`HaProxy`]: a real HAProxy in front of nodes, configured as shipped in deploy/.
+//! - [`HaProxy`]: a real HAProxy in front of nodes, configured as shipped in
+//!   deploy/ (or refusing WebSocket upgrades, for fallback tests).
 
 mod client;
 mod cluster;
@@ -32,7 +34,9 @@ pub use client::{ClientError, JsonClient};
 pub use cluster::{Cluster, ClusterBackplane, ClusterBuilder};
 pub use dir::TestDir;
 pub use haproxy::HaProxy;
-pub use http::{http_get, http_get_on, http_request, metric, wait_readyz};
+pub use http::{
+    http_exchange, http_get, http_get_on, http_request, metric, wait_readyz, HttpResponse,
+};
 pub use node::{node_binary, Node};
 pub use proto::ProtoClient;
 pub use proxy::TcpProxy;

@@ -247,13 +247,30 @@ impl SseClient {
         path: &str,
         last_event_id: Option<&str>,
     ) -> Result<Self, SseError> {
+        let resume: Vec<(&str, &str)> = last_event_id
+            .map(|id| ("Last-Event-ID", id))
+            .into_iter()
+            .collect();
+        let mut client = Self::connect_with_headers(addr, path, &resume).await?;
+        client.last_event_id = last_event_id.map(str::to_string);
+        Ok(client)
+    }
+
+    /// [`connect`](Self::connect) with request `headers`, as a page's
+    /// `fetch()` sends them (`Origin`, `Authorization`, `Last-Event-ID`).
+    pub async fn connect_with_headers(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, SseError> {
         let connect = async {
             let mut conn = HttpConn::open(addr).await?;
-            let resume = last_event_id
-                .map(|id| format!("Last-Event-ID: {id}\r\n"))
-                .unwrap_or_default();
+            let extra: String = headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {value}\r\n"))
+                .collect();
             let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{resume}\r\n"
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{extra}\r\n"
             );
             conn.stream.write_all(request.as_bytes()).await?;
             let head = conn.head().await?;
@@ -276,7 +293,7 @@ impl SseClient {
             framing,
             text: Vec::new(),
             items: VecDeque::new(),
-            last_event_id: last_event_id.map(str::to_string),
+            last_event_id: None,
         })
     }
 
