@@ -152,6 +152,7 @@ fn event(object: ServerObject<'_>) -> ServerEvent<'_> {
             message: error.message.into_owned(),
         },
         ServerObject::Presence { .. }
+        | ServerObject::History { .. }
         | ServerObject::Pong { .. }
         | ServerObject::Unsubscribed { .. }
         | ServerObject::Other { .. } => ServerEvent::Other,

@@ -13,7 +13,6 @@ use metrics::{counter, histogram};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use ferrocast_core::history::resume;
 use ferrocast_core::metrics as names;
 use ferrocast_core::{is_reserved, CloseReason, Publication};
 use ferrocast_edge::Edge;
@@ -159,40 +158,18 @@ impl Api {
                 topic.namespace()
             )));
         }
-        let unavailable =
-            |error| ApiError::Unavailable(format!("cannot read the history: {error}"));
-        let since = request.since.map(position_of);
-        let page = hub
-            .history(&topic, since.as_ref().map_or(0, |s| s.offset))
-            .await
-            .map_err(unavailable)?;
-        let top = page.top_position();
-        let (recovered, publications) = match since {
-            None => (true, page.publications),
-            Some(since) if since.epoch == page.epoch || since.epoch.is_empty() => {
-                resume(&since, page)
-            }
-            // The positions the caller knew are gone: everything kept.
-            Some(_) => (
-                false,
-                hub.history(&topic, 0)
-                    .await
-                    .map_err(unavailable)?
-                    .publications,
-            ),
-        };
         let limit = match request.limit {
             0 => usize::MAX,
             n => n as usize,
         };
+        let read = hub
+            .read_history(&topic, request.since.map(position_of), limit)
+            .await
+            .map_err(|error| ApiError::Unavailable(format!("cannot read the history: {error}")))?;
         Ok(pb::HistoryResponse {
-            top: Some(position_pb(top)),
-            publications: publications
-                .into_iter()
-                .take(limit)
-                .map(publication_pb)
-                .collect(),
-            recovered,
+            top: Some(position_pb(read.top)),
+            publications: read.publications.into_iter().map(publication_pb).collect(),
+            recovered: read.recovered,
         })
     }
 

@@ -713,9 +713,10 @@ impl Driver {
                 self.on_unsubscribed(&topic, out);
                 None
             }
-            // Presence is not asked for; pongs answer nothing sent; newer
-            // ops are ignored.
+            // Presence and history are not asked for; pongs answer nothing
+            // sent; newer ops are ignored.
             ServerObject::Presence { .. }
+            | ServerObject::History { .. }
             | ServerObject::Pong { .. }
             | ServerObject::Other { .. } => None,
         }

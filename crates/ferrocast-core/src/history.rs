@@ -125,6 +125,74 @@ pub fn resume(since: &StreamPosition, page: HistoryPage) -> (bool, Vec<Publicati
     }
 }
 
+/// What a history request (a client's `history`, the server API's
+/// `History`) gets: the topic's top and a run of its publications.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRead {
+    /// The topic's current position (the newest publication; `""`/0 when
+    /// none is kept): where a subscriber that read this continues from.
+    pub top: StreamPosition,
+    /// Whether the history still reaches back to the request's `since`
+    /// (always true without one).
+    pub recovered: bool,
+    /// Oldest first, each with its position.
+    pub publications: Vec<Publication>,
+}
+
+impl HistoryRead {
+    /// What a reader asking for at most `limit` publications after `since`
+    /// gets out of `page`, read after `since`'s offset (after 0 without
+    /// `since`, or when `since` is of another epoch):
+    ///
+    /// - without `since`: the newest `limit` ("the last N messages", what a
+    ///   page shows first);
+    /// - with `since` (the [`resume`] rule): the oldest `limit` after it, so
+    ///   that a reader pages forward with the last position it got; a
+    ///   `since` of another epoch is not recovered and gets the oldest
+    ///   `limit` kept, as a subscriber would have to start from there.
+    pub fn from_page(since: Option<&StreamPosition>, page: HistoryPage, limit: usize) -> Self {
+        let top = page.top_position();
+        match since {
+            None => {
+                let mut publications = page.publications;
+                let older = publications.len().saturating_sub(limit);
+                publications.drain(..older);
+                Self {
+                    top,
+                    recovered: true,
+                    publications,
+                }
+            }
+            Some(since) if Self::resumes(since, &page) => {
+                let (recovered, mut publications) = resume(since, page);
+                publications.truncate(limit);
+                Self {
+                    top,
+                    recovered,
+                    publications,
+                }
+            }
+            Some(_) => {
+                let mut publications = page.publications;
+                publications.truncate(limit);
+                Self {
+                    top,
+                    recovered: false,
+                    publications,
+                }
+            }
+        }
+    }
+
+    /// Whether `since` is a position in `page`'s epoch (or in the empty
+    /// one, before the topic had any history), so that the page read after
+    /// its offset is what follows it; another epoch's offsets mean nothing
+    /// here, and the page is read from the start instead.
+    pub fn resumes(since: &StreamPosition, page: &HistoryPage) -> bool {
+        since.epoch == page.epoch || since.epoch.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -228,5 +296,40 @@ mod tests {
         }
         assert!(!resume(&at("", 0), history.page(POLICY, 0, now)).0);
         assert!(resume(&at("", 0), HistoryPage::empty()).0);
+    }
+
+    #[test]
+    fn a_history_read_takes_the_newest_without_since_and_pages_forward_with_it() {
+        let now = Instant::now();
+        let mut history = TopicHistory::new(now);
+        for n in 1..=5 {
+            history.append(publication(n), POLICY, now);
+        }
+        let epoch = history.page(POLICY, 0, now).epoch;
+        let read = |since: Option<StreamPosition>, after, limit, history: &mut TopicHistory| {
+            HistoryRead::from_page(since.as_ref(), history.page(POLICY, after, now), limit)
+        };
+        // Kept: 3, 4, 5. The newest two, at the top.
+        let newest = read(None, 0, 2, &mut history);
+        assert_eq!(newest.top, at(&epoch, 5));
+        assert!(newest.recovered);
+        assert_eq!(offsets(&newest.publications), [4, 5]);
+        // From a position: the oldest after it.
+        let after_three = read(Some(at(&epoch, 3)), 3, 1, &mut history);
+        assert!(after_three.recovered);
+        assert_eq!(offsets(&after_three.publications), [4]);
+        // 2 is gone: not recovered, what is kept follows.
+        let after_one = read(Some(at(&epoch, 1)), 1, 10, &mut history);
+        assert!(!after_one.recovered);
+        assert_eq!(offsets(&after_one.publications), [3, 4, 5]);
+        // Another epoch (read from the start): the oldest kept, not recovered.
+        let foreign = read(Some(at("old", 4)), 0, 2, &mut history);
+        assert!(!foreign.recovered);
+        assert_eq!(offsets(&foreign.publications), [3, 4]);
+        assert_eq!(foreign.top, at(&epoch, 5));
+        // A limit of 0: only where the topic is.
+        let top_only = read(None, 0, 0, &mut history);
+        assert!(top_only.publications.is_empty());
+        assert_eq!(top_only.top, at(&epoch, 5));
     }
 }

@@ -13,6 +13,7 @@ use ferrocast_protocol::{ErrorCode, StreamPosition, PRESENCE_CONTENT_TYPE};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::backplane::{BackplaneError, HistoryPage, PresenceEntry, SharedBackplane};
+use crate::history::HistoryRead;
 use crate::interest::InterestSync;
 use crate::metrics as names;
 use crate::namespace::{is_reserved, NamespaceSettings, Namespaces};
@@ -222,6 +223,31 @@ impl Hub {
     /// The presence id of `conn` in the cluster: `<node id>-<conn>`.
     pub fn client_id(&self, conn: ConnId) -> String {
         self.inner.presence.client_id(conn)
+    }
+
+    /// Reads at most `limit` publications of `topic`'s history for a
+    /// history request (a client's, or the server API's), from `since` or
+    /// the newest (see [`HistoryRead::from_page`]). The caller checks that
+    /// the namespace keeps history and that the reader may read it.
+    pub fn read_history(
+        &self,
+        topic: &Topic,
+        since: Option<StreamPosition>,
+        limit: usize,
+    ) -> impl Future<Output = Result<HistoryRead, BackplaneError>> + Send + 'static {
+        let hub = self.clone();
+        let topic = topic.clone();
+        async move {
+            let after = since.as_ref().map_or(0, |since| since.offset);
+            let mut page = hub.history(&topic, after).await?;
+            if let Some(since) = &since {
+                if after > 0 && !HistoryRead::resumes(since, &page) {
+                    // Another epoch: its offsets say nothing about this one.
+                    page = hub.history(&topic, 0).await?;
+                }
+            }
+            Ok(HistoryRead::from_page(since.as_ref(), page, limit))
+        }
     }
 
     /// Who is subscribed to `topic`, on every node (see

@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ferrocast_protocol::json::encode_message;
 use ferrocast_protocol::{proto_frames, Topic};
-use ferrocast_protocol::{StreamPosition, PRESENCE_CONTENT_TYPE};
+use ferrocast_protocol::{HistoryItem, StreamPosition, PRESENCE_CONTENT_TYPE};
 
 /// The name of a node in a cluster (unique per running process).
 pub type NodeId = Arc<str>;
@@ -30,6 +30,17 @@ pub struct Publication {
 }
 
 impl Publication {
+    /// The publication as a history reply carries it (the client protocols'
+    /// encoders take it).
+    pub fn history_item(&self) -> HistoryItem<'_> {
+        HistoryItem {
+            topic: &self.topic,
+            payload: &self.payload,
+            content_type: self.content_type.as_deref(),
+            position: self.position.as_ref(),
+        }
+    }
+
     pub fn new(topic: Topic, payload: Bytes, origin: NodeId) -> Self {
         Self {
             topic,

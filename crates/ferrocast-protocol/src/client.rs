@@ -60,6 +60,14 @@ pub enum Request<'a> {
         id: Option<u64>,
         topic: &'a str,
     },
+    /// A topic's history: the newest `limit`, or the oldest `limit` after
+    /// `since` (the node caps `limit` at 100).
+    History {
+        id: Option<u64>,
+        topic: &'a str,
+        since: Option<&'a StreamPosition>,
+        limit: Option<u64>,
+    },
 }
 
 impl Request<'_> {
@@ -80,6 +88,7 @@ impl Request<'_> {
             Self::Ping { id } => ("ping", id),
             Self::Auth { id, .. } => ("auth", id),
             Self::Presence { id, .. } => ("presence", id),
+            Self::History { id, .. } => ("history", id),
         };
         out.push_str(r#"{"op":""#);
         out.push_str(op);
@@ -91,10 +100,18 @@ impl Request<'_> {
         match *self {
             Self::Subscribe { topic, since, .. } => {
                 write_field(out, "topic", topic);
-                if let Some(since) = since {
-                    out.push_str(r#","since":{"epoch":"#);
-                    write_json_str(out, &since.epoch);
-                    let _ = write!(out, r#","offset":{}}}"#, since.offset);
+                write_since(out, since);
+            }
+            Self::History {
+                topic,
+                since,
+                limit,
+                ..
+            } => {
+                write_field(out, "topic", topic);
+                write_since(out, since);
+                if let Some(limit) = limit {
+                    let _ = write!(out, r#","limit":{limit}"#);
                 }
             }
             Self::Unsubscribe { topic, .. } | Self::Presence { topic, .. } => {
@@ -109,6 +126,16 @@ impl Request<'_> {
             Self::Auth { token, .. } => write_field(out, "token", token),
         }
         out.push('}');
+    }
+}
+
+/// `,"since":{"epoch":…,"offset":…}` when there is a position.
+fn write_since(out: &mut String, since: Option<&StreamPosition>) {
+    if let Some(since) = since {
+        out.push_str(r#","since":{"epoch":"#);
+        write_json_str(out, &since.epoch);
+        // Writing to a String cannot fail.
+        let _ = write!(out, r#","offset":{}}}"#, since.offset);
     }
 }
 
@@ -177,6 +204,26 @@ impl PartialEq for Delivery<'_> {
     }
 }
 
+/// One publication of a history reply: a [`Delivery`] without the topic
+/// (the request named it).
+#[derive(Debug, Clone)]
+pub struct HistoryPublication<'a> {
+    /// As [`Delivery::data`].
+    pub data: &'a RawValue,
+    pub content_type: Option<Cow<'a, str>>,
+    pub base64: bool,
+    pub position: Option<Position<'a>>,
+}
+
+impl PartialEq for HistoryPublication<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.data.get() == other.data.get()
+            && self.content_type == other.content_type
+            && self.base64 == other.base64
+            && self.position == other.position
+    }
+}
+
 /// A reply `{"op":"error",…}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply<'a> {
@@ -218,6 +265,12 @@ pub enum ServerObject<'a> {
     Presence {
         id: Option<u64>,
         entries: Vec<PresenceEntry>,
+    },
+    /// `{"op":"ok",…,"publications":[…]}`, the reply to a history request:
+    /// `reply` holds the topic's top and `recovered`.
+    History {
+        reply: OkReply,
+        publications: Vec<HistoryPublication<'a>>,
     },
     Error(ErrorReply<'a>),
     Pong {
@@ -296,6 +349,23 @@ struct WireObject<'a> {
     encoding: Option<Cow<'a, str>>,
     #[serde(default)]
     presence: Option<Vec<PresenceEntry>>,
+    #[serde(default, borrow)]
+    publications: Option<Vec<WirePublication<'a>>>,
+}
+
+/// One publication of a history reply.
+#[derive(Deserialize)]
+struct WirePublication<'a> {
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    epoch: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    content_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    encoding: Option<Cow<'a, str>>,
 }
 
 /// A string borrowed from the frame unless it has escapes: serde borrows a
@@ -327,18 +397,36 @@ fn parse_object(line: &str) -> Result<ServerObject<'_>, DecodeError> {
             content_type: wire.content_type,
             position,
         }),
-        "ok" => match wire.presence {
-            Some(entries) => ServerObject::Presence {
-                id: wire.id,
-                entries,
-            },
-            None => ServerObject::Ok(OkReply {
+        "ok" => {
+            let reply = OkReply {
                 id: wire.id,
                 epoch: wire.epoch.map(Cow::into_owned),
                 offset: wire.offset,
                 recovered: wire.recovered,
-            }),
-        },
+            };
+            match (wire.presence, wire.publications) {
+                (Some(entries), _) => ServerObject::Presence {
+                    id: wire.id,
+                    entries,
+                },
+                (None, Some(publications)) => ServerObject::History {
+                    reply,
+                    publications: publications
+                        .into_iter()
+                        .map(|p| HistoryPublication {
+                            data: p.data,
+                            base64: p.encoding.as_deref() == Some("base64"),
+                            content_type: p.content_type,
+                            position: p
+                                .epoch
+                                .zip(p.offset)
+                                .map(|(epoch, offset)| Position { epoch, offset }),
+                        })
+                        .collect(),
+                },
+                (None, None) => ServerObject::Ok(reply),
+            }
+        }
         "error" => ServerObject::Error(ErrorReply {
             id: wire.id,
             code: wire.code.ok_or(missing("error", "code"))?,
@@ -412,10 +500,10 @@ mod tests {
 
     use super::*;
     use crate::json::{
-        decode_requests, encode_error, encode_message, encode_ok, encode_pong, encode_presence,
-        encode_unsubscribed,
+        decode_requests, encode_error, encode_history, encode_message, encode_ok, encode_pong,
+        encode_presence, encode_unsubscribed,
     };
-    use crate::request::{ClientRequest, RequestError};
+    use crate::request::{ClientRequest, HistoryItem, RequestError};
     use crate::topic::{Topic, TopicFilter, MAX_TOPIC_LEN};
 
     /// What the node decodes from `requests`, sent as one frame.
@@ -582,6 +670,67 @@ mod tests {
                 id: Some(3),
                 entries
             }
+        );
+        let (chat, top) = (
+            topic("chat.a"),
+            StreamPosition {
+                epoch: "e".into(),
+                offset: 7,
+            },
+        );
+        let (json, binary) = (Bytes::from_static(b"[1]"), Bytes::from_static(&[0xff, 0]));
+        let history = encode_history(
+            Some(6),
+            &top,
+            true,
+            [
+                HistoryItem {
+                    topic: &chat,
+                    payload: &json,
+                    content_type: None,
+                    position: Some(&top),
+                },
+                HistoryItem {
+                    topic: &chat,
+                    payload: &binary,
+                    content_type: Some("application/octet-stream"),
+                    position: None,
+                },
+            ],
+        );
+        let ServerObject::History {
+            reply,
+            publications,
+        } = decode_object(text(&history)).unwrap()
+        else {
+            panic!("not a history reply");
+        };
+        assert_eq!(
+            reply,
+            OkReply {
+                id: Some(6),
+                epoch: Some("e".into()),
+                offset: Some(7),
+                recovered: Some(true),
+            }
+        );
+        let read: Vec<_> = publications
+            .iter()
+            .map(|p| {
+                (
+                    p.data.get(),
+                    p.base64,
+                    p.content_type.as_deref(),
+                    p.position.as_ref().map(Position::to_stream_position),
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("[1]", false, None, Some(top.clone())),
+                (r#""/wA=""#, true, Some("application/octet-stream"), None),
+            ]
         );
         let stomp = encode_message(
             &topic("f.x"),
@@ -761,12 +910,14 @@ mod tests {
             since in position(),
             data in json_value(),
             token in ".{0,24}",
+            limit in prop::option::of(any::<u64>()),
         ) {
             let data_text = data.to_string();
             let read = node_reads(&[
                 Request::Subscribe { id, topic: &name, since: since.as_ref() },
                 Request::Publish { id, topic: &name, data: &data_text },
                 Request::Auth { id, token: &token },
+                Request::History { id, topic: &name, since: since.as_ref(), limit },
             ]);
             prop_assert_eq!(read, vec![
                 Ok(ClientRequest::Subscribe { id, filter: filter(&name), since: since.clone() }),
@@ -777,6 +928,7 @@ mod tests {
                     content_type: None,
                 }),
                 Ok(ClientRequest::Auth { id, token: token.clone() }),
+                Ok(ClientRequest::History { id, topic: topic(&name), since: since.clone(), limit }),
             ]);
         }
 

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use crate::payload::compact_data;
 use crate::position::StreamPosition;
 use crate::presence::PresenceEntry;
-use crate::request::{ClientRequest, ErrorCode, OkReply, RequestError};
+use crate::request::{ClientRequest, ErrorCode, HistoryItem, OkReply, RequestError};
 use crate::topic::{Topic, TopicFilter};
 
 #[derive(Deserialize)]
@@ -34,6 +34,8 @@ struct WireRequest<'a> {
     since: Option<StreamPosition>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
 }
 
 /// Keeps an explicit `"data": null` as `Some("null")`, unlike plain `Option`.
@@ -122,11 +124,18 @@ fn to_request(
             topic: Topic::parse(topic()?, max_topic_len)
                 .map_err(|e| RequestError::bad_topic(id, &e))?,
         }),
+        "history" => Ok(ClientRequest::History {
+            id,
+            topic: Topic::parse(topic()?, max_topic_len)
+                .map_err(|e| RequestError::bad_topic(id, &e))?,
+            since: wire.since,
+            limit: wire.limit,
+        }),
         other => Err(RequestError::new(
             id,
             ErrorCode::BadRequest,
             format!(
-                "unknown op {:?}; expected subscribe, unsubscribe, publish, ping, auth or presence",
+                "unknown op {:?}; expected subscribe, unsubscribe, publish, ping, auth, presence or history",
                 truncate(other, 32)
             ),
         )),
@@ -234,12 +243,8 @@ pub fn encode_presence(id: Option<u64>, entries: &[PresenceEntry]) -> Bytes {
 }
 
 /// `{"op":"message","topic":…,"data":…}` plus `offset` and `epoch` when the
-/// topic keeps history.
-///
-/// `content_type` `None` means `payload` is JSON text without raw newlines (as
-/// [`decode_requests`] produces) and is embedded as is. Any other payload (from
-/// STOMP, say) is carried as a JSON string when it is UTF-8, else base64 with
-/// `"encoding":"base64"`, and its `content_type` is included.
+/// topic keeps history; a payload that is not JSON as [`write_publication`]
+/// says.
 pub fn encode_message(
     topic: &Topic,
     payload: &[u8],
@@ -250,7 +255,59 @@ pub fn encode_message(
     out.extend_from_slice(br#"{"op":"message","topic":""#);
     // The topic grammar has no character that JSON needs to escape.
     out.extend_from_slice(topic.as_str().as_bytes());
-    out.extend_from_slice(br#"","data":"#);
+    out.extend_from_slice(br#"","#);
+    write_publication(&mut out, payload, content_type, position);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// `{"op":"ok","id":…,"epoch":…,"offset":…,"recovered":…,"publications":[…]}`,
+/// the reply to a `history` request: `epoch`/`offset` are the topic's top,
+/// each publication is a `message` object's `data` (with `content_type` and
+/// `encoding` as there) and position, oldest first.
+pub fn encode_history<'a>(
+    id: Option<u64>,
+    top: &StreamPosition,
+    recovered: bool,
+    publications: impl IntoIterator<Item = HistoryItem<'a>>,
+) -> Bytes {
+    let head = encode_ok(&OkReply {
+        id,
+        epoch: Some(top.epoch.clone()),
+        offset: Some(top.offset),
+        recovered: Some(recovered),
+    });
+    let mut out = Vec::with_capacity(head.len() + 64);
+    // The ok object without its closing brace, then the publications.
+    out.extend_from_slice(head.strip_suffix(b"}").unwrap_or(&head));
+    out.extend_from_slice(br#","publications":["#);
+    for (i, item) in publications.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        write_publication(&mut out, item.payload, item.content_type, item.position);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+/// `"data":…` (with `"content_type"` and `"encoding"` for a payload that is
+/// not JSON) and `,"offset":…,"epoch":…` when there is a position: what a
+/// `message` object and a history reply's publication carry.
+///
+/// `content_type` `None` means `payload` is JSON text without raw newlines (as
+/// [`decode_requests`] produces) and is embedded as is. Any other payload (from
+/// STOMP, say) is carried as a JSON string when it is UTF-8, else base64 with
+/// `"encoding":"base64"`, and its `content_type` is included.
+fn write_publication(
+    out: &mut Vec<u8>,
+    payload: &[u8],
+    content_type: Option<&str>,
+    position: Option<&StreamPosition>,
+) {
+    out.extend_from_slice(br#""data":"#);
     match content_type {
         None => out.extend_from_slice(payload),
         Some(content_type) => {
@@ -274,8 +331,6 @@ pub fn encode_message(
         out.extend_from_slice(br#","epoch":"#);
         out.extend_from_slice(&serde_json::to_vec(&pos.epoch).unwrap_or_default());
     }
-    out.push(b'}');
-    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -296,6 +351,80 @@ pub(crate) mod tests {
         let mut all = decode(text);
         assert_eq!(all.len(), 1, "{all:?}");
         all.remove(0)
+    }
+
+    #[test]
+    fn decodes_history_requests() {
+        assert_eq!(
+            decode_one(
+                r#"{"op":"history","id":1,"topic":"chat.a","since":{"epoch":"e","offset":4},"limit":10}"#
+            ),
+            Ok(ClientRequest::History {
+                id: Some(1),
+                topic: Topic::parse("chat.a", 255).unwrap(),
+                since: Some(StreamPosition {
+                    epoch: "e".into(),
+                    offset: 4
+                }),
+                limit: Some(10),
+            })
+        );
+        assert_eq!(
+            decode_one(r#"{"op":"history","topic":"chat.a"}"#),
+            Ok(ClientRequest::History {
+                id: None,
+                topic: Topic::parse("chat.a", 255).unwrap(),
+                since: None,
+                limit: None,
+            })
+        );
+        let pattern = decode_one(r#"{"op":"history","id":2,"topic":"chat.*"}"#).unwrap_err();
+        assert_eq!((pattern.id, pattern.code), (Some(2), ErrorCode::BadRequest));
+        let missing = decode_one(r#"{"op":"history","id":3}"#).unwrap_err();
+        assert_eq!(missing.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn encodes_history_replies_like_messages() {
+        let topic = Topic::parse("chat.a", 255).unwrap();
+        let at = |offset| StreamPosition {
+            epoch: "e".into(),
+            offset,
+        };
+        let (first, second) = (at(56), at(57));
+        let (json, binary) = (
+            Bytes::from_static(br#"{"t":"hi"}"#),
+            Bytes::from_static(&[0xff, 0x00]),
+        );
+        let items = [
+            HistoryItem {
+                topic: &topic,
+                payload: &json,
+                content_type: None,
+                position: Some(&first),
+            },
+            HistoryItem {
+                topic: &topic,
+                payload: &binary,
+                content_type: Some("application/octet-stream"),
+                position: Some(&second),
+            },
+        ];
+        let reply: Value =
+            serde_json::from_slice(&encode_history(Some(1), &at(57), true, items)).unwrap();
+        assert_eq!(
+            reply,
+            json!({"op":"ok","id":1,"epoch":"e","offset":57,"recovered":true,"publications":[
+                {"data":{"t":"hi"},"epoch":"e","offset":56},
+                {"data":"/wA=","encoding":"base64","content_type":"application/octet-stream","epoch":"e","offset":57},
+            ]})
+        );
+        let empty: Value =
+            serde_json::from_slice(&encode_history(None, &at(0), false, [])).unwrap();
+        assert_eq!(
+            empty,
+            json!({"op":"ok","epoch":"e","offset":0,"recovered":false,"publications":[]})
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub mod topic;
 pub use payload::{json_payload, publication_payload, PayloadError, MAX_CONTENT_TYPE_LEN};
 pub use position::StreamPosition;
 pub use presence::{PresenceEntry, PresenceEvent, PRESENCE_CONTENT_TYPE};
-pub use request::{ClientRequest, ErrorCode, OkReply, RequestError};
+pub use request::{
+    ClientRequest, ErrorCode, HistoryItem, OkReply, RequestError, MAX_HISTORY_LIMIT,
+};
 pub use topic::{Topic, TopicError, TopicFilter, MAX_TOPIC_LEN};
 
 /// The WebSocket subprotocol of the native JSON protocol ([`json`]).

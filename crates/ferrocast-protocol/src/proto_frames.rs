@@ -19,8 +19,8 @@ use prost::Message as _;
 use crate::presence::decode_presence_event;
 use crate::topic::{Topic, TopicFilter};
 use crate::{
-    publication_payload, ClientRequest, ErrorCode, OkReply, PresenceEntry, PresenceEvent,
-    RequestError, StreamPosition,
+    publication_payload, ClientRequest, ErrorCode, HistoryItem, OkReply, PresenceEntry,
+    PresenceEvent, RequestError, StreamPosition,
 };
 
 /// The messages of `proto/ferrocast/v1/client.proto`, generated with prost;
@@ -158,10 +158,19 @@ fn to_request(message: ClientMessage, max_topic_len: usize) -> Result<ClientRequ
             id,
             topic: topic(presence.topic, "presence")?,
         }),
+        Some(Request::History(history)) => Ok(ClientRequest::History {
+            id,
+            topic: topic(history.topic, "history")?,
+            since: history.since.map(|since| StreamPosition {
+                epoch: since.epoch,
+                offset: since.offset,
+            }),
+            limit: history.limit.map(u64::from),
+        }),
         None => Err(RequestError::new(
             id,
             ErrorCode::BadRequest,
-            "no request, or one this node does not know; expected subscribe, unsubscribe, publish, ping, auth or presence",
+            "no request, or one this node does not know; expected subscribe, unsubscribe, publish, ping, auth, presence or history",
         )),
     }
 }
@@ -195,6 +204,7 @@ pub fn encode_ok(reply: &OkReply) -> Bytes {
             offset: reply.offset,
             recovered: reply.recovered,
             presence: None,
+            history: None,
         }),
     )
 }
@@ -280,14 +290,45 @@ pub fn encode_message(
 ) -> Bytes {
     encode(
         None,
-        Kind::Message(server::Message {
-            topic: topic.as_str().to_string(),
-            data: payload.clone(),
-            content_type: content_type.unwrap_or_default().to_string(),
-            offset: position.map(|p| p.offset),
-            epoch: position.map(|p| p.epoch.clone()),
+        Kind::Message(message(HistoryItem {
+            topic,
+            payload,
+            content_type,
+            position,
+        })),
+    )
+}
+
+/// The `ok` of a history request: the topic's top, `recovered`, and the
+/// publications, each as [`encode_message`] would deliver it.
+pub fn encode_history<'a>(
+    id: Option<u64>,
+    top: &StreamPosition,
+    recovered: bool,
+    publications: impl IntoIterator<Item = HistoryItem<'a>>,
+) -> Bytes {
+    encode(
+        id,
+        Kind::Ok(server::Ok {
+            epoch: Some(top.epoch.clone()),
+            offset: Some(top.offset),
+            recovered: Some(recovered),
+            history: Some(server::HistoryPage {
+                publications: publications.into_iter().map(message).collect(),
+            }),
+            presence: None,
         }),
     )
+}
+
+fn message(item: HistoryItem<'_>) -> server::Message {
+    server::Message {
+        topic: item.topic.as_str().to_string(),
+        data: item.payload.clone(),
+        content_type: item.content_type.unwrap_or_default().to_string(),
+        offset: item.position.map(|p| p.offset),
+        epoch: item.position.map(|p| p.epoch.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +418,25 @@ mod tests {
                     topic: "chat.room1".into(),
                 }),
             ),
+            request(
+                Some(8),
+                Request::History(client::History {
+                    topic: "chat.room1".into(),
+                    since: Some(Since {
+                        epoch: "e1".into(),
+                        offset: 41,
+                    }),
+                    limit: Some(10),
+                }),
+            ),
+            request(
+                None,
+                Request::History(client::History {
+                    topic: "chat.room1".into(),
+                    since: None,
+                    limit: None,
+                }),
+            ),
         ];
         let topic = |t| Topic::parse(t, 255).unwrap();
         let filter = |t| TopicFilter::parse(t, 255).unwrap();
@@ -414,6 +474,21 @@ mod tests {
                 Ok(ClientRequest::Presence {
                     id: Some(7),
                     topic: topic("chat.room1")
+                }),
+                Ok(ClientRequest::History {
+                    id: Some(8),
+                    topic: topic("chat.room1"),
+                    since: Some(StreamPosition {
+                        epoch: "e1".into(),
+                        offset: 41
+                    }),
+                    limit: Some(10),
+                }),
+                Ok(ClientRequest::History {
+                    id: None,
+                    topic: topic("chat.room1"),
+                    since: None,
+                    limit: None,
                 }),
             ]
         );
@@ -644,6 +719,7 @@ mod tests {
                         offset: Some(41),
                         recovered: Some(true),
                         presence: None,
+                        history: None,
                     })),
                 },
                 ServerMessage {
@@ -686,6 +762,51 @@ mod tests {
                 id: None,
                 kind: Some(Kind::Ok(server::Ok::default())),
             }]
+        );
+    }
+
+    #[test]
+    fn history_replies_carry_the_top_and_each_publication_as_a_message() {
+        let topic = Topic::parse("chat.a", 255).unwrap();
+        let at = |offset| StreamPosition {
+            epoch: "e".into(),
+            offset,
+        };
+        let (first, payload) = (at(56), Bytes::from_static(&[0xff, 0x00]));
+        let item = HistoryItem {
+            topic: &topic,
+            payload: &payload,
+            content_type: Some("application/octet-stream"),
+            position: Some(&first),
+        };
+        let [reply] = &server_messages(&encode_history(Some(4), &at(57), false, [item]))[..] else {
+            panic!("one message");
+        };
+        let [delivery] = &server_messages(&encode_message(
+            &topic,
+            &payload,
+            item.content_type,
+            item.position,
+        ))[..] else {
+            panic!("one message");
+        };
+        let Some(Kind::Message(message)) = &delivery.kind else {
+            panic!("{delivery:?}");
+        };
+        assert_eq!(
+            reply,
+            &ServerMessage {
+                id: Some(4),
+                kind: Some(Kind::Ok(server::Ok {
+                    epoch: Some("e".into()),
+                    offset: Some(57),
+                    recovered: Some(false),
+                    presence: None,
+                    history: Some(server::HistoryPage {
+                        publications: vec![message.clone()],
+                    }),
+                })),
+            }
         );
     }
 

@@ -96,6 +96,29 @@ pub enum ClientRequest {
         id: Option<u64>,
         topic: Topic,
     },
+    /// Reads one topic's history (a namespace with history): the newest
+    /// `limit` publications, or with `since` the oldest `limit` after it.
+    History {
+        id: Option<u64>,
+        topic: Topic,
+        since: Option<StreamPosition>,
+        /// As the client asked; the node caps it at [`MAX_HISTORY_LIMIT`].
+        limit: Option<u64>,
+    },
+}
+
+/// Most publications one `history` request returns, and how many it returns
+/// without a `limit`: one reply is one frame, so its size stays bounded.
+pub const MAX_HISTORY_LIMIT: u64 = 100;
+
+/// One publication of a `history` reply, as a `message` carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryItem<'a> {
+    pub topic: &'a Topic,
+    /// JSON text when `content_type` is `None`, else any bytes.
+    pub payload: &'a Bytes,
+    pub content_type: Option<&'a str>,
+    pub position: Option<&'a StreamPosition>,
 }
 
 impl ClientRequest {
@@ -106,7 +129,8 @@ impl ClientRequest {
             | Self::Publish { id, .. }
             | Self::Ping { id }
             | Self::Auth { id, .. }
-            | Self::Presence { id, .. } => *id,
+            | Self::Presence { id, .. }
+            | Self::History { id, .. } => *id,
         }
     }
 }

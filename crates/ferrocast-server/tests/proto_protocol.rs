@@ -574,6 +574,7 @@ async fn since_replays_exactly_what_was_missed_then_continues_live() {
             offset: Some(5),
             recovered: Some(true),
             presence: None,
+            history: None,
         }
     );
     let position = |m: &ServerMessage| {

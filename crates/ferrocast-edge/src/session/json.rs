@@ -5,9 +5,11 @@ use std::collections::VecDeque;
 use axum::extract::ws::Message;
 use bytes::Bytes;
 
-use ferrocast_core::{Delivery, Outbound};
+use ferrocast_core::history::HistoryRead;
+use ferrocast_core::{Delivery, Outbound, Publication};
 use ferrocast_protocol::json::{
-    decode_requests, encode_error, encode_ok, encode_pong, encode_presence, encode_unsubscribed,
+    decode_requests, encode_error, encode_history, encode_ok, encode_pong, encode_presence,
+    encode_unsubscribed,
 };
 use ferrocast_protocol::TopicFilter;
 use ferrocast_protocol::{ErrorCode, OkReply, PresenceEntry, RequestError};
@@ -87,6 +89,11 @@ impl Replies for JsonProtocol {
 
     fn presence(id: Option<u64>, entries: &[PresenceEntry]) -> Bytes {
         encode_presence(id, entries)
+    }
+
+    fn history(id: Option<u64>, read: &HistoryRead) -> Bytes {
+        let items = read.publications.iter().map(Publication::history_item);
+        encode_history(id, &read.top, read.recovered, items)
     }
 
     fn delivery(delivery: &Delivery) -> &Bytes {

@@ -5,10 +5,11 @@
 
 use bytes::{Bytes, BytesMut};
 
+use ferrocast_core::history::HistoryRead;
 use ferrocast_core::metrics as names;
 use ferrocast_core::{CloseReason, Delivery, Outbound};
 use ferrocast_protocol::{ClientRequest, ErrorCode, OkReply, PresenceEntry, RequestError};
-use ferrocast_protocol::{Topic, TopicFilter};
+use ferrocast_protocol::{StreamPosition, Topic, TopicFilter, MAX_HISTORY_LIMIT};
 
 use super::{count_error, Link};
 use crate::rate::RateLimited;
@@ -29,6 +30,8 @@ pub(crate) trait Replies {
     fn unsubscribed(filter: &TopicFilter) -> Bytes;
     /// The answer to a presence request.
     fn presence(id: Option<u64>, entries: &[PresenceEntry]) -> Bytes;
+    /// The answer to a history request.
+    fn history(id: Option<u64>, read: &HistoryRead) -> Bytes;
     /// The delivery in this protocol's wire format, encoded once per node.
     fn delivery(delivery: &Delivery) -> &Bytes;
 }
@@ -320,7 +323,57 @@ fn handle<R: Replies>(link: &mut Link<Completion>, request: ClientRequest) {
         }
         ClientRequest::Ping { id } => link.send(R::pong(id)),
         ClientRequest::Presence { id, topic } => presence::<R>(link, id, topic),
+        ClientRequest::History {
+            id,
+            topic,
+            since,
+            limit,
+        } => history::<R>(link, id, topic, since, limit),
     }
+}
+
+/// Reads `topic`'s history for a client that may subscribe to it: the same
+/// rate (a read costs a backplane round trip, like a subscribe) and the same
+/// permission, since it shows what a subscription would.
+fn history<R: Replies>(
+    link: &mut Link<Completion>,
+    id: Option<u64>,
+    topic: Topic,
+    since: Option<StreamPosition>,
+    limit: Option<u64>,
+) {
+    if let Err(limited) = link.admit_subscribe() {
+        return rate_limited::<R>(link, id, &limited);
+    }
+    if let Err(denied) = link.may_subscribe(&TopicFilter::from(topic.clone())) {
+        reply_error::<R>(link, denied.into_error(id));
+        return;
+    }
+    let hub = link.edge.hub();
+    if hub.namespace(topic.namespace()).history.is_none() {
+        reply_error::<R>(
+            link,
+            RequestError::new(
+                id,
+                ErrorCode::BadRequest,
+                format!("the namespace {:?} keeps no history", topic.namespace()),
+            ),
+        );
+        return;
+    }
+    let limit = limit.map_or(MAX_HISTORY_LIMIT, |asked| asked.min(MAX_HISTORY_LIMIT));
+    // At most MAX_HISTORY_LIMIT: it fits any usize.
+    let read = hub.read_history(&topic, since, limit as usize);
+    link.spawn(async move {
+        match read.await {
+            Ok(read) => Completion::Reply(Some(R::history(id, &read))),
+            Err(error) => Completion::Error(RequestError::new(
+                id,
+                ErrorCode::Unavailable,
+                format!("cannot read the history: {error}"),
+            )),
+        }
+    });
 }
 
 /// Reads who is subscribed to `topic`, for a client that may subscribe to it.

@@ -7,9 +7,11 @@ use std::collections::VecDeque;
 use axum::extract::ws::Message;
 use bytes::Bytes;
 
-use ferrocast_core::{Delivery, Outbound};
+use ferrocast_core::history::HistoryRead;
+use ferrocast_core::{Delivery, Outbound, Publication};
 use ferrocast_protocol::proto_frames::{
-    decode_requests, encode_error, encode_ok, encode_pong, encode_presence, encode_unsubscribed,
+    decode_requests, encode_error, encode_history, encode_ok, encode_pong, encode_presence,
+    encode_unsubscribed,
 };
 use ferrocast_protocol::TopicFilter;
 use ferrocast_protocol::{ErrorCode, OkReply, PresenceEntry, RequestError};
@@ -86,6 +88,11 @@ impl Replies for ProtoProtocol {
 
     fn presence(id: Option<u64>, entries: &[PresenceEntry]) -> Bytes {
         encode_presence(id, entries)
+    }
+
+    fn history(id: Option<u64>, read: &HistoryRead) -> Bytes {
+        let items = read.publications.iter().map(Publication::history_item);
+        encode_history(id, &read.top, read.recovered, items)
     }
 
     fn delivery(delivery: &Delivery) -> &Bytes {

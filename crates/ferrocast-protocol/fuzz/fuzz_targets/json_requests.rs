@@ -6,12 +6,16 @@
 //! - a tighter topic limit only turns requests into errors, never changes one;
 //! - published data has no raw newline and is one JSON value that a message
 //!   frame carries unchanged, in a frame without newline that is valid JSON;
-//! - every error and pong encodes to one line of valid JSON with its id.
+//! - every error and pong encodes to one line of valid JSON with its id;
+//! - a history reply at the position a `history` request names (its epoch is
+//!   any text the client sent) is one line of valid JSON that carries it.
 #![no_main]
 
 use bytes::Bytes;
-use ferrocast_protocol::json::{decode_requests, encode_error, encode_message, encode_pong};
-use ferrocast_protocol::{ClientRequest, RequestError};
+use ferrocast_protocol::json::{
+    decode_requests, encode_error, encode_history, encode_message, encode_pong,
+};
+use ferrocast_protocol::{ClientRequest, RequestError, StreamPosition};
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -61,6 +65,18 @@ fn check_request(request: &ClientRequest) {
             let pong: Value = one_json_line(&encode_pong(*id));
             assert_eq!(pong["op"], "pong");
             assert_eq!(pong["id"].as_u64(), *id);
+        }
+        ClientRequest::History { id, since, .. } => {
+            let top = since.clone().unwrap_or(StreamPosition {
+                epoch: String::new(),
+                offset: 0,
+            });
+            let reply = one_json_line(&encode_history(*id, &top, since.is_some(), []));
+            assert_eq!(reply["op"], "ok");
+            assert_eq!(reply["id"].as_u64(), *id);
+            assert_eq!(reply["epoch"].as_str(), Some(top.epoch.as_str()));
+            assert_eq!(reply["offset"].as_u64(), Some(top.offset));
+            assert_eq!(reply["publications"].as_array().map(Vec::len), Some(0));
         }
         // The other requests carry only parsed fields (topics: the `topic` target).
         _ => {}
