@@ -84,14 +84,14 @@ pub fn public_router(edge: Edge) -> Router {
         .route(
             "/sse",
             get(sse::stream)
-                .merge(cors::preflight("GET"))
-                .layer(cors.clone()),
+                .layer(cors.clone())
+                .merge(cors::preflight("GET")),
         )
         .route(
             "/publish",
             post(publish::publish)
-                .merge(cors::preflight("POST"))
-                .layer(cors),
+                .layer(cors)
+                .merge(cors::preflight("POST")),
         )
         .merge(ferrocast_web::routes());
     if edge.settings().echo_endpoint {
