@@ -97,22 +97,83 @@ function subscribe(port, sid, filter, since) {
       });
     }
   } else if (entry.sub.state === "subscribed") {
-    // Joins a subscription other tabs hold: it starts where that one is.
     const position = entry.sub.position;
-    const recovered = !since || (position !== null && since.epoch === position.epoch && since.offset === position.offset);
-    port.postMessage({ t: "sub", sid, name: "subscribed", event: { resumed: Boolean(since), recovered, position }, state: "subscribed", position });
-    if (!recovered) {
-      port.postMessage({
-        t: "sub",
-        sid,
-        name: "gap",
-        event: { reason: "not_recovered", recovered: false, position, message: "joined a subscription that other tabs share, past this tab's position" },
-        state: "subscribed",
-        position,
-      });
+    const behind = since && position && !(since.epoch === position.epoch && since.offset === position.offset);
+    if (behind) {
+      catchUp(port, sid, entry, since);
+      return;
     }
+    // Joins a subscription other tabs hold: it starts where that one is.
+    port.postMessage({ t: "sub", sid, name: "subscribed", event: { resumed: Boolean(since), recovered: true, position }, state: "subscribed", position });
   }
   entry.listeners.set(port, sid);
+}
+
+/**
+ * A tab that resumes from `since` joins a shared subscription that is
+ * further along: it gets what it missed from the history, then the live
+ * messages (those that came meanwhile held back and deduplicated by
+ * offset), or a gap where the history no longer reaches back.
+ * @param {MessagePort} port
+ * @param {number} sid
+ * @param {{ sub: import("./subscription.js").Subscription, listeners: Map<MessagePort, number> }} entry
+ * @param {import("./position.js").StreamPosition} since
+ */
+async function catchUp(port, sid, entry, since) {
+  const held = /** @type {any[]} */ ([]);
+  /** @param {any} message */
+  const relay = (message) => port.postMessage({ t: "sub", sid, name: "message", event: message, state: entry.sub.state, position: message.position });
+  const off = entry.sub.on("message", (message) => held.push(message));
+  const target = entry.sub.position;
+  let last = since;
+  let recovered = false;
+  /** @type {any[]} */
+  let missed = [];
+  try {
+    const page = await /** @type {Client} */ (client).history(entry.sub.filter, { since });
+    recovered = page.recovered;
+    missed = page.publications;
+  } catch {
+    // Not over the fallback, or the history cannot be read: a gap.
+  }
+  off();
+  const position = entry.sub.position;
+  port.postMessage({ t: "sub", sid, name: "subscribed", event: { resumed: true, recovered, position }, state: entry.sub.state, position });
+  if (!recovered) {
+    port.postMessage({
+      t: "sub",
+      sid,
+      name: "gap",
+      event: { reason: "not_recovered", recovered: false, position, message: "the history no longer reaches back to this tab's position" },
+      state: entry.sub.state,
+      position,
+    });
+  }
+  /** @param {any[]} messages */
+  const relayNew = (messages) => {
+    for (const message of messages) {
+      const at = message.position;
+      if (at && at.epoch === last.epoch && at.offset <= last.offset) continue;
+      relay(message);
+      if (at) last = at;
+    }
+  };
+  relayNew(missed);
+  if (recovered && target && last.epoch === target.epoch && last.offset < target.offset) {
+    // The history answered fewer than were missed (its page limit).
+    port.postMessage({
+      t: "sub",
+      sid,
+      name: "gap",
+      event: { reason: "not_recovered", recovered: false, position: last, message: "more was missed than one history read returns" },
+      state: entry.sub.state,
+      position: last,
+    });
+  }
+  relayNew(held);
+  if (shared.get(entry.sub.filter) === entry && tabs.get(port)?.subs.get(sid) === entry.sub.filter) {
+    entry.listeners.set(port, sid);
+  }
 }
 
 /**

@@ -151,13 +151,18 @@ export class WebSocketSession {
   #startWatchdog() {
     const idle = this.#options.idleTimeout;
     const tick = Math.max(250, Math.min(1000, idle / 4));
+    let pingSentAt = 0;
+    // Death is declared only for a ping left unanswered for idle/2 of real
+    // time, so a background tab whose timers the browser slows to one a
+    // minute does not drop a healthy connection.
     this.#watchdog = setInterval(() => {
-      const silent = Date.now() - this.#heard;
-      if (silent > idle) {
+      const now = Date.now();
+      if (pingSentAt > this.#heard && now - pingSentAt > idle / 2) {
         this.#ws?.close(4001, "no data from the node");
-        this.#lost(4001, `no data from the node for ${idle} ms`);
-      } else if (silent > idle / 2 && this.#ws?.readyState === 1) {
+        this.#lost(4001, `no answer from the node for ${now - this.#heard} ms`);
+      } else if (now - this.#heard > idle / 2 && pingSentAt <= this.#heard && this.#ws?.readyState === 1) {
         // Browsers do not show the node's pings to JavaScript: ask for an answer.
+        pingSentAt = now;
         this.#ws.send(JSON.stringify({ op: "ping" }));
       }
     }, tick);
