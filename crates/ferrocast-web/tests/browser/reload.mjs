@@ -12,40 +12,45 @@ run("reload", async () => {
   const browser = await launchBrowser();
   try {
     const page = await openPage(await browser.newContext(), `${site.origin}/pages/sdk.html`, "page");
-    // What the page handed to its application, across reloads.
-    const delivered = [];
-    const gaps = [];
-    await page.exposeFunction("deliver", (n) => delivered.push(n));
-    await page.exposeFunction("reportGap", (reason) => gaps.push(reason));
+    // The page keeps what it handed to its application next to the
+    // position, both in sessionStorage, as an application keeps its state
+    // and the position it reflects: a reload cannot separate them.
     const start = (url) =>
       page.evaluate(async (url) => {
         const stored = sessionStorage.getItem("orders.feed");
+        const log = JSON.parse(sessionStorage.getItem("log") ?? "[]");
+        const gaps = JSON.parse(sessionStorage.getItem("gaps") ?? "[]");
         const client = (window.client = new window.ferrocast.Client(url));
         const sub = client.subscribe("orders.feed", {
           since: stored ? JSON.parse(stored) : null,
           message: (m) => {
-            window.deliver(m.data.n);
+            log.push(m.data.n);
+            sessionStorage.setItem("log", JSON.stringify(log));
             sessionStorage.setItem("orders.feed", JSON.stringify(sub.position));
           },
-          gap: (g) => window.reportGap(g.reason),
+          gap: (g) => {
+            gaps.push(g.reason);
+            sessionStorage.setItem("gaps", JSON.stringify(gaps));
+          },
         });
         await sub.ready();
         return stored;
       }, url);
+    const delivered = () => page.evaluate(() => JSON.parse(sessionStorage.getItem("log") ?? "[]"));
     assert.equal(await start(`ws://${a.public}/ws`), null);
 
     const publisher = nodeClient(`ws://${b.public}/ws`);
     const publishing = publishNumbered(publisher, "orders.feed", COUNT, 5);
-    await waitFor(() => delivered.length >= 200, "200 messages before the reload");
+    await waitFor(async () => (await delivered()).length >= 200, "200 messages before the reload");
     await page.reload();
     await page.waitForFunction(() => window.sdkReady === true);
     const resumedFrom = JSON.parse(await start(`ws://${a.public}/ws`));
     assert.ok(resumedFrom.offset >= 200, `resumed from the stored position ${JSON.stringify(resumedFrom)}`);
     await publishing;
-    await waitFor(() => delivered.length >= COUNT, `all ${COUNT}`, 30000);
+    await waitFor(async () => (await delivered()).length >= COUNT, `all ${COUNT}`, 30000);
     await new Promise((r) => setTimeout(r, 300));
-    assertExactlyOnceInOrder(delivered, COUNT);
-    assert.deepEqual(gaps, []);
+    assertExactlyOnceInOrder(await delivered(), COUNT);
+    assert.deepEqual(await page.evaluate(() => sessionStorage.getItem("gaps")), null, "no gap");
     publisher.disconnect();
   } finally {
     await browser.close();

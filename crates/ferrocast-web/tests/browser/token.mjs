@@ -46,7 +46,7 @@ run("token-refresh", async () => {
 
     // A backend disconnects the user (server API, 4002): the page stops, no reconnect.
     await page.evaluate(() => {
-      window.closed = new Promise((resolve) => window.client.once("disconnected", resolve));
+      window.stopped = new Promise((resolve) => window.client.once("disconnected", resolve));
     });
     const answer = await fetch(`http://${a.admin}/api/disconnect`, {
       method: "POST",
@@ -54,7 +54,7 @@ run("token-refresh", async () => {
       body: JSON.stringify({ user: "alice" }),
     });
     assert.equal(answer.status, 200, await answer.text());
-    const disconnected = await page.evaluate(() => window.closed);
+    const disconnected = await page.evaluate(() => window.stopped);
     assert.equal(disconnected.code, 4002);
     await new Promise((resolve) => setTimeout(resolve, 1500));
     assert.equal(await page.evaluate(() => window.client.state), "disconnected", "no reconnect after 4002");

@@ -1,0 +1,236 @@
+//! The JavaScript SDK (crates/ferrocast-web/js) in a real browser against
+//! real nodes: Debian's Chromium driven by playwright-core, pages served as
+//! static files, nodes on real Redis or NATS, HAProxy where a balancer is the
+//! point. Each test starts its nodes here and runs one scenario script from
+//! `tests/browser/` (Node.js), which drives the pages and asserts what a
+//! person would see: messages arrive, in order, once.
+//!
+//! Install what the scripts need with
+//! `npm ci --prefix crates/ferrocast-web/tests/browser` and
+//! `apt-get install chromium` (`.ci/test` does both when missing). A missing
+//! tool fails the test with the command that installs it; nothing is skipped.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use ferrocast_testkit::{require, run_script, Cluster, ClusterBuilder, HaProxy, Node};
+
+/// A scenario has its own deadline (harness.mjs `run`); this one also covers
+/// a script that hangs before it.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(200);
+const NPM_INSTALL: &str = "npm ci --prefix crates/ferrocast-web/tests/browser";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Namespaces of the scenarios: `orders` and `chat` keep history (`chat` has
+/// presence too), `room` has presence; publishing is not rate-limited (the
+/// scenarios publish thousands of messages from one connection).
+const NAMESPACES: &str = "publish_rate = 0
+[namespaces.orders]
+history_size = 5000
+history_ttl = \"5m\"
+[namespaces.chat]
+history_size = 1000
+history_ttl = \"5m\"
+presence = true
+[namespaces.room]
+presence = true
+";
+
+/// The HS256 secret of the token scenario (at least 32 bytes).
+const JWT_SECRET: &str = "browser-scenario-secret-0123456789abcdef";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn require_tools() {
+    let mut node = Command::new("node");
+    node.arg("--version");
+    require(
+        node,
+        "Node.js",
+        "apt-get install -y nodejs npm",
+    );
+    for package in ["playwright-core", "ws", "typescript"] {
+        let manifest = browser_dir()
+            .join("node_modules")
+            .join(package)
+            .join("package.json");
+        assert!(
+            manifest.is_file(),
+            "the npm package {package} is not installed in {}; install it from the workspace root with: {NPM_INSTALL}",
+            browser_dir().display()
+        );
+    }
+    let mut chromium = Command::new(CHROMIUM);
+    chromium.arg("--version");
+    require(
+        chromium,
+        "Chromium",
+        "apt-get install -y chromium",
+    );
+}
+
+/// Runs `tests/browser/<script>` against `nodes` (and `proxy`), with `env`.
+async fn scenario(script: &str, nodes: &[Node], proxy: Option<&HaProxy>, env: &[(&str, &str)]) {
+    require_tools();
+    let described: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            json!({
+                "name": format!("node-{}", i + 1),
+                "pid": node.pid(),
+                "public": node.public.to_string(),
+                "admin": node.admin.to_string(),
+            })
+        })
+        .collect();
+    // Screenshots stay out of git, under target/.
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let mut command = Command::new("node");
+    command
+        .arg(script)
+        .current_dir(browser_dir())
+        .env(
+            "FERROCAST_NODES",
+            serde_json::to_string(&described).unwrap(),
+        )
+        .env("FERROCAST_ARTIFACTS", &artifacts)
+        .env("CHROMIUM", CHROMIUM);
+    if let Some(proxy) = proxy {
+        command.env("FERROCAST_PROXY", proxy.addr().to_string());
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let run = run_script(command, SCRIPT_TIMEOUT).await;
+    run.assert_success(script);
+    eprintln!("{}", run.report(script));
+}
+
+fn with_namespaces(builder: ClusterBuilder, names: &[&str]) -> ClusterBuilder {
+    builder.nodes(names).config(NAMESPACES)
+}
+
+#[tokio::test]
+async fn a_page_subscribes_and_another_publishes_wildcard_unsubscribe_presence_history() {
+    let cluster = with_namespaces(Cluster::redis(), &["a", "b"]).start().await;
+    scenario(
+        "basic.mjs",
+        cluster.nodes(),
+        None,
+        &[("FERROCAST_HISTORY", "1")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_example_chat_page_loads_the_sdk_from_the_node_and_chats_across_nodes() {
+    let cluster = with_namespaces(Cluster::redis(), &["a", "b"]).start().await;
+    scenario("chat.mjs", cluster.nodes(), None, &[]).await;
+}
+
+/// 3 nodes behind HAProxy; the page's node is killed or drained mid-stream.
+async fn failover(cluster: ClusterBuilder, how: &str, transports: &str) {
+    let cluster = with_namespaces(cluster, &["a", "b", "c"])
+        .args(&["--drain-timeout", "3s"])
+        .start()
+        .await;
+    let proxy = if transports == "sse" {
+        HaProxy::start_refusing_websocket(cluster.nodes())
+    } else {
+        HaProxy::start(cluster.nodes())
+    };
+    scenario(
+        "failover.mjs",
+        cluster.nodes(),
+        Some(&proxy),
+        &[("FAILOVER", how), ("TRANSPORTS", transports)],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_behind_haproxy_gets_2000_messages_exactly_once_across_a_node_kill_on_redis() {
+    failover(Cluster::redis(), "kill", "websocket").await;
+}
+
+#[tokio::test]
+async fn a_page_behind_haproxy_gets_2000_messages_exactly_once_across_a_node_kill_on_nats() {
+    failover(Cluster::nats(), "kill", "websocket").await;
+}
+
+#[tokio::test]
+async fn a_page_behind_haproxy_gets_2000_messages_exactly_once_across_a_drain_on_redis() {
+    failover(Cluster::redis(), "drain", "websocket").await;
+}
+
+#[tokio::test]
+async fn a_page_behind_haproxy_gets_2000_messages_exactly_once_across_a_drain_on_nats() {
+    failover(Cluster::nats(), "drain", "websocket").await;
+}
+
+#[tokio::test]
+async fn a_page_whose_proxy_refuses_websocket_falls_back_to_sse_and_survives_a_node_kill() {
+    failover(Cluster::redis(), "kill", "sse").await;
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_refreshed_with_get_token_without_a_gap() {
+    let cluster = with_namespaces(Cluster::redis(), &["a", "b"])
+        .file("jwt.secret", JWT_SECRET)
+        .args(&["--jwt-hmac-secret-file", "jwt.secret"])
+        .start()
+        .await;
+    scenario(
+        "token.mjs",
+        cluster.nodes(),
+        None,
+        &[("FERROCAST_JWT_SECRET", JWT_SECRET)],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_tabs_in_shared_mode_use_one_connection_and_survive_one_closing() {
+    let cluster = with_namespaces(Cluster::memory(), &["a"]).start().await;
+    scenario("shared.mjs", cluster.nodes(), None, &[]).await;
+}
+
+#[tokio::test]
+async fn a_reloaded_page_resumes_from_its_stored_position_without_loss() {
+    let cluster = with_namespaces(Cluster::redis(), &["a", "b"]).start().await;
+    scenario("reload.mjs", cluster.nodes(), None, &[]).await;
+}
+
+/// The SDK's pure parts (backoff, positions, frames) under Node's test runner.
+#[tokio::test]
+async fn the_sdk_unit_tests_pass_under_node() {
+    require_tools();
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+    let mut command = Command::new("node");
+    command.args(["--test", "test/"]).current_dir(js);
+    run_script(command, Duration::from_secs(60))
+        .await
+        .assert_success("node --test test/");
+}
+
+/// `tsc --noEmit` checks the hand-written index.d.ts against typecheck.ts.
+#[tokio::test]
+async fn index_d_ts_type_checks_the_documented_usage() {
+    require_tools();
+    let mut command = Command::new("node");
+    command
+        .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"])
+        .current_dir(browser_dir());
+    run_script(command, Duration::from_secs(60))
+        .await
+        .assert_success("tsc -p tsconfig.json");
+}
