@@ -3,6 +3,7 @@
 // SIGTERM), and ends with every message exactly once, in order.
 // TRANSPORTS=sse runs the same through a proxy that refuses WebSocket
 // upgrades (FERROCAST_PROXY), so the page falls back to SSE + HTTP publish.
+// At the end the page publishes one more through the proxy and receives it.
 import assert from "node:assert/strict";
 
 import {
@@ -58,10 +59,14 @@ run(`failover-${failover}${fallback ? "-sse" : ""}`, async () => {
     process.kill(victim.pid, failover === "kill" ? "SIGKILL" : "SIGTERM");
     await publishing;
     await waitFor(() => page.evaluate((n) => window.got.length >= n, COUNT), `all ${COUNT} messages`, 60000);
+    // The page publishes too, through the proxy (over the fallback: POST /publish).
+    const own = await page.evaluate((n) => window.client.publish("orders.feed", { n }), COUNT + 1);
+    assert.equal(own.offset, COUNT + 1, "the page's publication comes after the 2,000");
+    await waitFor(() => page.evaluate((n) => window.got.length >= n, COUNT + 1), "the page's own publication");
     // A little longer: a duplicate would arrive now.
     await new Promise((r) => setTimeout(r, 500));
     const result = await page.evaluate(() => ({ got: window.got, gaps: window.gaps, closes: window.closes, transports: window.transports }));
-    assertExactlyOnceInOrder(result.got, COUNT);
+    assertExactlyOnceInOrder(result.got, COUNT + 1);
     assert.deepEqual(result.gaps, [], "no gap: the history covered the failover");
     assert.ok(result.transports.length >= 2, `the page reconnected: ${result.transports}`);
     assert.ok(result.transports.every((t) => t === (fallback ? "sse" : "websocket")), `${result.transports}`);
