@@ -167,7 +167,8 @@ declare class Events<E> {
   once<K extends keyof E>(name: K, listener: (event: E[K]) => void): () => void;
 }
 
-export interface SubscriptionApi extends Events<SubscriptionEvents> {
+/** A subscription to a topic or pattern, with its own state and position. */
+export interface Subscription extends Events<SubscriptionEvents> {
   readonly filter: string;
   readonly state: SubscriptionState;
   /** The last message's position (or where it started); null for a pattern or a topic without history. */
@@ -179,75 +180,44 @@ export interface SubscriptionApi extends Events<SubscriptionEvents> {
   history(options?: HistoryOptions): Promise<HistoryPage>;
   unsubscribe(): void;
 }
+export declare class Subscription {
+  private constructor();
+}
 
-export interface ClientApi extends Events<ClientEvents> {
+/** A subscription held through the shared worker: the same API. */
+export interface SharedSubscription extends Subscription {}
+export declare class SharedSubscription {
+  private constructor();
+}
+
+/** A client with its own connection (this tab's, or this Node.js process's). */
+export interface Client extends Events<ClientEvents> {
   readonly state: ClientState;
   readonly transport: TransportName | null;
   connect(): void;
+  /** Closes the connection and stays disconnected; subscriptions are kept for the next connect(). */
   disconnect(): void;
-  subscribe(filter: string, options?: SubscribeOptions): SubscriptionApi;
-  getSubscription(filter: string): SubscriptionApi | null;
-  subscriptions(): SubscriptionApi[];
+  /** One subscription per filter and client; `since` resumes a topic from a stored position. */
+  subscribe(filter: string, options?: SubscribeOptions): Subscription;
+  getSubscription(filter: string): Subscription | null;
+  subscriptions(): Subscription[];
   /** Resolves with the position (null without history); rejects with FerrocastError. */
   publish(topic: string, data: unknown): Promise<StreamPosition | null>;
   presence(topic: string): Promise<PresenceEntry[]>;
   history(topic: string, options?: HistoryOptions): Promise<HistoryPage>;
 }
-
-export class Subscription extends Events<SubscriptionEvents> implements SubscriptionApi {
-  private constructor();
-  readonly filter: string;
-  readonly state: SubscriptionState;
-  readonly position: StreamPosition | null;
-  ready(): Promise<void>;
-  publish(data: unknown): Promise<StreamPosition | null>;
-  presence(): Promise<PresenceEntry[]>;
-  history(options?: HistoryOptions): Promise<HistoryPage>;
-  unsubscribe(): void;
-}
-
-/** A client with its own connection (this tab's, or this Node.js process's). */
-export class Client extends Events<ClientEvents> implements ClientApi {
+export declare class Client {
   /** @param urls node or load-balancer URLs: "wss://host/ws", "https://host", or a path relative to the page. */
   constructor(urls: string | string[], options?: ClientOptions);
-  readonly state: ClientState;
-  readonly transport: TransportName | null;
-  connect(): void;
-  disconnect(): void;
-  subscribe(filter: string, options?: SubscribeOptions): Subscription;
-  getSubscription(filter: string): Subscription | null;
-  subscriptions(): Subscription[];
-  publish(topic: string, data: unknown): Promise<StreamPosition | null>;
-  presence(topic: string): Promise<PresenceEntry[]>;
-  history(topic: string, options?: HistoryOptions): Promise<HistoryPage>;
 }
 
-export class SharedSubscription extends Events<SubscriptionEvents> implements SubscriptionApi {
-  private constructor();
-  readonly filter: string;
-  readonly state: SubscriptionState;
-  readonly position: StreamPosition | null;
-  ready(): Promise<void>;
-  publish(data: unknown): Promise<StreamPosition | null>;
-  presence(): Promise<PresenceEntry[]>;
-  history(options?: HistoryOptions): Promise<HistoryPage>;
-  unsubscribe(): void;
-}
-
-/** A client whose connection lives in a SharedWorker, shared by the tabs of the origin. */
-export class SharedClient extends Events<ClientEvents> implements ClientApi {
+/**
+ * A client whose connection lives in a SharedWorker, shared by the tabs of
+ * the origin: the same API; disconnect() detaches this tab only.
+ */
+export interface SharedClient extends Client {}
+export declare class SharedClient {
   constructor(urls: string | string[], options?: ClientOptions);
-  readonly state: ClientState;
-  readonly transport: TransportName | null;
-  connect(): void;
-  /** Detaches this tab; the connection stays while other tabs use it. */
-  disconnect(): void;
-  subscribe(filter: string, options?: SubscribeOptions): SharedSubscription;
-  getSubscription(filter: string): SharedSubscription | null;
-  subscriptions(): SharedSubscription[];
-  publish(topic: string, data: unknown): Promise<StreamPosition | null>;
-  presence(topic: string): Promise<PresenceEntry[]>;
-  history(topic: string, options?: HistoryOptions): Promise<HistoryPage>;
 }
 
 /** With `shared: true` where SharedWorker exists, a SharedClient; else a Client. */

@@ -18,6 +18,7 @@ import { Emitter } from "./emitter.js";
 import { FerrocastError } from "./errors.js";
 import { filterProblem, isPattern } from "./frames.js";
 import { isPosition } from "./position.js";
+import { SubscriptionHandle } from "./subscription.js";
 
 /**
  * @typedef {import("./client.js").ClientOptions} ClientOptions
@@ -40,17 +41,12 @@ function reviveEvent(event) {
 /**
  * A subscription held through the shared worker; the same API as
  * `Subscription`.
- * @extends {Emitter<any>}
  */
-export class SharedSubscription extends Emitter {
-  #filter;
-  #client;
+export class SharedSubscription extends SubscriptionHandle {
   /** @type {"subscribing" | "subscribed" | "unsubscribed"} */
   #state = "subscribing";
   /** @type {StreamPosition | null} */
   #position;
-  /** @type {any} */
-  #ready = {};
 
   /**
    * @param {SharedClient} client
@@ -58,16 +54,8 @@ export class SharedSubscription extends Emitter {
    * @param {StreamPosition | null} since
    */
   constructor(client, filter, since) {
-    super();
-    this.#client = client;
-    this.#filter = filter;
+    super(client, filter);
     this.#position = since;
-    this.#ready.promise = new Promise((resolve, reject) => Object.assign(this.#ready, { resolve, reject }));
-    this.#ready.promise.catch(() => {});
-  }
-
-  get filter() {
-    return this.#filter;
   }
 
   get state() {
@@ -78,27 +66,9 @@ export class SharedSubscription extends Emitter {
     return this.#position;
   }
 
-  ready() {
-    return this.#ready.promise;
-  }
-
-  /** @param {unknown} data */
-  publish(data) {
-    return this.#client.publish(this.#filter, data);
-  }
-
-  presence() {
-    return this.#client.presence(this.#filter);
-  }
-
-  /** @param {{ since?: StreamPosition, limit?: number }} [options] */
-  history(options) {
-    return this.#client.history(this.#filter, options);
-  }
-
   unsubscribe() {
     if (this.#state === "unsubscribed") return;
-    this.#client._release(this);
+    this._release();
     this._event("unsubscribed", { reason: "client", code: null }, "unsubscribed", this.#position);
   }
 
@@ -113,9 +83,9 @@ export class SharedSubscription extends Emitter {
     if (this.#state === "unsubscribed") return;
     this.#state = state;
     this.#position = position;
-    if (name === "message" && event.position && !isPattern(this.#filter)) this.#position = event.position;
-    if (name === "subscribed") this.#ready.resolve();
-    if (name === "error") this.#ready.reject(revive(event.error));
+    if (name === "message" && event.position && !isPattern(this.filter)) this.#position = event.position;
+    if (name === "subscribed") this._resolveReady();
+    if (name === "error") this._rejectReady(revive(event.error));
     this.emit(/** @type {any} */ (name), reviveEvent(event));
   }
 }

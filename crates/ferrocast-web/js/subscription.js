@@ -43,42 +43,27 @@ export function toMessage(object) {
 }
 
 /**
- * Events: `subscribing`, `subscribed`, `message`, `gap`, `join`, `leave`,
- * `error`, `unsubscribed` (see index.d.ts).
+ * What every kind of subscription handle offers (this tab's `Subscription`,
+ * and `SharedSubscription` of a shared connection): its filter, a promise of
+ * its first confirmation, and the requests on its topic.
  * @extends {Emitter<any>}
  */
-export class Subscription extends Emitter {
+export class SubscriptionHandle extends Emitter {
   #filter;
   #client;
-  /** @type {SubscriptionState} */
-  #state = "subscribing";
-  #pattern;
-  /** @type {PositionTracker} */
-  #tracker;
-  /** Identifies the latest subscribe sent; replies to older ones are stale. */
-  #attempt = 0;
-  #resumed = false;
-  #waiting = false;
-  /** @type {any[]} */
-  #held = [];
-  #overflowed = false;
-  #everSubscribed = false;
   /** @type {{ resolve: () => void, reject: (e: Error) => void, promise: Promise<void> }} */
   #ready;
 
   /**
-   * @param {{ publish: (topic: string, data: unknown) => Promise<StreamPosition | null>, presence: (topic: string) => Promise<any[]>, history: (topic: string, options?: any) => Promise<any>, _release: (sub: Subscription) => void }} client
+   * @param {{ publish: (topic: string, data: unknown) => Promise<StreamPosition | null>, presence: (topic: string) => Promise<any[]>, history: (topic: string, options?: any) => Promise<any>, _release: (sub: any) => void }} client
    * @param {string} filter
-   * @param {StreamPosition | null} since
    */
-  constructor(client, filter, since) {
+  constructor(client, filter) {
     super();
     this.#client = client;
     this.#filter = filter;
-    this.#pattern = isPattern(filter);
-    this.#tracker = new PositionTracker(since);
     /** @type {any} */
-    let settle = {};
+    const settle = {};
     settle.promise = new Promise((resolve, reject) => Object.assign(settle, { resolve, reject }));
     settle.promise.catch(() => {}); // a page that never awaits ready() sees the error event
     this.#ready = settle;
@@ -87,21 +72,6 @@ export class Subscription extends Emitter {
   /** The topic or pattern. */
   get filter() {
     return this.#filter;
-  }
-
-  /** @returns {SubscriptionState} */
-  get state() {
-    return this.#state;
-  }
-
-  /**
-   * The position of the last message handed to the page (or where the
-   * subscription started): store it to resume after a reload with
-   * `subscribe(topic, { since })`. `null` for a pattern or a topic without history.
-   * @returns {StreamPosition | null}
-   */
-  get position() {
-    return this.#pattern ? null : this.#tracker.last;
   }
 
   /** Resolves once subscribed; rejects if the node refuses the subscription. */
@@ -130,10 +100,70 @@ export class Subscription extends Emitter {
     return this.#client.history(this.#filter, options);
   }
 
+  /** Hands the subscription back to its client (which tells the node). */
+  _release() {
+    this.#client._release(this);
+  }
+
+  _resolveReady() {
+    this.#ready.resolve();
+  }
+
+  /** @param {Error} error */
+  _rejectReady(error) {
+    this.#ready.reject(error);
+  }
+}
+
+/**
+ * Events: `subscribing`, `subscribed`, `message`, `gap`, `join`, `leave`,
+ * `error`, `unsubscribed` (see index.d.ts).
+ */
+export class Subscription extends SubscriptionHandle {
+  /** @type {SubscriptionState} */
+  #state = "subscribing";
+  #pattern;
+  /** @type {PositionTracker} */
+  #tracker;
+  /** Identifies the latest subscribe sent; replies to older ones are stale. */
+  #attempt = 0;
+  #resumed = false;
+  #waiting = false;
+  /** @type {any[]} */
+  #held = [];
+  #overflowed = false;
+  #everSubscribed = false;
+
+  /**
+   * @param {ConstructorParameters<typeof SubscriptionHandle>[0]} client
+   * @param {string} filter
+   * @param {StreamPosition | null} since
+   */
+  constructor(client, filter, since) {
+    super(client, filter);
+    this.#pattern = isPattern(filter);
+    this.#tracker = new PositionTracker(since);
+  }
+
+  /** @returns {SubscriptionState} */
+  get state() {
+    return this.#state;
+  }
+
+  /**
+   * The position of the last message handed to the page (or where the
+   * subscription started): store it to resume after a reload with
+   * `subscribe(topic, { since })`. `null` for a pattern or a topic without history.
+   * @returns {StreamPosition | null}
+   */
+  get position() {
+    return this.#pattern ? null : this.#tracker.last;
+  }
+
   /** Ends the subscription, at the node too. */
   unsubscribe() {
     if (this.#state === "unsubscribed") return;
-    this.#client._release(this);
+    this._release();
     this._end({ reason: "client", code: null });
   }
 
@@ -166,7 +196,7 @@ export class Subscription extends Emitter {
     if (!wasSubscribed) {
       this.#state = "subscribed";
       this.emit("subscribed", { resumed: this.#resumed, recovered, position: this.position });
-      this.#ready.resolve();
+      this._resolveReady();
     }
     if (!recovered) {
       // Before the messages that follow it, never silently.
@@ -195,7 +225,7 @@ export class Subscription extends Emitter {
    */
   _refused(error) {
     this.emit("error", { error });
-    this.#ready.reject(error);
+    this._rejectReady(error);
     this._end({ reason: "refused", code: error.code });
   }
 
@@ -254,6 +284,6 @@ export class Subscription extends Emitter {
     this.#state = "unsubscribed";
     this.#held = [];
     this.emit("unsubscribed", why);
-    this.#ready.reject(new Error(`subscription to ${this.#filter} ended (${why.reason})`));
+    this._rejectReady(new Error(`subscription to ${this.filter} ended (${why.reason})`));
   }
 }
