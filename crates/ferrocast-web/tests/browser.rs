@@ -51,11 +51,7 @@ fn browser_dir() -> PathBuf {
 fn require_tools() {
     let mut node = Command::new("node");
     node.arg("--version");
-    require(
-        node,
-        "Node.js",
-        "apt-get install -y nodejs npm",
-    );
+    require(node, "Node.js", "apt-get install -y nodejs npm");
     for package in ["playwright-core", "ws", "typescript"] {
         let manifest = browser_dir()
             .join("node_modules")
@@ -69,11 +65,7 @@ fn require_tools() {
     }
     let mut chromium = Command::new(CHROMIUM);
     chromium.arg("--version");
-    require(
-        chromium,
-        "Chromium",
-        "apt-get install -y chromium",
-    );
+    require(chromium, "Chromium", "apt-get install -y chromium");
 }
 
 /// Runs `tests/browser/<script>` against `nodes` (and `proxy`), with `env`.
