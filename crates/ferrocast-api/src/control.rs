@@ -31,10 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use ferrocast_core::CONTROL_NAMESPACE;
-use ferrocast_edge::{Edge, Target};
+use ferrocast_edge::{Edge, Feed, Target};
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use crate::feed::Feed;
 use crate::pb;
 
 /// How often each node publishes its status.

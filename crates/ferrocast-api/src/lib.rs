@@ -15,7 +15,6 @@
 mod access;
 mod control;
 mod error;
-mod feed;
 mod grpc;
 mod http;
 mod service;

@@ -15,13 +15,12 @@ use tokio_util::task::TaskTracker;
 
 use ferrocast_core::metrics as names;
 use ferrocast_core::{is_reserved, CloseReason, Publication};
-use ferrocast_edge::Edge;
+use ferrocast_edge::{Edge, Feed};
 use ferrocast_protocol::{publication_payload, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::control::{target_of, Control, Outcome};
 use crate::error::ApiError;
-use crate::feed::Feed;
 use crate::pb;
 
 /// Most topics one Broadcast may name.

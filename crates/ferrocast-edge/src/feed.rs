@@ -1,5 +1,6 @@
 //! A subscriber inside the node: the publications of one filter as a
-//! stream, for the gRPC Subscribe call and the control channel.
+//! stream, for the server API's Subscribe, the control channel and the
+//! session owners' inboxes.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -11,8 +12,8 @@ use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 
 use ferrocast_core::{CloseReason, Outbound, OutboundQueue, Publication, SubscribeError, Taken};
-use ferrocast_edge::subscriptions::{Opened, Resynced};
-use ferrocast_edge::{Edge, Subscriptions};
+use crate::subscriptions::{Opened, Resynced};
+use crate::{Edge, Subscriptions};
 use ferrocast_protocol::{StreamPosition, TopicFilter};
 
 /// Most items moved out of the queue at once.
@@ -28,7 +29,7 @@ const BATCH: usize = 256;
 /// Like a client connection it has a bounded queue: a consumer that falls
 /// more than the bound behind ends the stream with
 /// [`CloseReason::SlowConsumer`].
-pub(crate) struct Feed {
+pub struct Feed {
     subscriptions: Subscriptions,
     /// History reads that fill gaps, running while the stream is polled.
     resyncs: FuturesUnordered<BoxFuture<'static, Resynced>>,
@@ -53,7 +54,7 @@ impl Feed {
     /// once the backplane routes the filter to this node. With `since` (one
     /// topic of a namespace with history), the stream starts with what was
     /// published after it, and the [`Opened`] says whether it reached back.
-    pub(crate) async fn open(
+    pub async fn open(
         edge: &Edge,
         filter: TopicFilter,
         since: Option<StreamPosition>,
@@ -76,7 +77,7 @@ impl Feed {
     }
 
     /// Why the stream ended, once it has.
-    pub(crate) fn closed(&self) -> Option<CloseReason> {
+    pub fn closed(&self) -> Option<CloseReason> {
         self.closed
     }
 }
