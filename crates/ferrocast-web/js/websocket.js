@@ -28,6 +28,8 @@ export class WebSocketSession {
   /** @type {any} */
   #watchdog = null;
   #closed = false;
+  /** Ends an attempt still opening (see close()). */
+  #abandon = () => {};
 
   /**
    * @param {string} url the `ws(s)://…/ws` endpoint
@@ -81,6 +83,7 @@ export class WebSocketSession {
           reject(error);
         }
       };
+      this.#abandon = () => fail(new OpenFailure(`the attempt on ${this.#url} was abandoned`));
       ws.onopen = () => {
         this.#heard = Date.now();
         this.#startWatchdog();
@@ -216,6 +219,7 @@ export class WebSocketSession {
   close() {
     if (this.#closed) return;
     this.#closed = true;
+    this.#abandon();
     const ws = this.#ws;
     this.#detach();
     this.#failAll("client closed the connection");
