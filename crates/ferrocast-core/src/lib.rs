@@ -32,6 +32,7 @@ mod registry;
 pub use hub::{Hub, PublishError, SubscribeError};
 pub use namespace::{
     is_reserved, NamespaceSettings, Namespaces, CONTROL_NAMESPACE, DEFAULT_PRESENCE_TTL,
+    OWNER_NAMESPACE, OWNER_RECORD_TTL,
 };
 pub use publication::{unix_micros, Delivery, NodeId, Publication, WireFormat};
 pub use queue::{CloseReason, ConnId, Outbound, OutboundQueue, PushError, Taken};

@@ -10,6 +10,15 @@ use crate::backplane::HistoryPolicy;
 /// cluster-wide operations and node status), on the backplane like any topic.
 pub const CONTROL_NAMESPACE: &str = "_ctl";
 
+/// The namespace of the session owner registry: one topic per session that
+/// lives across HTTP requests (SockJS, Engine.IO long-polling), whose one
+/// kept publication names the node that holds the session, so that any node
+/// finds the owner with one history read (see ferrocast-edge's `owner`).
+pub const OWNER_NAMESPACE: &str = "_owner";
+
+/// How long an owner record is kept: owners claim again before it lapses.
+pub const OWNER_RECORD_TTL: Duration = Duration::from_secs(3600);
+
 /// Whether clients are kept out of `namespace`: names starting with `_` are
 /// the node's, except `_user` (private user topics, with rules of their own).
 pub fn is_reserved(namespace: &str) -> bool {
@@ -64,7 +73,20 @@ impl Default for Namespaces {
 }
 
 impl Namespaces {
-    pub fn new(by_name: HashMap<String, NamespaceSettings>) -> Self {
+    pub fn new(mut by_name: HashMap<String, NamespaceSettings>) -> Self {
+        // The node's own: clients cannot name reserved namespaces.
+        by_name.insert(
+            OWNER_NAMESPACE.to_string(),
+            NamespaceSettings {
+                history: Some(HistoryPolicy {
+                    size: 1,
+                    ttl: OWNER_RECORD_TTL,
+                }),
+                presence: false,
+                anonymous: false,
+                client_publish: false,
+            },
+        );
         Self {
             by_name,
             default: NamespaceSettings::default(),

@@ -54,6 +54,7 @@ mod cors;
 mod echo;
 mod edge;
 mod feed;
+pub mod owner;
 mod publish;
 mod rate;
 mod serve;
