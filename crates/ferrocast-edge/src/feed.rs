@@ -11,9 +11,9 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 
-use ferrocast_core::{CloseReason, Outbound, OutboundQueue, Publication, SubscribeError, Taken};
 use crate::subscriptions::{Opened, Resynced};
 use crate::{Edge, Subscriptions};
+use ferrocast_core::{CloseReason, Outbound, OutboundQueue, Publication, SubscribeError, Taken};
 use ferrocast_protocol::{StreamPosition, TopicFilter};
 
 /// Most items moved out of the queue at once.
