@@ -25,7 +25,16 @@ impl HaProxy {
     /// configuration is deploy/haproxy/haproxy.cfg: its timeouts, retries,
     /// balancing and `/readyz` health checks, with loopback addresses.
     pub fn start<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Self {
-        Self::start_with(nodes, Upgrades::Forward)
+        Self::start_with(nodes, Upgrades::Forward, Balance::Shipped)
+    }
+
+    /// [`start`](Self::start), balancing each request round-robin
+    /// (`balance roundrobin` in place of the shipped `leastconn`) with no
+    /// affinity of any kind: consecutive HTTP requests of one client land on
+    /// different nodes, which is what serving SockJS's HTTP transports
+    /// without sticky sessions is tested against.
+    pub fn start_round_robin<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Self {
+        Self::start_with(nodes, Upgrades::Forward, Balance::RoundRobin)
     }
 
     /// [`start`](Self::start), with a rule in the `public` frontend that
@@ -33,10 +42,14 @@ impl HaProxy {
     /// while plain HTTP (`/sse`, `/publish`, `/ferrocast.js`) passes: what a
     /// client's fallback from WebSocket is tested against.
     pub fn start_refusing_websocket<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Self {
-        Self::start_with(nodes, Upgrades::Refuse)
+        Self::start_with(nodes, Upgrades::Refuse, Balance::Shipped)
     }
 
-    fn start_with<'a>(nodes: impl IntoIterator<Item = &'a Node>, upgrades: Upgrades) -> Self {
+    fn start_with<'a>(
+        nodes: impl IntoIterator<Item = &'a Node>,
+        upgrades: Upgrades,
+        balance: Balance,
+    ) -> Self {
         let backends: Vec<(SocketAddr, SocketAddr)> =
             nodes.into_iter().map(|n| (n.public, n.admin)).collect();
         // Debian installs haproxy in /usr/sbin, which is not on every PATH.
@@ -47,7 +60,10 @@ impl HaProxy {
         };
         let mut process = ServerProcess::new(program);
         let config = |dir: &TestDir, port| {
-            let file = dir.write("haproxy.cfg", loopback_config(port, &backends, upgrades));
+            let file = dir.write(
+                "haproxy.cfg",
+                loopback_config(port, &backends, upgrades, balance),
+            );
             vec![
                 "-db".to_string(),
                 "-f".to_string(),
@@ -81,15 +97,30 @@ enum Upgrades {
     Refuse,
 }
 
+/// How the `ferrocast` backend picks a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Balance {
+    /// As shipped: `leastconn`, for long-lived WebSockets.
+    Shipped,
+    /// `roundrobin`: every request goes to the next node in turn.
+    RoundRobin,
+}
+
 /// The rule that refuses WebSocket upgrades (whatever the header's case).
 const REFUSE_WEBSOCKET: &str = "http-request deny deny_status 403 if { hdr(upgrade) -i websocket }";
 
 /// The shipped configuration with the `public` frontend bound to
 /// `127.0.0.1:port` (and refusing WebSocket upgrades when `upgrades` says
-/// so) and one server per `(public, admin)` address pair in the `ferrocast`
-/// backend, health-checked on the admin address. Other frontends (the stats
-/// page) are left out.
-fn loopback_config(port: u16, backends: &[(SocketAddr, SocketAddr)], upgrades: Upgrades) -> String {
+/// so), `balance roundrobin` in the `ferrocast` backend when `balance` says
+/// so, and one server per `(public, admin)` address pair there,
+/// health-checked on the admin address. Other frontends (the stats page) are
+/// left out.
+fn loopback_config(
+    port: u16,
+    backends: &[(SocketAddr, SocketAddr)],
+    upgrades: Upgrades,
+    balance: Balance,
+) -> String {
     let mut out = String::new();
     let mut keep = true;
     let mut section = "";
@@ -109,6 +140,11 @@ fn loopback_config(port: u16, backends: &[(SocketAddr, SocketAddr)], upgrades: U
             if upgrades == Upgrades::Refuse {
                 out.push_str(&format!("    {REFUSE_WEBSOCKET}\n"));
             }
+        } else if section == "backend ferrocast"
+            && directive.starts_with("balance ")
+            && balance == Balance::RoundRobin
+        {
+            out.push_str("    balance roundrobin\n");
         } else if section == "backend ferrocast" && directive.starts_with("server ") {
             if !servers_written {
                 for (i, (public, admin)) in backends.iter().enumerate() {
@@ -139,7 +175,7 @@ mod tests {
             (addr("127.0.0.1:4001"), addr("127.0.0.1:5001")),
             (addr("127.0.0.1:4002"), addr("127.0.0.1:5002")),
         ];
-        let config = loopback_config(3999, &backends, Upgrades::Forward);
+        let config = loopback_config(3999, &backends, Upgrades::Forward, Balance::Shipped);
         let directives: Vec<&str> = config
             .lines()
             .map(str::trim)
@@ -172,7 +208,7 @@ mod tests {
             "127.0.0.1:4001".parse().unwrap(),
             "127.0.0.1:5001".parse().unwrap(),
         )];
-        let config = loopback_config(3999, &backends, Upgrades::Refuse);
+        let config = loopback_config(3999, &backends, Upgrades::Refuse, Balance::Shipped);
         let public: Vec<&str> = config
             .split("frontend public")
             .nth(1)
@@ -191,5 +227,35 @@ mod tests {
             ]
         );
         assert_eq!(config.matches("http-request deny").count(), 1);
+    }
+
+    #[test]
+    fn round_robin_replaces_leastconn_and_adds_no_affinity() {
+        let backends = [(
+            "127.0.0.1:4001".parse().unwrap(),
+            "127.0.0.1:5001".parse().unwrap(),
+        )];
+        let shipped = loopback_config(3999, &backends, Upgrades::Forward, Balance::Shipped);
+        let config = loopback_config(3999, &backends, Upgrades::Forward, Balance::RoundRobin);
+        let balance: Vec<&str> = config
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("balance "))
+            .collect();
+        assert_eq!(balance, ["balance roundrobin"]);
+        // Only that line differs from the shipped configuration.
+        assert_eq!(
+            config.replace("balance roundrobin", "balance leastconn"),
+            shipped
+        );
+        for sticky in [
+            "cookie",
+            "stick",
+            "prefer-last-server",
+            "hash-type",
+            "source",
+        ] {
+            assert!(!config.contains(sticky), "{sticky} in:\n{config}");
+        }
     }
 }

@@ -38,17 +38,24 @@ export function proxy() {
   return addr;
 }
 
-/** Serves the SDK source, the test pages and the examples on a free loopback port. */
-export async function serveStatic() {
+/**
+ * Serves the SDK source, the test pages and the examples on a loopback port.
+ * Other test suites add their own directories with `extra.roots` (URL prefix
+ * → directory, e.g. a third-party client's browser bundle), and take a fixed
+ * `extra.port` when the nodes must be told the address before it listens.
+ * @param {{ roots?: Record<string, string>, port?: number }} [extra]
+ */
+export async function serveStatic(extra = {}) {
+  const served = { ...roots, ...extra.roots };
   const server = createServer(async (request, response) => {
     const path = new URL(request.url ?? "/", "http://x").pathname;
     if (path === "/favicon.ico") {
       response.writeHead(204).end();
       return;
     }
-    const prefix = Object.keys(roots).find((p) => path.startsWith(p));
-    const file = prefix && normalize(join(roots[prefix], path.slice(prefix.length)));
-    if (!file || !file.startsWith(roots[prefix])) {
+    const prefix = Object.keys(served).find((p) => path.startsWith(p));
+    const file = prefix && normalize(join(served[prefix], path.slice(prefix.length)));
+    if (!file || !file.startsWith(served[prefix])) {
       response.writeHead(404).end("not found");
       return;
     }
@@ -60,7 +67,10 @@ export async function serveStatic() {
       response.writeHead(404).end("not found");
     }
   });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(extra.port ?? 0, "127.0.0.1", resolve);
+  });
   const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
   return { origin: `http://127.0.0.1:${port}`, close: () => server.close() };
 }
