@@ -216,7 +216,7 @@ struct Inner {
     /// Receivers fed for other nodes, by (requesting node, request id).
     feeding: Mutex<HashMap<(String, u64), Feeding>>,
     /// What this node holds, by session kind.
-    held: Mutex<HashMap<&'static str, Arc<dyn HeldSessions>>>,
+    held: Mutex<HashMap<String, Arc<dyn HeldSessions>>>,
     next_id: AtomicU64,
     stop: CancellationToken,
 }
@@ -293,8 +293,8 @@ impl Owners {
     }
 
     /// Registers the sessions of `kind` this node holds.
-    pub fn hold(&self, kind: &'static str, sessions: Arc<dyn HeldSessions>) {
-        self.inner.held.lock().insert(kind, sessions);
+    pub fn hold(&self, kind: &str, sessions: Arc<dyn HeldSessions>) {
+        self.inner.held.lock().insert(kind.to_string(), sessions);
     }
 
     /// Records this node as the owner of session `id` of `kind`, in the
