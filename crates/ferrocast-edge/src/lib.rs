@@ -60,6 +60,7 @@ mod rate;
 mod serve;
 mod session;
 mod settings;
+mod sockjs;
 mod sse;
 pub mod subscriptions;
 pub mod tls;
@@ -74,7 +75,7 @@ pub use auth::{AuthConfig, AuthError, Authenticator, Identity};
 pub use edge::{Edge, Target};
 pub use feed::Feed;
 pub use serve::{serve, ServeSettings};
-pub use settings::{EdgeSettings, Rate};
+pub use settings::{EdgeSettings, Rate, SockjsSettings};
 pub use subscriptions::Subscriptions;
 
 /// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`
@@ -96,7 +97,8 @@ pub fn public_router(edge: Edge) -> Router {
                 .layer(cors)
                 .merge(cors::preflight("POST")),
         )
-        .merge(ferrocast_web::routes());
+        .merge(ferrocast_web::routes())
+        .merge(sockjs::routes(&edge));
     if edge.settings().echo_endpoint {
         router = router.route("/echo", get(echo::upgrade));
     }

@@ -66,6 +66,52 @@ pub struct EdgeSettings {
     /// Only safe behind a proxy that overwrites or appends to it: a client
     /// that reaches the node directly can put anything there.
     pub client_ip_header: Option<HeaderName>,
+    /// SockJS on the public listener (docs/protocol.md, "SockJS").
+    pub sockjs: SockjsSettings,
+}
+
+/// SockJS (protocol 0.3, what `sockjs-client` 1.x speaks) on the public
+/// listener: the endpoint, its timers and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockjsSettings {
+    /// Where SockJS is served (`/sockjs`; a Spring application's `/stomp`
+    /// or `/ws-endpoint`); `None` turns SockJS off. Starts with `/`, does
+    /// not end with one.
+    pub path: Option<String>,
+    /// How often a session's client gets a heartbeat frame `h` while
+    /// nothing else is sent: below the idle cuts of common proxies.
+    pub heartbeat: Duration,
+    /// How long a session lives without a receiving request: a client that
+    /// stops polling is gone after this.
+    pub disconnect_delay: Duration,
+    /// Bytes a streaming response (xhr-streaming, eventsource, htmlfile)
+    /// carries before the node ends it and the client opens another, so
+    /// that the browser can free what the response held.
+    pub response_limit: usize,
+    /// Whether `/info` asks clients for cookies and session responses set
+    /// `JSESSIONID`: for load balancers whose stickiness keys on it.
+    pub cookie_needed: bool,
+    /// The sockjs-client script the iframe page (`/iframe.html`) loads.
+    pub client_url: String,
+    /// Whether the public listener serves the four services the SockJS
+    /// reference test suite expects (`/echo`, `/disabled_websocket_echo`,
+    /// `/cookie_needed_echo`, `/close`). Conformance testing only.
+    pub conformance: bool,
+}
+
+impl Default for SockjsSettings {
+    fn default() -> Self {
+        Self {
+            path: Some("/sockjs".into()),
+            heartbeat: Duration::from_secs(25),
+            disconnect_delay: Duration::from_secs(5),
+            response_limit: 128 * 1024,
+            cookie_needed: false,
+            client_url: "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js"
+                .into(),
+            conformance: false,
+        }
+    }
 }
 
 /// A rate limit: a sustained rate and a burst above it (GCRA, a token
@@ -118,6 +164,7 @@ impl Default for EdgeSettings {
                 burst: 20,
             },
             client_ip_header: None,
+            sockjs: SockjsSettings::default(),
         }
     }
 }

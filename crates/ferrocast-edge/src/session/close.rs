@@ -1,7 +1,8 @@
 //! How a session ends: the close codes, the reason counted in metrics, the
 //! close frame sent, and the close handshake.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Utf8Bytes};
+use futures::SinkExt;
 use futures::StreamExt;
 use metrics::counter;
 use tokio_tungstenite::tungstenite;
@@ -9,7 +10,7 @@ use tokio_tungstenite::tungstenite;
 use ferrocast_core::metrics as names;
 use ferrocast_core::CloseReason;
 
-use super::Protocol;
+use super::{Protocol, Socket};
 
 use crate::edge::{Edge, CLOSE_GRACE};
 
@@ -83,10 +84,7 @@ impl End {
                     settings.outbound_queue_bytes
                 ),
             ),
-            Self::Queue(CloseReason::Shutdown) => (
-                code::SERVICE_RESTART,
-                "node draining; reconnect to another node".into(),
-            ),
+            Self::Queue(CloseReason::Shutdown) => return Some(shutdown_frame()),
             Self::Queue(CloseReason::ClientRequest) => (code::NORMAL, "disconnected".into()),
             Self::Queue(CloseReason::HistoryUnavailable) => (
                 code::INTERNAL,
@@ -123,14 +121,22 @@ impl End {
     }
 }
 
+/// The close frame of a session that drain ends.
+pub(crate) fn shutdown_frame() -> CloseFrame {
+    CloseFrame {
+        code: code::SERVICE_RESTART,
+        reason: Utf8Bytes::from_static("node draining; reconnect to another node"),
+    }
+}
+
 /// Sends the close frame for `end` (after the protocol's own error for an
 /// oversized message) and waits, up to [`CLOSE_GRACE`], for the client's
 /// close reply.
-pub(super) async fn close<P: Protocol>(
+pub(super) async fn close<P: Protocol, S: Socket>(
     protocol: &mut P,
     edge: &Edge,
     end: End,
-    socket: &mut WebSocket,
+    socket: &mut S,
 ) {
     let Some(frame) = end.close_frame(edge) else {
         return;
@@ -144,7 +150,7 @@ pub(super) async fn close<P: Protocol>(
         if let Some(message) = farewell {
             socket.send(message).await?;
         }
-        socket.send(Message::Close(Some(frame))).await?;
+        socket.send_close(frame).await?;
         while let Some(Ok(_)) = socket.next().await {}
         Ok::<_, axum::Error>(())
     };

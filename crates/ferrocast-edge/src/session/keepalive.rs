@@ -19,12 +19,15 @@ pub(super) struct Due {
     pub(super) deadline: bool,
 }
 
-/// Every keep-alive deadline of a connection on one timer: WebSocket pings
-/// with their pong timeout, and the protocol heart-beats agreed (STOMP).
+/// Every keep-alive deadline of a connection on one timer: transport pings
+/// (WebSocket pings, SockJS heartbeats) with their pong timeout, and the
+/// protocol heart-beats agreed (STOMP).
 pub(super) struct Keepalive {
     timer: Pin<Box<Sleep>>,
     ping_interval: Duration,
-    pong_timeout: Duration,
+    /// `None`: the transport's client does not answer pings (SockJS), so
+    /// silence after one does not close the connection.
+    pong_timeout: Option<Duration>,
     next_ping: Instant,
     /// Set when a ping went out and nothing arrived since.
     pong_due: Option<Instant>,
@@ -39,7 +42,7 @@ pub(super) struct Keepalive {
 }
 
 impl Keepalive {
-    pub(super) fn new(ping_interval: Duration, pong_timeout: Duration) -> Self {
+    pub(super) fn new(ping_interval: Duration, pong_timeout: Option<Duration>) -> Self {
         let now = Instant::now();
         let next_ping = now + ping_interval;
         Self {
@@ -113,7 +116,9 @@ impl Keepalive {
         }
         if self.next_ping <= now {
             due.ping = true;
-            self.pong_due.get_or_insert(now + self.pong_timeout);
+            if let Some(timeout) = self.pong_timeout {
+                self.pong_due.get_or_insert(now + timeout);
+            }
             self.next_ping = now + self.ping_interval;
         }
         if let (Some(at), Some(every)) = (self.next_heartbeat, self.heartbeat.send_every) {

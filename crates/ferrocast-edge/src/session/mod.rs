@@ -16,17 +16,19 @@ mod link;
 mod native;
 mod proto;
 mod protocol;
+mod socket;
 mod stomp;
 mod writer;
 
-pub(crate) use close::code;
+pub(crate) use close::{code, shutdown_frame, End};
 pub(crate) use json::JsonProtocol;
 pub(crate) use link::Link;
 pub(crate) use proto::ProtoProtocol;
 pub(crate) use protocol::{count_error, text_or_binary, Heartbeat, Protocol};
-pub(crate) use stomp::StompProtocol;
+pub(crate) use socket::Socket;
+pub(crate) use stomp::{rand_suffix, StompProtocol};
 
-use close::{classify, close, End};
+use close::{classify, close};
 use keepalive::Keepalive;
 use link::Done;
 use std::future::{poll_fn, Future};
@@ -34,7 +36,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use writer::{pump, Writer};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use futures::StreamExt;
 use metrics::{counter, gauge};
 use tokio::sync::OwnedSemaphorePermit;
@@ -52,28 +54,31 @@ const MAX_IN_FLIGHT: usize = 256;
 /// One connection: its socket, protocol state, queue and timers, polled by
 /// hand as one future (no split socket, no per-source futures), which keeps
 /// an idle connection small.
-struct Session<P: Protocol> {
-    socket: WebSocket,
+struct Session<P: Protocol, S: Socket> {
+    socket: S,
     protocol: P,
     link: Link<P::Completion>,
     writer: Writer,
     keepalive: Keepalive,
 }
 
-/// Serves one upgraded connection with `protocol` until it closes. `permit`
-/// is the connection's slot under `max_connections`, released at the end.
-pub(crate) fn serve<P: Protocol>(
+/// Serves one connection over `socket` with `protocol` until it closes.
+/// `permit` is the connection's slot under `max_connections`, released at the
+/// end.
+pub(crate) fn serve<P: Protocol, S: Socket>(
     edge: Edge,
-    socket: WebSocket,
+    socket: S,
     permit: OwnedSemaphorePermit,
     protocol: P,
     identity: Option<Identity>,
 ) -> impl Future<Output = ()> + Send {
     let queue = Arc::new(OutboundQueue::new(edge.settings().outbound_queue_bytes));
-    gauge!(names::CONNECTIONS, "protocol" => P::LABEL).increment(1.0);
-    counter!(names::CONNECTIONS_OPENED, "protocol" => P::LABEL).increment(1);
+    let label = S::label(P::LABEL);
+    gauge!(names::CONNECTIONS, "protocol" => label).increment(1.0);
+    counter!(names::CONNECTIONS_OPENED, "protocol" => label).increment(1);
     let settings = edge.settings();
-    let keepalive = Keepalive::new(settings.ping_interval, settings.pong_timeout);
+    let pong_timeout = S::ANSWERS_PINGS.then_some(settings.pong_timeout);
+    let keepalive = Keepalive::new(S::keepalive_interval(settings), pong_timeout);
     let mut session = Session {
         socket,
         protocol,
@@ -92,7 +97,7 @@ pub(crate) fn serve<P: Protocol>(
     }
 }
 
-impl<P: Protocol> Session<P> {
+impl<P: Protocol, S: Socket> Session<P, S> {
     /// Closes the connection for `end` and releases what it held.
     async fn finish(&mut self, end: End) {
         let edge = self.link.edge.clone();
@@ -100,11 +105,12 @@ impl<P: Protocol> Session<P> {
         Box::pin(close(&mut self.protocol, &edge, end, &mut self.socket)).await;
         self.protocol.on_end(&mut self.link);
         self.link.release();
-        gauge!(names::CONNECTIONS, "protocol" => P::LABEL).decrement(1.0);
+        let label = S::label(P::LABEL);
+        gauge!(names::CONNECTIONS, "protocol" => label).decrement(1.0);
         counter!(names::CONNECTIONS_CLOSED, "reason" => end.label()).increment(1);
         tracing::debug!(
             conn = self.link.conn(),
-            protocol = P::LABEL,
+            protocol = label,
             reason = end.label(),
             "connection closed"
         );
@@ -197,14 +203,16 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
+    use axum::extract::ws::WebSocket;
+
     /// An idle connection is mostly this future (plus the socket's kernel
     /// buffers and the codec's read buffer): a budget that keeps it from
     /// growing unnoticed (docs/benchmarks.md, memory per connection).
     #[test]
     fn the_state_of_an_idle_connection_stays_small() {
-        let json = future_size(serve::<JsonProtocol>);
-        let proto = future_size(serve::<ProtoProtocol>);
-        let stomp = future_size(serve::<StompProtocol>);
+        let json = future_size(serve::<JsonProtocol, WebSocket>);
+        let proto = future_size(serve::<ProtoProtocol, WebSocket>);
+        let stomp = future_size(serve::<StompProtocol, WebSocket>);
         eprintln!("idle session futures: JSON {json} B, protobuf {proto} B, STOMP {stomp} B");
         assert!(
             json <= 1024,

@@ -1080,7 +1080,9 @@ fn parse_since(value: &str) -> Result<StreamPosition, String> {
         .ok_or_else(|| format!("ferrocast-since must be <epoch>:<offset>, not {value:?}"))
 }
 
-fn rand_suffix() -> u32 {
+/// A random number, fresh per call: session ids, and the entropy SockJS
+/// hands to browsers.
+pub(crate) fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::task::{ready, Context, Poll};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures::SinkExt;
 use metrics::{counter, histogram, Counter, Histogram};
@@ -12,7 +12,7 @@ use ferrocast_core::metrics as names;
 use ferrocast_core::{unix_micros, CloseReason, Outbound, Taken};
 use ferrocast_protocol::TopicFilter;
 
-use super::Protocol;
+use super::{Protocol, Socket};
 use crate::subscriptions::Subscriptions;
 
 /// Most queued items encoded in one go.
@@ -53,9 +53,9 @@ impl Writer {
 /// Writes queued items to the socket until the queue is empty (then flushes
 /// and waits) or closed and empty (then returns the reason). Cancel-safe: what
 /// was taken from the queue is either staged here or in the codec's buffer.
-pub(super) fn pump<P: Protocol>(
+pub(super) fn pump<P: Protocol, S: Socket>(
     cx: &mut Context<'_>,
-    socket: &mut WebSocket,
+    socket: &mut S,
     writer: &mut Writer,
     protocol: &mut P,
     subscriptions: &mut Subscriptions,

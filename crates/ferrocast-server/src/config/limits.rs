@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use axum::http::HeaderName;
 
-use ferrocast_edge::{EdgeSettings, Rate};
+use ferrocast_edge::{EdgeSettings, Rate, SockjsSettings};
 use ferrocast_protocol::MAX_TOPIC_LEN;
 
 use super::Config;
@@ -42,7 +42,69 @@ impl Config {
             },
             // Checked by `validate_limits`.
             client_ip_header: self.client_ip_header().ok().flatten(),
+            sockjs: SockjsSettings {
+                path: self.sockjs_path(),
+                heartbeat: self.sockjs_heartbeat,
+                disconnect_delay: self.sockjs_disconnect_delay,
+                response_limit: self.sockjs_response_limit,
+                cookie_needed: self.sockjs_cookie,
+                client_url: self.sockjs_client_url.clone(),
+                conformance: self.sockjs_conformance,
+            },
         }
+    }
+
+    /// Where SockJS is served: `None` when turned off (`""` or `off`).
+    fn sockjs_path(&self) -> Option<String> {
+        let path = self.sockjs_path.trim();
+        (!path.is_empty() && !path.eq_ignore_ascii_case("off")).then(|| path.to_owned())
+    }
+
+    fn validate_sockjs(&self) -> anyhow::Result<()> {
+        if let Some(path) = self.sockjs_path() {
+            let valid = path.starts_with('/')
+                && !path.ends_with('/')
+                && !path.contains(['{', '}', '*', '?', '#', '.'])
+                && !path.split('/').skip(1).any(str::is_empty);
+            if !valid {
+                bail!("sockjs_path {path:?} must be a path such as /sockjs or /stomp: starting with /, not ending with one, without empty segments, dots, or any of {{ }} * ? #");
+            }
+            let taken = [
+                "/ws",
+                "/sse",
+                "/publish",
+                "/echo",
+                "/ferrocast.js",
+                "/ferrocast.d.ts",
+                "/ferrocast",
+            ];
+            if taken.iter().any(|t| path == *t) {
+                bail!("sockjs_path {path:?} is a route the public listener already serves");
+            }
+            if self.sockjs_conformance
+                && [
+                    "/echo",
+                    "/disabled_websocket_echo",
+                    "/cookie_needed_echo",
+                    "/close",
+                ]
+                .contains(&path.as_str())
+            {
+                bail!("sockjs_path {path:?} is one of the conformance services' paths");
+            }
+        }
+        if self.sockjs_conformance && self.ws_echo_endpoint {
+            bail!("sockjs_conformance and ws_echo_endpoint both serve /echo: turn one off");
+        }
+        if self.sockjs_heartbeat < Duration::from_millis(100)
+            || self.sockjs_disconnect_delay < Duration::from_millis(100)
+        {
+            bail!("sockjs_heartbeat and sockjs_disconnect_delay must be at least 100ms");
+        }
+        if self.sockjs_response_limit < 1024 {
+            bail!("sockjs_response_limit must be at least 1024 bytes");
+        }
+        Ok(())
     }
 
     /// The header that carries client addresses, if set and valid.
@@ -96,6 +158,6 @@ impl Config {
             }
         }
         self.client_ip_header()?;
-        Ok(())
+        self.validate_sockjs()
     }
 }

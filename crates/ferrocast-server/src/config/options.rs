@@ -169,6 +169,45 @@ declare_options! {
     #[serde(with = "humantime_serde")]
     sse_keepalive: Duration = EDGE.sse_keepalive,
 
+    // SockJS (docs/protocol.md, "SockJS").
+
+    /// Where SockJS is served on the public listener (sockjs-client 1.x, Spring's
+    /// `new SockJS(url)`): `/sockjs`, or a Spring application's `/stomp`, `/ws-endpoint`, ...
+    /// `""` or `off` turns SockJS off.
+    #[arg(env = "FERROCAST_SOCKJS_PATH", value_name = "PATH")]
+    sockjs_path: String = EDGE.sockjs.path.clone().unwrap_or_default(),
+
+    /// SockJS: a session silent this long gets a heartbeat frame; keep it below the idle timeout
+    /// of every proxy in front.
+    #[arg(env = "FERROCAST_SOCKJS_HEARTBEAT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    sockjs_heartbeat: Duration = EDGE.sockjs.heartbeat,
+
+    /// SockJS: how long a session lives without a receiving request before the node closes it.
+    #[arg(env = "FERROCAST_SOCKJS_DISCONNECT_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    sockjs_disconnect_delay: Duration = EDGE.sockjs.disconnect_delay,
+
+    /// SockJS: bytes one streaming response (xhr-streaming, eventsource, htmlfile) carries before
+    /// the node ends it and the client opens the next.
+    #[arg(env = "FERROCAST_SOCKJS_RESPONSE_LIMIT", value_name = "BYTES")]
+    sockjs_response_limit: usize = EDGE.sockjs.response_limit,
+
+    /// SockJS: tell clients cookies are needed and set `JSESSIONID` on session requests, for load
+    /// balancers whose stickiness keys on it (ferrocast itself needs no stickiness).
+    #[arg(env = "FERROCAST_SOCKJS_COOKIE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    sockjs_cookie: bool = EDGE.sockjs.cookie_needed,
+
+    /// SockJS: the sockjs-client script the iframe page loads (transports without CORS).
+    #[arg(env = "FERROCAST_SOCKJS_CLIENT_URL", value_name = "URL")]
+    sockjs_client_url: String = EDGE.sockjs.client_url.clone(),
+
+    /// SockJS: also serve the reference test suite's services (/echo, /disabled_websocket_echo,
+    /// /cookie_needed_echo, /close) on the public listener. For conformance testing only; never in
+    /// production. Not together with --ws-echo-endpoint (both serve /echo).
+    #[arg(env = "FERROCAST_SOCKJS_CONFORMANCE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    sockjs_conformance: bool = EDGE.sockjs.conformance,
+
     // Authentication of clients.
 
     /// JWT: a file holding the HS256 shared secret (its bytes; a trailing newline is ignored).
