@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::gauge;
@@ -15,6 +15,7 @@ use ferrocast_core::{CloseReason, ConnId, Hub, Outbound, OutboundQueue};
 use ferrocast_protocol::TopicFilter;
 
 use crate::auth::Authenticator;
+use crate::owner::Owners;
 use crate::rate::{AddressRates, Limited, RateLimited};
 use crate::settings::EdgeSettings;
 
@@ -61,6 +62,9 @@ struct EdgeInner {
     draining: CancellationToken,
     /// Connection attempts per client address, when that limit is on.
     addresses: Option<AddressRates>,
+    /// Owner routing of sessions that live across HTTP requests, started
+    /// by the first such session (its inbox costs nothing before).
+    owners: OnceLock<Owners>,
 }
 
 impl Edge {
@@ -81,6 +85,7 @@ impl Edge {
                 open: Mutex::new(OpenConnections::default()),
                 next_conn: AtomicU64::new(1),
                 draining: CancellationToken::new(),
+                owners: OnceLock::new(),
             }),
         }
     }
@@ -165,6 +170,18 @@ impl Edge {
                 }
             }
         }
+    }
+
+    /// This node's end of owner routing (`crate::owner`), started on first
+    /// use, inside the runtime; it runs as long as the process.
+    pub fn owners(&self) -> &Owners {
+        self.inner.owners.get_or_init(|| {
+            Owners::start(
+                self.inner.hub.clone(),
+                self.internal_conn_id(),
+                CancellationToken::new(),
+            )
+        })
     }
 
     /// A connection id for a subscriber inside the node (the server API's

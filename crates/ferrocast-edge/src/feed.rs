@@ -13,7 +13,9 @@ use futures::{Stream, StreamExt};
 
 use crate::subscriptions::{Opened, Resynced};
 use crate::{Edge, Subscriptions};
-use ferrocast_core::{CloseReason, Outbound, OutboundQueue, Publication, SubscribeError, Taken};
+use ferrocast_core::{
+    CloseReason, ConnId, Hub, Outbound, OutboundQueue, Publication, SubscribeError, Taken,
+};
 use ferrocast_protocol::{StreamPosition, TopicFilter};
 
 /// Most items moved out of the queue at once.
@@ -60,9 +62,28 @@ impl Feed {
         since: Option<StreamPosition>,
         queue_bytes: usize,
     ) -> Result<(Self, Option<Opened>), SubscribeError> {
+        Self::open_on(
+            edge.hub(),
+            edge.internal_conn_id(),
+            filter,
+            since,
+            queue_bytes,
+        )
+        .await
+    }
+
+    /// [`Feed::open`] on `hub` as its subscriber `conn` (an id from
+    /// [`Edge::internal_conn_id`]), for parts that hold the hub rather than
+    /// the edge.
+    pub async fn open_on(
+        hub: &Hub,
+        conn: ConnId,
+        filter: TopicFilter,
+        since: Option<StreamPosition>,
+        queue_bytes: usize,
+    ) -> Result<(Self, Option<Opened>), SubscribeError> {
         let queue = Arc::new(OutboundQueue::new(queue_bytes));
-        let subscriptions =
-            Subscriptions::new(edge.hub().clone(), edge.internal_conn_id(), queue, false);
+        let subscriptions = Subscriptions::new(hub.clone(), conn, queue, false);
         let mut feed = Self {
             subscriptions,
             resyncs: FuturesUnordered::new(),

@@ -56,10 +56,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use ferrocast_core::{NodeId, CONTROL_NAMESPACE, OWNER_NAMESPACE};
+use ferrocast_core::{ConnId, Hub, NodeId, CONTROL_NAMESPACE, OWNER_NAMESPACE};
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use crate::{Edge, Feed};
+use crate::Feed;
 
 #[cfg(test)]
 mod tests;
@@ -207,7 +207,9 @@ pub struct Owners {
 }
 
 struct Inner {
-    edge: Edge,
+    hub: Hub,
+    /// The inbox's subscriber id.
+    conn: ConnId,
     node: NodeId,
     /// The owner of sessions seen here, by registry topic.
     cache: Mutex<HashMap<String, NodeId>>,
@@ -271,13 +273,14 @@ struct OwnerRecord {
 }
 
 impl Owners {
-    /// Joins owner routing: subscribes to this node's inbox (again after
-    /// failures) until `stop`.
-    pub fn start(edge: Edge, stop: CancellationToken) -> Self {
-        let node = edge.hub().node_id().clone();
+    /// Joins owner routing: subscribes to this node's inbox (as subscriber
+    /// `conn`, again after failures) until `stop`.
+    pub fn start(hub: Hub, conn: ConnId, stop: CancellationToken) -> Self {
+        let node = hub.node_id().clone();
         let owners = Self {
             inner: Arc::new(Inner {
-                edge,
+                hub,
+                conn,
                 node,
                 cache: Mutex::new(HashMap::new()),
                 waiting: Mutex::new(HashMap::new()),
@@ -308,8 +311,7 @@ impl Owners {
         })
         .map_err(|e| RelayError::Backplane(e.to_string()))?;
         self.inner
-            .edge
-            .hub()
+            .hub
             .publish(topic.clone(), Bytes::from(body))
             .await
             .map_err(|e| RelayError::Backplane(e.to_string()))?;
@@ -327,8 +329,7 @@ impl Owners {
             None => {
                 let page = self
                     .inner
-                    .edge
-                    .hub()
+                    .hub
                     .history(&topic, 0)
                     .await
                     .map_err(|e| RelayError::Backplane(e.to_string()))?;
@@ -451,8 +452,7 @@ impl Owners {
     async fn publish(&self, node: &str, message: &Wire) -> Result<(), RelayError> {
         let body = serde_json::to_vec(message).map_err(|e| RelayError::Backplane(e.to_string()))?;
         self.inner
-            .edge
-            .hub()
+            .hub
             .publish(inbox(node), Bytes::from(body))
             .await
             .map(|_| ())
@@ -464,8 +464,15 @@ impl Owners {
     async fn serve_inbox(self) {
         let filter = TopicFilter::from(inbox(&self.inner.node));
         while !self.inner.stop.is_cancelled() {
-            let edge = self.inner.edge.clone();
-            match Feed::open(&edge, filter.clone(), None, INBOX_BYTES).await {
+            match Feed::open_on(
+                &self.inner.hub,
+                self.inner.conn,
+                filter.clone(),
+                None,
+                INBOX_BYTES,
+            )
+            .await
+            {
                 Ok((mut feed, _)) => loop {
                     tokio::select! {
                         () = self.inner.stop.cancelled() => return,

@@ -90,7 +90,8 @@ fn node(bus: &MemoryBus, name: &str) -> Node {
         &tasks,
         stop.clone(),
     );
-    let owners = Owners::start(Edge::new(hub, EdgeSettings::default()), stop.clone());
+    let edge = Edge::new(hub.clone(), EdgeSettings::default());
+    let owners = Owners::start(hub, edge.internal_conn_id(), stop.clone());
     Node {
         owners,
         _tasks: tasks,

@@ -2,15 +2,12 @@
 //! SockJS session, behind one type. Transports never touch sessions
 //! otherwise.
 //!
-//! Today every session a request names is looked up on this node. Where a
-//! load balancer spreads one session's requests over several nodes, the node
-//! that created a session owns it, and a request for a session this node
-//! does not hold is the one place where a remote owner plugs in: in
-//! [`SessionDirectory::receive`] and [`SessionDirectory::send`], at the
-//! lookup that finds no local session (marked `REMOTE OWNER` below), the
-//! directory asks the owner instead of answering 404 or creating a session,
-//! and hands back the owner's frames as a [`FrameStream`] (or the owner's
-//! acknowledgement of a send) in the same shapes as for a local session.
+//! A load balancer may spread one session's requests over several nodes:
+//! the node that created a session owns it, and a request for a session
+//! this node does not hold goes to its owner (`relay`, over
+//! `crate::owner`), in the same shapes as for a local session: the owner's
+//! frames as a [`FrameStream`], the owner's acknowledgement of a send. Only a
+//! session held nowhere is created here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +45,12 @@ pub(crate) enum Refused {
 /// the response must end.
 pub(crate) struct FrameStream(BoxStream<'static, Bytes>);
 
+impl From<BoxStream<'static, Bytes>> for FrameStream {
+    fn from(frames: BoxStream<'static, Bytes>) -> Self {
+        Self(frames)
+    }
+}
+
 impl FrameStream {
     fn one(frame: Bytes) -> Self {
         Self(futures::stream::iter([frame]).boxed())
@@ -71,9 +74,13 @@ pub(crate) struct SessionDirectory {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    edge: Edge,
+pub(super) struct Inner {
+    pub(super) edge: Edge,
     kind: Kind,
+    /// This endpoint's sessions in owner routing (`relay::owner_kind`).
+    pub(super) owner_kind: String,
+    /// Whether owner routing knows this endpoint's sessions (`relay`).
+    pub(super) held: AtomicBool,
     /// A std-like lock held for map operations only, never across an await.
     sessions: Mutex<HashMap<Box<str>, Arc<HttpSession>>>,
     /// Whether the task that forgets idle sessions runs.
@@ -81,11 +88,13 @@ struct Inner {
 }
 
 impl SessionDirectory {
-    pub(crate) fn new(edge: Edge, kind: Kind) -> Self {
+    pub(crate) fn new(edge: Edge, kind: Kind, prefix: &str) -> Self {
         Self {
             inner: Arc::new(Inner {
                 edge,
                 kind,
+                owner_kind: super::relay::owner_kind(prefix),
+                held: AtomicBool::new(false),
                 sessions: Mutex::new(HashMap::new()),
                 sweeping: AtomicBool::new(false),
             }),
@@ -104,28 +113,49 @@ impl SessionDirectory {
         answering: Answering,
         caller: &Caller,
     ) -> Result<FrameStream, Refused> {
+        if let Some(frames) = self.receive_here(id, answering) {
+            return Ok(frames);
+        }
+        // A session this node does not hold may live on its owner (relay).
+        if let Some(frames) = self.receive_elsewhere(id, &answering).await {
+            return Ok(frames);
+        }
+        let session = self.create(id, caller)?;
+        self.claim(id).await;
+        Ok(Self::attach(session, answering))
+    }
+
+    /// A receive on session `id` if this node holds it.
+    pub(super) fn receive_here(&self, id: &str, answering: Answering) -> Option<FrameStream> {
         let found = self.inner.sessions.lock().get(id).cloned();
-        // REMOTE OWNER: a session this node does not hold may live on its
-        // owner; relay the owner's frames here before creating one.
-        let session = match found {
-            Some(session) => session,
-            None => self.create(id, caller)?,
-        };
-        Ok(match session.attach() {
+        found.map(|session| Self::attach(session, answering))
+    }
+
+    fn attach(session: Arc<HttpSession>, answering: Answering) -> FrameStream {
+        match session.attach() {
             Attach::Attached { number, opened } => {
                 FrameStream(Receiving::new(session, number, opened, answering).boxed())
             }
             Attach::Refused(frame) => FrameStream::one(frame),
-        })
+        }
     }
 
     /// A send (xhr_send, jsonp_send) of `messages` to session `id`; returns
     /// once the session took them (it waits while the session's inbound
     /// queue is full).
     pub(crate) async fn send(&self, id: &str, messages: Vec<String>) -> Result<(), Refused> {
+        let held = self.inner.sessions.lock().contains_key(id);
+        if held {
+            self.send_here(id, messages).await
+        } else {
+            // Its owner takes it before the answer (relay).
+            self.send_elsewhere(id, &messages).await
+        }
+    }
+
+    /// A send to session `id`, held by this node.
+    pub(super) async fn send_here(&self, id: &str, messages: Vec<String>) -> Result<(), Refused> {
         let found = self.inner.sessions.lock().get(id).cloned();
-        // REMOTE OWNER: a send for a session this node does not hold goes to
-        // its owner, acknowledged before the answer.
         let inbound = found
             .and_then(|session| session.inbound())
             .ok_or(Refused::NotFound)?;
@@ -136,6 +166,18 @@ impl SessionDirectory {
             inbound.send(message).await.map_err(|_| Refused::NotFound)?;
         }
         Ok(())
+    }
+
+    pub(super) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    pub(super) fn weak(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(super) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
     }
 
     /// Admits a new session `id` and starts the task that runs it.

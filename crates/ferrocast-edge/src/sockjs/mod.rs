@@ -29,6 +29,7 @@ mod frame;
 mod headers;
 mod http_session;
 mod pages;
+mod relay;
 mod service;
 mod socket;
 mod transports;
@@ -83,6 +84,10 @@ pub(crate) fn routes(edge: &Edge) -> Router<Edge> {
         "SockJS requests, by transport (xhr, xhr_send, xhr_streaming, eventsource, htmlfile, jsonp, jsonp_send, websocket, raw_websocket) or page (greeting, info, iframe, options), and not_found."
     );
     describe_counter!(
+        relay::RELAYED,
+        "SockJS requests for sessions held by another node, by outcome: relayed (served through the owner), unknown (the owner no longer held it), silent (the owner did not answer), lost (frames lost between the nodes)."
+    );
+    describe_counter!(
         directory::SESSIONS,
         "SockJS sessions served over HTTP that this node holds."
     );
@@ -117,7 +122,7 @@ pub(crate) fn routes(edge: &Edge) -> Router<Edge> {
     for (prefix, kind, websocket, cookie_needed, response_limit) in endpoints {
         let endpoint = Arc::new(Endpoint {
             edge: edge.clone(),
-            directory: SessionDirectory::new(edge.clone(), kind),
+            directory: SessionDirectory::new(edge.clone(), kind, &prefix),
             prefix: prefix.clone(),
             kind,
             websocket,
