@@ -95,10 +95,12 @@ impl HttpSession {
         (session, messages)
     }
 
-    /// Attaches a receiving request, or says why it cannot be.
+    /// Attaches a receiving request, or says why it cannot be. The first
+    /// one always opens the session (its task may have closed it already,
+    /// as the close service does: the close frame then follows the open one).
     pub(super) fn attach(&self) -> Attach {
         let mut state = self.state.lock();
-        if let Some(close) = &state.close {
+        if let Some(close) = state.close.as_ref().filter(|_| state.next_receiver > 0) {
             return Attach::Refused(close.clone());
         }
         if state.receiver.is_some() {
