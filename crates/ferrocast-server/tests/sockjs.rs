@@ -32,7 +32,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use ferrocast_testkit::{http_exchange, metric, HttpResponse, JsonClient, Node};
+use ferrocast_testkit::{http_exchange, metric, HttpResponse, JsonClient, Node, StompFrame};
 
 /// How long a test waits for anything the node sends.
 const WAIT: Duration = Duration::from_secs(10);
@@ -1139,8 +1139,8 @@ fn stomp(command: &str, headers: &[(&str, &str)], body: &str) -> String {
     frame
 }
 
-/// The STOMP frames in a SockJS `a[…]` frame: (command, headers, body).
-fn stomp_frames(frame: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+/// The STOMP frames in a SockJS `a[…]` frame.
+fn stomp_frames(frame: &str) -> Vec<StompFrame> {
     messages(frame)
         .iter()
         .flat_map(|message| message.split('\0').map(str::to_string).collect::<Vec<_>>())
@@ -1154,16 +1154,13 @@ fn stomp_frames(frame: &str) -> Vec<(String, Vec<(String, String)>, String)> {
                 .filter_map(|line| line.split_once(':'))
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect();
-            (command, headers, body.to_string())
+            StompFrame {
+                command,
+                headers,
+                body: body.as_bytes().to_vec(),
+            }
         })
         .collect()
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// A STOMP client over xhr-streaming: frames from the stream, sends by xhr_send.
@@ -1171,7 +1168,7 @@ struct StompOverSockjs {
     addr: SocketAddr,
     path: String,
     stream: Streaming,
-    pending: std::collections::VecDeque<(String, Vec<(String, String)>, String)>,
+    pending: std::collections::VecDeque<StompFrame>,
 }
 
 impl StompOverSockjs {
@@ -1196,7 +1193,7 @@ impl StompOverSockjs {
         assert_eq!(response.status, 204, "{response:?}");
     }
 
-    async fn recv(&mut self) -> (String, Vec<(String, String)>, String) {
+    async fn recv(&mut self) -> StompFrame {
         loop {
             if let Some(frame) = self.pending.pop_front() {
                 return frame;
@@ -1227,9 +1224,10 @@ async fn stomp_over_xhr_streaming_talks_with_json_websocket_clients() {
             "",
         )])
         .await;
-    let (command, headers, _) = stomp_client.recv().await;
+    let frame = stomp_client.recv().await;
+    let command = frame.command.clone();
     assert_eq!(command, "CONNECTED");
-    assert_eq!(header(&headers, "version"), Some("1.2"));
+    assert_eq!(frame.header("version"), Some("1.2"));
     stomp_client
         .send(&[stomp(
             "SUBSCRIBE",
@@ -1241,9 +1239,10 @@ async fn stomp_over_xhr_streaming_talks_with_json_websocket_clients() {
             "",
         )])
         .await;
-    let (command, headers, _) = stomp_client.recv().await;
+    let frame = stomp_client.recv().await;
+    let command = frame.command.clone();
     assert_eq!(
-        (command.as_str(), header(&headers, "receipt-id")),
+        (command.as_str(), frame.header("receipt-id")),
         ("RECEIPT", Some("r1"))
     );
     let body = metrics(&node).await;
@@ -1277,21 +1276,24 @@ async fn stomp_over_xhr_streaming_talks_with_json_websocket_clients() {
             r#"{"from":"stomp"}"#,
         )])
         .await;
-    let (command, headers, body) = stomp_client.recv().await;
+    let frame = stomp_client.recv().await;
+    let (command, body) = (frame.command.clone(), frame.body_text());
     if command == "MESSAGE" {
         // Its own message may come before the receipt.
         assert_eq!(body, r#"{"from":"stomp"}"#);
-        let (command, headers, _) = stomp_client.recv().await;
+        let frame = stomp_client.recv().await;
+        let command = frame.command.clone();
         assert_eq!(
-            (command.as_str(), header(&headers, "receipt-id")),
+            (command.as_str(), frame.header("receipt-id")),
             ("RECEIPT", Some("r2"))
         );
     } else {
         assert_eq!(
-            (command.as_str(), header(&headers, "receipt-id")),
+            (command.as_str(), frame.header("receipt-id")),
             ("RECEIPT", Some("r2"))
         );
-        let (command, _, body) = stomp_client.recv().await;
+        let frame = stomp_client.recv().await;
+        let (command, body) = (frame.command.clone(), frame.body_text());
         assert_eq!(
             (command.as_str(), body.as_str()),
             ("MESSAGE", r#"{"from":"stomp"}"#)
@@ -1307,9 +1309,10 @@ async fn stomp_over_xhr_streaming_talks_with_json_websocket_clients() {
             .unwrap();
     }
     for n in 0..20 {
-        let (command, headers, body) = stomp_client.recv().await;
+        let frame = stomp_client.recv().await;
+        let (command, body) = (frame.command.clone(), frame.body_text());
         assert_eq!(command, "MESSAGE");
-        assert_eq!(header(&headers, "subscription"), Some("sub-0"));
+        assert_eq!(frame.header("subscription"), Some("sub-0"));
         assert_eq!(
             serde_json::from_str::<Value>(&body).unwrap(),
             json!({ "n": n })
@@ -1318,7 +1321,7 @@ async fn stomp_over_xhr_streaming_talks_with_json_websocket_clients() {
     stomp_client
         .send(&[stomp("DISCONNECT", &[("receipt", "bye")], "")])
         .await;
-    let (command, _, _) = stomp_client.recv().await;
+    let command = stomp_client.recv().await.command;
     assert_eq!(command, "RECEIPT");
 }
 
@@ -1386,7 +1389,7 @@ async fn drain_closes_sockjs_sessions_with_1012() {
             "",
         )])
         .await;
-    assert_eq!(client.recv().await.0, "CONNECTED");
+    assert_eq!(client.recv().await.command, "CONNECTED");
     kill(Pid::from_raw(node.pid() as i32), Signal::SIGTERM).unwrap();
     let frame = loop {
         let frame = client.stream.next_until("\n").await;
@@ -1476,7 +1479,7 @@ async fn stomp_over_sockjs_resumes_with_ferrocast_since() {
             "",
         )])
         .await;
-    assert_eq!(client.recv().await.0, "CONNECTED");
+    assert_eq!(client.recv().await.command, "CONNECTED");
     client
         .send(&[stomp(
             "SUBSCRIBE",
@@ -1489,12 +1492,13 @@ async fn stomp_over_sockjs_resumes_with_ferrocast_since() {
         )])
         .await;
     for n in 0..5 {
-        let (command, headers, body) = client.recv().await;
+        let frame = client.recv().await;
+        let (command, body) = (frame.command.clone(), frame.body_text());
         assert_eq!(command, "MESSAGE");
         assert_eq!(
             serde_json::from_str::<Value>(&body).unwrap(),
             json!({ "n": n })
         );
-        assert!(header(&headers, "ferrocast-offset").is_some());
+        assert!(frame.header("ferrocast-offset").is_some());
     }
 }

@@ -258,7 +258,10 @@ async fn receive(
     let callback = match receiver {
         Receiver::HtmlFile | Receiver::Jsonp => match callback(&parts.uri) {
             Ok(callback) => callback,
-            Err(response) => return response,
+            Err(refusal) => {
+                count_error("sockjs_callback");
+                return error(StatusCode::INTERNAL_SERVER_ERROR, refusal);
+            }
         },
         _ => String::new(),
     };
@@ -363,28 +366,21 @@ async fn form_payload(body: Bytes) -> Result<Bytes, PayloadError> {
 }
 
 /// The `c` parameter of htmlfile and jsonp: the page's function to call,
-/// made of `[A-Za-z0-9_.-]` only (it is written into a script).
-fn callback(uri: &axum::http::Uri) -> Result<String, Response> {
+/// made of `[A-Za-z0-9_.-]` only (it is written into a script). `Err`: the
+/// protocol's text for the refusal.
+fn callback(uri: &axum::http::Uri) -> Result<String, &'static str> {
     let params = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|Query(params)| params)
         .unwrap_or_default();
     let Some((_, callback)) = params.into_iter().find(|(name, _)| name == "c") else {
-        count_error("sockjs_callback");
-        return Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "\"callback\" parameter required",
-        ));
+        return Err("\"callback\" parameter required");
     };
     let valid = !callback.is_empty()
         && callback
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if !valid {
-        count_error("sockjs_callback");
-        return Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "invalid \"callback\" parameter",
-        ));
+        return Err("invalid \"callback\" parameter");
     }
     Ok(callback)
 }
