@@ -1502,3 +1502,89 @@ async fn stomp_over_sockjs_resumes_with_ferrocast_since() {
         assert!(frame.header("ferrocast-offset").is_some());
     }
 }
+
+/// A node that serves no anonymous client, with the shared secret `SECRET`.
+fn node_with_tokens(extra: &[&str]) -> Node {
+    let dir = std::env::temp_dir().join(format!("ferrocast-sockjs-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let mut args = vec!["--jwt-hmac-secret-file", &secret];
+    args.extend_from_slice(extra);
+    node(&args)
+}
+
+const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+
+fn token(user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_comes_with_the_first_request_or_in_stomp_connect() {
+    let node = node_with_tokens(&["--auth-timeout", "500ms"]);
+    let addr = node.public;
+    // The token query parameter of the request that opens the session.
+    let query = format!("?token={}", token("alice"));
+    let mut alice = StompOverSockjs::open(addr, &query).await;
+    alice
+        .send(&[stomp(
+            "CONNECT",
+            &[("accept-version", "1.2"), ("host", "ferrocast")],
+            "",
+        )])
+        .await;
+    assert_eq!(alice.recv().await.command, "CONNECTED");
+    // A user destination needs the token's user.
+    alice
+        .send(&[stomp(
+            "SUBSCRIBE",
+            &[
+                ("id", "0"),
+                ("destination", "/user/queue/inbox"),
+                ("receipt", "r"),
+            ],
+            "",
+        )])
+        .await;
+    assert_eq!(alice.recv().await.command, "RECEIPT");
+    // A bad token is refused before a session exists.
+    let refused = post(
+        addr,
+        &format!("/sockjs/000/{}/xhr?token=nonsense", session_id()),
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    // Without one in the URL: the CONNECT passcode.
+    let mut bob = StompOverSockjs::open(addr, "").await;
+    let passcode = token("bob");
+    bob.send(&[stomp(
+        "CONNECT",
+        &[
+            ("accept-version", "1.2"),
+            ("host", "ferrocast"),
+            ("passcode", &passcode),
+        ],
+        "",
+    )])
+    .await;
+    assert_eq!(bob.recv().await.command, "CONNECTED");
+    // Nothing within the auth timeout: the session is closed.
+    let path = format!("/sockjs/000/{}", session_id());
+    assert_eq!(post(addr, &format!("{path}/xhr"), "").await.body, "o\n");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let closed = post(addr, &format!("{path}/xhr"), "").await;
+    assert!(closed.body.starts_with("c[1008,"), "{closed:?}");
+}

@@ -74,7 +74,7 @@ impl End {
     }
 
     /// The close frame the node sends, if the connection can still carry one.
-    pub(super) fn close_frame(self, edge: &Edge) -> Option<CloseFrame> {
+    pub(crate) fn close_frame(self, edge: &Edge) -> Option<CloseFrame> {
         let settings = edge.settings();
         let (code, reason) = match self {
             Self::Queue(CloseReason::SlowConsumer) => (

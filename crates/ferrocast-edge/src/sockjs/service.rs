@@ -7,8 +7,10 @@ use std::collections::VecDeque;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use metrics::counter;
 use tokio::sync::OwnedSemaphorePermit;
 
+use ferrocast_core::metrics as names;
 use ferrocast_core::Outbound;
 use ferrocast_protocol::stomp::Version;
 use ferrocast_protocol::TopicFilter;
@@ -82,7 +84,8 @@ async fn ferrocast<S: Socket>(
     permit: OwnedSemaphorePermit,
     identity: Option<Identity>,
 ) {
-    let Some(first) = first_message(&edge, &mut socket).await else {
+    let awaiting_token = identity.is_none() && !edge.auth().allows_anonymous();
+    let Some(first) = first_message(&edge, &mut socket, awaiting_token).await else {
         return;
     };
     let picked = match &first {
@@ -116,10 +119,25 @@ async fn ferrocast<S: Socket>(
 }
 
 /// Waits for the client's first message, with heartbeats meanwhile; `None`
-/// when the client went away, or the node drains (the client then got 1012).
-async fn first_message<S: Socket>(edge: &Edge, socket: &mut S) -> Option<Message> {
-    let every = S::keepalive_interval(edge.settings());
+/// when the client went away, the node drains (the client then got 1012), or
+/// a client `awaiting_token` sent nothing within the auth timeout (1008, as a
+/// session would close it).
+async fn first_message<S: Socket>(
+    edge: &Edge,
+    socket: &mut S,
+    awaiting_token: bool,
+) -> Option<Message> {
+    let settings = edge.settings();
+    let every = S::keepalive_interval(settings);
     let mut heartbeats = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let token_due = async {
+        if awaiting_token {
+            tokio::time::sleep(settings.auth_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let mut token_due = std::pin::pin!(token_due);
     loop {
         tokio::select! {
             message = socket.next() => match message {
@@ -132,6 +150,13 @@ async fn first_message<S: Socket>(edge: &Edge, socket: &mut S) -> Option<Message
             }
             () = edge.draining().cancelled() => {
                 let _ = socket.send_close(shutdown_frame()).await;
+                return None;
+            }
+            () = &mut token_due => {
+                counter!(names::CONNECTIONS_REJECTED, "reason" => "unauthorized").increment(1);
+                if let Some(frame) = End::TokenDeadline.close_frame(edge) {
+                    let _ = socket.send_close(frame).await;
+                }
                 return None;
             }
         }
