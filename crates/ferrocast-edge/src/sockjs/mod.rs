@@ -39,7 +39,7 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::routing::any;
 use axum::Router;
-use metrics::describe_counter;
+use metrics::{describe_counter, describe_gauge};
 
 use crate::edge::Edge;
 use directory::SessionDirectory;
@@ -87,7 +87,7 @@ pub(crate) fn routes(edge: &Edge) -> Router<Edge> {
         relay::RELAYED,
         "SockJS requests for sessions held by another node, by outcome: relayed (served through the owner), unknown (the owner no longer held it), silent (the owner did not answer), lost (frames lost between the nodes)."
     );
-    describe_counter!(
+    describe_gauge!(
         directory::SESSIONS,
         "SockJS sessions served over HTTP that this node holds."
     );

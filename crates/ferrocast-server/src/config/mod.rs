@@ -276,4 +276,36 @@ mod tests {
         assert!(format!("{err:#}").contains("history_sise"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn sockjs_flags_set_the_endpoint_and_refuse_what_cannot_be_served() {
+        let sockjs = load(&[]).unwrap().edge_settings().sockjs;
+        assert_eq!(sockjs, ferrocast_edge::SockjsSettings::default());
+        assert_eq!(sockjs.path.as_deref(), Some("/sockjs"));
+        let spring = load(&["--sockjs-path", "/ws-endpoint", "--sockjs-heartbeat", "10s"])
+            .unwrap()
+            .edge_settings()
+            .sockjs;
+        assert_eq!(spring.path.as_deref(), Some("/ws-endpoint"));
+        assert_eq!(spring.heartbeat, std::time::Duration::from_secs(10));
+        for off in ["", "off"] {
+            let settings = load(&["--sockjs-path", off]).unwrap().edge_settings();
+            assert_eq!(settings.sockjs.path, None, "{off:?}");
+        }
+        for bad in ["sockjs", "/sockjs/", "/a//b", "/a.b", "/{x}", "/ws", "/sse"] {
+            let err = load(&["--sockjs-path", bad]).unwrap_err();
+            assert!(err.to_string().contains("sockjs_path"), "{bad}: {err}");
+        }
+        let err = load(&["--sockjs-conformance", "--ws-echo-endpoint"]).unwrap_err();
+        assert!(err.to_string().contains("/echo"), "{err}");
+        let err = load(&["--sockjs-response-limit", "10"]).unwrap_err();
+        assert!(err.to_string().contains("sockjs_response_limit"), "{err}");
+        assert!(
+            load(&["--sockjs-conformance"])
+                .unwrap()
+                .edge_settings()
+                .sockjs
+                .conformance
+        );
+    }
 }
