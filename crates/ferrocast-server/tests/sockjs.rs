@@ -1193,6 +1193,16 @@ impl StompOverSockjs {
         assert_eq!(response.status, 204, "{response:?}");
     }
 
+    /// CONNECT (1.2, with `headers`) and expect CONNECTED.
+    async fn connect(&mut self, headers: &[(&str, &str)]) -> StompFrame {
+        let mut all = vec![("accept-version", "1.2"), ("host", "ferrocast")];
+        all.extend_from_slice(headers);
+        self.send(&[stomp("CONNECT", &all, "")]).await;
+        let frame = self.recv().await;
+        assert_eq!(frame.command, "CONNECTED", "{frame:?}");
+        frame
+    }
+
     async fn recv(&mut self) -> StompFrame {
         loop {
             if let Some(frame) = self.pending.pop_front() {
@@ -1213,20 +1223,7 @@ async fn stomp_over_xhr_streaming_talks_with_json_websocket_clients() {
     let node = node(&[]);
     let addr = node.public;
     let mut stomp_client = StompOverSockjs::open(addr, "").await;
-    stomp_client
-        .send(&[stomp(
-            "CONNECT",
-            &[
-                ("accept-version", "1.1,1.2"),
-                ("host", "ferrocast"),
-                ("heart-beat", "0,0"),
-            ],
-            "",
-        )])
-        .await;
-    let frame = stomp_client.recv().await;
-    let command = frame.command.clone();
-    assert_eq!(command, "CONNECTED");
+    let frame = stomp_client.connect(&[("heart-beat", "0,0")]).await;
     assert_eq!(frame.header("version"), Some("1.2"));
     stomp_client
         .send(&[stomp(
@@ -1382,14 +1379,7 @@ async fn drain_closes_sockjs_sessions_with_1012() {
     let node = node(&["--drain-timeout", "7s"]);
     let addr = node.public;
     let mut client = StompOverSockjs::open(addr, "").await;
-    client
-        .send(&[stomp(
-            "CONNECT",
-            &[("accept-version", "1.2"), ("host", "ferrocast")],
-            "",
-        )])
-        .await;
-    assert_eq!(client.recv().await.command, "CONNECTED");
+    client.connect(&[]).await;
     kill(Pid::from_raw(node.pid() as i32), Signal::SIGTERM).unwrap();
     let frame = loop {
         let frame = client.stream.next_until("\n").await;
@@ -1472,14 +1462,7 @@ async fn stomp_over_sockjs_resumes_with_ferrocast_since() {
             .unwrap();
     }
     let mut client = StompOverSockjs::open(addr, "").await;
-    client
-        .send(&[stomp(
-            "CONNECT",
-            &[("accept-version", "1.2"), ("host", "ferrocast")],
-            "",
-        )])
-        .await;
-    assert_eq!(client.recv().await.command, "CONNECTED");
+    client.connect(&[]).await;
     client
         .send(&[stomp(
             "SUBSCRIBE",
@@ -1538,14 +1521,7 @@ async fn a_token_comes_with_the_first_request_or_in_stomp_connect() {
     // The token query parameter of the request that opens the session.
     let query = format!("?token={}", token("alice"));
     let mut alice = StompOverSockjs::open(addr, &query).await;
-    alice
-        .send(&[stomp(
-            "CONNECT",
-            &[("accept-version", "1.2"), ("host", "ferrocast")],
-            "",
-        )])
-        .await;
-    assert_eq!(alice.recv().await.command, "CONNECTED");
+    alice.connect(&[]).await;
     // A user destination needs the token's user.
     alice
         .send(&[stomp(
@@ -1570,17 +1546,7 @@ async fn a_token_comes_with_the_first_request_or_in_stomp_connect() {
     // Without one in the URL: the CONNECT passcode.
     let mut bob = StompOverSockjs::open(addr, "").await;
     let passcode = token("bob");
-    bob.send(&[stomp(
-        "CONNECT",
-        &[
-            ("accept-version", "1.2"),
-            ("host", "ferrocast"),
-            ("passcode", &passcode),
-        ],
-        "",
-    )])
-    .await;
-    assert_eq!(bob.recv().await.command, "CONNECTED");
+    bob.connect(&[("passcode", &passcode)]).await;
     // Nothing within the auth timeout: the session is closed.
     let path = format!("/sockjs/000/{}", session_id());
     assert_eq!(post(addr, &format!("{path}/xhr"), "").await.body, "o\n");
