@@ -97,10 +97,13 @@ impl HttpSession {
 
     /// Attaches a receiving request, or says why it cannot be. The first
     /// one always opens the session (its task may have closed it already,
-    /// as the close service does: the close frame then follows the open one).
+    /// as the close service does: the close frame then follows the open
+    /// one), and a closed session's messages still waiting go out before its
+    /// close frame; after that, a closed session answers its close frame.
     pub(super) fn attach(&self) -> Attach {
         let mut state = self.state.lock();
-        if let Some(close) = state.close.as_ref().filter(|_| state.next_receiver > 0) {
+        let settled = state.next_receiver > 0 && state.outbox.is_empty();
+        if let Some(close) = state.close.as_ref().filter(|_| settled) {
             return Attach::Refused(close.clone());
         }
         if state.receiver.is_some() {
@@ -410,5 +413,158 @@ impl Socket for HttpSocket {
             HttpSession::wake_receiver(&mut state);
         }
         std::future::ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::{poll, SinkExt, StreamExt};
+
+    use super::*;
+
+    fn session(outbox_limit: usize) -> (Arc<HttpSession>, HttpSocket) {
+        let settings = EdgeSettings {
+            outbound_queue_bytes: outbox_limit,
+            ..EdgeSettings::default()
+        };
+        let (session, messages) = HttpSession::new(&settings);
+        let session = Arc::new(session);
+        (session.clone(), HttpSocket::new(session, messages))
+    }
+
+    fn receive(session: &Arc<HttpSession>, streaming: bool) -> Receiving {
+        let answering = Answering {
+            streaming,
+            limit: 64,
+        };
+        match session.attach() {
+            Attach::Attached { number, opened } => {
+                Receiving::new(session.clone(), number, opened, answering)
+            }
+            Attach::Refused(frame) => panic!("refused with {frame:?}"),
+        }
+    }
+
+    fn refused(session: &HttpSession) -> Bytes {
+        match session.attach() {
+            Attach::Refused(frame) => frame,
+            Attach::Attached { .. } => panic!("attached"),
+        }
+    }
+
+    fn text(text: &str) -> Message {
+        Message::Text(text.into())
+    }
+
+    #[tokio::test]
+    async fn a_poll_takes_everything_waiting_as_one_frame() {
+        let (session, mut socket) = session(1024);
+        let mut opening = receive(&session, false);
+        assert_eq!(opening.next().await, Some(frame::OPEN));
+        assert_eq!(opening.next().await, None);
+        socket.send(text("a")).await.unwrap();
+        socket.send(text("b\n")).await.unwrap();
+        let mut poll = receive(&session, false);
+        assert_eq!(
+            poll.next().await,
+            Some(Bytes::from_static(br#"a["a","b\n"]"#))
+        );
+        assert_eq!(poll.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_streaming_response_ends_past_its_limit_and_the_session_goes_on() {
+        let (session, mut socket) = session(1024);
+        let mut stream = receive(&session, true);
+        assert_eq!(stream.next().await, Some(frame::OPEN));
+        socket.send(text(&"x".repeat(70))).await.unwrap();
+        assert!(stream.next().await.is_some());
+        assert_eq!(stream.next().await, None, "64 bytes is the limit");
+        drop(stream);
+        let mut next = receive(&session, true);
+        socket.send(text("y")).await.unwrap();
+        assert_eq!(next.next().await, Some(Bytes::from_static(br#"a["y"]"#)));
+    }
+
+    #[tokio::test]
+    async fn a_second_receiver_gets_2010_and_a_cut_one_ends_the_session() {
+        let (session, mut socket) = session(1024);
+        let mut first = receive(&session, true);
+        assert_eq!(first.next().await, Some(frame::OPEN));
+        assert_eq!(
+            refused(&session),
+            frame::close(2010, "Another connection still open")
+        );
+        drop(first);
+        let interrupted = frame::close(1002, "Connection interrupted");
+        assert_eq!(refused(&session), interrupted);
+        assert!(session.inbound().is_none(), "sends are refused");
+        assert!(
+            matches!(socket.next().await, Some(Err(_))),
+            "the client is gone"
+        );
+        assert_eq!(refused(&session), interrupted, "again, until forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_holds_the_writer_until_a_receiver_takes_it() {
+        let (session, mut socket) = session(8);
+        let mut opening = receive(&session, false);
+        opening.next().await;
+        drop(opening);
+        socket.send(text("0123456789")).await.unwrap();
+        let ready = std::future::poll_fn(|cx| socket.poll_ready_unpin(cx));
+        assert!(poll!(ready).is_pending(), "over the limit");
+        let mut poll = receive(&session, false);
+        assert!(poll.next().await.is_some());
+        let ready = std::future::poll_fn(|cx| socket.poll_ready_unpin(cx));
+        assert!(poll!(ready).is_ready(), "taken");
+        // A close never waits behind the outbox.
+        socket.send(text("0123456789")).await.unwrap();
+        let close = CloseFrame {
+            code: 4000,
+            reason: "slow".into(),
+        };
+        socket.send_close(close).await.unwrap();
+        assert!(socket.next().await.is_none(), "closed: the stream ends");
+        let mut last = receive(&session, true);
+        assert_eq!(
+            last.next().await,
+            Some(Bytes::from_static(br#"a["0123456789"]"#))
+        );
+        assert_eq!(last.next().await, Some(frame::close(4000, "slow")));
+        assert_eq!(last.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn heartbeats_go_to_a_waiting_receiver_only() {
+        let (session, mut socket) = session(1024);
+        let mut opening = receive(&session, false);
+        opening.next().await;
+        drop(opening);
+        socket.send(Message::Ping(Bytes::new())).await.unwrap();
+        let mut poll = receive(&session, false);
+        assert!(poll!(poll.next()).is_pending(), "no heartbeat was waiting");
+        socket.send(Message::Ping(Bytes::new())).await.unwrap();
+        assert_eq!(poll.next().await, Some(frame::HEARTBEAT));
+        assert_eq!(poll.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_session_without_receivers_is_idle_for_the_disconnect_delay() {
+        let (session, mut socket) = session(1024);
+        let delay = std::time::Duration::from_secs(5);
+        let now = Instant::now();
+        assert!(!session.idle_for(delay, now));
+        assert!(session.idle_for(delay, now + delay));
+        let _attached = receive(&session, true);
+        assert!(
+            !session.idle_for(delay, now + delay),
+            "a receiver is attached"
+        );
+        session.forget();
+        assert!(matches!(socket.next().await, Some(Err(_))));
     }
 }
