@@ -14,13 +14,13 @@
 //!   and `xhr_send`, `jsonp_send` (sending): HTTP requests, each going
 //!   through the [`SessionDirectory`] (`directory`), which holds the
 //!   sessions (`http_session`) and is the one seam where a session's owner on
-//!   another node plugs in.
+//!   another node plugs in (`relay`).
 //!
 //! Files by concern: `frame` (framing and escaping), `pages` (greeting,
 //! `/info`, the iframe page), `headers` (CORS, caching, cookie),
-//! `directory` and `http_session` (sessions over HTTP), `socket` (the
-//! WebSocket transport), `transports` (the HTTP handlers), `service` (what
-//! runs inside). With `--sockjs-conformance` the reference test suite's four
+//! `directory`, `http_session` and `relay` (sessions over HTTP, here or on
+//! their owner), `socket` (the WebSocket transport), `transports` (the HTTP
+//! handlers), `service` (what runs inside). With `--sockjs-conformance` the reference test suite's four
 //! services are mounted too (`/echo`, `/disabled_websocket_echo`,
 //! `/cookie_needed_echo`, `/close`).
 

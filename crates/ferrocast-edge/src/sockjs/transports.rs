@@ -131,7 +131,7 @@ impl Receiver {
     fn wrap(self, frame: &Bytes, callback: &str) -> Bytes {
         let mut out = BytesMut::with_capacity(frame.len() + 32);
         // Frames are UTF-8: the node writes them from text.
-        let text = String::from_utf8_lossy(frame);
+        let quoted = |out: &mut BytesMut| frame::quote(&String::from_utf8_lossy(frame), out);
         match self {
             Self::Xhr | Self::XhrStreaming => {
                 out.put_slice(frame);
@@ -144,14 +144,14 @@ impl Receiver {
             }
             Self::HtmlFile => {
                 out.put_slice(b"<script>\np(");
-                frame::quote(&text, &mut out);
+                quoted(&mut out);
                 out.put_slice(b");\n</script>\r\n");
             }
             Self::Jsonp => {
                 out.put_slice(b"/**/");
                 out.put_slice(callback.as_bytes());
                 out.put_u8(b'(');
-                frame::quote(&text, &mut out);
+                quoted(&mut out);
                 out.put_slice(b");\r\n");
             }
         }
