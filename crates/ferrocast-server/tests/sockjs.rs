@@ -697,10 +697,7 @@ async fn eventsource_and_htmlfile_frame_as_their_browsers_read() {
     let path = format!("/echo/000/{}", session_id());
     let mut events = Streaming::open(addr, "GET", &format!("{path}/eventsource"), &[]).await;
     assert_eq!(events.status, 200);
-    assert_eq!(
-        events.header("content-type"),
-        Some("text/event-stream; charset=UTF-8")
-    );
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
     assert_not_cached(&events.as_response());
     events.expect("\r\n").await;
     events.expect("data: o\r\n\r\n").await;

@@ -89,7 +89,9 @@ impl Receiver {
     fn content_type(self) -> &'static str {
         match self {
             Self::Xhr | Self::XhrStreaming | Self::Jsonp => "application/javascript; charset=UTF-8",
-            Self::EventSource => "text/event-stream; charset=UTF-8",
+            // The event stream format is UTF-8 by definition (and the
+            // reference suite expects no parameter).
+            Self::EventSource => "text/event-stream",
             Self::HtmlFile => "text/html; charset=UTF-8",
         }
     }
