@@ -1,6 +1,9 @@
-//! One WebSocket connection, whatever its subprotocol.
+//! One client session, whatever its transport and subprotocol.
 //!
-//! A single task serves the connection ([`serve`]). It polls, in this order:
+//! The transport is a [`Socket`]: a WebSocket as axum hands it over (the
+//! common case, and the one whose idle size the tests below keep small), or
+//! an adapter of a SockJS transport (`crate::sockjs`). A single task serves
+//! the connection ([`serve`]). It polls, in this order:
 //! the writer (moves the connection's [`OutboundQueue`] to the socket in
 //! batches), requests that finished waiting on the backplane, the socket, and
 //! the keep-alive timers. What differs per subprotocol (decoding requests,
