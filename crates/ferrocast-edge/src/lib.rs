@@ -10,6 +10,9 @@
 //!   files: no admission.
 //! - `GET /echo`, only with [`EdgeSettings::echo_endpoint`]: a WebSocket echo
 //!   on the stack of `/ws`, for conformance testing.
+//! - SockJS 0.3 under `--sockjs-path` (default `/sockjs`), every transport
+//!   sockjs-client uses, carrying STOMP or JSON sessions (`sockjs`); with
+//!   `--sockjs-conformance`, the reference test suite's services too.
 //! - [`admin_router`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`Edge::drain`]: closes every connection with 1012 in paced batches.
 //! - [`serve`]: the accept loop of a listener (request head timeout, TLS
@@ -34,18 +37,18 @@
 //! ```text
 //! lib            public_router: mounts the routes
 //! routes         ws (/ws), sse (/sse), publish (/publish), echo (/echo; uses ws's codec settings),
-//!                cors (preflights and allowed origins of /sse and /publish)
+//!                cors (preflights and allowed origins of /sse and /publish), sockjs (SockJS)
 //! admission      whether a request comes in; Refusal, the one shape of a refusal
-//! serving        session (WebSocket sessions), subscriptions (shared by every session kind)
+//! serving        session (sessions over any Socket), subscriptions (shared by every session kind)
 //! state          edge (hub, settings, authenticator, connection slots, address limiter, open connections)
 //! policy         auth (tokens, who may do what), rate (limiters, the client's address)
 //! configuration  settings
 //! ```
 //!
 //! `admin`, `serve` and `tls` stand apart: the admin listener, the accept
-//! loop and its TLS. A new kind of session (SockJS, Socket.IO) is a route:
-//! it admits with `Admission::SESSION.admit_connection`, then serves through
-//! the serving parts.
+//! loop and its TLS. A new kind of session is a route (as `sockjs` is): it
+//! admits with `Admission::SESSION.admit_connection`, then serves through the
+//! serving parts, its transport adapted to a `session::Socket`.
 
 mod admin;
 mod admission;
