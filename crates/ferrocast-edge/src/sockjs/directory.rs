@@ -196,6 +196,7 @@ impl SessionDirectory {
         sessions.insert(id.into(), session.clone());
         gauge!(SESSIONS).increment(1.0);
         drop(sessions);
+        tracing::debug!(session = id, kind = ?self.inner.kind, "SockJS session opened");
         let socket = HttpSocket::new(session.clone(), messages);
         tokio::spawn(service::run(
             self.inner.kind,
@@ -229,11 +230,15 @@ async fn sweep(directory: Weak<Inner>) {
         };
         let now = Instant::now();
         let mut sessions = inner.sessions.lock();
-        sessions.retain(|_, session| {
+        sessions.retain(|id, session| {
             let idle = session.idle_for(delay, now);
             if idle {
                 session.forget();
                 gauge!(SESSIONS).decrement(1.0);
+                tracing::debug!(
+                    session = &**id,
+                    "SockJS session forgotten: no receiving request within the disconnect delay"
+                );
             }
             !idle
         });
