@@ -63,6 +63,7 @@ mod rate;
 mod serve;
 mod session;
 mod settings;
+mod socketio;
 mod sockjs;
 mod sse;
 pub mod subscriptions;
@@ -78,7 +79,7 @@ pub use auth::{AuthConfig, AuthError, Authenticator, Identity};
 pub use edge::{Edge, Target};
 pub use feed::Feed;
 pub use serve::{serve, ServeSettings};
-pub use settings::{EdgeSettings, Rate, SockjsSettings};
+pub use settings::{EdgeSettings, Rate, SocketioSettings, SockjsSettings};
 pub use subscriptions::Subscriptions;
 
 /// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`
@@ -101,7 +102,8 @@ pub fn public_router(edge: Edge) -> Router {
                 .merge(cors::preflight("POST")),
         )
         .merge(ferrocast_web::routes())
-        .merge(sockjs::routes(&edge));
+        .merge(sockjs::routes(&edge))
+        .merge(socketio::routes(&edge));
     if edge.settings().echo_endpoint {
         router = router.route("/echo", get(echo::upgrade));
     }

@@ -68,6 +68,25 @@ pub struct EdgeSettings {
     pub client_ip_header: Option<HeaderName>,
     /// SockJS on the public listener (docs/protocol.md, "SockJS").
     pub sockjs: SockjsSettings,
+    /// Socket.IO on the public listener (docs/socketio.md).
+    pub socketio: SocketioSettings,
+}
+
+/// Socket.IO (protocol v5 over Engine.IO v4, what `socket.io-client` 3.x
+/// and 4.x speak) on the public listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketioSettings {
+    /// Where Socket.IO is served (`/socket.io`, the clients' default);
+    /// `None` turns it off. Starts with `/`, does not end with one.
+    pub path: Option<String>,
+}
+
+impl Default for SocketioSettings {
+    fn default() -> Self {
+        Self {
+            path: Some("/socket.io".into()),
+        }
+    }
 }
 
 /// SockJS (protocol 0.3, what `sockjs-client` 1.x speaks) on the public
@@ -165,6 +184,7 @@ impl Default for EdgeSettings {
             },
             client_ip_header: None,
             sockjs: SockjsSettings::default(),
+            socketio: SocketioSettings::default(),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use axum::http::HeaderName;
 
-use ferrocast_edge::{EdgeSettings, Rate, SockjsSettings};
+use ferrocast_edge::{EdgeSettings, Rate, SocketioSettings, SockjsSettings};
 use ferrocast_protocol::MAX_TOPIC_LEN;
 
 use super::Config;
@@ -51,7 +51,44 @@ impl Config {
                 client_url: self.sockjs_client_url.clone(),
                 conformance: self.sockjs_conformance,
             },
+            socketio: SocketioSettings {
+                path: self.socketio_path(),
+            },
         }
+    }
+
+    /// Where Socket.IO is served: `None` when turned off (`""` or `off`).
+    fn socketio_path(&self) -> Option<String> {
+        let path = self.socketio_path.trim();
+        (!path.is_empty() && !path.eq_ignore_ascii_case("off")).then(|| path.to_owned())
+    }
+
+    fn validate_socketio(&self) -> anyhow::Result<()> {
+        let Some(path) = self.socketio_path() else {
+            return Ok(());
+        };
+        let valid = path.starts_with('/')
+            && !path.ends_with('/')
+            && !path.contains(['{', '}', '*', '?', '#'])
+            && !path.split('/').skip(1).any(str::is_empty);
+        if !valid {
+            bail!("socketio_path {path:?} must be a path such as /socket.io: starting with /, not ending with one, without empty segments or any of {{ }} * ? #");
+        }
+        if [
+            "/ws",
+            "/sse",
+            "/publish",
+            "/echo",
+            "/ferrocast.js",
+            "/ferrocast.d.ts",
+            "/ferrocast",
+        ]
+        .contains(&path.as_str())
+            || self.sockjs_path().as_deref() == Some(path.as_str())
+        {
+            bail!("socketio_path {path:?} is a route the public listener already serves");
+        }
+        Ok(())
     }
 
     /// Where SockJS is served: `None` when turned off (`""` or `off`).
@@ -158,6 +195,7 @@ impl Config {
             }
         }
         self.client_ip_header()?;
+        self.validate_socketio()?;
         self.validate_sockjs()
     }
 }

@@ -208,6 +208,13 @@ declare_options! {
     #[arg(env = "FERROCAST_SOCKJS_CONFORMANCE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     sockjs_conformance: bool = EDGE.sockjs.conformance,
 
+    // Socket.IO (docs/socketio.md).
+
+    /// Where Socket.IO (Engine.IO v4, socket.io-client 3.x/4.x) is served on the public listener:
+    /// `/socket.io`, the clients' default `path`. `""` or `off` turns it off.
+    #[arg(env = "FERROCAST_SOCKETIO_PATH", value_name = "PATH")]
+    socketio_path: String = EDGE.socketio.path.clone().unwrap_or_default(),
+
     // Authentication of clients.
 
     /// JWT: a file holding the HS256 shared secret (its bytes; a trailing newline is ignored).

@@ -1,0 +1,68 @@
+//! Socket.IO (protocol v5) over Engine.IO (protocol v4), what
+//! `socket.io-client` 3.x and 4.x speak, on the public listener under
+//! `--socketio-path` (docs/socketio.md).
+//!
+//! An Engine.IO session carries one ferrocast session: the
+//! [`SocketIoProtocol`](protocol::SocketIoProtocol) run by the same
+//! `session::serve` as every other kind, over an [`EioSocket`](eio::EioSocket)
+//! whose transport is HTTP long-polling, a WebSocket, or long-polling
+//! upgraded to a WebSocket (`transports`).
+//!
+//! Files by concern: `engine` (Engine.IO packets and payloads), `packet`
+//! (Socket.IO packets), `eio` (a session's state shared by its transports),
+//! `transports` (the HTTP and WebSocket handlers, the sessions by id),
+//! `protocol` (Socket.IO ↔ ferrocast requests and deliveries), `recovery`
+//! (what the recovery offset carries).
+
+mod eio;
+mod engine;
+mod packet;
+mod protocol;
+mod recovery;
+mod transports;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::from_fn_with_state;
+use axum::Router;
+use metrics::{describe_counter, describe_gauge};
+
+use crate::cors;
+use crate::edge::Edge;
+
+/// Engine.IO requests, by transport and step.
+pub(crate) const REQUESTS: &str = "ferrocast_socketio_requests_total";
+/// Engine.IO sessions this node holds.
+pub(crate) const SESSIONS: &str = "ferrocast_socketio_sessions";
+
+/// The Socket.IO routes of the public listener: `--socketio-path` (with
+/// and without its trailing slash), unless turned off.
+pub(crate) fn routes(edge: &Edge) -> Router<Edge> {
+    describe_counter!(
+        REQUESTS,
+        "Engine.IO requests, by transport (polling, websocket) and step (handshake, poll, send, upgrade, options), and refused (bad_request)."
+    );
+    describe_gauge!(SESSIONS, "Engine.IO sessions this node holds.");
+    let Some(path) = edge.settings().socketio.path.clone() else {
+        return Router::new();
+    };
+    let endpoint = Arc::new(transports::Endpoint::new(edge.clone()));
+    let handler = move |request: Request| {
+        let endpoint = endpoint.clone();
+        async move { transports::dispatch(endpoint, request).await }
+    };
+    // Polling from a page of another origin: every answer names the
+    // allowed origin; a preflight comes only with extra headers.
+    let cors = from_fn_with_state(edge.clone(), cors::allow_origin);
+    let route = cors::preflight("GET, POST").fallback(handler).layer(cors);
+    Router::new()
+        .route(&path, route.clone())
+        .route(&format!("{path}/"), route)
+}
+
+/// A new random id (32 hex digits): session ids, socket ids, recovery pids.
+fn random_id() -> String {
+    use ferrocast_core::history::new_epoch;
+    format!("{}{}", new_epoch(), new_epoch())
+}

@@ -1,0 +1,460 @@
+//! The HTTP side of Engine.IO: [`dispatch`] reads the query (`EIO`,
+//! `transport`, `sid`; `t` is a cache-buster and ignored) and answers.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET ?EIO=4&transport=polling` | the handshake `0{sid, upgrades, pingInterval, pingTimeout, maxPayload}`: a new session |
+//! | `GET ?…&transport=polling&sid=…` | a poll: the session's packets joined by `\x1e` |
+//! | `POST ?…&transport=polling&sid=…` | a send: the client's packets into the session, `ok` |
+//! | `GET ?…&transport=websocket` (upgrade) | a new session over a WebSocket, handshake first |
+//! | `GET ?…&transport=websocket&sid=…` (upgrade) | the upgrade of a polling session: probe, noop, upgrade |
+//!
+//! Refusals carry Engine.IO's codes and bodies, `{"code":N,"message":…}`:
+//! 0 unknown transport, 1 unknown session id, 2 bad handshake method, 3 bad
+//! request, 4 forbidden (admission's own refusals keep their status and
+//! body), 5 unsupported protocol version.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::{Arc, Weak};
+
+use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use metrics::{counter, gauge};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use ferrocast_core::metrics as names;
+
+use super::eio::{EioSession, EioSocket, Transport};
+use super::engine::{encode_payload, Packet};
+use super::protocol::SocketIoProtocol;
+use super::{random_id, REQUESTS, SESSIONS};
+use crate::admission::{Admission, Admitted, Caller};
+use crate::edge::Edge;
+use crate::session::{self, count_error};
+use crate::ws;
+
+/// Engine.IO's refusals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineError {
+    UnknownTransport,
+    UnknownSid,
+    BadHandshakeMethod,
+    BadRequest,
+    UnsupportedProtocolVersion,
+}
+
+impl EngineError {
+    fn code(self) -> u8 {
+        match self {
+            Self::UnknownTransport => 0,
+            Self::UnknownSid => 1,
+            Self::BadHandshakeMethod => 2,
+            Self::BadRequest => 3,
+            Self::UnsupportedProtocolVersion => 5,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::UnknownTransport => "Transport unknown",
+            Self::UnknownSid => "Session ID unknown",
+            Self::BadHandshakeMethod => "Bad handshake method",
+            Self::BadRequest => "Bad request",
+            Self::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::UnknownTransport => "socketio_unknown_transport",
+            Self::UnknownSid => "socketio_unknown_sid",
+            Self::BadHandshakeMethod => "socketio_bad_handshake_method",
+            Self::BadRequest => "socketio_bad_request",
+            Self::UnsupportedProtocolVersion => "socketio_unsupported_version",
+        }
+    }
+}
+
+impl IntoResponse for EngineError {
+    fn into_response(self) -> Response {
+        count_error(self.label());
+        let body = json!({ "code": self.code(), "message": self.message() }).to_string();
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// The Socket.IO endpoint: its sessions over polling, by id.
+pub(super) struct Endpoint {
+    edge: Edge,
+    /// A std-like lock held for map operations only, never across an await.
+    sessions: Arc<Mutex<HashMap<Box<str>, Arc<EioSession>>>>,
+}
+
+impl Endpoint {
+    pub(super) fn new(edge: Edge) -> Self {
+        Self {
+            edge,
+            sessions: Arc::default(),
+        }
+    }
+
+    fn find(&self, sid: &str) -> Option<Arc<EioSession>> {
+        self.sessions.lock().get(sid).cloned()
+    }
+
+    /// Starts a new session on `transport` and the task that runs it; a
+    /// polling session is found by its id until the task ends.
+    fn start(&self, admitted: Admitted, transport: Transport) -> (String, Arc<EioSession>) {
+        let Admitted { identity, permit } = admitted;
+        let edge = &self.edge;
+        let sid = random_id();
+        let (session, messages) = EioSession::new(edge.settings(), transport);
+        let session = Arc::new(session);
+        let forget: Box<dyn FnOnce() + Send> = if transport == Transport::Polling {
+            self.sessions
+                .lock()
+                .insert(sid.as_str().into(), session.clone());
+            gauge!(SESSIONS).increment(1.0);
+            let sessions: Weak<_> = Arc::downgrade(&self.sessions);
+            let key = sid.clone();
+            Box::new(move || {
+                if let Some(sessions) = sessions.upgrade() {
+                    if sessions.lock().remove(key.as_str()).is_some() {
+                        gauge!(SESSIONS).decrement(1.0);
+                    }
+                }
+            })
+        } else {
+            Box::new(|| {})
+        };
+        let socket = EioSocket::new(session.clone(), messages, forget);
+        tokio::spawn(session::serve(
+            edge.clone(),
+            socket,
+            permit,
+            SocketIoProtocol::default(),
+            identity,
+        ));
+        (sid, session)
+    }
+
+    /// The handshake packet of session `sid`.
+    fn open_packet(&self, sid: &str, upgrades: &[&str]) -> Packet {
+        let settings = self.edge.settings();
+        let open = json!({
+            "sid": sid,
+            "upgrades": upgrades,
+            "pingInterval": settings.ping_interval.as_millis() as u64,
+            "pingTimeout": settings.pong_timeout.as_millis() as u64,
+            "maxPayload": settings.max_message_size,
+        });
+        Packet::Open(open.to_string())
+    }
+}
+
+/// The query parameters Engine.IO reads.
+#[derive(Debug, Default)]
+struct EngineQuery {
+    version: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+}
+
+impl EngineQuery {
+    fn of(parts: &Parts) -> Self {
+        let params = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map(|Query(params)| params)
+            .unwrap_or_default();
+        let mut query = Self::default();
+        for (name, value) in params {
+            match name.as_str() {
+                "EIO" => query.version = Some(value),
+                "transport" => query.transport = Some(value),
+                "sid" => query.sid = Some(value),
+                _ => {}
+            }
+        }
+        query
+    }
+}
+
+fn count(transport: &'static str, step: &'static str) {
+    counter!(REQUESTS, "transport" => transport, "step" => step).increment(1);
+}
+
+/// Answers a request at the endpoint's path.
+pub(super) async fn dispatch(endpoint: Arc<Endpoint>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let query = EngineQuery::of(&parts);
+    let transport = match query.transport.as_deref() {
+        Some("polling") => Transport::Polling,
+        Some("websocket") => Transport::WebSocket,
+        _ => {
+            count("unknown", "bad_request");
+            return EngineError::UnknownTransport.into_response();
+        }
+    };
+    let session = match query.sid.as_deref() {
+        Some(sid) => match endpoint.find(sid) {
+            Some(session) => Some(session),
+            None => {
+                count("unknown", "bad_request");
+                return EngineError::UnknownSid.into_response();
+            }
+        },
+        None => None,
+    };
+    if session.is_none() && query.version.as_deref() != Some("4") {
+        count("unknown", "bad_request");
+        return EngineError::UnsupportedProtocolVersion.into_response();
+    }
+    match (transport, session) {
+        (Transport::WebSocket, session) => {
+            count(
+                "websocket",
+                if session.is_some() {
+                    "upgrade"
+                } else {
+                    "handshake"
+                },
+            );
+            websocket(&endpoint, &mut parts, session).await
+        }
+        (_, None) => {
+            if parts.method != Method::GET {
+                count("polling", "bad_request");
+                return EngineError::BadHandshakeMethod.into_response();
+            }
+            count("polling", "handshake");
+            handshake(&endpoint, &mut parts).await
+        }
+        (_, Some(session)) => match parts.method {
+            Method::GET => {
+                count("polling", "poll");
+                poll(&session).await
+            }
+            Method::POST => {
+                count("polling", "send");
+                send(&endpoint, &session, body).await
+            }
+            _ => {
+                count("polling", "bad_request");
+                EngineError::BadRequest.into_response()
+            }
+        },
+    }
+}
+
+/// A new session over long-polling: its handshake is the answer.
+async fn handshake(endpoint: &Endpoint, parts: &mut Parts) -> Response {
+    let Ok(caller) = Caller::from_request_parts(parts, &endpoint.edge).await;
+    let admitted = match Admission::SESSION.admit_connection(&endpoint.edge, &caller) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let (sid, _) = endpoint.start(admitted, Transport::Polling);
+    let open = endpoint.open_packet(&sid, &["websocket"]);
+    text(open.encode_text())
+}
+
+/// Detaches a poll request when it ends, answered or cut.
+struct Attached<'a> {
+    session: &'a EioSession,
+    number: u64,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.session.detach_poller(self.number);
+    }
+}
+
+/// A poll: waits for the session's packets. A second poll while one waits
+/// breaks the session (the waiting one gets the close packet).
+async fn poll(session: &EioSession) -> Response {
+    if session.transport() == Transport::WebSocket {
+        return EngineError::BadRequest.into_response();
+    }
+    let Ok(number) = session.attach_poller() else {
+        return EngineError::BadRequest.into_response();
+    };
+    let attached = Attached { session, number };
+    let packets = poll_fn(|cx| session.poll_payload(number, cx)).await;
+    drop(attached);
+    text(encode_payload(&packets))
+}
+
+/// A send: the client's packets, in order, into the session.
+async fn send(endpoint: &Endpoint, session: &EioSession, body: Body) -> Response {
+    if session.transport() == Transport::WebSocket {
+        return EngineError::BadRequest.into_response();
+    }
+    let limit = endpoint.edge.settings().max_message_size;
+    let Ok(payload) = axum::body::to_bytes(body, limit).await else {
+        counter!(names::LIMIT_HITS, "limit" => "message_size").increment(1);
+        session.break_off();
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a payload carries at most {limit} bytes (maxPayload)"),
+        )
+            .into_response();
+    };
+    let packets = std::str::from_utf8(&payload)
+        .map_err(|_| ())
+        .and_then(|text| Packet::decode_payload(text).map_err(|_| ()));
+    let Ok(packets) = packets else {
+        count_error("socketio_bad_packet");
+        session.break_off();
+        return EngineError::BadRequest.into_response();
+    };
+    for packet in packets {
+        let closing = packet == Packet::Close;
+        if session.receive(packet).await.is_err() && !closing {
+            return EngineError::BadRequest.into_response();
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/html")], "ok").into_response()
+}
+
+/// A WebSocket: a new session over it, or the upgrade of `session`.
+async fn websocket(
+    endpoint: &Arc<Endpoint>,
+    parts: &mut Parts,
+    session: Option<Arc<EioSession>>,
+) -> Response {
+    let upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection> =
+        WebSocketUpgrade::from_request_parts(parts, &()).await;
+    if upgrade.is_err() || parts.method != Method::GET {
+        return EngineError::BadRequest.into_response();
+    }
+    let edge = endpoint.edge.clone();
+    if let Some(session) = session {
+        if session.transport() != Transport::Polling || !session.is_open() {
+            return EngineError::BadRequest.into_response();
+        }
+        let upgrade = match ws::accept(&edge, upgrade) {
+            Ok(upgrade) => upgrade,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let wait = edge.settings().pong_timeout;
+        return upgrade
+            .on_failed_upgrade(|error| tracing::debug!(%error, "Engine.IO upgrade failed"))
+            .on_upgrade(move |socket| async move {
+                let probed = tokio::time::timeout(wait, probe(&session, socket)).await;
+                if let Ok(Some(socket)) = probed {
+                    pump(&session, socket).await;
+                }
+            });
+    }
+    let Ok(caller) = Caller::from_request_parts(parts, &edge).await;
+    let admitted = match Admission::SESSION.admit_connection(&edge, &caller) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let upgrade = match ws::accept(&edge, upgrade) {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let endpoint = endpoint.clone();
+    upgrade
+        .on_failed_upgrade(|error| tracing::debug!(%error, "Engine.IO websocket failed"))
+        .on_upgrade(move |mut socket| async move {
+            let (sid, session) = endpoint.start(admitted, Transport::WebSocket);
+            let open = endpoint.open_packet(&sid, &[]).encode_text();
+            if socket.send(Message::Text(open.into())).await.is_ok() {
+                pump(&session, socket).await;
+            } else {
+                session.break_off();
+            }
+        })
+}
+
+/// The upgrade's handshake on the new WebSocket: `2probe` answered with
+/// `3probe` (and a noop that ends the pending poll), then `5`. `None` when
+/// the client did something else: the session stays on polling.
+async fn probe(session: &EioSession, mut socket: WebSocket) -> Option<WebSocket> {
+    let Some(Ok(Message::Text(probe))) = socket.next().await else {
+        return None;
+    };
+    if probe.as_str() != "2probe" || !session.probe() {
+        return None;
+    }
+    socket.send(Message::Text("3probe".into())).await.ok()?;
+    let Some(Ok(Message::Text(upgrade))) = socket.next().await else {
+        return None;
+    };
+    if upgrade.as_str() != "5" {
+        return None;
+    }
+    session.upgrade();
+    Some(socket)
+}
+
+/// Moves a session's packets to its WebSocket and the client's packets to
+/// the session, until either ends.
+async fn pump(session: &EioSession, mut socket: WebSocket) {
+    loop {
+        tokio::select! {
+            out = poll_fn(|cx| session.poll_websocket(cx)) => match out {
+                Ok(packets) => {
+                    for packet in packets {
+                        let message = match packet.encode_websocket() {
+                            Ok(text) => Message::Text(text.into()),
+                            Err(bytes) => Message::Binary(bytes),
+                        };
+                        if socket.feed(message).await.is_err() {
+                            session.break_off();
+                            return;
+                        }
+                    }
+                    if socket.flush().await.is_err() {
+                        session.break_off();
+                        return;
+                    }
+                }
+                Err(frame) => {
+                    let _ = socket.send(Message::Close(frame)).await;
+                    return;
+                }
+            },
+            incoming = socket.next() => {
+                let packet = match incoming {
+                    Some(Ok(Message::Text(text))) => Packet::decode_text(text.as_str()),
+                    Some(Ok(Message::Binary(bytes))) => Ok(Packet::Binary(bytes)),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => {
+                        session.break_off();
+                        return;
+                    }
+                };
+                match packet {
+                    // An ended session's close goes out on the next turn.
+                    Ok(packet) => {
+                        let _ = session.receive(packet).await;
+                    }
+                    Err(error) => {
+                        count_error(error.label());
+                        session.break_off();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
+}
