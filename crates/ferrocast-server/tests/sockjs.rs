@@ -438,6 +438,11 @@ async fn xhr_polling_carries_a_session_and_refuses_what_the_protocol_refuses() {
             "{ids}"
         );
     }
+    let long = "x".repeat(129);
+    assert_eq!(
+        post(addr, &format!("/echo/0/{long}/xhr"), "").await.status,
+        404
+    );
     // Protocol.test_simpleSession, SessionURLs.test_ignoringServerId
     let id = session_id();
     let response = request(

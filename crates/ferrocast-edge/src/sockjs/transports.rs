@@ -48,6 +48,9 @@ use crate::ws;
 /// The first bytes of an xhr-streaming response: some browsers hand a
 /// response to the page only after 2 KiB.
 const XHR_STREAMING_PRELUDE: usize = 2048;
+/// Longest server or session id: sockjs-client's are a few characters; the
+/// directory keeps session ids, so they are bounded.
+const MAX_ID_LENGTH: usize = 128;
 /// The htmlfile page is padded to this many bytes, for the same reason.
 const HTMLFILE_PRELUDE: usize = 1024;
 
@@ -196,7 +199,7 @@ pub(super) async fn dispatch(endpoint: Arc<Endpoint>, request: Request) -> Respo
             };
             if [_server, session]
                 .iter()
-                .any(|id| id.is_empty() || id.contains('.'))
+                .any(|id| id.is_empty() || id.contains('.') || id.len() > MAX_ID_LENGTH)
             {
                 return not_found();
             }
