@@ -274,6 +274,16 @@ impl Streaming {
             .expect("a frame in time")
     }
 
+    /// The messages of the next `a[…]` frame, past heartbeats.
+    async fn next_messages(&mut self) -> Vec<String> {
+        loop {
+            let frame = self.next_until("\n").await;
+            if frame != "h\n" {
+                return messages(&frame);
+            }
+        }
+    }
+
     /// Expects the response to end with nothing more.
     async fn expect_end(&mut self) {
         tokio::time::timeout(WAIT, async {
@@ -1555,4 +1565,52 @@ async fn a_token_comes_with_the_first_request_or_in_stomp_connect() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let closed = post(addr, &format!("{path}/xhr"), "").await;
     assert!(closed.body.starts_with("c[1008,"), "{closed:?}");
+}
+
+#[tokio::test]
+async fn sockjs_sessions_get_heartbeats_instead_of_pings_and_need_no_pongs() {
+    let node = node(&[
+        "--sockjs-heartbeat",
+        "200ms",
+        "--ping-interval",
+        "200ms",
+        "--pong-timeout",
+        "300ms",
+    ]);
+    let addr = node.public;
+    let path = format!("/sockjs/000/{}", session_id());
+    let mut stream = Streaming::open(addr, "POST", &format!("{path}/xhr_streaming"), &[]).await;
+    stream.expect(&prelude()).await;
+    stream.expect("o\n").await;
+    let ping = json!({"op": "ping", "id": 1}).to_string();
+    post(
+        addr,
+        &format!("{path}/xhr_send"),
+        &serde_json::to_string(&[&ping]).unwrap(),
+    )
+    .await;
+    let pong: Value = serde_json::from_str(&stream.next_messages().await[0]).unwrap();
+    assert_eq!(pong, json!({"op": "pong", "id": 1}));
+    // Several pong timeouts pass with heartbeats only: the session lives on.
+    for _ in 0..6 {
+        stream.expect("h\n").await;
+    }
+    let ping = json!({"op": "ping", "id": 2}).to_string();
+    post(
+        addr,
+        &format!("{path}/xhr_send"),
+        &serde_json::to_string(&[&ping]).unwrap(),
+    )
+    .await;
+    let pong: Value = serde_json::from_str(&stream.next_messages().await[0]).unwrap();
+    assert_eq!(pong, json!({"op": "pong", "id": 2}));
+    let body = metrics(&node).await;
+    assert_eq!(
+        metric(
+            &body,
+            "ferrocast_connections_closed_total",
+            &[("reason", "ping_timeout")]
+        ),
+        0.0
+    );
 }
