@@ -59,33 +59,15 @@ impl Config {
 
     /// Where Socket.IO is served: `None` when turned off (`""` or `off`).
     fn socketio_path(&self) -> Option<String> {
-        let path = self.socketio_path.trim();
-        (!path.is_empty() && !path.eq_ignore_ascii_case("off")).then(|| path.to_owned())
+        mount_path(&self.socketio_path)
     }
 
     fn validate_socketio(&self) -> anyhow::Result<()> {
         let Some(path) = self.socketio_path() else {
             return Ok(());
         };
-        let valid = path.starts_with('/')
-            && !path.ends_with('/')
-            && !path.contains(['{', '}', '*', '?', '#'])
-            && !path.split('/').skip(1).any(str::is_empty);
-        if !valid {
-            bail!("socketio_path {path:?} must be a path such as /socket.io: starting with /, not ending with one, without empty segments or any of {{ }} * ? #");
-        }
-        if [
-            "/ws",
-            "/sse",
-            "/publish",
-            "/echo",
-            "/ferrocast.js",
-            "/ferrocast.d.ts",
-            "/ferrocast",
-        ]
-        .contains(&path.as_str())
-            || self.sockjs_path().as_deref() == Some(path.as_str())
-        {
+        check_mount_path("socketio_path", &path, "/socket.io")?;
+        if self.sockjs_path().as_deref() == Some(path.as_str()) {
             bail!("socketio_path {path:?} is a route the public listener already serves");
         }
         Ok(())
@@ -93,31 +75,12 @@ impl Config {
 
     /// Where SockJS is served: `None` when turned off (`""` or `off`).
     fn sockjs_path(&self) -> Option<String> {
-        let path = self.sockjs_path.trim();
-        (!path.is_empty() && !path.eq_ignore_ascii_case("off")).then(|| path.to_owned())
+        mount_path(&self.sockjs_path)
     }
 
     fn validate_sockjs(&self) -> anyhow::Result<()> {
         if let Some(path) = self.sockjs_path() {
-            let valid = path.starts_with('/')
-                && !path.ends_with('/')
-                && !path.contains(['{', '}', '*', '?', '#', '.'])
-                && !path.split('/').skip(1).any(str::is_empty);
-            if !valid {
-                bail!("sockjs_path {path:?} must be a path such as /sockjs or /stomp: starting with /, not ending with one, without empty segments, dots, or any of {{ }} * ? #");
-            }
-            let taken = [
-                "/ws",
-                "/sse",
-                "/publish",
-                "/echo",
-                "/ferrocast.js",
-                "/ferrocast.d.ts",
-                "/ferrocast",
-            ];
-            if taken.iter().any(|t| path == *t) {
-                bail!("sockjs_path {path:?} is a route the public listener already serves");
-            }
+            check_mount_path("sockjs_path", &path, "/sockjs or /stomp")?;
             if self.sockjs_conformance
                 && [
                     "/echo",
@@ -198,4 +161,40 @@ impl Config {
         self.validate_socketio()?;
         self.validate_sockjs()
     }
+}
+
+/// Routes of the public listener that another endpoint's path cannot take.
+const SERVED_PATHS: [&str; 7] = [
+    "/ws",
+    "/sse",
+    "/publish",
+    "/echo",
+    "/ferrocast.js",
+    "/ferrocast.d.ts",
+    "/ferrocast",
+];
+
+/// The path an endpoint's option names: `None` when turned off (`""` or
+/// `off`).
+fn mount_path(option: &str) -> Option<String> {
+    let path = option.trim();
+    (!path.is_empty() && !path.eq_ignore_ascii_case("off")).then(|| path.to_owned())
+}
+
+/// Refuses a path (of option `name`, e.g. `example`) the public listener
+/// cannot mount an endpoint at: one not starting with `/`, ending with one,
+/// with an empty segment or a character of the router's syntax, or one it
+/// already serves.
+fn check_mount_path(name: &str, path: &str, example: &str) -> anyhow::Result<()> {
+    let valid = path.starts_with('/')
+        && !path.ends_with('/')
+        && !path.contains(['{', '}', '*', '?', '#'])
+        && !path.split('/').skip(1).any(str::is_empty);
+    if !valid {
+        bail!("{name} {path:?} must be a path such as {example}: starting with /, not ending with one, without empty segments or any of {{ }} * ? #");
+    }
+    if SERVED_PATHS.contains(&path) {
+        bail!("{name} {path:?} is a route the public listener already serves");
+    }
+    Ok(())
 }
