@@ -93,6 +93,7 @@ run(`stompjs over SockJS ${transport} through round-robin HAProxy (${mode})`, as
       const beforeKill = await stomp.call("report");
       assert.deepEqual(beforeKill.closes, [], "no close before the kill");
       assert.equal(beforeKill.connects.length, 1, "one session before the kill");
+      const killedAt = Date.now();
       process.kill(victim.pid, "SIGKILL");
       console.log(`killed the owner ${victim.name} (pid ${victim.pid})`);
       await publishing;
@@ -110,7 +111,8 @@ run(`stompjs over SockJS ${transport} through round-robin HAProxy (${mode})`, as
         assert.ok(r.since, `the new SUBSCRIBE carried ferrocast-since: ${JSON.stringify(r)}`);
         assert.equal(r["ferrocast-recovered"], "true", `the node replayed what was missed: ${JSON.stringify(r)}`);
       }
-      console.log(`closes ${JSON.stringify(report.closes)}; resumed with ${resumed.map((r) => r.since).join(", ")}`);
+      const closes = report.closes.map((c) => `${c.code} "${c.reason}" ${c.at - killedAt} ms after the kill`);
+      console.log(`closes: ${closes.join("; ")}; resumed with ${resumed.map((r) => r.since).join(", ")}`);
     }
     await stomp.call("close");
   } catch (error) {

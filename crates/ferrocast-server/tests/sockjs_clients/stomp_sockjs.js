@@ -35,7 +35,7 @@ export class StompOverSockJS {
     this.transports = [];
     /** The CONNECTED frames' headers, one per session. */
     this.connects = [];
-    /** `{ code, reason }` of every close of the SockJS socket. */
+    /** `{ code, reason, at }` of every close of the SockJS socket (`at`: Date.now()). */
     this.closes = [];
     /** ERROR frames and socket errors, in words. */
     this.errors = [];
@@ -72,7 +72,7 @@ export class StompOverSockJS {
       },
       onStompError: (frame) => this.errors.push(`ERROR frame: ${frame.headers.message ?? ""} ${frame.body}`),
       onWebSocketError: (event) => this.errors.push(`socket error: ${event?.message ?? event?.type ?? event}`),
-      onWebSocketClose: (event) => this.closes.push({ code: event.code, reason: event.reason }),
+      onWebSocketClose: (event) => this.closes.push({ code: event.code, reason: event.reason, at: Date.now() }),
     });
   }
 
