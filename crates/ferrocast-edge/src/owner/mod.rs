@@ -21,13 +21,18 @@
 //!   acknowledged by the owner before the HTTP answer. A *receive* (a
 //!   polling or streaming response) attaches a receiver at the owner, which
 //!   publishes the session's frames, numbered, to the requesting node's inbox
-//!   until the response ends; the requester keeps it alive every
-//!   [`ALIVE_EVERY`] and detaches it when its HTTP response ends.
+//!   until the response ends, and detaches it when its HTTP response ends.
+//! - **Liveness, per pair of nodes.** A node with relayed receives on an
+//!   owner pings that owner every [`PING_EVERY`]; the pong says the owner
+//!   lives, the ping says the requester does. An owner not heard of for
+//!   [`OWNER_SILENCE`] is gone: its relayed receives end at once (the client
+//!   gets a close frame and reconnects, instead of waiting for its next
+//!   send). A requester not heard of for [`REQUESTER_SILENCE`] is gone: the
+//!   owner detaches its receivers.
 //! - **Bounds.** At most [`MAX_RELAYED`] relayed requests wait on a node, each
 //!   receive buffers at most [`FRAMES_BUFFERED`] frames (a requester that
 //!   falls behind loses the receive, never memory), a missing owner is
-//!   known after [`RELAY_TIMEOUT`], a receiver whose requester went silent
-//!   is detached after [`ALIVE_LAPSE`].
+//!   known after [`RELAY_TIMEOUT`] (a send) or [`OWNER_SILENCE`] (a receive).
 //! - **Loss.** Frames travel as live messages: at most once. A requester
 //!   that sees a hole in the numbering ends its response with
 //!   [`Relayed::Lost`], and the transport closes the session, so that the
@@ -66,12 +71,13 @@ mod tests;
 
 /// How long a relayed request waits for the owner's first answer.
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often a requester tells an owner that a relayed receive still has its
-/// HTTP response.
-pub const ALIVE_EVERY: Duration = Duration::from_secs(10);
-/// An owner detaches a relayed receiver not heard of for this long (its
-/// requesting node died).
-pub const ALIVE_LAPSE: Duration = Duration::from_secs(30);
+/// How often a node pings each owner it has relayed receives on.
+pub const PING_EVERY: Duration = Duration::from_secs(2);
+/// An owner that answered no ping for this long is gone.
+pub const OWNER_SILENCE: Duration = Duration::from_secs(6);
+/// An owner detaches the receivers of a requesting node not heard of for
+/// this long (it died).
+pub const REQUESTER_SILENCE: Duration = Duration::from_secs(10);
 /// Relayed requests one node waits on at once; past it, requests for
 /// sessions of other nodes are refused (the transport answers 503).
 pub const MAX_RELAYED: usize = 65_536;
@@ -168,9 +174,11 @@ enum Wire {
         id: u64,
         seq: u64,
     },
-    Alive {
+    Ping {
         from: String,
-        id: u64,
+    },
+    Pong {
+        from: String,
     },
     Detach {
         from: String,
@@ -184,20 +192,22 @@ enum Incoming {
     Attached(Option<Refused>),
     Frame(u64, String),
     End(u64),
+    /// Its owner stopped answering pings.
+    OwnerGone,
 }
 
 /// A request of this node waiting for an owner.
 #[derive(Debug)]
 enum Waiter {
     Ack(oneshot::Sender<Option<Refused>>),
-    Receive(mpsc::Sender<Incoming>),
+    /// A relayed receive, and the owner feeding it.
+    Receive(mpsc::Sender<Incoming>, NodeId),
 }
 
 /// A receiver this node feeds for another node.
 #[derive(Debug)]
 struct Feeding {
     stop: CancellationToken,
-    heard: Instant,
 }
 
 /// This node's end of owner routing. Cheap to clone.
@@ -217,6 +227,8 @@ struct Inner {
     waiting: Mutex<HashMap<u64, Waiter>>,
     /// Receivers fed for other nodes, by (requesting node, request id).
     feeding: Mutex<HashMap<(String, u64), Feeding>>,
+    /// When each other node was last heard from (a ping or a pong).
+    heard: Mutex<HashMap<String, Instant>>,
     /// What this node holds, by session kind.
     held: Mutex<HashMap<String, Arc<dyn HeldSessions>>>,
     next_id: AtomicU64,
@@ -285,13 +297,14 @@ impl Owners {
                 cache: Mutex::new(HashMap::new()),
                 waiting: Mutex::new(HashMap::new()),
                 feeding: Mutex::new(HashMap::new()),
+                heard: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 stop,
             }),
         };
         tokio::spawn(owners.clone().serve_inbox());
-        tokio::spawn(owners.clone().detach_silent());
+        tokio::spawn(owners.clone().watch_nodes());
         owners
     }
 
@@ -406,7 +419,12 @@ impl Owners {
         transport: &str,
     ) -> Result<Result<RemoteFrames, Refused>, RelayError> {
         let (tx, mut rx) = mpsc::channel(FRAMES_BUFFERED);
-        let request = self.wait(Waiter::Receive(tx))?;
+        // The owner counts as heard now: its silence is measured from here.
+        self.inner
+            .heard
+            .lock()
+            .insert(owner.to_string(), Instant::now());
+        let request = self.wait(Waiter::Receive(tx, owner.clone()))?;
         self.publish(
             owner,
             &Wire::Receive {
@@ -423,14 +441,11 @@ impl Owners {
             Ok(Some(Incoming::Attached(Some(refused)))) => return Ok(Err(refused)),
             Ok(_) | Err(_) => return Err(RelayError::OwnerSilent(owner.clone())),
         }
-        let mut alive = tokio::time::interval(ALIVE_EVERY);
-        alive.reset();
         Ok(Ok(RemoteFrames {
             owner: owner.clone(),
             request: Some(request),
             frames: rx,
             next: 0,
-            alive,
             done: false,
         }))
     }
@@ -539,6 +554,7 @@ impl Owners {
                 session,
                 transport,
             } => {
+                self.inner.heard.lock().insert(from.clone(), Instant::now());
                 let held = self.inner.held.lock().get(kind.as_str()).cloned();
                 let frames = match held {
                     Some(held) => held.receive(&session, &transport),
@@ -546,10 +562,18 @@ impl Owners {
                 };
                 tokio::spawn(self.clone().feed(from, id, frames));
             }
-            Wire::Alive { from, id } => {
-                if let Some(feeding) = self.inner.feeding.lock().get_mut(&(from, id)) {
-                    feeding.heard = Instant::now();
-                }
+            Wire::Ping { from } => {
+                self.inner.heard.lock().insert(from.clone(), Instant::now());
+                let owners = self.clone();
+                tokio::spawn(async move {
+                    let pong = Wire::Pong {
+                        from: owners.inner.node.to_string(),
+                    };
+                    let _ = owners.publish(&from, &pong).await;
+                });
+            }
+            Wire::Pong { from } => {
+                self.inner.heard.lock().insert(from, Instant::now());
             }
             Wire::Detach { from, id } => {
                 if let Some(feeding) = self.inner.feeding.lock().remove(&(from, id)) {
@@ -564,7 +588,7 @@ impl Owners {
     fn to_receive(&self, id: u64, item: Incoming) {
         let mut waiting = self.inner.waiting.lock();
         let full = match waiting.get(&id) {
-            Some(Waiter::Receive(tx)) => tx.try_send(item).is_err(),
+            Some(Waiter::Receive(tx, _)) => tx.try_send(item).is_err(),
             _ => false,
         };
         if full {
@@ -600,13 +624,7 @@ impl Owners {
             let mut feeding = self.inner.feeding.lock();
             let room = feeding.len() < MAX_RELAYED;
             if room {
-                feeding.insert(
-                    (from.clone(), id),
-                    Feeding {
-                        stop: stop.clone(),
-                        heard: Instant::now(),
-                    },
-                );
+                feeding.insert((from.clone(), id), Feeding { stop: stop.clone() });
             }
             room
         };
@@ -649,21 +667,80 @@ impl Owners {
         self.inner.feeding.lock().remove(&(from, id));
     }
 
-    /// Detaches receivers whose requesting node stopped saying it is alive.
-    async fn detach_silent(self) {
-        let mut tick = tokio::time::interval(ALIVE_EVERY);
+    /// Every [`PING_EVERY`]: pings the owners this node has relayed
+    /// receives on, ends the receives of owners gone silent, and detaches
+    /// the receivers of requesting nodes gone silent.
+    async fn watch_nodes(self) {
+        let mut tick = tokio::time::interval(PING_EVERY);
         loop {
             tokio::select! {
                 () = self.inner.stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            self.inner.feeding.lock().retain(|_, feeding| {
-                let live = feeding.heard.elapsed() < ALIVE_LAPSE;
-                if !live {
-                    feeding.stop.cancel();
-                }
-                live
-            });
+            let owners: std::collections::HashSet<NodeId> = self
+                .inner
+                .waiting
+                .lock()
+                .values()
+                .filter_map(|waiter| match waiter {
+                    Waiter::Receive(_, owner) => Some(owner.clone()),
+                    Waiter::Ack(_) => None,
+                })
+                .collect();
+            let silent: Vec<NodeId> = {
+                let heard = self.inner.heard.lock();
+                owners
+                    .iter()
+                    .filter(|owner| {
+                        heard
+                            .get(owner.as_ref())
+                            .is_none_or(|at| at.elapsed() > OWNER_SILENCE)
+                    })
+                    .cloned()
+                    .collect()
+            };
+            if !silent.is_empty() {
+                self.inner.waiting.lock().retain(|_, waiter| match waiter {
+                    Waiter::Receive(tx, owner) if silent.contains(owner) => {
+                        let _ = tx.try_send(Incoming::OwnerGone);
+                        false
+                    }
+                    _ => true,
+                });
+            }
+            for owner in owners.iter().filter(|owner| !silent.contains(owner)) {
+                let owners = self.clone();
+                let owner = owner.clone();
+                tokio::spawn(async move {
+                    let ping = Wire::Ping {
+                        from: owners.inner.node.to_string(),
+                    };
+                    let _ = owners.publish(&owner, &ping).await;
+                });
+            }
+            let requesters: std::collections::HashSet<String> = {
+                let heard = self.inner.heard.lock();
+                self.inner
+                    .feeding
+                    .lock()
+                    .keys()
+                    .map(|(from, _)| from.clone())
+                    .filter(|from| {
+                        heard
+                            .get(from)
+                            .is_none_or(|at| at.elapsed() > REQUESTER_SILENCE)
+                    })
+                    .collect()
+            };
+            if !requesters.is_empty() {
+                self.inner.feeding.lock().retain(|(from, _), feeding| {
+                    let gone = requesters.contains(from);
+                    if gone {
+                        feeding.stop.cancel();
+                    }
+                    !gone
+                });
+            }
         }
     }
 }
@@ -696,7 +773,6 @@ pub struct RemoteFrames {
     request: Option<Request>,
     frames: mpsc::Receiver<Incoming>,
     next: u64,
-    alive: tokio::time::Interval,
     done: bool,
 }
 
@@ -728,9 +804,6 @@ impl Stream for RemoteFrames {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Relayed>> {
         if self.done {
             return Poll::Ready(None);
-        }
-        while self.alive.poll_tick(cx).is_ready() {
-            self.tell_owner(|from, id| Wire::Alive { from, id });
         }
         let item = match self.frames.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,

@@ -238,3 +238,36 @@ async fn an_owner_that_is_gone_is_noticed_within_the_relay_timeout() {
     assert!(started.elapsed() >= super::RELAY_TIMEOUT);
     assert!(started.elapsed() < super::RELAY_TIMEOUT * 2);
 }
+
+#[tokio::test]
+async fn a_relayed_receive_ends_soon_after_its_owner_dies() {
+    let bus = MemoryBus::new();
+    let a = node(&bus, "a");
+    let b = node(&bus, "b");
+    let held = Arc::new(TestSessions::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    held.frames.lock().insert("s4".into(), rx);
+    a.owners.hold("test", held.clone());
+    settle().await;
+    let mut frames = b
+        .owners
+        .receive(&NodeId::from("a"), "test", "s4", "xhr_streaming")
+        .await
+        .unwrap()
+        .unwrap();
+    tx.send("o".into()).unwrap();
+    assert_eq!(frames.next().await, Some(Relayed::Frame("o".into())));
+    // Node a dies: nothing ends its session's response, it just stops answering.
+    drop(a);
+    let waited = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(15), frames.next())
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(Relayed::Lost));
+    assert!(
+        waited.elapsed() <= super::OWNER_SILENCE + 2 * super::PING_EVERY,
+        "noticed after {:?}",
+        waited.elapsed()
+    );
+    drop(tx);
+}
