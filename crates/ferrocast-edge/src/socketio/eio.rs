@@ -178,7 +178,9 @@ impl EioSession {
     /// session (the protocol allows one poll at a time).
     pub(super) fn attach_poller(&self) -> Result<u64, Ended> {
         let mut state = self.state.lock();
-        if state.transport == Transport::WebSocket {
+        // An ended session is gone once a poll took its last packets.
+        let over = state.ended.is_some() && state.outbox.is_empty();
+        if state.transport == Transport::WebSocket || over {
             return Err(Ended);
         }
         if state.poller.is_some() {
