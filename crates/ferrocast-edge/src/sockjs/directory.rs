@@ -113,15 +113,22 @@ impl SessionDirectory {
         answering: Answering,
         caller: &Caller,
     ) -> Result<FrameStream, Refused> {
-        if let Some(frames) = self.receive_here(id, answering) {
-            return Ok(frames);
+        let found = self.inner.sessions.lock().get(id).cloned();
+        if let Some(session) = found {
+            // A session living longer than its owner record is claimed again.
+            if session.claim_due(super::relay::CLAIM_EVERY) {
+                self.claim(id).await;
+            }
+            return Ok(Self::attach(session, answering));
         }
         // A session this node does not hold may live on its owner (relay).
         if let Some(frames) = self.receive_elsewhere(id, &answering).await {
             return Ok(frames);
         }
         let session = self.create(id, caller)?;
-        self.claim(id).await;
+        if session.claim_due(super::relay::CLAIM_EVERY) {
+            self.claim(id).await;
+        }
         Ok(Self::attach(session, answering))
     }
 
