@@ -37,7 +37,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use ferrocast_testkit::{http_exchange, HttpResponse, JsonClient, Node, TestDir};
+use ferrocast_testkit::{http_exchange, metric, Cluster, HttpResponse, JsonClient, Node, TestDir};
 
 /// How long a test waits for anything the node sends.
 const WAIT: Duration = Duration::from_secs(10);
@@ -93,6 +93,17 @@ struct Polling {
     addr: SocketAddr,
     sid: String,
     open: Value,
+}
+
+impl Polling {
+    /// The same session, its requests sent to `addr` (another node).
+    fn through(&self, addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            sid: self.sid.clone(),
+            open: self.open.clone(),
+        }
+    }
 }
 
 impl Polling {
@@ -707,6 +718,79 @@ async fn recovery_restores_rooms_and_replays_what_was_missed() {
     let stale = format!("news.r~1~{}", "0".repeat(16));
     let (_, reply) = socketio(node.public, Some(json!({"pid": pid, "offset": stale}))).await;
     assert_ne!(reply["pid"], pid);
+}
+
+// Owner routing.
+
+/// Long-polling without sticky sessions: a session opened on one node is
+/// served through another, which relays its sends and polls to the owner;
+/// a WebSocket upgrade on the other node is refused (the client keeps
+/// polling), and one on the owner succeeds.
+#[tokio::test]
+async fn polling_requests_on_another_node_reach_the_sessions_owner() {
+    let cluster = Cluster::redis()
+        .nodes(&["a", "b"])
+        .config(NAMESPACES)
+        .start()
+        .await;
+    let (a, b) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    let owned = Polling::open(a.public).await;
+    let elsewhere = owned.through(b.public);
+    let reply = elsewhere.connect(None).await;
+    assert!(reply["pid"].is_string());
+    assert_eq!(
+        elsewhere
+            .send("421[\"subscribe\",\"news.relay\"]")
+            .await
+            .body,
+        "ok"
+    );
+    let mut got = Vec::new();
+    while !got.iter().any(|p: &String| p.starts_with("431")) {
+        got.extend(elsewhere.packets().await);
+    }
+    let mut publisher = JsonClient::connect(&a.ws_url()).await.unwrap();
+    publisher
+        .publish("news.relay", json!("relayed"))
+        .await
+        .unwrap();
+    let mut message = None;
+    while message.is_none() {
+        message = elsewhere
+            .packets()
+            .await
+            .into_iter()
+            .find(|p| p.starts_with("42[\"message\""));
+    }
+    assert_eq!(event(&message.unwrap())[1], "relayed");
+
+    let refused = format!(
+        "ws://{}{EIO}&transport=websocket&sid={}",
+        b.public, owned.sid
+    );
+    assert!(tokio_tungstenite::connect_async(refused).await.is_err());
+    let metrics = ferrocast_testkit::http_get(b.admin, "/metrics")
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        metric(
+            &metrics,
+            "ferrocast_socketio_relayed_total",
+            &[("outcome", "relayed")]
+        ) >= 3.0
+    );
+    assert_eq!(
+        request(
+            b.public,
+            "GET",
+            &format!("{EIO}&transport=polling&sid=nobody"),
+            ""
+        )
+        .await
+        .status,
+        400
+    );
 }
 
 // CORS and limits.

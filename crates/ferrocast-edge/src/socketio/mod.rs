@@ -11,6 +11,7 @@
 //! Files by concern: `engine` (Engine.IO packets and payloads), `packet`
 //! (Socket.IO packets), `eio` (a session's state shared by its transports),
 //! `transports` (the HTTP and WebSocket handlers, the sessions by id),
+//! `relay` (polling sessions held by other nodes: owner routing),
 //! `protocol` (Socket.IO ↔ ferrocast requests and deliveries), `recovery`
 //! (what the recovery offset carries).
 
@@ -19,6 +20,7 @@ mod engine;
 mod packet;
 mod protocol;
 mod recovery;
+mod relay;
 mod transports;
 
 use std::sync::Arc;
@@ -44,6 +46,10 @@ pub(crate) fn routes(edge: &Edge) -> Router<Edge> {
         "Engine.IO requests, by transport (polling, websocket) and step (handshake, poll, send, upgrade, options), and refused (bad_request)."
     );
     describe_gauge!(SESSIONS, "Engine.IO sessions this node holds.");
+    describe_counter!(
+        relay::RELAYED,
+        "Engine.IO requests for sessions held by another node, by outcome: relayed (served through the owner), unknown (the owner no longer held it), silent (the owner did not answer), lost (packets lost between the nodes)."
+    );
     let Some(path) = edge.settings().socketio.path.clone() else {
         return Router::new();
     };

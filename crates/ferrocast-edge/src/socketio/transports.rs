@@ -16,9 +16,9 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
-use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query, Request};
@@ -38,12 +38,13 @@ use super::protocol::SocketIoProtocol;
 use super::{random_id, REQUESTS, SESSIONS};
 use crate::admission::{Admission, Admitted, Caller};
 use crate::edge::Edge;
+use crate::owner;
 use crate::session::{self, count_error};
 use crate::ws;
 
 /// Engine.IO's refusals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EngineError {
+pub(super) enum EngineError {
     UnknownTransport,
     UnknownSid,
     BadHandshakeMethod,
@@ -81,26 +82,34 @@ impl EngineError {
             Self::UnsupportedProtocolVersion => "socketio_unsupported_version",
         }
     }
+
+    /// The body of the refusal: `{"code":N,"message":…}`.
+    pub(super) fn body(self) -> String {
+        json!({ "code": self.code(), "message": self.message() }).to_string()
+    }
 }
 
 impl IntoResponse for EngineError {
     fn into_response(self) -> Response {
         count_error(self.label());
-        let body = json!({ "code": self.code(), "message": self.message() }).to_string();
-        (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response()
+        json_refusal(StatusCode::BAD_REQUEST, self.body())
     }
 }
 
+fn json_refusal(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The polling sessions this node holds, by id. A std-like lock held for
+/// map operations only, never across an await.
+pub(super) type Sessions = Mutex<HashMap<Box<str>, Arc<EioSession>>>;
+
 /// The Socket.IO endpoint: its sessions over polling, by id.
 pub(super) struct Endpoint {
-    edge: Edge,
-    /// A std-like lock held for map operations only, never across an await.
-    sessions: Arc<Mutex<HashMap<Box<str>, Arc<EioSession>>>>,
+    pub(super) edge: Edge,
+    pub(super) sessions: Arc<Sessions>,
+    /// Whether owner routing knows this endpoint's sessions (`relay`).
+    pub(super) held: AtomicBool,
 }
 
 impl Endpoint {
@@ -108,10 +117,11 @@ impl Endpoint {
         Self {
             edge,
             sessions: Arc::default(),
+            held: AtomicBool::new(false),
         }
     }
 
-    fn find(&self, sid: &str) -> Option<Arc<EioSession>> {
+    pub(super) fn find(&self, sid: &str) -> Option<Arc<EioSession>> {
         self.sessions.lock().get(sid).cloned()
     }
 
@@ -207,54 +217,83 @@ pub(super) async fn dispatch(endpoint: Arc<Endpoint>, request: Request) -> Respo
             return EngineError::UnknownTransport.into_response();
         }
     };
-    let session = match query.sid.as_deref() {
-        Some(sid) => match endpoint.find(sid) {
-            Some(session) => Some(session),
-            None => {
-                count("unknown", "bad_request");
-                return EngineError::UnknownSid.into_response();
-            }
-        },
-        None => None,
+    let Some(sid) = query.sid else {
+        if query.version.as_deref() != Some("4") {
+            count("unknown", "bad_request");
+            return EngineError::UnsupportedProtocolVersion.into_response();
+        }
+        if transport == Transport::WebSocket {
+            count("websocket", "handshake");
+            return websocket(&endpoint, &mut parts, None).await;
+        }
+        if parts.method != Method::GET {
+            count("polling", "bad_request");
+            return EngineError::BadHandshakeMethod.into_response();
+        }
+        count("polling", "handshake");
+        return handshake(&endpoint, &mut parts).await;
     };
-    if session.is_none() && query.version.as_deref() != Some("4") {
-        count("unknown", "bad_request");
-        return EngineError::UnsupportedProtocolVersion.into_response();
+    let session = endpoint.find(&sid);
+    if transport == Transport::WebSocket {
+        count("websocket", "upgrade");
+        // A session held by another node is not upgraded: it keeps polling.
+        let Some(session) = session else {
+            return EngineError::UnknownSid.into_response();
+        };
+        return websocket(&endpoint, &mut parts, Some(session)).await;
     }
-    match (transport, session) {
-        (Transport::WebSocket, session) => {
-            count(
-                "websocket",
-                if session.is_some() {
-                    "upgrade"
-                } else {
-                    "handshake"
+    let answer = match parts.method {
+        Method::GET => {
+            count("polling", "poll");
+            match session {
+                Some(session) => poll(session).await,
+                None => endpoint.poll_elsewhere(&sid).await,
+            }
+            .map(|polled| polled.map(Some))
+        }
+        Method::POST => {
+            count("polling", "send");
+            let limit = endpoint.edge.settings().max_message_size;
+            let Ok(payload) = axum::body::to_bytes(body, limit).await else {
+                counter!(names::LIMIT_HITS, "limit" => "message_size").increment(1);
+                if let Some(session) = session {
+                    session.break_off();
+                }
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a payload carries at most {limit} bytes (maxPayload)"),
+                )
+                    .into_response();
+            };
+            let sent = match session {
+                Some(session) => Some(
+                    deliver(&session, &payload)
+                        .await
+                        .map(|()| String::new())
+                        .map_err(EngineError::refused),
+                ),
+                None => match String::from_utf8(payload.to_vec()) {
+                    Ok(payload) => endpoint.send_elsewhere(&sid, payload).await,
+                    Err(_) => return EngineError::BadRequest.into_response(),
                 },
-            );
-            websocket(&endpoint, &mut parts, session).await
+            };
+            // A send is answered `ok` once the session took it.
+            sent.map(|sent| sent.map(|_| None))
         }
-        (_, None) => {
-            if parts.method != Method::GET {
-                count("polling", "bad_request");
-                return EngineError::BadHandshakeMethod.into_response();
-            }
-            count("polling", "handshake");
-            handshake(&endpoint, &mut parts).await
+        _ => {
+            count("polling", "bad_request");
+            return EngineError::BadRequest.into_response();
         }
-        (_, Some(session)) => match parts.method {
-            Method::GET => {
-                count("polling", "poll");
-                poll(&session).await
-            }
-            Method::POST => {
-                count("polling", "send");
-                send(&endpoint, &session, body).await
-            }
-            _ => {
-                count("polling", "bad_request");
-                EngineError::BadRequest.into_response()
-            }
-        },
+    };
+    match answer {
+        Some(Ok(Some(payload))) => text(payload),
+        Some(Ok(None)) => ([(header::CONTENT_TYPE, "text/html")], "ok").into_response(),
+        Some(Err(refused)) if refused.status == 404 => EngineError::UnknownSid.into_response(),
+        Some(Err(refused)) => {
+            count_error("socketio_relayed_refusal");
+            json_refusal(StatusCode::BAD_REQUEST, refused.body)
+        }
+        None => EngineError::UnknownSid.into_response(),
     }
 }
 
@@ -266,67 +305,64 @@ async fn handshake(endpoint: &Endpoint, parts: &mut Parts) -> Response {
         Err(refusal) => return refusal.into_response(),
     };
     let (sid, _) = endpoint.start(admitted, Transport::Polling);
+    endpoint.claim(&sid).await;
     let open = endpoint.open_packet(&sid, &["websocket"]);
     text(open.encode_text())
 }
 
 /// Detaches a poll request when it ends, answered or cut.
-struct Attached<'a> {
-    session: &'a EioSession,
+struct Attached {
+    session: Arc<EioSession>,
     number: u64,
 }
 
-impl Drop for Attached<'_> {
+impl Drop for Attached {
     fn drop(&mut self) {
         self.session.detach_poller(self.number);
     }
 }
 
-/// A poll: waits for the session's packets. A second poll while one waits
-/// breaks the session (the waiting one gets the close packet).
-async fn poll(session: &EioSession) -> Response {
+/// A poll of a session held here: its packets, once there are any. A
+/// second poll while one waits breaks the session (the waiting one gets the
+/// close packet).
+async fn poll(session: Arc<EioSession>) -> Option<Result<String, owner::Refused>> {
     if session.transport() == Transport::WebSocket {
-        return EngineError::BadRequest.into_response();
+        return Some(Err(EngineError::BadRequest.refused()));
     }
     let Ok(number) = session.attach_poller() else {
-        return EngineError::BadRequest.into_response();
+        return Some(Err(EngineError::BadRequest.refused()));
     };
-    let attached = Attached { session, number };
-    let packets = poll_fn(|cx| session.poll_payload(number, cx)).await;
-    drop(attached);
-    text(encode_payload(&packets))
+    Some(Ok(next_payload(session, number).await))
 }
 
-/// A send: the client's packets, in order, into the session.
-async fn send(endpoint: &Endpoint, session: &EioSession, body: Body) -> Response {
+/// The payload poll request `number` answers with; detaches it when done or
+/// dropped.
+pub(super) async fn next_payload(session: Arc<EioSession>, number: u64) -> String {
+    let attached = Attached { session, number };
+    let packets = poll_fn(|cx| attached.session.poll_payload(number, cx)).await;
+    encode_payload(&packets)
+}
+
+/// A send: the client's packets, in order, into a session held here.
+pub(super) async fn deliver(session: &EioSession, payload: &[u8]) -> Result<(), EngineError> {
     if session.transport() == Transport::WebSocket {
-        return EngineError::BadRequest.into_response();
+        return Err(EngineError::BadRequest);
     }
-    let limit = endpoint.edge.settings().max_message_size;
-    let Ok(payload) = axum::body::to_bytes(body, limit).await else {
-        counter!(names::LIMIT_HITS, "limit" => "message_size").increment(1);
-        session.break_off();
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a payload carries at most {limit} bytes (maxPayload)"),
-        )
-            .into_response();
-    };
-    let packets = std::str::from_utf8(&payload)
+    let packets = std::str::from_utf8(payload)
         .map_err(|_| ())
         .and_then(|text| Packet::decode_payload(text).map_err(|_| ()));
     let Ok(packets) = packets else {
         count_error("socketio_bad_packet");
         session.break_off();
-        return EngineError::BadRequest.into_response();
+        return Err(EngineError::BadRequest);
     };
     for packet in packets {
         let closing = packet == Packet::Close;
         if session.receive(packet).await.is_err() && !closing {
-            return EngineError::BadRequest.into_response();
+            return Err(EngineError::BadRequest);
         }
     }
-    ([(header::CONTENT_TYPE, "text/html")], "ok").into_response()
+    Ok(())
 }
 
 /// A WebSocket: a new session over it, or the upgrade of `session`.
