@@ -37,7 +37,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use ferrocast_testkit::{http_exchange, metric, Cluster, HttpResponse, JsonClient, Node, TestDir};
+use ferrocast_testkit::{
+    http_exchange, metric, Cluster, HttpResponse, JsonClient, Node, StompClient, TestDir,
+};
 
 /// How long a test waits for anything the node sends.
 const WAIT: Duration = Duration::from_secs(10);
@@ -613,6 +615,84 @@ async fn binary_publications_travel_as_attachments() {
     assert_eq!(header[0], "message");
     assert_eq!(header[1], json!({"_placeholder": true, "num": 0}));
     assert_eq!(attachment.unwrap(), vec![0u8, 159, 146, 150]);
+}
+
+/// STOMP publishers name the event with an `event` header; their binary
+/// bodies arrive as attachments and their text as strings, and a Socket.IO
+/// client's binary publication reaches a STOMP subscriber as its bytes.
+#[tokio::test]
+async fn stomp_publications_name_their_event_and_keep_their_type() {
+    let node = node(&[]);
+    let (mut ws, _) = socketio(node.public, None).await;
+    emit(&mut ws, 1, json!(["subscribe", "chat.stomp"])).await;
+    let mut stomp = StompClient::connect(&node.ws_url(), "v12.stomp")
+        .await
+        .unwrap();
+    stomp.handshake().await.unwrap();
+    stomp
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("id", "s1"),
+                ("destination", "/topic/chat.stomp"),
+                ("receipt", "r1"),
+            ],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(stomp.recv().await.unwrap().command, "RECEIPT");
+    stomp
+        .send(
+            "SEND",
+            &[
+                ("destination", "/topic/chat.stomp"),
+                ("event", "order"),
+                ("content-type", "application/octet-stream"),
+            ],
+            "\u{1}bin",
+        )
+        .await
+        .unwrap();
+    let header = loop {
+        if let Message::Text(text) = next(&mut ws).await {
+            if let Some(header) = text.strip_prefix("451-") {
+                break serde_json::from_str::<Value>(header).unwrap();
+            }
+        }
+    };
+    assert_eq!(header[0], "order");
+    assert_eq!(header[2]["topic"], "chat.stomp");
+    assert_eq!(next(&mut ws).await, Message::binary(b"\x01bin".to_vec()));
+    stomp
+        .send(
+            "SEND",
+            &[
+                ("destination", "/topic/chat.stomp"),
+                ("content-type", "text/plain"),
+            ],
+            "plain words",
+        )
+        .await
+        .unwrap();
+    let text = event_named(&mut ws, "message").await;
+    assert_eq!(text[1], "plain words");
+
+    ws.send(Message::text(
+        r#"451-["publish","chat.stomp",{"_placeholder":true,"num":0}]"#,
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::binary(vec![7u8, 8, 9])).await.unwrap();
+    let frames = [
+        stomp.recv().await.unwrap(),
+        stomp.recv().await.unwrap(),
+        stomp.recv().await.unwrap(),
+    ];
+    let binary = frames.iter().find(|f| {
+        f.header("content-type") == Some("application/octet-stream") && f.body == [7, 8, 9]
+    });
+    assert!(binary.is_some(), "{frames:?}");
 }
 
 // Authentication.
