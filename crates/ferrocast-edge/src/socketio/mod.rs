@@ -43,7 +43,7 @@ pub(crate) const SESSIONS: &str = "ferrocast_socketio_sessions";
 pub(crate) fn routes(edge: &Edge) -> Router<Edge> {
     describe_counter!(
         REQUESTS,
-        "Engine.IO requests, by transport (polling, websocket) and step (handshake, poll, send, upgrade, options), and refused (bad_request)."
+        "Engine.IO requests, by transport (polling, websocket) and step (handshake, poll, send, upgrade, bad_request)."
     );
     describe_gauge!(SESSIONS, "Engine.IO sessions this node holds.");
     describe_counter!(

@@ -310,12 +310,7 @@ impl SocketIoProtocol {
                 recovered = false;
                 continue;
             }
-            let kept = link
-                .edge
-                .hub()
-                .namespace(filter.namespace())
-                .history
-                .is_some();
+            let kept = keeps_history(link, &filter);
             // A pattern, or a namespace without history, is live only:
             // what it carried meanwhile is lost.
             recovered &= kept && since.is_some();
@@ -492,12 +487,7 @@ impl SocketIoProtocol {
                 format!("this connection already holds {limit} subscriptions, the limit"),
             ));
         }
-        let kept = link
-            .edge
-            .hub()
-            .namespace(filter.namespace())
-            .history
-            .is_some();
+        let kept = keeps_history(link, &filter);
         let since = since.filter(|_| kept);
         let confirmed = link.subscribe(&filter, since.clone());
         link.spawn(async move {
@@ -685,6 +675,12 @@ fn resolve(args: Vec<Value>, attachments: &[Bytes]) -> Result<(String, Vec<Arg>)
         })
         .collect::<Result<_, _>>()?;
     Ok((name, args))
+}
+
+/// Whether `filter`'s namespace keeps history (a `since` can resume it).
+fn keeps_history(link: &Link<Completion>, filter: &TopicFilter) -> bool {
+    let namespace = link.edge.hub().namespace(filter.namespace());
+    namespace.history.is_some()
 }
 
 /// `{ok: true}`, with the position when there is one.

@@ -6,6 +6,8 @@ import { fileURLToPath } from "node:url";
 
 import { io } from "socket.io-client";
 
+import { launchBrowser, openPage, serveStatic } from "../../../ferrocast-web/tests/browser/harness.mjs";
+
 import { SocketIoTracker } from "./tracker.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -47,6 +49,29 @@ export async function pageSio(page, url, options) {
     call: (method, ...args) =>
       page.evaluate(([m, a]) => /** @type {any} */ (window).sio[m](...a), [method, args]),
   };
+}
+
+/**
+ * socket.io-client connecting to `url` with `options`, in this process
+ * (`where` = node) or in a Chromium page (`chromium`); `cleanup` closes
+ * the browser and its static server.
+ * @param {string} where
+ * @param {string} url
+ * @param {object} options
+ * @returns {Promise<{ sio: Sio, cleanup: () => Promise<void> }>}
+ */
+export async function startClient(where, url, options) {
+  if (where === "node") {
+    return { sio: nodeSio(url, options), cleanup: async () => {} };
+  }
+  const site = await serveStatic({ roots: STATIC_ROOTS });
+  const browser = await launchBrowser();
+  const page = await openPage(await browser.newContext(), `${site.origin}/socketio-tests/pages/socketio.html`, "page");
+  const cleanup = async () => {
+    await browser.close();
+    site.close();
+  };
+  return { sio: await pageSio(page, url, options), cleanup };
 }
 
 /** Prints what the client saw, for a failing scenario. */

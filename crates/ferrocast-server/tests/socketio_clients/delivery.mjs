@@ -17,17 +17,14 @@ import assert from "node:assert/strict";
 import {
   assertExactlyOnceInOrder,
   connections,
-  launchBrowser,
   nodeClient,
   nodes,
-  openPage,
   publishNumbered,
   run,
-  serveStatic,
   sleep,
   waitFor,
 } from "../../../ferrocast-web/tests/browser/harness.mjs";
-import { STATIC_ROOTS, nodeSio, pageSio, printReport } from "./clients.mjs";
+import { printReport, startClient } from "./clients.mjs";
 
 const COUNT = 1000;
 const [where, transportList] = process.argv.slice(2);
@@ -41,21 +38,8 @@ run(`socket.io-client over ${transportList} in ${where}`, async () => {
   const topic = `orders.sio-${tag}`;
   const cross = `orders.sio-cross-${tag}`;
 
-  let sio;
-  let cleanup = async () => {};
   const options = { transports, upgrade: transports.length > 1 };
-  if (where === "node") {
-    sio = nodeSio(`http://${a.public}`, options);
-  } else {
-    const site = await serveStatic({ roots: STATIC_ROOTS });
-    const browser = await launchBrowser();
-    cleanup = async () => {
-      await browser.close();
-      site.close();
-    };
-    const page = await openPage(await browser.newContext(), `${site.origin}/socketio-tests/pages/socketio.html`, "page");
-    sio = await pageSio(page, `http://${a.public}`, options);
-  }
+  const { sio, cleanup } = await startClient(where, `http://${a.public}`, options);
 
   const json = nodeClient(`ws://${b.public}/ws`);
   try {

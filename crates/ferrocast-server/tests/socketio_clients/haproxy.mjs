@@ -17,18 +17,15 @@ import assert from "node:assert/strict";
 import {
   assertExactlyOnceInOrder,
   connections,
-  launchBrowser,
   nodeClient,
   nodes,
-  openPage,
   proxy,
   publishNumbered,
   run,
-  serveStatic,
   sleep,
   waitFor,
 } from "../../../ferrocast-web/tests/browser/harness.mjs";
-import { STATIC_ROOTS, nodeSio, pageSio, printReport } from "./clients.mjs";
+import { printReport, startClient } from "./clients.mjs";
 
 const COUNT = 2000;
 const [where, transportList] = process.argv.slice(2);
@@ -54,20 +51,7 @@ run(`socket.io-client over ${transportList} in ${where} through round-robin HAPr
   const url = `http://${proxy()}`;
   const options = { transports, upgrade: false };
 
-  let sio;
-  let cleanup = async () => {};
-  if (where === "node") {
-    sio = nodeSio(url, options);
-  } else {
-    const site = await serveStatic({ roots: STATIC_ROOTS });
-    const browser = await launchBrowser();
-    cleanup = async () => {
-      await browser.close();
-      site.close();
-    };
-    const page = await openPage(await browser.newContext(), `${site.origin}/socketio-tests/pages/socketio.html`, "page");
-    sio = await pageSio(page, url, options);
-  }
+  const { sio, cleanup } = await startClient(where, url, options);
   let json;
   try {
     await sio.call("connect");
