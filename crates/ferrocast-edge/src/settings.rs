@@ -79,12 +79,17 @@ pub struct SocketioSettings {
     /// Where Socket.IO is served (`/socket.io`, the clients' default);
     /// `None` turns it off. Starts with `/`, does not end with one.
     pub path: Option<String>,
+    /// Whether the public listener serves what the official test suites
+    /// expect instead: an Engine.IO echo at `/engine.io/` and, at `path`,
+    /// the Socket.IO suite's handlers. Conformance testing only.
+    pub conformance: bool,
 }
 
 impl Default for SocketioSettings {
     fn default() -> Self {
         Self {
             path: Some("/socket.io".into()),
+            conformance: false,
         }
     }
 }

@@ -13,10 +13,12 @@
 //! transports), `upgrade` (probe, noop, upgrade; HTTP and WebSocket
 //! requests with the same sid refused afterwards); Socket.IO `connect` (the
 //! main namespace, with a payload, an unknown namespace refused, an invalid
-//! handshake), `disconnect` (the main namespace), `message` (plain and
-//! binary packets, acks). The suites' echo handlers (`message-back`, the
-//! `auth` event, custom namespaces) are the test server's, not Socket.IO's:
-//! here the same packets carry ferrocast's events instead.
+//! handshake), `disconnect` (the main namespace, a custom one), `message`
+//! (plain and binary packets, with and without acks, the three invalid
+//! formats). The suites' echo handlers (`message-back`, the `auth` event,
+//! the `/custom` namespace) are their test server's: the node serves them
+//! with `--socketio-conformance` (the `conformance_` tests), and otherwise
+//! the same packets carry ferrocast's events.
 //!
 //! Then what only ferrocast does: publications as events named by their
 //! `event` header, binary publications as attachments, a JSON WebSocket
@@ -871,6 +873,148 @@ async fn polling_requests_on_another_node_reach_the_sessions_owner() {
         .status,
         400
     );
+}
+
+// Conformance mode: what the official suites' test servers do.
+
+/// A node serving the suites' expectations (`--socketio-conformance`),
+/// with their test server's timers and `maxPayload`.
+fn conformance_node() -> Node {
+    node(&[
+        "--socketio-conformance",
+        "--ping-interval",
+        "300ms",
+        "--pong-timeout",
+        "200ms",
+        "--max-message-size",
+        "1000000",
+    ])
+}
+
+/// The Engine.IO suite's `message` cases against the echo at `/engine.io/`.
+#[tokio::test]
+async fn conformance_engine_echo_returns_text_and_binary_packets() {
+    let node = conformance_node();
+    let open = request(
+        node.public,
+        "GET",
+        "/engine.io/?EIO=4&transport=polling",
+        "",
+    )
+    .await;
+    let open: Value = serde_json::from_str(open.body.strip_prefix('0').unwrap()).unwrap();
+    assert_eq!(open["maxPayload"], 1_000_000);
+    assert_eq!(open["pingInterval"], 300);
+    let path = format!(
+        "/engine.io/?EIO=4&transport=polling&sid={}",
+        open["sid"].as_str().unwrap()
+    );
+    for payload in [
+        "4hello",
+        "4test1\x1e4test2\x1e4test3",
+        "4hello\x1ebAQIDBA==",
+    ] {
+        assert_eq!(
+            request(node.public, "POST", &path, payload).await.body,
+            "ok"
+        );
+        assert_eq!(request(node.public, "GET", &path, "").await.body, payload);
+    }
+    let url = format!("ws://{}/engine.io/?EIO=4&transport=websocket", node.public);
+    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    next_text(&mut ws).await;
+    ws.send(Message::text("4hello")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "4hello");
+    ws.send(Message::binary(vec![1u8, 2, 3, 4])).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::binary(vec![1u8, 2, 3, 4]));
+}
+
+/// A WebSocket connected to the suite handlers' main namespace: the
+/// suite's `initSocketIOConnection`.
+async fn suite_connection(addr: SocketAddr) -> Ws {
+    let mut ws = websocket(addr, "&transport=websocket").await;
+    next_text(&mut ws).await;
+    ws.send(Message::text("40")).await.unwrap();
+    let handshake = next_text(&mut ws).await;
+    let handshake: Value = serde_json::from_str(handshake.strip_prefix("40").unwrap()).unwrap();
+    assert_eq!(
+        handshake.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["sid"]
+    );
+    assert_eq!(next_text(&mut ws).await, r#"42["auth",{}]"#);
+    ws
+}
+
+/// The Socket.IO suite's `connect`, `disconnect` and `message` cases.
+#[tokio::test]
+async fn conformance_suite_handlers_answer_as_the_suites_test_server() {
+    let node = conformance_node();
+    let addr = node.public;
+    let mut ws = websocket(addr, "&transport=websocket").await;
+    next_text(&mut ws).await;
+    ws.send(Message::text(r#"40{"token":"123"}"#))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40{\"sid\""));
+    assert_eq!(next_text(&mut ws).await, r#"42["auth",{"token":"123"}]"#);
+    ws.send(Message::text(r#"40/custom,{"token":"abc"}"#))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40/custom,{\"sid\""));
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"42/custom,["auth",{"token":"abc"}]"#
+    );
+    ws.send(Message::text("40/random")).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"44/random,{"message":"Invalid namespace"}"#
+    );
+    ws.send(Message::text("41/custom")).await.unwrap();
+    ws.send(Message::text(
+        r#"42["message","message to main namespace"]"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"42["message-back","message to main namespace"]"#
+    );
+    ws.send(Message::text(
+        r#"42456["message-with-ack",1,"2",{"3":[false]}]"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_text(&mut ws).await, r#"43456[1,"2",{"3":[false]}]"#);
+    for (sent, answer) in [
+        (
+            r#"452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+            r#"452-["message-back",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+        ),
+        (
+            r#"452-789["message-with-ack",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+            r#"462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+        ),
+    ] {
+        ws.send(Message::text(sent)).await.unwrap();
+        ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        ws.send(Message::binary(vec![4u8, 5, 6])).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, answer);
+        assert_eq!(next(&mut ws).await, Message::binary(vec![1u8, 2, 3]));
+        assert_eq!(next(&mut ws).await, Message::binary(vec![4u8, 5, 6]));
+    }
+    ws.send(Message::text("41")).await.unwrap();
+    assert!(matches!(next(&mut ws).await, Message::Close(_)));
+
+    for broken in [
+        "4abc",
+        "42{}",
+        r#"42abc["message-with-ack",1,"2",{"3":[false]}]"#,
+    ] {
+        let mut ws = suite_connection(addr).await;
+        ws.send(Message::text(broken)).await.unwrap();
+        assert!(matches!(next(&mut ws).await, Message::Close(_)), "{broken}");
+    }
 }
 
 // CORS and limits.

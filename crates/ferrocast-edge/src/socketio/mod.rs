@@ -13,8 +13,10 @@
 //! `transports` (the HTTP and WebSocket handlers, the sessions by id),
 //! `relay` (polling sessions held by other nodes: owner routing),
 //! `protocol` (Socket.IO ↔ ferrocast requests and deliveries), `recovery`
-//! (what the recovery offset carries).
+//! (what the recovery offset carries), `conformance` (what
+//! `--socketio-conformance` serves for the official test suites).
 
+mod conformance;
 mod eio;
 mod engine;
 mod packet;
@@ -32,11 +34,16 @@ use metrics::{describe_counter, describe_gauge};
 
 use crate::cors;
 use crate::edge::Edge;
+use transports::Serves;
 
 /// Engine.IO requests, by transport and step.
 pub(crate) const REQUESTS: &str = "ferrocast_socketio_requests_total";
 /// Engine.IO sessions this node holds.
 pub(crate) const SESSIONS: &str = "ferrocast_socketio_sessions";
+
+/// Where `--socketio-conformance` serves the Engine.IO echo that the
+/// Engine.IO suite expects.
+pub(crate) const CONFORMANCE_ECHO_PATH: &str = "/engine.io";
 
 /// The Socket.IO routes of the public listener: `--socketio-path` (with
 /// and without its trailing slash), unless turned off.
@@ -50,21 +57,35 @@ pub(crate) fn routes(edge: &Edge) -> Router<Edge> {
         relay::RELAYED,
         "Engine.IO requests for sessions held by another node, by outcome: relayed (served through the owner), unknown (the owner no longer held it), silent (the owner did not answer), lost (packets lost between the nodes)."
     );
-    let Some(path) = edge.settings().socketio.path.clone() else {
-        return Router::new();
-    };
-    let endpoint = Arc::new(transports::Endpoint::new(edge.clone()));
-    let handler = move |request: Request| {
-        let endpoint = endpoint.clone();
-        async move { transports::dispatch(endpoint, request).await }
-    };
-    // Polling from a page of another origin: every answer names the
-    // allowed origin; a preflight comes only with extra headers.
-    let cors = from_fn_with_state(edge.clone(), cors::allow_origin);
-    let route = cors::preflight("GET, POST").fallback(handler).layer(cors);
-    Router::new()
-        .route(&path, route.clone())
-        .route(&format!("{path}/"), route)
+    let settings = &edge.settings().socketio;
+    let mut endpoints = Vec::new();
+    if let Some(path) = &settings.path {
+        let serves = if settings.conformance {
+            Serves::SuiteHandlers
+        } else {
+            Serves::Events
+        };
+        endpoints.push((path.clone(), serves));
+    }
+    if settings.conformance {
+        endpoints.push((CONFORMANCE_ECHO_PATH.into(), Serves::EngineEcho));
+    }
+    let mut router = Router::new();
+    for (path, serves) in endpoints {
+        let endpoint = Arc::new(transports::Endpoint::new(edge.clone(), serves));
+        let handler = move |request: Request| {
+            let endpoint = endpoint.clone();
+            async move { transports::dispatch(endpoint, request).await }
+        };
+        // Polling from a page of another origin: every answer names the
+        // allowed origin; a preflight comes only with extra headers.
+        let cors = from_fn_with_state(edge.clone(), cors::allow_origin);
+        let route = cors::preflight("GET, POST").fallback(handler).layer(cors);
+        router = router
+            .route(&path, route.clone())
+            .route(&format!("{path}/"), route);
+    }
+    router
 }
 
 /// A new random id (32 hex digits): session ids, socket ids, recovery pids.

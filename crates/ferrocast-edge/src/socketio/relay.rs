@@ -1,5 +1,6 @@
 //! Engine.IO long-polling sessions of other nodes: the endpoint's use of
-//! owner routing (`crate::owner`, kind `eio`), as SockJS's HTTP transports
+//! owner routing (`crate::owner`, kind `eio`; `eio_echo` for the
+//! conformance echo), as SockJS's HTTP transports
 //! use it (docs/architecture.md, "Sessions across HTTP requests").
 //!
 //! A poll or a send for a session this node does not hold asks where it
@@ -30,9 +31,6 @@ use crate::owner::{self, HeldSessions, RelayError, Relayed, Route};
 /// nodes).
 pub(crate) const RELAYED: &str = "ferrocast_socketio_relayed_total";
 
-/// The owner kind of Engine.IO sessions.
-const KIND: &str = "eio";
-
 /// What a relayed request answers: the payload, or a refusal as its
 /// status and body.
 pub(super) type Answer = Result<String, owner::Refused>;
@@ -62,7 +60,7 @@ impl EngineError {
 impl Endpoint {
     /// Claims session `sid`, just created here, so that other nodes find it.
     pub(super) async fn claim(&self, sid: &str) {
-        if let Err(error) = self.routing().claim(KIND, sid).await {
+        if let Err(error) = self.routing().claim(self.serves.owner_kind(), sid).await {
             tracing::warn!(%error, session = sid, "cannot record this node as an Engine.IO session's owner; other nodes will not find it");
         }
     }
@@ -72,7 +70,10 @@ impl Endpoint {
     pub(super) async fn poll_elsewhere(&self, sid: &str) -> Option<Answer> {
         let owner = self.owner_of(sid).await?;
         let owners = self.routing();
-        match owners.receive(&owner, KIND, sid, "poll").await {
+        match owners
+            .receive(&owner, self.serves.owner_kind(), sid, "poll")
+            .await
+        {
             Ok(Ok(mut frames)) => {
                 let mut payload = String::new();
                 while let Some(relayed) = frames.next().await {
@@ -105,7 +106,11 @@ impl Endpoint {
     /// `None` when no other node holds it.
     pub(super) async fn send_elsewhere(&self, sid: &str, payload: String) -> Option<Answer> {
         let owner = self.owner_of(sid).await?;
-        match self.routing().send(&owner, KIND, sid, payload).await {
+        match self
+            .routing()
+            .send(&owner, self.serves.owner_kind(), sid, payload)
+            .await
+        {
             Ok(Ok(())) => {
                 counted("relayed");
                 Some(Ok(String::new()))
@@ -120,7 +125,7 @@ impl Endpoint {
 
     /// The node holding session `sid`, if another one does.
     async fn owner_of(&self, sid: &str) -> Option<NodeId> {
-        match self.routing().route(KIND, sid).await {
+        match self.routing().route(self.serves.owner_kind(), sid).await {
             Ok(Route::Owner(owner)) => Some(owner),
             Ok(Route::Here) => None,
             Err(error) => {
@@ -133,14 +138,14 @@ impl Endpoint {
     fn refused(&self, sid: &str, refused: owner::Refused) -> Answer {
         if refused.status == 404 {
             counted("unknown");
-            self.routing().forget(KIND, sid);
+            self.routing().forget(self.serves.owner_kind(), sid);
         }
         Err(refused)
     }
 
     fn lost_owner(&self, sid: &str, error: &RelayError) {
         counted("silent");
-        self.routing().forget(KIND, sid);
+        self.routing().forget(self.serves.owner_kind(), sid);
         tracing::info!(%error, session = sid, "an Engine.IO session's owner did not answer");
     }
 
@@ -149,7 +154,7 @@ impl Endpoint {
         let owners = self.edge.owners();
         if !self.held.swap(true, Ordering::Relaxed) {
             owners.hold(
-                KIND,
+                self.serves.owner_kind(),
                 Arc::new(Held {
                     sessions: Arc::downgrade(&self.sessions),
                     max_payload: self.edge.settings().max_message_size,

@@ -32,6 +32,7 @@ use serde_json::json;
 
 use ferrocast_core::metrics as names;
 
+use super::conformance::{EngineEcho, SuiteHandlers};
 use super::eio::{EioSession, EioSocket, Transport};
 use super::engine::{encode_payload, Packet};
 use super::protocol::SocketIoProtocol;
@@ -104,18 +105,42 @@ fn json_refusal(status: StatusCode, body: String) -> Response {
 /// map operations only, never across an await.
 pub(super) type Sessions = Mutex<HashMap<Box<str>, Arc<EioSession>>>;
 
-/// The Socket.IO endpoint: its sessions over polling, by id.
+/// What an endpoint's sessions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Serves {
+    /// Socket.IO with ferrocast's events (`protocol`).
+    Events,
+    /// Conformance: the Engine.IO echo.
+    EngineEcho,
+    /// Conformance: the Socket.IO suite's handlers.
+    SuiteHandlers,
+}
+
+impl Serves {
+    /// The endpoint's sessions in owner routing: one token each, so that
+    /// two endpoints of a node never share session ids.
+    pub(super) fn owner_kind(self) -> &'static str {
+        match self {
+            Self::Events | Self::SuiteHandlers => "eio",
+            Self::EngineEcho => "eio_echo",
+        }
+    }
+}
+
+/// An Engine.IO endpoint: its sessions over polling, by id.
 pub(super) struct Endpoint {
     pub(super) edge: Edge,
+    pub(super) serves: Serves,
     pub(super) sessions: Arc<Sessions>,
     /// Whether owner routing knows this endpoint's sessions (`relay`).
     pub(super) held: AtomicBool,
 }
 
 impl Endpoint {
-    pub(super) fn new(edge: Edge) -> Self {
+    pub(super) fn new(edge: Edge, serves: Serves) -> Self {
         Self {
             edge,
+            serves,
             sessions: Arc::default(),
             held: AtomicBool::new(false),
         }
@@ -151,13 +176,20 @@ impl Endpoint {
             Box::new(|| {})
         };
         let socket = EioSocket::new(session.clone(), messages, forget);
-        tokio::spawn(session::serve(
-            edge.clone(),
-            socket,
-            permit,
-            SocketIoProtocol::default(),
-            identity,
-        ));
+        let edge = edge.clone();
+        match self.serves {
+            Serves::Events => {
+                let protocol = SocketIoProtocol::default();
+                tokio::spawn(session::serve(edge, socket, permit, protocol, identity));
+            }
+            Serves::EngineEcho => {
+                tokio::spawn(session::serve(edge, socket, permit, EngineEcho, identity));
+            }
+            Serves::SuiteHandlers => {
+                let protocol = SuiteHandlers::default();
+                tokio::spawn(session::serve(edge, socket, permit, protocol, identity));
+            }
+        }
         (sid, session)
     }
 

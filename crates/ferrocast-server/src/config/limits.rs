@@ -53,6 +53,7 @@ impl Config {
             },
             socketio: SocketioSettings {
                 path: self.socketio_path(),
+                conformance: self.socketio_conformance,
             },
         }
     }
@@ -69,6 +70,9 @@ impl Config {
         check_mount_path("socketio_path", &path, "/socket.io")?;
         if self.sockjs_path().as_deref() == Some(path.as_str()) {
             bail!("socketio_path {path:?} is a route the public listener already serves");
+        }
+        if self.socketio_conformance && path == "/engine.io" {
+            bail!("socketio_path {path:?} is where socketio_conformance serves its Engine.IO echo");
         }
         Ok(())
     }

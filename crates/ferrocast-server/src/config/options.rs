@@ -215,6 +215,12 @@ declare_options! {
     #[arg(env = "FERROCAST_SOCKETIO_PATH", value_name = "PATH")]
     socketio_path: String = EDGE.socketio.path.clone().unwrap_or_default(),
 
+    /// Socket.IO: serve what the official test suites expect instead of ferrocast's events: an
+    /// Engine.IO echo at /engine.io/ and, at --socketio-path, the Socket.IO suite's handlers.
+    /// For conformance testing only; never in production.
+    #[arg(env = "FERROCAST_SOCKETIO_CONFORMANCE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    socketio_conformance: bool = EDGE.socketio.conformance,
+
     // Authentication of clients.
 
     /// JWT: a file holding the HS256 shared secret (its bytes; a trailing newline is ignored).
