@@ -271,6 +271,15 @@ impl EioSession {
         true
     }
 
+    /// The probing WebSocket went away before the upgrade packet: polling
+    /// goes on, and may probe again.
+    pub(super) fn cancel_upgrade(&self) {
+        let mut state = self.state.lock();
+        if state.transport == Transport::Upgrading {
+            state.transport = Transport::Polling;
+        }
+    }
+
     /// The client sent the upgrade packet: the WebSocket takes the outbox.
     pub(super) fn upgrade(&self) {
         let mut state = self.state.lock();

@@ -422,8 +422,9 @@ async fn websocket(
             .on_failed_upgrade(|error| tracing::debug!(%error, "Engine.IO upgrade failed"))
             .on_upgrade(move |socket| async move {
                 let probed = tokio::time::timeout(wait, probe(&session, socket)).await;
-                if let Ok(Some(socket)) = probed {
-                    pump(&session, socket).await;
+                match probed {
+                    Ok(Some(socket)) => pump(&session, socket).await,
+                    _ => session.cancel_upgrade(),
                 }
             });
     }
