@@ -39,6 +39,12 @@ impl Access {
         }
     }
 
+    /// Whether the admin UI is served on this listener: the UI only calls
+    /// the API, so it is off where the API refuses every call.
+    pub fn serves_ui(&self) -> bool {
+        !matches!(self, Self::Closed)
+    }
+
     /// Checks the `authorization` header (or gRPC metadata) of a call.
     pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
         let key = match self {
@@ -106,6 +112,9 @@ mod tests {
             Ok(())
         );
         let closed = Access::for_listener(None, addr("0.0.0.0:1"));
+        assert!(!closed.serves_ui());
+        assert!(Access::for_listener(None, addr("127.0.0.1:1")).serves_ui());
+        assert!(Access::for_listener(Some("k"), addr("0.0.0.0:1")).serves_ui());
         assert!(matches!(
             closed.check(Some(b"Bearer anything")),
             Err(ApiError::Unauthenticated(_))

@@ -31,9 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use ferrocast_core::CONTROL_NAMESPACE;
-use ferrocast_edge::{Edge, Feed, Target};
+use ferrocast_edge::{Edge, Feed, MetricsRender, Target};
 use ferrocast_protocol::{Topic, TopicFilter};
 
+use crate::node_facts::Figures;
 use crate::pb;
 
 /// How often each node publishes its status.
@@ -59,9 +60,10 @@ pub(crate) struct Control {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     edge: Edge,
+    /// The node's metrics, whose figures each status carries.
+    metrics: MetricsRender,
     started: Instant,
     /// Every node heard from, by id (this one included once its own status
     /// came back).
@@ -73,6 +75,16 @@ struct Inner {
     status_topic: Topic,
     command_topic: Topic,
     reply_topic: Topic,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("edge", &self.edge)
+            .field("nodes", &self.nodes)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a cluster-wide command went.
@@ -88,6 +100,7 @@ impl Control {
     /// `shutdown`, when it says this node is leaving).
     pub(crate) fn start(
         edge: Edge,
+        metrics: MetricsRender,
         timeout: Duration,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
@@ -99,6 +112,7 @@ impl Control {
         let control = Self {
             inner: Arc::new(Inner {
                 edge,
+                metrics,
                 started: Instant::now(),
                 nodes: Mutex::new(HashMap::new()),
                 waiting: Mutex::new(HashMap::new()),
@@ -117,6 +131,7 @@ impl Control {
         let edge = &self.inner.edge;
         let hub = edge.hub();
         let (subscriptions, topics) = hub.counts();
+        let figures = Figures::read(&(self.inner.metrics)());
         pb::NodeInfo {
             id: hub.node_id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -127,6 +142,10 @@ impl Control {
             topics,
             draining: edge.is_draining(),
             last_seen_millis: 0,
+            connections_by_protocol: figures.connections_by_protocol,
+            messages_delivered: figures.messages_delivered,
+            messages_published: figures.messages_published,
+            backplane_up: *hub.backplane_health().borrow(),
         }
     }
 

@@ -1,16 +1,21 @@
 //! The server API as JSON over HTTP, under `/api/` on the admin listener:
-//! the gRPC calls with JSON bodies (docs/api.md). Subscribe is gRPC only.
+//! the gRPC calls with JSON bodies (docs/api.md). Subscribe is
+//! `GET /api/subscribe`, answered with Server-Sent Events, so that a page
+//! (the admin UI) follows a topic with `fetch()` and the Bearer header.
+//! `GET /api/config` answers the node's effective configuration.
 //!
 //! Payloads are JSON values (`data`), or bytes as `data_base64` with a
 //! `content_type`. Errors are `{"error":{"code":…,"message":…}}` under the
 //! status of [`ApiError::http_status`].
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderName};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +23,7 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use bytes::Bytes;
+use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -25,7 +31,11 @@ use serde_json::{json, Value};
 use crate::access::Access;
 use crate::error::ApiError;
 use crate::pb;
-use crate::service::{record, Api};
+use crate::service::{record, Api, Subscribed};
+
+/// How often an idle `/api/subscribe` stream sends a comment, so that
+/// proxies that cut idle responses leave it open.
+const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// The `/api/...` routes, checking the API key of every call with `access`.
 pub fn http_router(api: Api, access: Access) -> Router {
@@ -38,6 +48,8 @@ pub fn http_router(api: Api, access: Access) -> Router {
         .route("/api/disconnect", post(disconnect))
         .route("/api/unsubscribe", post(unsubscribe))
         .route("/api/info", get(info).post(info))
+        .route("/api/subscribe", get(subscribe))
+        .route("/api/config", get(config))
         .route_layer(middleware::from_fn_with_state(access, check_key))
         .with_state(api)
 }
@@ -380,6 +392,10 @@ async fn info(State(api): State<Api>) -> Response {
                     "topics": n.topics,
                     "draining": n.draining,
                     "last_seen_millis": n.last_seen_millis,
+                    "connections_by_protocol": n.connections_by_protocol,
+                    "messages_delivered": n.messages_delivered,
+                    "messages_published": n.messages_published,
+                    "backplane_up": n.backplane_up,
                 })
             })
             .collect();
@@ -387,6 +403,125 @@ async fn info(State(api): State<Api>) -> Response {
             "nodes": nodes,
             "connections": response.connections,
             "subscriptions": response.subscriptions,
+        }))
+    })
+    .await
+}
+
+/// The query of `GET /api/subscribe`: a topic or pattern, and where a
+/// topic with history resumes from (`epoch` and `offset` together).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeQuery {
+    topic: String,
+    epoch: Option<String>,
+    offset: Option<u64>,
+}
+
+/// `GET /api/subscribe`: Subscribe as Server-Sent Events. The stream opens
+/// with `event: subscribed` (`{"recovered":…}`), carries each publication
+/// as `event: publication` in the form of `/api/history`, and ends with
+/// `event: error` (`{"error":{"code","message"}}`) when the node drains or
+/// the reader falls too far behind. A refusal before the stream opens is
+/// the usual JSON error.
+async fn subscribe(
+    State(api): State<Api>,
+    query: Result<Query<SubscribeQuery>, QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let opened = async {
+        let Query(query) = query.map_err(|r| ApiError::InvalidArgument(r.body_text()))?;
+        let since = match (query.epoch, query.offset) {
+            (Some(epoch), Some(offset)) => Some(pb::StreamPosition { epoch, offset }),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::InvalidArgument(
+                    "resuming needs both epoch and offset".into(),
+                ))
+            }
+        };
+        api.subscribe(pb::SubscribeRequest {
+            topic: query.topic,
+            since,
+        })
+        .await
+    }
+    .await;
+    record(
+        "subscribe",
+        "http",
+        started,
+        opened.as_ref().map_or_else(|e| e.code(), |_| "ok"),
+    );
+    let Subscribed {
+        recovered,
+        publications,
+    } = match opened {
+        Ok(subscribed) => subscribed,
+        Err(error) => return failure(error),
+    };
+    let first = event("subscribed", &json!({ "recovered": recovered }));
+    let events = publications.map(|item| match item {
+        Ok(publication) => event("publication", &publication_json(publication)),
+        Err(error) => event(
+            "error",
+            &json!({"error": {"code": error.code(), "message": error.to_string()}}),
+        ),
+    });
+    // The keep-alive runs beside the events and ends with them.
+    let keepalive = stream::unfold((), |()| async {
+        tokio::time::sleep(STREAM_KEEPALIVE).await;
+        Some((Some(Bytes::from_static(b": keep-alive\n\n")), ()))
+    });
+    let body = stream::select(
+        stream::once(async { first })
+            .chain(events)
+            .map(Some)
+            .chain(stream::once(async { None })),
+        keepalive,
+    )
+    .take_while(|chunk| futures::future::ready(chunk.is_some()))
+    .filter_map(|chunk| async { chunk.map(Ok::<_, Infallible>) });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // nginx buffers responses unless told not to.
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// One Server-Sent Event named `name` with `data` on one line.
+fn event(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// `GET /api/config`: the node's effective configuration as
+/// `--print-config` prints it, secrets redacted.
+async fn config(State(api): State<Api>) -> Response {
+    answer("config", async move {
+        let config = api.config();
+        let namespaces: Vec<Value> = config
+            .namespaces
+            .iter()
+            .map(|ns| {
+                json!({
+                    "name": ns.name,
+                    "history_size": ns.history_size,
+                    "history_ttl_seconds": ns.history_ttl_seconds,
+                    "presence": ns.presence,
+                    "anonymous": ns.anonymous,
+                    "client_publish": ns.client_publish,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "node": api.node_id(),
+            "toml": config.toml,
+            "namespaces": namespaces,
         }))
     })
     .await

@@ -17,6 +17,7 @@ mod control;
 mod error;
 mod grpc;
 mod http;
+mod node_facts;
 mod service;
 
 /// Messages and service stubs generated from `proto/ferrocast/v1/api.proto`
@@ -31,4 +32,5 @@ pub use access::Access;
 pub use error::ApiError;
 pub use grpc::{grpc_service, GrpcApi, RECOVERED_HEADER};
 pub use http::http_router;
+pub use node_facts::{NamespaceView, NodeConfig, NodeFacts};
 pub use service::{Api, PublicationStream, Subscribed, MAX_BROADCAST_TOPICS};

@@ -21,6 +21,7 @@ use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::control::{target_of, Control, Outcome};
 use crate::error::ApiError;
+use crate::node_facts::{NodeConfig, NodeFacts};
 use crate::pb;
 
 /// Most topics one Broadcast may name.
@@ -31,6 +32,8 @@ pub const MAX_BROADCAST_TOPICS: usize = 1000;
 pub struct Api {
     edge: Edge,
     control: Control,
+    /// What the Config call answers.
+    config: Arc<NodeConfig>,
 }
 
 /// What a Subscribe call yields: publications, then at most one error that
@@ -54,17 +57,32 @@ impl std::fmt::Debug for Subscribed {
 }
 
 impl Api {
-    /// The API over `edge`; joins the control channel (its task stops on
-    /// `shutdown`). Cluster-wide operations wait at most `timeout` for the
-    /// other nodes.
+    /// The API over `edge` in the node that `facts` describe; joins the
+    /// control channel (its task stops on `shutdown`). Cluster-wide
+    /// operations wait at most `timeout` for the other nodes.
     pub fn start(
         edge: Edge,
+        facts: NodeFacts,
         timeout: Duration,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let control = Control::start(edge.clone(), timeout, tasks, shutdown);
-        Self { edge, control }
+        let control = Control::start(edge.clone(), facts.metrics, timeout, tasks, shutdown);
+        Self {
+            edge,
+            control,
+            config: facts.config,
+        }
+    }
+
+    /// This node's effective configuration, secrets redacted.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        self.edge.hub().node_id()
     }
 
     pub async fn publish(

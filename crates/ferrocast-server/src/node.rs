@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use ferrocast_api::{grpc_service, http_router, Access, Api};
+use ferrocast_api::{grpc_service, http_router, Access, Api, NamespaceView, NodeConfig, NodeFacts};
 use ferrocast_core::metrics as names;
 use ferrocast_core::{Hub, NodeId, SubscriptionRegistry};
 use ferrocast_edge::{admin_router, public_router, serve, Authenticator, Edge, MetricsRender};
@@ -17,6 +17,45 @@ use ferrocast_edge::{admin_router, public_router, serve, Authenticator, Edge, Me
 use crate::backplane;
 use crate::config::Config;
 use crate::telemetry;
+
+/// The configuration the server API's Config call shows: what
+/// `--print-config` prints, without the credentials of the backplane URL
+/// (the API key is never part of it).
+fn shown_config(config: &Config) -> NodeConfig {
+    let mut shown = config.clone();
+    shown.backplane = without_credentials(&config.backplane);
+    let namespaces = config
+        .namespaces
+        .iter()
+        .map(|(name, ns)| NamespaceView {
+            name: name.clone(),
+            history_size: ns.history_size,
+            history_ttl_seconds: ns.history_ttl.as_secs(),
+            presence: ns.presence,
+            anonymous: ns.anonymous,
+            client_publish: ns.client_publish,
+        })
+        .collect();
+    NodeConfig {
+        toml: shown.to_toml(),
+        namespaces,
+    }
+}
+
+/// `urls` (one, or several separated by commas, as NATS takes them) with
+/// the `user:password@` or `token@` of each replaced by `***@`.
+fn without_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// How long background tasks get to stop after the drain.
 const TASK_STOP_GRACE: Duration = Duration::from_millis(500);
@@ -69,7 +108,25 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             Access::Key(_) => {}
         }
     }
-    let api = Api::start(edge.clone(), config.api_timeout, &tasks, shutdown.clone());
+    let render: MetricsRender = {
+        let handle = prometheus.clone();
+        Arc::new(move || {
+            let mut text = handle.render();
+            crate::process::render(&mut text);
+            text
+        })
+    };
+    let facts = NodeFacts {
+        metrics: render.clone(),
+        config: Arc::new(shown_config(&config)),
+    };
+    let api = Api::start(
+        edge.clone(),
+        facts,
+        config.api_timeout,
+        &tasks,
+        shutdown.clone(),
+    );
     let grpc_app = grpc_service(
         api.clone(),
         Access::for_listener(api_key.as_deref(), grpc_addr),
@@ -91,18 +148,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         draining.cancelled_owned(),
     ));
 
-    let render: MetricsRender = {
-        let handle = prometheus.clone();
-        Arc::new(move || {
-            let mut text = handle.render();
-            crate::process::render(&mut text);
-            text
-        })
-    };
-    let admin_app = admin_router(edge.clone(), render).merge(http_router(
-        api,
-        Access::for_listener(api_key.as_deref(), admin_addr),
-    ));
+    let admin_access = Access::for_listener(api_key.as_deref(), admin_addr);
+    let admin_app = admin_router(edge.clone(), render)
+        .merge(http_router(api, admin_access.clone()))
+        .merge(ferrocast_web::admin_routes(admin_access.serves_ui()));
     tasks.spawn(serve(
         admin,
         admin_app,
@@ -218,5 +267,27 @@ impl Signals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backplane_credentials_are_not_shown() {
+        assert_eq!(
+            without_credentials("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            without_credentials("rediss://user:s3cret@h:6380/2"),
+            "rediss://***@h:6380/2"
+        );
+        assert_eq!(
+            without_credentials("nats://tok@a:4222,nats://u:p@ss@b:4222,nats://c:4222"),
+            "nats://***@a:4222,nats://***@b:4222,nats://c:4222"
+        );
+        assert_eq!(without_credentials("memory"), "memory");
     }
 }

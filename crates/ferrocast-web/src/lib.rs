@@ -1,7 +1,9 @@
-//! What a ferrocast node serves to browsers: the JavaScript SDK of `js/`
-//! (plain ES modules and `index.d.ts`, no build step), embedded at build time.
+//! What a ferrocast node serves to browsers, embedded at build time: the
+//! JavaScript SDK of `js/` (plain ES modules and `index.d.ts`, no build
+//! step) on the public listener, and the admin UI of `admin/` on the admin
+//! listener ([`admin_routes`], see its module).
 //!
-//! [`routes`] serves it on the public listener:
+//! [`routes`] serves the SDK on the public listener:
 //!
 //! | path | what | `cache-control` |
 //! |---|---|---|
@@ -30,9 +32,12 @@ use metrics::counter;
 
 use ferrocast_core::metrics as names;
 
+mod admin;
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 }
+
+pub use admin::{admin_routes, ADMIN_PATH};
 
 /// The content version: the first 12 hex digits of a SHA-256 over every
 /// embedded file, computed when the crate is built.
@@ -115,8 +120,20 @@ fn answer(
     cache: &'static str,
     body: Vec<u8>,
 ) -> Response {
+    public(conditional(request, VERSION, content_type, cache, body))
+}
+
+/// 200 with `body` and the `ETag` of `version`, or 304 when `request`
+/// holds that version already.
+fn conditional(
+    request: &HeaderMap,
+    version: &str,
+    content_type: &'static str,
+    cache: &'static str,
+    body: Vec<u8>,
+) -> Response {
     // A node serves one version: every URL's content follows from it.
-    let etag = format!("\"{VERSION}\"");
+    let etag = format!("\"{version}\"");
     let fresh = request
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -138,7 +155,7 @@ fn answer(
     if let Ok(etag) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, etag);
     }
-    public(response)
+    response
 }
 
 /// 404 naming what this node serves instead of `path`.
@@ -158,7 +175,13 @@ fn public(mut response: Response) -> Response {
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
-    headers.insert(
+    counted(response)
+}
+
+/// `response` with `x-content-type-options: nosniff`, counted in
+/// `ferrocast_web_requests_total{status}`.
+fn counted(mut response: Response) -> Response {
+    response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
@@ -166,6 +189,8 @@ fn public(mut response: Response) -> Response {
     let status = match response.status() {
         StatusCode::OK => "200",
         StatusCode::NOT_MODIFIED => "304",
+        StatusCode::PERMANENT_REDIRECT => "308",
+        StatusCode::FORBIDDEN => "403",
         _ => "404",
     };
     counter!(names::WEB_REQUESTS, "status" => status).increment(1);
