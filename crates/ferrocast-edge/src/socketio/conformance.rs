@@ -12,7 +12,7 @@ use axum::extract::ws::Message;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{json, Value};
 
-use ferrocast_core::Outbound;
+use ferrocast_core::{CloseReason, Outbound};
 use ferrocast_protocol::TopicFilter;
 
 use super::packet::{self, Kind, Packet};
@@ -158,7 +158,7 @@ impl SuiteHandlers {
             Kind::Disconnect => {
                 self.namespaces.remove(&namespace);
                 if self.namespaces.is_empty() {
-                    return Some(End::ClientClosed);
+                    link.close(CloseReason::ClientRequest);
                 }
             }
             Kind::Event | Kind::BinaryEvent if self.namespaces.contains(&namespace) => {

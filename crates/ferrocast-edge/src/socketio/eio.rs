@@ -74,18 +74,15 @@ struct State {
 pub(super) struct Ended;
 
 impl EioSession {
-    /// A new session on `transport`, and the receiving end of its inbound
+    /// A new session on long-polling, and the receiving end of its inbound
     /// channel.
-    pub(super) fn new(
-        settings: &EdgeSettings,
-        transport: Transport,
-    ) -> (Self, mpsc::Receiver<Message>) {
+    pub(super) fn new(settings: &EdgeSettings) -> (Self, mpsc::Receiver<Message>) {
         let (inbound, messages) = mpsc::channel(INBOUND_MESSAGES);
         let session = Self {
             state: Mutex::new(State {
                 outbox: VecDeque::new(),
                 outbox_bytes: 0,
-                transport,
+                transport: Transport::Polling,
                 poller: None,
                 next_poller: 0,
                 reader_waker: None,

@@ -40,6 +40,8 @@ pub(super) enum DecodeError {
     UnknownType(char),
     #[error("a binary packet's base64 is broken")]
     Base64,
+    #[error("an Engine.IO packet a client does not send on this transport")]
+    Unexpected,
 }
 
 impl DecodeError {

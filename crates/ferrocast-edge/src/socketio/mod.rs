@@ -4,9 +4,9 @@
 //!
 //! An Engine.IO session carries one ferrocast session: the
 //! [`SocketIoProtocol`](protocol::SocketIoProtocol) run by the same
-//! `session::serve` as every other kind, over an [`EioSocket`](eio::EioSocket)
-//! whose transport is HTTP long-polling, a WebSocket, or long-polling
-//! upgraded to a WebSocket (`transports`).
+//! `session::serve` as every other kind, over an Engine.IO socket: a
+//! WebSocket from the start (`websocket::EioWebSocket`), or HTTP
+//! long-polling, possibly upgraded to a WebSocket later (`eio::EioSocket`).
 //!
 //! Files by concern: `engine` (Engine.IO packets and payloads), `packet`
 //! (Socket.IO packets), `eio` (a session's state shared by its transports),
@@ -24,6 +24,7 @@ mod protocol;
 mod recovery;
 mod relay;
 mod transports;
+mod websocket;
 
 use std::sync::Arc;
 
@@ -92,4 +93,29 @@ pub(crate) fn routes(edge: &Edge) -> Router<Edge> {
 fn random_id() -> String {
     use ferrocast_core::history::new_epoch;
     format!("{}{}", new_epoch(), new_epoch())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::protocol::SocketIoProtocol;
+    use super::websocket::EioWebSocket;
+    use crate::session::serve;
+
+    /// The size of the future a function of five arguments returns.
+    fn future_size<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// An idle Socket.IO connection over a WebSocket is mostly this future
+    /// (plus the socket's buffers): a budget that keeps it from growing
+    /// unnoticed (docs/benchmarks.md, memory per connection).
+    #[test]
+    fn the_state_of_an_idle_socketio_connection_stays_small() {
+        let size = future_size(serve::<SocketIoProtocol, EioWebSocket>);
+        eprintln!("idle Socket.IO session future: {size} B");
+        assert!(
+            size <= 1280,
+            "a Socket.IO connection's future takes {size} bytes"
+        );
+    }
 }

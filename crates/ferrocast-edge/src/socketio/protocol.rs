@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use ferrocast_core::{Outbound, Publication, PublishError, SubscribeError};
+use ferrocast_core::{CloseReason, Outbound, Publication, PublishError, SubscribeError};
 use ferrocast_protocol::{ErrorCode, StreamPosition, Topic, TopicError, TopicFilter};
 
 use super::packet::{self, Kind, Packet};
@@ -233,7 +233,9 @@ impl SocketIoProtocol {
         }
         match packet.kind {
             Kind::Connect => self.connect(link, packet.data),
-            Kind::Disconnect => return Some(End::ClientClosed),
+            // The client leaves the only namespace: the connection ends
+            // with a normal close once what is queued went out.
+            Kind::Disconnect => link.close(CloseReason::ClientRequest),
             Kind::Event | Kind::BinaryEvent if self.connected => {
                 let Some(Value::Array(args)) = packet.data else {
                     return None;

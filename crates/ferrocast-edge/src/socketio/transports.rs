@@ -29,6 +29,7 @@ use futures::{SinkExt, StreamExt};
 use metrics::{counter, gauge};
 use parking_lot::Mutex;
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 
 use ferrocast_core::metrics as names;
 
@@ -36,11 +37,13 @@ use super::conformance::{EngineEcho, SuiteHandlers};
 use super::eio::{EioSession, EioSocket, Transport};
 use super::engine::{encode_payload, Packet};
 use super::protocol::SocketIoProtocol;
+use super::websocket::EioWebSocket;
 use super::{random_id, REQUESTS, SESSIONS};
 use crate::admission::{Admission, Admitted, Caller};
+use crate::auth::Identity;
 use crate::edge::Edge;
 use crate::owner;
-use crate::session::{self, count_error};
+use crate::session::{self, count_error, Socket};
 use crate::ws;
 
 /// Engine.IO's refusals.
@@ -150,47 +153,35 @@ impl Endpoint {
         self.sessions.lock().get(sid).cloned()
     }
 
-    /// Starts a new session on `transport` and the task that runs it; a
-    /// polling session is found by its id until the task ends.
-    fn start(&self, admitted: Admitted, transport: Transport) -> (String, Arc<EioSession>) {
+    /// Starts a new long-polling session and the task that runs it, found
+    /// by its id until the task ends.
+    fn start(&self, admitted: Admitted) -> String {
         let Admitted { identity, permit } = admitted;
-        let edge = &self.edge;
         let sid = random_id();
-        let (session, messages) = EioSession::new(edge.settings(), transport);
+        let (session, messages) = EioSession::new(self.edge.settings());
         let session = Arc::new(session);
-        let forget: Box<dyn FnOnce() + Send> = if transport == Transport::Polling {
-            self.sessions
-                .lock()
-                .insert(sid.as_str().into(), session.clone());
-            gauge!(SESSIONS).increment(1.0);
-            let sessions: Weak<_> = Arc::downgrade(&self.sessions);
-            let key = sid.clone();
-            Box::new(move || {
-                if let Some(sessions) = sessions.upgrade() {
-                    if sessions.lock().remove(key.as_str()).is_some() {
-                        gauge!(SESSIONS).decrement(1.0);
-                    }
+        self.sessions
+            .lock()
+            .insert(sid.as_str().into(), session.clone());
+        gauge!(SESSIONS).increment(1.0);
+        let sessions: Weak<_> = Arc::downgrade(&self.sessions);
+        let key = sid.clone();
+        let forget = Box::new(move || {
+            if let Some(sessions) = sessions.upgrade() {
+                if sessions.lock().remove(key.as_str()).is_some() {
+                    gauge!(SESSIONS).decrement(1.0);
                 }
-            })
-        } else {
-            Box::new(|| {})
-        };
-        let socket = EioSocket::new(session.clone(), messages, forget);
-        let edge = edge.clone();
-        match self.serves {
-            Serves::Events => {
-                let protocol = SocketIoProtocol::default();
-                tokio::spawn(session::serve(edge, socket, permit, protocol, identity));
             }
-            Serves::EngineEcho => {
-                tokio::spawn(session::serve(edge, socket, permit, EngineEcho, identity));
-            }
-            Serves::SuiteHandlers => {
-                let protocol = SuiteHandlers::default();
-                tokio::spawn(session::serve(edge, socket, permit, protocol, identity));
-            }
-        }
-        (sid, session)
+        });
+        let socket = EioSocket::new(session, messages, forget);
+        tokio::spawn(run(
+            self.serves,
+            self.edge.clone(),
+            socket,
+            permit,
+            identity,
+        ));
+        sid
     }
 
     /// The handshake packet of session `sid`.
@@ -204,6 +195,28 @@ impl Endpoint {
             "maxPayload": settings.max_message_size,
         });
         Packet::Open(open.to_string())
+    }
+}
+
+/// Serves one session of `serves` over `socket` until it ends; `permit` is
+/// its connection slot.
+async fn run<S: Socket>(
+    serves: Serves,
+    edge: Edge,
+    socket: S,
+    permit: OwnedSemaphorePermit,
+    identity: Option<Identity>,
+) {
+    match serves {
+        Serves::Events => {
+            let protocol = SocketIoProtocol::default();
+            session::serve(edge, socket, permit, protocol, identity).await;
+        }
+        Serves::EngineEcho => session::serve(edge, socket, permit, EngineEcho, identity).await,
+        Serves::SuiteHandlers => {
+            let protocol = SuiteHandlers::default();
+            session::serve(edge, socket, permit, protocol, identity).await;
+        }
     }
 }
 
@@ -336,7 +349,7 @@ async fn handshake(endpoint: &Endpoint, parts: &mut Parts) -> Response {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
-    let (sid, _) = endpoint.start(admitted, Transport::Polling);
+    let sid = endpoint.start(admitted);
     endpoint.claim(&sid).await;
     let open = endpoint.open_packet(&sid, &["websocket"]);
     text(open.encode_text())
@@ -437,16 +450,15 @@ async fn websocket(
         Ok(upgrade) => upgrade,
         Err(refusal) => return refusal.into_response(),
     };
-    let endpoint = endpoint.clone();
+    let open = endpoint.open_packet(&random_id(), &[]).encode_text();
+    let serves = endpoint.serves;
     upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "Engine.IO websocket failed"))
         .on_upgrade(move |mut socket| async move {
-            let (sid, session) = endpoint.start(admitted, Transport::WebSocket);
-            let open = endpoint.open_packet(&sid, &[]).encode_text();
+            let Admitted { identity, permit } = admitted;
             if socket.send(Message::Text(open.into())).await.is_ok() {
-                pump(&session, socket).await;
-            } else {
-                session.break_off();
+                let socket = EioWebSocket::new(socket);
+                Box::pin(run(serves, edge, socket, permit, identity)).await;
             }
         })
 }
