@@ -12,7 +12,7 @@ const WINDOW_MS = 5 * 60 * 1000;
 const LATE_MS = 3000;
 
 /**
- * @typedef {{ info: any, seenAt: number, goneAt?: number, rate?: number }} Known
+ * @typedef {{ info: any, seenAt: number, gone?: boolean, rate?: number }} Known
  */
 
 export class ClusterPage {
@@ -48,7 +48,7 @@ export class ClusterPage {
     } catch (error) {
       say(byId("banner"), `This node does not answer the API: ${error.message}. Showing what it said last.`, true);
       updated.textContent = "";
-      for (const known of this.nodes.values()) known.goneAt ??= Date.now();
+      for (const known of this.nodes.values()) known.gone = true;
       this.render();
       return;
     }
@@ -69,7 +69,7 @@ export class ClusterPage {
       this.nodes.set(node.id, { info: node, seenAt, rate: nodeRate });
     }
     for (const [id, known] of this.nodes) {
-      if (!present.has(id)) known.goneAt ??= now;
+      if (!present.has(id)) known.gone = true;
     }
     this.deliveries.push({ at: now, value: rate });
     this.connections.push({ at: now, value: info.connections });
@@ -89,11 +89,8 @@ export class ClusterPage {
       const silent = now - known.seenAt;
       let state;
       let kind;
-      if (known.goneAt) {
-        state = `not answering since ${clock(known.goneAt)}`;
-        kind = "down";
-      } else if (silent > LATE_MS) {
-        state = `not answering for ${Math.round(silent / 1000)} s`;
+      if (known.gone || silent > LATE_MS) {
+        state = `not answering, last status ${clock(known.seenAt)}`;
         kind = "down";
       } else if (node.draining) {
         state = "draining";
@@ -102,7 +99,7 @@ export class ClusterPage {
         state = "up";
         kind = "up";
       }
-      if (!known.goneAt) {
+      if (kind !== "down") {
         totals.connections += node.connections;
         totals.subscriptions += node.subscriptions;
         totals.topics += node.topics;
@@ -114,7 +111,7 @@ export class ClusterPage {
       rows.push(
         h(
           "tr",
-          { "data-node": id, "data-state": kind, class: kind },
+          { "data-node": id, "data-state": kind, class: kind, title: kind === "down" ? "The figures are the last this node reported." : undefined },
           h("th", { scope: "row" }, id),
           h("td", {}, h("span", { class: `pill ${kind}` }, state)),
           h("td", {}, node.version),
@@ -123,14 +120,14 @@ export class ClusterPage {
           h("td", {}, protocols(new Map(Object.entries(node.connections_by_protocol ?? {})))),
           h("td", { class: "num" }, count(node.subscriptions)),
           h("td", { class: "num" }, count(node.topics)),
-          h("td", { class: "num" }, known.rate === undefined ? "…" : count(known.rate)),
+          h("td", { class: "num" }, known.rate === undefined || kind === "down" ? "–" : count(known.rate)),
           h("td", {}, `${node.backplane} ${node.backplane_up ? "up" : "DOWN"}`),
         ),
       );
     }
     const table = /** @type {HTMLTableElement} */ (byId("nodes"));
     table.tBodies[0].replaceChildren(...rows);
-    const live = [...this.nodes.values()].filter((k) => !k.goneAt).length;
+    const live = rows.filter((row) => row.dataset.state !== "down").length;
     table.tFoot?.replaceChildren(
       h(
         "tr",

@@ -72,6 +72,7 @@ run(
       const screenshot = async (name) => {
         if (!artifacts) return;
         const file = join(artifacts, `admin-${name}.png`);
+        await page.evaluate(() => window.scrollTo(0, 0));
         await page.screenshot({ path: file });
         console.log(`screenshot: ${file}`);
       };
@@ -155,7 +156,10 @@ run(
       await page.getByRole("button", { name: /Disconnect/ }).click();
       await waitFor(() => mallory.every((c) => c.closeCode !== null), "mallory's clients closed", 5000);
       assert.deepEqual(mallory.map((c) => c.closeCode), [4002, 4002]);
-      const answer = (await page.textContent("#users-result")) ?? "";
+      const answer = await waitFor(async () => {
+        const text = (await page.textContent("#users-result")) ?? "";
+        return text.includes("Disconnected") && text;
+      }, "the disconnect answer");
       assert.match(answer, /Disconnected 2 connection\(s\) of user mallory/);
       assert.match(answer, /Nodes that answered: a, b\./);
       await screenshot("users");
@@ -181,7 +185,7 @@ run(
       console.log(`node ${b.id} marked ${Date.now() - killed} ms after kill -9`);
       await sleep(NODE_TIMEOUT_MS + 2500 - (Date.now() - killed));
       assert.equal(await page.getAttribute(`#nodes tr[data-node="${b.id}"]`, "data-state"), "down", "still listed once the API dropped it");
-      assert.match((await page.textContent(`#nodes tr[data-node="${b.id}"]`)) ?? "", /not answering since/);
+      assert.match((await page.textContent(`#nodes tr[data-node="${b.id}"]`)) ?? "", /not answering, last status/);
       await screenshot("cluster-node-down");
     } finally {
       for (const client of clients) client.ws.terminate();
