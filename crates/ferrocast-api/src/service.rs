@@ -317,9 +317,7 @@ impl Api {
         });
         Ok(Subscribed {
             recovered,
-            publications: stream::select(live, ended)
-                .take_while(ended_before_error())
-                .boxed(),
+            publications: until_error(stream::select(live, ended).boxed()),
         })
     }
 
@@ -363,15 +361,17 @@ impl Api {
     }
 }
 
-/// Ends a stream after its first error, which is still yielded.
-fn ended_before_error(
-) -> impl FnMut(&Result<pb::Publication, ApiError>) -> futures::future::Ready<bool> {
-    let mut failed = false;
-    move |item| {
-        let go_on = !failed;
-        failed |= item.is_err();
-        futures::future::ready(go_on)
-    }
+/// Ends a stream with its first error, which is still yielded, without
+/// polling it again: the live part of a Subscribe never ends by itself, so
+/// a caller would otherwise wait for an item that never comes.
+fn until_error(publications: PublicationStream) -> PublicationStream {
+    stream::unfold(Some(publications), |publications| async move {
+        let mut publications = publications?;
+        let item = publications.next().await?;
+        let rest = item.is_ok().then_some(publications);
+        Some((item, rest))
+    })
+    .boxed()
 }
 
 /// A Subscribe's publications: the feed's, then the reason the feed ended.
@@ -539,11 +539,10 @@ mod tests {
             Err(ApiError::Unavailable("x".into())),
             Ok(pb::Publication::default()),
         ];
-        let kept: Vec<_> = futures::executor::block_on(
-            stream::iter(items)
-                .take_while(ended_before_error())
-                .collect::<Vec<_>>(),
-        );
+        // After the error the stream would never yield again.
+        let publications = stream::iter(items).chain(stream::pending()).boxed();
+        let kept: Vec<_> =
+            futures::executor::block_on(until_error(publications).collect::<Vec<_>>());
         assert_eq!(kept.len(), 2);
         assert!(kept[1].is_err());
     }
