@@ -126,32 +126,17 @@ fn guarded(mut response: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use axum::body::{to_bytes, Body};
-    use axum::http::Request;
-    use tower::ServiceExt;
+    use axum::http::Method;
 
     use super::*;
+    use crate::tests::{fetch_from, value};
 
     async fn get(enabled: bool, path: &str, etag: Option<&str>) -> (StatusCode, HeaderMap, String) {
-        let mut request = Request::builder().uri(path);
-        if let Some(etag) = etag {
-            request = request.header(header::IF_NONE_MATCH, etag);
-        }
-        let response = admin_routes::<()>(enabled)
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let body = to_bytes(body, usize::MAX).await.unwrap();
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8(body.to_vec()).unwrap(),
-        )
-    }
-
-    fn value<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> &'a str {
-        headers.get(name).unwrap().to_str().unwrap()
+        let held: Vec<(header::HeaderName, &str)> = etag
+            .map(|etag| (header::IF_NONE_MATCH, etag))
+            .into_iter()
+            .collect();
+        fetch_from(admin_routes(enabled), Method::GET, path, &held).await
     }
 
     #[tokio::test]
@@ -160,13 +145,13 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(body.starts_with("<!doctype html>"), "{body}");
         assert_eq!(
-            value(&headers, &header::CONTENT_TYPE),
+            value(&headers, header::CONTENT_TYPE),
             "text/html; charset=utf-8"
         );
-        assert_eq!(value(&headers, &header::CACHE_CONTROL), "no-cache");
+        assert_eq!(value(&headers, header::CACHE_CONTROL), "no-cache");
         assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
-        assert_eq!(value(&headers, &header::X_FRAME_OPTIONS), "DENY");
-        assert!(value(&headers, &header::CONTENT_SECURITY_POLICY).contains("connect-src 'self'"));
+        assert_eq!(value(&headers, header::X_FRAME_OPTIONS), "DENY");
+        assert!(value(&headers, header::CONTENT_SECURITY_POLICY).contains("connect-src 'self'"));
         for (name, _) in embedded::ADMIN_FILES {
             let (status, headers, _) = get(true, &format!("/ui/{name}"), None).await;
             assert_eq!(status, StatusCode::OK, "{name}");
@@ -182,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn a_held_version_is_304_and_unknown_files_404() {
         let (_, headers, _) = get(true, "/ui/app.css", None).await;
-        let etag = value(&headers, &header::ETAG).to_string();
+        let etag = value(&headers, header::ETAG).to_string();
         let (status, _, body) = get(true, "/ui/app.css", Some(&etag)).await;
         assert_eq!(status, StatusCode::NOT_MODIFIED);
         assert_eq!(body, "");
@@ -191,7 +176,7 @@ mod tests {
         assert!(body.contains("open /ui/"), "{body}");
         let (status, headers, _) = get(true, "/ui", None).await;
         assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
-        assert_eq!(value(&headers, &header::LOCATION), "/ui/");
+        assert_eq!(value(&headers, header::LOCATION), "/ui/");
     }
 
     #[tokio::test]

@@ -212,11 +212,21 @@ mod tests {
         path: &str,
         headers: &[(header::HeaderName, &str)],
     ) -> (StatusCode, HeaderMap, String) {
+        fetch_from(routes(), method, path, headers).await
+    }
+
+    /// [`fetch`] from `router` (the SDK's or the admin UI's routes).
+    pub(crate) async fn fetch_from(
+        router: Router,
+        method: Method,
+        path: &str,
+        headers: &[(header::HeaderName, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
         let mut request = Request::builder().method(method).uri(path);
         for (name, value) in headers {
             request = request.header(name, *value);
         }
-        let response = routes::<()>()
+        let response = router
             .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap();
@@ -233,7 +243,7 @@ mod tests {
         fetch(Method::GET, path, &[]).await
     }
 
-    fn value(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    pub(crate) fn value(headers: &HeaderMap, name: header::HeaderName) -> &str {
         headers.get(name).unwrap().to_str().unwrap()
     }
 
