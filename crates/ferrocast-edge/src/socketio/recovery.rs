@@ -20,15 +20,16 @@
 //! `<topic>~<offset>~<epoch>`. Filters and epochs never hold a space or
 //! `~` (topic tokens are `A–Z a–z 0–9 _ - : @ =`), so no escaping is needed.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use ferrocast_protocol::{StreamPosition, TopicFilter};
 
 /// The connection's filters and, for topics with history, the position of
-/// the last publication written to the client.
+/// the last publication written to the client. A vector: a connection holds
+/// a few rooms, and each offset names them all anyway; it allocates nothing
+/// until the first.
 #[derive(Debug, Default)]
-pub(super) struct Rooms(BTreeMap<TopicFilter, Option<StreamPosition>>);
+pub(super) struct Rooms(Vec<(TopicFilter, Option<StreamPosition>)>);
 
 /// Why an offset could not be read: the client starts afresh
 /// (`recovered` false).
@@ -46,16 +47,20 @@ impl Rooms {
     /// The connection holds `filter`, from `position` on when it is a topic
     /// with history.
     pub(super) fn join(&mut self, filter: TopicFilter, position: Option<StreamPosition>) {
-        self.0.insert(filter, position);
+        match self.0.iter_mut().find(|(held, _)| *held == filter) {
+            Some((_, at)) => *at = position,
+            None => self.0.push((filter, position)),
+        }
     }
 
     pub(super) fn leave(&mut self, filter: &TopicFilter) {
-        self.0.remove(filter);
+        self.0.retain(|(held, _)| held != filter);
     }
 
     /// A publication at `position` of `filter`'s topic went to the client.
     pub(super) fn delivered(&mut self, filter: &TopicFilter, position: &StreamPosition) {
-        if let Some(Some(at)) = self.0.get_mut(filter) {
+        let found = self.0.iter_mut().find(|(held, _)| held == filter);
+        if let Some((_, Some(at))) = found {
             if at.epoch != position.epoch || at.offset < position.offset {
                 at.clone_from(position);
             }
@@ -133,12 +138,12 @@ mod tests {
         rooms.delivered(&filter("news.a"), &at(4, "e1"));
         rooms.delivered(&filter("news.a"), &at(2, "e1"));
         let offset = rooms.offset();
-        assert_eq!(offset, "chat.* news.a~4~e1 news.empty~0~");
+        assert_eq!(offset, "news.a~4~e1 chat.* news.empty~0~");
         assert_eq!(
             parse(&offset, 255, 10).unwrap(),
             vec![
-                (filter("chat.*"), None),
                 (filter("news.a"), Some(at(4, "e1"))),
+                (filter("chat.*"), None),
                 (filter("news.empty"), Some(at(0, ""))),
             ]
         );

@@ -12,7 +12,8 @@
 //    Half the subscribers are on the other server: their deliveries cross
 //    Redis.
 //
-// Prints one JSON line: deliveries/s, latency percentiles, lost, memory.
+// Prints one JSON line: deliveries/s, latency percentiles, lost, memory,
+// and the servers' CPU during the fan-out.
 //
 //   TARGETS=127.0.0.1:8080,127.0.0.1:8082 PIDS=123,456 node bench/load.mjs
 import { readFile } from "node:fs/promises";
@@ -39,6 +40,17 @@ async function rss(pid) {
 }
 
 const totalRss = async () => (await Promise.all(PIDS.map(rss))).reduce((a, b) => a + b, 0);
+
+/** CPU seconds (user + system) the servers used so far: /proc/PID/stat, 100 ticks/s. */
+async function cpuSeconds() {
+  let ticks = 0;
+  for (const pid of PIDS) {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / 100;
+}
 
 /** A socket to `target`, connected. */
 function connect(target) {
@@ -88,6 +100,7 @@ async function fanOut() {
   const publisher = await connect(TARGETS[0]);
   await sleep(500);
   const sent = RATE * SECONDS;
+  const cpuBefore = PIDS.length ? await cpuSeconds() : 0;
   const started = now();
   const interval = 1000 / RATE;
   let acked = 0;
@@ -101,6 +114,7 @@ async function fanOut() {
   const deadline = now() + 15000;
   while (latencies.length < expected && now() < deadline) await sleep(100);
   const elapsed = (now() - started) / 1000;
+  const cpu = PIDS.length ? (await cpuSeconds()) - cpuBefore : null;
   latencies.sort((a, b) => a - b);
   for (const s of [...sockets, publisher]) s.disconnect();
   return {
@@ -110,6 +124,8 @@ async function fanOut() {
     delivered: latencies.length,
     lost: expected - latencies.length,
     deliveries_per_second: Math.round(latencies.length / elapsed),
+    // Both servers together, in % of one core over the run.
+    server_cpu_percent: cpu === null ? null : Math.round((100 * cpu) / elapsed),
     latency_ms: {
       p50: percentile(latencies, 50)?.toFixed(1),
       p99: percentile(latencies, 99)?.toFixed(1),

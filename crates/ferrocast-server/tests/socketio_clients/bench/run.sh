@@ -10,12 +10,25 @@
 #   crates/ferrocast-server/tests/socketio_clients/bench/run.sh [RATE ...]
 #
 # Environment: FERROCAST (the binary, default target/release/ferrocast),
-# SUBSCRIBERS, TOPICS, SECONDS, IDLE (passed to load.mjs).
+# SUBSCRIBERS, TOPICS, SECONDS, IDLE (passed to load.mjs). Memory per idle
+# connection is measured with the first rate only, on fresh processes: a
+# process that served load keeps memory it no longer uses.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../../../.." && pwd)"
 ferrocast="${FERROCAST:-$root/target/release/ferrocast}"
 rates=("${@:-200}")
+idle="${IDLE:-2000}"
+
+# Runs load.mjs at every rate against TARGETS, memory with the first only.
+measure() {
+  local label=$1 targets=$2 pids=$3 first=1
+  for rate in "${rates[@]}"; do
+    echo "== $label ($targets), rate $rate/s"
+    TARGETS="$targets" PIDS="$pids" RATE="$rate" IDLE="$([ $first = 1 ] && echo "$idle" || echo 0)" node "$here/load.mjs"
+    first=0
+  done
+}
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -45,10 +58,7 @@ for name in a b; do
   targets+=("127.0.0.1:$port")
 done
 for t in "${targets[@]}"; do wait_port "${t##*:}"; done
-for rate in "${rates[@]}"; do
-  echo "== ferrocast ($(IFS=,; echo "${targets[*]}")), rate $rate/s"
-  TARGETS="$(IFS=,; echo "${targets[*]}")" PIDS="$(IFS=,; echo "${node_pids[*]}")" RATE="$rate" node "$here/load.mjs"
-done
+measure ferrocast "$(IFS=,; echo "${targets[*]}")" "$(IFS=,; echo "${node_pids[*]}")"
 
 targets=()
 sio_pids=()
@@ -60,7 +70,4 @@ for name in a b; do
   targets+=("127.0.0.1:$port")
 done
 for t in "${targets[@]}"; do wait_port "${t##*:}"; done
-for rate in "${rates[@]}"; do
-  echo "== Socket.IO 4.8 + Redis adapter ($(IFS=,; echo "${targets[*]}")), rate $rate/s"
-  TARGETS="$(IFS=,; echo "${targets[*]}")" PIDS="$(IFS=,; echo "${sio_pids[*]}")" RATE="$rate" node "$here/load.mjs"
-done
+measure "Socket.IO 4.8 + Redis adapter" "$(IFS=,; echo "${targets[*]}")" "$(IFS=,; echo "${sio_pids[*]}")"
