@@ -22,19 +22,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use serde_json::json;
-
-use ferrocast_testkit::{free_port, require, run_script, Cluster, HaProxy, Node};
+use ferrocast_testkit::{free_port, require_npm_package, Cluster, HaProxy, NodeScenario};
 
 /// A scenario has its own deadline (harness.mjs `run`); this one also covers
 /// a script that hangs before it.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(200);
 const NPM_INSTALL: &str = "npm ci --prefix crates/ferrocast-server/tests/sockjs_clients";
 const BROWSER_NPM_INSTALL: &str = "npm ci --prefix crates/ferrocast-web/tests/browser";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// `orders` keeps history (what `ferrocast-since` resumes from); publishing
 /// is not rate-limited (the scenarios publish thousands of messages from one
@@ -54,86 +50,31 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferrocast-web/tests/browser")
 }
 
-/// Fails with the install command unless `package` is in `dir/node_modules`.
-fn require_package(dir: &Path, package: &str, install: &str) {
-    let manifest = dir.join("node_modules").join(package).join("package.json");
-    assert!(
-        manifest.is_file(),
-        "the npm package {package} is not installed in {}; install it from the workspace root with: {install}",
-        dir.display()
-    );
-}
-
-fn require_tools(chromium: bool) {
-    let mut node = Command::new("node");
-    node.arg("--version");
-    require(node, "Node.js", "apt-get install -y nodejs npm");
+/// `node <args>` in `tests/sockjs_clients/`, the packages it and the
+/// browser harness need checked first.
+fn scenario(args: &[&str]) -> NodeScenario {
     for package in ["sockjs-client", "@stomp/stompjs"] {
-        require_package(&scripts_dir(), package, NPM_INSTALL);
+        require_npm_package(&scripts_dir(), package, NPM_INSTALL);
     }
     // The harness imports playwright-core and ws, and the SDK (the JSON client).
     for package in ["playwright-core", "ws"] {
-        require_package(&browser_dir(), package, BROWSER_NPM_INSTALL);
+        require_npm_package(&browser_dir(), package, BROWSER_NPM_INSTALL);
     }
-    if chromium {
-        let mut browser = Command::new(CHROMIUM);
-        browser.arg("--version");
-        require(browser, "Chromium", "apt-get install -y chromium");
-    }
-}
-
-/// Runs `node <args>` in `tests/sockjs_clients/` against `nodes` (and
-/// `proxy`), with `env`.
-async fn scenario(args: &[&str], nodes: &[Node], proxy: Option<&HaProxy>, env: &[(&str, String)]) {
-    let described: Vec<_> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            json!({
-                "name": format!("node-{}", i + 1),
-                "pid": node.pid(),
-                "public": node.public.to_string(),
-                "admin": node.admin.to_string(),
-            })
-        })
-        .collect();
-    let mut command = Command::new("node");
-    command
-        .args(args)
-        .current_dir(scripts_dir())
-        .env(
-            "FERROCAST_NODES",
-            serde_json::to_string(&described).unwrap(),
-        )
-        .env("CHROMIUM", CHROMIUM);
-    if let Some(proxy) = proxy {
-        command.env("FERROCAST_PROXY", proxy.addr().to_string());
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let described = format!("node {}", args.join(" "));
-    let run = run_script(command, SCRIPT_TIMEOUT).await;
-    run.assert_success(&described);
-    eprintln!("{}", run.report(&described));
+    NodeScenario::new(&scripts_dir(), args)
 }
 
 /// Node.js: the client on one node of two on Redis, the JSON publisher on
 /// the other.
 async fn in_node(transport: &str) {
-    require_tools(false);
     let cluster = Cluster::redis()
         .nodes(&["a", "b"])
         .config(NAMESPACES)
         .start()
         .await;
-    scenario(
-        &["delivery.mjs", "node", transport],
-        cluster.nodes(),
-        None,
-        &[],
-    )
-    .await;
+    scenario(&["delivery.mjs", "node", transport])
+        .nodes(cluster.nodes())
+        .run(SCRIPT_TIMEOUT)
+        .await;
 }
 
 /// Chromium: as [`in_node`], the client in a page. The page's static server
@@ -141,7 +82,6 @@ async fn in_node(transport: &str) {
 /// (the sockjs-client that the iframe transports' `iframe.html` loads) can
 /// point at its copy of `sockjs.min.js`.
 async fn in_chromium(transport: &str) {
-    require_tools(true);
     let port = free_port();
     let client_url = format!("http://127.0.0.1:{port}/sockjs-client/sockjs.min.js");
     let cluster = Cluster::redis()
@@ -150,32 +90,29 @@ async fn in_chromium(transport: &str) {
         .args(&["--sockjs-client-url", &client_url])
         .start()
         .await;
-    scenario(
-        &["delivery.mjs", "chromium", transport],
-        cluster.nodes(),
-        None,
-        &[("FERROCAST_STATIC_PORT", port.to_string())],
-    )
-    .await;
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    scenario(&["delivery.mjs", "chromium", transport])
+        .nodes(cluster.nodes())
+        .chromium(&artifacts)
+        .env("FERROCAST_STATIC_PORT", port.to_string())
+        .run(SCRIPT_TIMEOUT)
+        .await;
 }
 
 /// Three nodes on Redis behind round-robin HAProxy; `mode` is `spread` or
 /// `kill` (haproxy.mjs).
 async fn through_round_robin_haproxy(mode: &str, transport: &str) {
-    require_tools(false);
     let cluster = Cluster::redis()
         .nodes(&["a", "b", "c"])
         .config(NAMESPACES)
         .start()
         .await;
     let proxy = HaProxy::start_round_robin(cluster.nodes());
-    scenario(
-        &["haproxy.mjs", mode, transport],
-        cluster.nodes(),
-        Some(&proxy),
-        &[],
-    )
-    .await;
+    scenario(&["haproxy.mjs", mode, transport])
+        .nodes(cluster.nodes())
+        .proxy(&proxy)
+        .run(SCRIPT_TIMEOUT)
+        .await;
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ pub use http::{
 pub use node::{node_binary, Node};
 pub use proto::ProtoClient;
 pub use proxy::TcpProxy;
-pub use script::{require, run_script, ScriptRun};
+pub use script::{require, require_npm_package, run_script, NodeScenario, ScriptRun, CHROMIUM};
 pub use servers::{free_port, NatsServer, RedisServer};
 pub use sse::{HttpPublisher, SseClient, SseError, SseEvent, SseItem};
 pub use stomp::{StompClient, StompFrame};

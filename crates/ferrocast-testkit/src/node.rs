@@ -69,6 +69,8 @@ pub struct Node {
     pub admin: SocketAddr,
     /// The gRPC server API listener.
     pub grpc: SocketAddr,
+    /// The node's id (`--node-id`, or the one it picked), from its log.
+    pub id: String,
     /// The node's working directory (its config and files), when it was
     /// given one; held for its drop, which removes it after the process is
     /// gone.
@@ -152,7 +154,7 @@ impl Node {
                 let _ = tx.send(Err(seen.join("\n")));
             }
         });
-        let (public, admin, grpc) = match rx.recv_timeout(Duration::from_secs(10)) {
+        let (public, admin, grpc, id) = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(addrs)) => addrs,
             Ok(Err(log)) => {
                 let status = child.wait().ok();
@@ -168,6 +170,7 @@ impl Node {
             public,
             admin,
             grpc,
+            id,
             _dir: dir,
             recent_log,
         }
@@ -225,8 +228,9 @@ impl Drop for Node {
     }
 }
 
-/// The public and admin addresses from the node's `listening` log line.
-fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+/// The listeners' addresses and the node id from the node's `listening`
+/// log line.
+fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr, String)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     if value.get("message")?.as_str()? != "listening" {
         return None;
@@ -234,5 +238,6 @@ fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
     let public = value.get("public")?.as_str()?.parse().ok()?;
     let admin = value.get("admin")?.as_str()?.parse().ok()?;
     let grpc = value.get("grpc")?.as_str()?.parse().ok()?;
-    Some((public, admin, grpc))
+    let id = value.get("node_id")?.as_str()?.to_string();
+    Some((public, admin, grpc, id))
 }

@@ -3,8 +3,11 @@
 //! with a deadline and their output captured.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::{HaProxy, Node};
 
 /// Panics with `install` unless `command` runs and exits 0: a missing tool
 /// fails the test with the way to get it, never skips it silently.
@@ -95,5 +98,102 @@ fn run_blocking(mut command: Command, timeout: Duration) -> ScriptRun {
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
         elapsed: started.elapsed(),
+    }
+}
+
+/// Debian's Chromium, which the browser scenarios drive (Playwright's own
+/// browser download is not used).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Panics with `install` unless the npm package `package` is installed in
+/// `dir/node_modules`.
+pub fn require_npm_package(dir: &Path, package: &str, install: &str) {
+    let manifest = dir.join("node_modules").join(package).join("package.json");
+    assert!(
+        manifest.is_file(),
+        "the npm package {package} is not installed in {}; install it from the workspace root with: {install}",
+        dir.display()
+    );
+}
+
+/// A Node.js scenario script run against real nodes, with the environment
+/// every scenario reads (crates/ferrocast-web/tests/browser/harness.mjs):
+/// `FERROCAST_NODES` (JSON: `name`, `id`, `pid`, `public`, `admin` of each
+/// node), `FERROCAST_PROXY`, `FERROCAST_ARTIFACTS` (screenshots, outside git)
+/// and `CHROMIUM`.
+#[derive(Debug)]
+pub struct NodeScenario {
+    command: Command,
+    label: String,
+}
+
+impl NodeScenario {
+    /// `node <args>` in `dir`; panics with the way to install Node.js when
+    /// it is missing.
+    pub fn new(dir: &Path, args: &[&str]) -> Self {
+        let mut version = Command::new("node");
+        version.arg("--version");
+        require(version, "Node.js", "apt-get install -y nodejs npm");
+        let mut command = Command::new("node");
+        command.args(args).current_dir(dir);
+        Self {
+            command,
+            label: format!("node {}", args.join(" ")),
+        }
+    }
+
+    /// The nodes the scenario talks to (`FERROCAST_NODES`), named
+    /// `node-1`, `node-2`… in this order.
+    pub fn nodes(mut self, nodes: &[Node]) -> Self {
+        let described: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                serde_json::json!({
+                    "name": format!("node-{}", i + 1),
+                    "id": node.id,
+                    "pid": node.pid(),
+                    "public": node.public.to_string(),
+                    "admin": node.admin.to_string(),
+                })
+            })
+            .collect();
+        let json = serde_json::to_string(&described).expect("a list of strings and numbers");
+        self.command.env("FERROCAST_NODES", json);
+        self
+    }
+
+    /// HAProxy in front of the nodes (`FERROCAST_PROXY`).
+    pub fn proxy(mut self, proxy: &HaProxy) -> Self {
+        self.command
+            .env("FERROCAST_PROXY", proxy.addr().to_string());
+        self
+    }
+
+    /// Drives Chromium: panics with the way to install it when it is
+    /// missing; screenshots go to `artifacts` (created; keep it under
+    /// `target/`, e.g. `env!("CARGO_TARGET_TMPDIR")`).
+    pub fn chromium(mut self, artifacts: &Path) -> Self {
+        let mut version = Command::new(CHROMIUM);
+        version.arg("--version");
+        require(version, "Chromium", "apt-get install -y chromium");
+        std::fs::create_dir_all(artifacts).expect("the artifacts directory can be made");
+        self.command
+            .env("CHROMIUM", CHROMIUM)
+            .env("FERROCAST_ARTIFACTS", artifacts);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Runs the script for at most `timeout`; panics with its output unless
+    /// it exits 0, and shows its output otherwise.
+    pub async fn run(self, timeout: Duration) {
+        let run = run_script(self.command, timeout).await;
+        run.assert_success(&self.label);
+        eprintln!("{}", run.report(&self.label));
     }
 }

@@ -13,18 +13,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use serde_json::json;
-
-use ferrocast_testkit::{require, run_script, Cluster, ClusterBuilder, HaProxy, Node};
+use ferrocast_testkit::{
+    require_npm_package, Cluster, ClusterBuilder, HaProxy, Node, NodeScenario,
+};
 
 /// A scenario has its own deadline (harness.mjs `run`); this one also covers
 /// a script that hangs before it.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(200);
 const NPM_INSTALL: &str = "npm ci --prefix crates/ferrocast-web/tests/browser";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Namespaces of the scenarios: `orders` and `chat` keep history (`chat` has
 /// presence too), `room` has presence; publishing is not rate-limited (the
@@ -48,63 +46,27 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-fn require_tools() {
-    let mut node = Command::new("node");
-    node.arg("--version");
-    require(node, "Node.js", "apt-get install -y nodejs npm");
+/// `node <script>` in `tests/browser/`, its packages checked first.
+fn node_script(args: &[&str]) -> NodeScenario {
     for package in ["playwright-core", "ws", "typescript"] {
-        let manifest = browser_dir()
-            .join("node_modules")
-            .join(package)
-            .join("package.json");
-        assert!(
-            manifest.is_file(),
-            "the npm package {package} is not installed in {}; install it from the workspace root with: {NPM_INSTALL}",
-            browser_dir().display()
-        );
+        require_npm_package(&browser_dir(), package, NPM_INSTALL);
     }
-    let mut chromium = Command::new(CHROMIUM);
-    chromium.arg("--version");
-    require(chromium, "Chromium", "apt-get install -y chromium");
+    NodeScenario::new(&browser_dir(), args)
 }
 
-/// Runs `tests/browser/<script>` against `nodes` (and `proxy`), with `env`.
+/// Runs the Chromium scenario `tests/browser/<script>` against `nodes` (and
+/// `proxy`), with `env`.
 async fn scenario(script: &str, nodes: &[Node], proxy: Option<&HaProxy>, env: &[(&str, &str)]) {
-    require_tools();
-    let described: Vec<_> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            json!({
-                "name": format!("node-{}", i + 1),
-                "pid": node.pid(),
-                "public": node.public.to_string(),
-                "admin": node.admin.to_string(),
-            })
-        })
-        .collect();
     // Screenshots stay out of git, under target/.
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let mut command = Command::new("node");
-    command
-        .arg(script)
-        .current_dir(browser_dir())
-        .env(
-            "FERROCAST_NODES",
-            serde_json::to_string(&described).unwrap(),
-        )
-        .env("FERROCAST_ARTIFACTS", &artifacts)
-        .env("CHROMIUM", CHROMIUM);
+    let mut run = node_script(&[script]).nodes(nodes).chromium(&artifacts);
     if let Some(proxy) = proxy {
-        command.env("FERROCAST_PROXY", proxy.addr().to_string());
+        run = run.proxy(proxy);
     }
     for (key, value) in env {
-        command.env(key, value);
+        run = run.env(key, value);
     }
-    let run = run_script(command, SCRIPT_TIMEOUT).await;
-    run.assert_success(script);
-    eprintln!("{}", run.report(script));
+    run.run(SCRIPT_TIMEOUT).await;
 }
 
 fn with_namespaces(builder: ClusterBuilder, names: &[&str]) -> ClusterBuilder {
@@ -202,27 +164,20 @@ async fn a_reloaded_page_resumes_from_its_stored_position_without_loss() {
     scenario("reload.mjs", cluster.nodes(), None, &[]).await;
 }
 
-/// The SDK's pure parts (backoff, positions, frames) under Node's test runner.
+/// The SDK's pure parts (backoff, positions, frames) and the client against
+/// a scripted WebSocket, under Node's test runner.
 #[tokio::test]
 async fn the_sdk_unit_tests_pass_under_node() {
-    require_tools();
     let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
-    let mut command = Command::new("node");
-    command.args(["--test", "test/"]).current_dir(js);
-    run_script(command, Duration::from_secs(60))
-        .await
-        .assert_success("node --test test/");
+    NodeScenario::new(&js, &["--test", "test/"])
+        .run(Duration::from_secs(60))
+        .await;
 }
 
 /// `tsc --noEmit` checks the hand-written index.d.ts against typecheck.ts.
 #[tokio::test]
 async fn index_d_ts_type_checks_the_documented_usage() {
-    require_tools();
-    let mut command = Command::new("node");
-    command
-        .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"])
-        .current_dir(browser_dir());
-    run_script(command, Duration::from_secs(60))
-        .await
-        .assert_success("tsc -p tsconfig.json");
+    node_script(&["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"])
+        .run(Duration::from_secs(60))
+        .await;
 }
