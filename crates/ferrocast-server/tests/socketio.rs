@@ -39,8 +39,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use ferrocast_protocol::proto_frames::pb::server_message::Kind as ProtoKind;
 use ferrocast_testkit::{
-    http_exchange, metric, Cluster, HttpResponse, JsonClient, Node, StompClient, TestDir,
+    http_exchange, metric, Cluster, HttpResponse, JsonClient, Node, ProtoClient, StompClient,
+    TestDir,
 };
 
 /// How long a test waits for anything the node sends.
@@ -695,6 +697,49 @@ async fn stomp_publications_name_their_event_and_keep_their_type() {
         f.header("content-type") == Some("application/octet-stream") && f.body == [7, 8, 9]
     });
     assert!(binary.is_some(), "{frames:?}");
+}
+
+/// Binary both ways with a protobuf client: its opaque bytes arrive as an
+/// attachment (the event named by no header: `message`), and a Socket.IO
+/// client's attachment reaches it as the same bytes and media type.
+#[tokio::test]
+async fn binary_travels_both_ways_with_a_protobuf_client() {
+    let node = node(&[]);
+    let (mut ws, _) = socketio(node.public, None).await;
+    emit(&mut ws, 1, json!(["subscribe", "chat.pb"])).await;
+    let mut proto = ProtoClient::connect(&node.ws_url()).await.unwrap();
+    proto.subscribe("chat.pb").await.unwrap();
+    proto
+        .publish("chat.pb", &[0xde, 0xad, 0xbe, 0xef], "image/png")
+        .await
+        .unwrap();
+    let header = loop {
+        if let Message::Text(text) = next(&mut ws).await {
+            if let Some(header) = text.strip_prefix("451-") {
+                break serde_json::from_str::<Value>(header).unwrap();
+            }
+        }
+    };
+    assert_eq!(header[0], "message");
+    assert_eq!(
+        next(&mut ws).await,
+        Message::binary(vec![0xde, 0xad, 0xbe, 0xef])
+    );
+    ws.send(Message::text(
+        r#"451-["publish","chat.pb",{"_placeholder":true,"num":0}]"#,
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::binary(vec![1u8, 2])).await.unwrap();
+    let delivered = loop {
+        let message = proto.recv().await.unwrap();
+        if let Some(ProtoKind::Message(delivered)) = message.kind {
+            if delivered.data[..] == [1, 2] {
+                break delivered;
+            }
+        }
+    };
+    assert_eq!(delivered.content_type, "application/octet-stream");
 }
 
 // Authentication.
