@@ -760,6 +760,8 @@ async fn the_token_comes_in_the_connect_auth() {
             secret.to_str().unwrap(),
             "--allow-anonymous",
             "false",
+            "--auth-timeout",
+            "1s",
         ],
     );
     let exp = std::time::SystemTime::now()
@@ -783,6 +785,13 @@ async fn the_token_comes_in_the_connect_auth() {
         .await
         .unwrap();
     assert!(next_text(&mut ws).await.starts_with("44{\"message\":"));
+    // No valid token in time: a Socket.IO DISCONNECT (the client does not
+    // reconnect), then the close.
+    assert_eq!(next_text(&mut ws).await, "41");
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1008),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
 
     let (mut ws, reply) = socketio(node.public, Some(json!({ "token": token }))).await;
     assert!(reply["sid"].is_string());

@@ -21,9 +21,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 
-use super::engine::Packet;
-use super::packet;
-use crate::session::{code, Socket};
+use super::engine::{farewell, Packet};
+use crate::session::Socket;
 use crate::settings::EdgeSettings;
 
 /// Client messages that may wait for the session's task.
@@ -373,21 +372,13 @@ impl Socket for EioSocket {
     /// The client answers the node's Engine.IO ping (`2`) with a pong (`3`).
     const ANSWERS_PINGS: bool = true;
 
-    /// A close the client must not retry (a refused token, a backend's
-    /// disconnect) is a Socket.IO `DISCONNECT` first: socket.io-client then
-    /// stays disconnected. Any other close (drain, slow consumer, ping
-    /// timeout) ends the transport only, and the client reconnects,
-    /// possibly to another node.
+    /// The close packet to a pending poll, after [`farewell`]'s packet.
     fn send_close(
         &mut self,
         frame: CloseFrame,
     ) -> impl std::future::Future<Output = Result<(), axum::Error>> + Send {
-        if matches!(frame.code, code::POLICY | code::DISCONNECTED) {
-            self.session.push(Packet::Message(packet::encode(
-                packet::Kind::Disconnect,
-                None,
-                "",
-            )));
+        if let Some(packet) = farewell(&frame) {
+            self.session.push(packet);
         }
         self.session.end(Packet::Close, Some(frame));
         std::future::ready(Ok(()))

@@ -2,9 +2,13 @@
 //! per message) and in an HTTP long-polling payload (packets joined by the
 //! record separator `\x1e`, binary ones as `b<base64>`). No I/O.
 
+use axum::extract::ws::CloseFrame;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
+
+use super::packet;
+use crate::session::code;
 
 /// What separates the packets of a long-polling payload.
 pub(super) const SEPARATOR: char = '\x1e';
@@ -114,6 +118,16 @@ impl Packet {
             Self::Close | Self::Upgrade | Self::Noop => 1,
         }
     }
+}
+
+/// What goes before a close with `frame`: a Socket.IO `DISCONNECT` when the
+/// client must not retry (a refused or expired token, a backend's
+/// disconnect), so that socket.io-client stays disconnected. Any other close
+/// (drain, slow consumer, ping timeout) ends the transport only, and the
+/// client reconnects, possibly to another node, and recovers.
+pub(super) fn farewell(frame: &CloseFrame) -> Option<Packet> {
+    matches!(frame.code, code::POLICY | code::DISCONNECTED)
+        .then(|| Packet::Message(packet::encode(packet::Kind::Disconnect, None, "")))
 }
 
 /// The long-polling payload of `packets`.

@@ -11,8 +11,7 @@ use std::task::{ready, Context, Poll};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 
-use super::engine::{DecodeError, Packet};
-use super::packet;
+use super::engine::{farewell, DecodeError, Packet};
 use crate::session::{code, count_error, Socket};
 
 /// A WebSocket carrying Engine.IO packets.
@@ -156,17 +155,14 @@ impl Socket for EioWebSocket {
     /// The client answers the node's Engine.IO ping (`2`) with a pong (`3`).
     const ANSWERS_PINGS: bool = true;
 
-    /// As over long-polling (`eio`): a close the
-    /// client must not retry is a Socket.IO `DISCONNECT` first.
+    /// The close frame, after [`farewell`]'s packet.
     fn send_close(
         &mut self,
         frame: CloseFrame,
     ) -> impl std::future::Future<Output = Result<(), axum::Error>> + Send {
-        if matches!(frame.code, code::POLICY | code::DISCONNECTED) {
-            let disconnect = packet::encode(packet::Kind::Disconnect, None, "");
-            self.pending.push_back(Message::Text(
-                Packet::Message(disconnect).encode_text().into(),
-            ));
+        if let Some(packet) = farewell(&frame) {
+            self.pending
+                .push_back(Message::Text(packet.encode_text().into()));
         }
         self.send(Message::Close(Some(frame)))
     }
