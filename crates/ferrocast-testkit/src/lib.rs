@@ -11,7 +11,8 @@
 //!   any request, with the response's headers.
 //! - [`RedisServer`], [`NatsServer`]: real backplane servers on free ports,
 //!   killed on drop, restartable for outage tests; their logs are kept for
-//!   failures.
+//!   failures. [`RedisCluster`] (3 masters, 3 replicas) and [`NatsCluster`]
+//!   (3 servers with JetStream): real clusters whose members can be killed.
 //! - [`TcpProxy`]: a proxy that can stall, for network-path faults.
 //! - [`HaProxy`]: a real HAProxy in front of nodes, configured as shipped in
 //!   deploy/ (or refusing WebSocket upgrades, for fallback tests).
@@ -21,9 +22,11 @@ mod cluster;
 mod dir;
 mod haproxy;
 mod http;
+mod nats_cluster;
 mod node;
 mod proto;
 mod proxy;
+mod redis_cluster;
 mod script;
 mod servers;
 mod socket;
@@ -37,9 +40,11 @@ pub use haproxy::HaProxy;
 pub use http::{
     http_exchange, http_get, http_get_on, http_request, metric, wait_readyz, HttpResponse,
 };
+pub use nats_cluster::NatsCluster;
 pub use node::{node_binary, Node};
 pub use proto::ProtoClient;
 pub use proxy::TcpProxy;
+pub use redis_cluster::{RedisCluster, REDIS_CLUSTER_NODE_TIMEOUT};
 pub use script::{require, require_npm_package, run_script, NodeScenario, ScriptRun, CHROMIUM};
 pub use servers::{free_port, NatsServer, RedisServer};
 pub use sse::{HttpPublisher, SseClient, SseError, SseEvent, SseItem};

@@ -54,6 +54,8 @@ pub(crate) struct ServerProcess {
     program: &'static str,
     dir: TestDir,
     child: Option<Child>,
+    /// Where the log of the last start begins.
+    log_from: usize,
 }
 
 impl ServerProcess {
@@ -63,6 +65,7 @@ impl ServerProcess {
             program,
             dir: TestDir::new(label),
             child: None,
+            log_from: 0,
         }
     }
 
@@ -86,6 +89,7 @@ impl ServerProcess {
             .open(&log_path)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
         let from = log.metadata().map_or(0, |m| m.len() as usize);
+        self.log_from = from;
         let stderr = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot share {}: {e}", log_path.display()));
@@ -133,6 +137,12 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The log of the last start, so far.
+    pub(crate) fn current_log(&self) -> String {
+        let text = std::fs::read(self.log()).unwrap_or_default();
+        String::from_utf8_lossy(text.get(self.log_from..).unwrap_or_default()).into_owned()
     }
 
     /// SIGKILL, as a crash would.
@@ -186,7 +196,7 @@ pub(crate) fn start_on_a_free_port(
 }
 
 /// The port in the first log line that contains `prefix` followed by an address.
-fn logged_port(log: &str, prefix: &str) -> Option<u16> {
+pub(crate) fn logged_port(log: &str, prefix: &str) -> Option<u16> {
     log.lines().find_map(|line| {
         let (_, addr) = line.split_once(prefix)?;
         addr.trim().parse::<SocketAddr>().ok().map(|a| a.port())
@@ -247,24 +257,7 @@ impl RedisServer {
 
     /// Sends one command and returns the raw RESP reply.
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes())?;
-        // Replies here are small; read until the server has nothing more queued.
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buf)?;
-            reply.extend_from_slice(&buf[..n]);
-            if n < buf.len() {
-                break;
-            }
-        }
-        Ok(String::from_utf8_lossy(&reply).into_owned())
+        redis_command(self.port, args)
     }
 
     /// Subscribers of `channel` (`PUBSUB NUMSUB`).
@@ -284,6 +277,29 @@ impl RedisServer {
             panic!("{log}");
         }
     }
+}
+
+/// Sends one command to the redis-server on loopback `port` and returns the
+/// raw RESP reply.
+pub(crate) fn redis_command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    // Replies here are small; read until the server has nothing more queued.
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf)?;
+        reply.extend_from_slice(&buf[..n]);
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
 /// A `nats-server` with its monitoring endpoint and JetStream (storage in its
