@@ -21,7 +21,9 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use ferrocast_core::{CloseReason, Outbound, Publication, PublishError, SubscribeError};
-use ferrocast_protocol::{ErrorCode, StreamPosition, Topic, TopicError, TopicFilter};
+use ferrocast_protocol::{
+    ErrorCode, StreamPosition, Topic, TopicError, TopicFilter, PRESENCE_CONTENT_TYPE,
+};
 
 use super::packet::{self, Kind, Packet};
 use super::random_id;
@@ -36,6 +38,9 @@ const PACKETS: u8 = 0x1e;
 
 /// The event a publication without an `event` header arrives as.
 pub(super) const DEFAULT_EVENT: &str = "message";
+
+/// The event a presence change (join, leave) arrives as.
+const PRESENCE_EVENT: &str = "presence";
 
 /// The media type of a binary publication from a Socket.IO client.
 const BINARY: &str = "application/octet-stream";
@@ -577,20 +582,24 @@ impl SocketIoProtocol {
     /// A publication as an event: JSON data inline, other data as a binary
     /// attachment.
     fn encode_delivery(&self, publication: &Publication, out: &mut VecDeque<Message>) {
-        let name = publication
-            .headers
-            .iter()
-            .find(|(key, _)| key == "event")
-            .map_or(DEFAULT_EVENT, |(_, value)| value.as_str());
         let content_type = publication.content_type.as_deref();
+        // Presence events are the node's own JSON, named for what they are.
+        let presence = content_type == Some(PRESENCE_CONTENT_TYPE);
+        let name = match publication.headers.iter().find(|(key, _)| key == "event") {
+            Some((_, event)) => event.as_str(),
+            None if presence => PRESENCE_EVENT,
+            None => DEFAULT_EVENT,
+        };
         let mut meta = json!({ "topic": publication.topic.as_str() });
         if let Some(position) = &publication.position {
             meta["position"] = json!(position);
         }
         let tail = format!(",{meta},{}]", Value::String(self.rooms.offset()));
         let name = Value::String(name.to_owned());
-        let is_json = content_type.is_none_or(|t| t.contains("json"));
-        let text = if is_json {
+        // Only a payload without a media type is JSON the node checked: a
+        // declared JSON type may carry what does not parse (STOMP keeps such
+        // a body as it came), and goes as bytes like any other type.
+        let text = if content_type.is_none() || presence {
             let data = String::from_utf8_lossy(&publication.payload);
             packet::encode(Kind::Event, None, &format!("[{name},{data}{tail}"))
         } else if content_type.is_some_and(|t| t.starts_with("text/")) {
