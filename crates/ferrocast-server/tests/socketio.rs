@@ -574,6 +574,16 @@ async fn events_subscribe_publish_and_receive_with_acks() {
     assert_eq!(ack["position"]["offset"], 2);
     let custom = seen_or_next(&mut ws, &seen, "custom").await;
     assert_eq!(custom[1], json!([1, "two"]));
+    // A name socket.io-client keeps for itself arrives as `message`.
+    let (ack, seen) = emit(
+        &mut ws,
+        7,
+        json!(["publish", "news.a", 3, {"event": "connect"}]),
+    )
+    .await;
+    assert_eq!(ack["ok"], true);
+    let renamed = seen_or_next(&mut ws, &seen, "message").await;
+    assert_eq!(renamed[1], 3);
     let delivered = json_client.recv().await.unwrap();
     assert_eq!(delivered["data"], json!([1, "two"]));
 

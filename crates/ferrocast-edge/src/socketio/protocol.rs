@@ -39,6 +39,18 @@ const PACKETS: u8 = 0x1e;
 /// The event a publication without an `event` header arrives as.
 pub(super) const DEFAULT_EVENT: &str = "message";
 
+/// Event names socket.io-client keeps for itself: a publication named so
+/// arrives as [`DEFAULT_EVENT`] instead (Socket.IO's own server refuses to
+/// emit them).
+const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
 /// The event a presence change (join, leave) arrives as.
 const PRESENCE_EVENT: &str = "presence";
 
@@ -585,7 +597,8 @@ impl SocketIoProtocol {
         let content_type = publication.content_type.as_deref();
         // Presence events are the node's own JSON, named for what they are.
         let presence = content_type == Some(PRESENCE_CONTENT_TYPE);
-        let name = match publication.headers.iter().find(|(key, _)| key == "event") {
+        let named = publication.headers.iter().find(|(key, _)| key == "event");
+        let name = match named.filter(|(_, event)| !RESERVED_EVENTS.contains(&event.as_str())) {
             Some((_, event)) => event.as_str(),
             None if presence => PRESENCE_EVENT,
             None => DEFAULT_EVENT,
