@@ -382,10 +382,7 @@ async fn message_an_invalid_packet_closes_the_session() {
     assert_refused(&response, 3, "Bad request");
     assert_eq!(session.poll().await.status, 400);
 
-    let mut ws = websocket(node.public, "&transport=websocket").await;
-    next_text(&mut ws).await;
-    ws.send(Message::text("abc")).await.unwrap();
-    assert!(matches!(next(&mut ws).await, Message::Close(_)));
+    assert_closed_after(node.public, "abc").await;
 }
 
 #[tokio::test]
@@ -434,6 +431,17 @@ async fn heartbeat_pings_need_pongs_on_both_transports() {
     assert!(matches!(next_raw(&mut ws).await, Message::Close(_)));
 }
 
+/// A new session over a WebSocket that sends `packet` is closed.
+async fn assert_closed_after(addr: SocketAddr, packet: &str) {
+    let mut ws = websocket(addr, "&transport=websocket").await;
+    next_text(&mut ws).await;
+    ws.send(Message::text(packet.to_owned())).await.unwrap();
+    assert!(
+        matches!(next(&mut ws).await, Message::Close(_)),
+        "{packet:?}"
+    );
+}
+
 /// The next message, pings included.
 async fn next_raw(ws: &mut Ws) -> Message {
     tokio::time::timeout(WAIT, ws.next())
@@ -456,10 +464,7 @@ async fn close_by_the_client_ends_the_session() {
     assert_eq!(pending.await.unwrap().body, "6");
     assert_eq!(session.poll().await.status, 400);
 
-    let mut ws = websocket(node.public, "&transport=websocket").await;
-    next_text(&mut ws).await;
-    ws.send(Message::text("1")).await.unwrap();
-    assert!(matches!(next(&mut ws).await, Message::Close(_)));
+    assert_closed_after(node.public, "1").await;
 }
 
 // Engine.IO `upgrade`.
@@ -529,10 +534,7 @@ async fn connect_to_the_main_namespace_only() {
     let (_, reply) = socketio(node.public, Some(json!({"token": null}))).await;
     assert!(reply["sid"].is_string());
 
-    let mut ws = websocket(node.public, "&transport=websocket").await;
-    next_text(&mut ws).await;
-    ws.send(Message::text("4abc")).await.unwrap();
-    assert!(matches!(next(&mut ws).await, Message::Close(_)));
+    assert_closed_after(node.public, "4abc").await;
 }
 
 // Socket.IO `message`, and the pub/sub mapping.
