@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 
-use axum::extract::ws::Message;
+use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -203,10 +203,11 @@ impl Protocol for SocketIoProtocol {
         for item in batch {
             match item {
                 Outbound::Frame(frame) => {
+                    // Frames are the node's own packet texts: UTF-8.
                     for text in frame.split(|b| *b == PACKETS) {
-                        out.push_back(Message::Text(
-                            String::from_utf8_lossy(text).into_owned().into(),
-                        ));
+                        if let Ok(text) = Utf8Bytes::try_from(frame.slice_ref(text)) {
+                            out.push_back(Message::Text(text));
+                        }
                     }
                 }
                 Outbound::Delivery(delivery, filter) => {
