@@ -84,6 +84,16 @@ fn require_tools(chromium: bool) {
 /// Runs `node <args>` in `tests/socketio_clients/` against `nodes` (and
 /// `proxy`).
 async fn scenario(args: &[&str], nodes: &[Node], proxy: Option<&HaProxy>) {
+    scenario_with(args, nodes, proxy, &[]).await;
+}
+
+/// [`scenario`] with `env` set for the script.
+async fn scenario_with(
+    args: &[&str],
+    nodes: &[Node],
+    proxy: Option<&HaProxy>,
+    env: &[(&str, &str)],
+) {
     let described: Vec<_> = nodes
         .iter()
         .enumerate()
@@ -107,6 +117,9 @@ async fn scenario(args: &[&str], nodes: &[Node], proxy: Option<&HaProxy>) {
         .env("CHROMIUM", CHROMIUM);
     if let Some(proxy) = proxy {
         command.env("FERROCAST_PROXY", proxy.addr().to_string());
+    }
+    for (key, value) in env {
+        command.env(key, value);
     }
     let described = format!("node {}", args.join(" "));
     let run = run_script(command, SCRIPT_TIMEOUT).await;
@@ -139,6 +152,31 @@ async fn killed_behind_round_robin(backplane: ClusterBuilder, place: &str, trans
         &["haproxy.mjs", place, transports],
         cluster.nodes(),
         Some(&proxy),
+    )
+    .await;
+}
+
+/// The HS256 secret of the nodes that verify tokens.
+const JWT_SECRET: &str = "socketio-clients-test-secret-of-32-bytes!";
+
+#[tokio::test]
+async fn node_socketio_client_authenticates_with_the_auth_payload_and_is_refused_without() {
+    require_tools(false);
+    let namespaces = format!(
+        "{NAMESPACES}[namespaces.members]\nanonymous = false\nhistory_size = 100\nhistory_ttl = \"5m\"\n"
+    );
+    let cluster = Cluster::redis()
+        .nodes(&["a", "b"])
+        .config(&namespaces)
+        .file("jwt.secret", JWT_SECRET)
+        .args(&["--jwt-hmac-secret-file", "jwt.secret"])
+        .start()
+        .await;
+    scenario_with(
+        &["auth.mjs"],
+        cluster.nodes(),
+        None,
+        &[("FERROCAST_JWT_SECRET", JWT_SECRET)],
     )
     .await;
 }
