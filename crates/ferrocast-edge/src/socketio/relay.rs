@@ -94,7 +94,7 @@ impl Endpoint {
                     payload
                 }))
             }
-            Ok(Err(refused)) => Some(self.refused(sid, refused)),
+            Ok(Err(refused)) => Some(Err(self.refused(sid, refused))),
             Err(error) => {
                 self.lost_owner(sid, &error);
                 None
@@ -104,7 +104,11 @@ impl Endpoint {
 
     /// A send to session `sid`, held by another node, taken by its owner;
     /// `None` when no other node holds it.
-    pub(super) async fn send_elsewhere(&self, sid: &str, payload: String) -> Option<Answer> {
+    pub(super) async fn send_elsewhere(
+        &self,
+        sid: &str,
+        payload: String,
+    ) -> Option<Result<(), owner::Refused>> {
         let owner = self.owner_of(sid).await?;
         match self
             .routing()
@@ -113,9 +117,9 @@ impl Endpoint {
         {
             Ok(Ok(())) => {
                 counted("relayed");
-                Some(Ok(String::new()))
+                Some(Ok(()))
             }
-            Ok(Err(refused)) => Some(self.refused(sid, refused)),
+            Ok(Err(refused)) => Some(Err(self.refused(sid, refused))),
             Err(error) => {
                 self.lost_owner(sid, &error);
                 None
@@ -135,12 +139,13 @@ impl Endpoint {
         }
     }
 
-    fn refused(&self, sid: &str, refused: owner::Refused) -> Answer {
+    /// The owner's refusal, passed on; an unknown session is forgotten.
+    fn refused(&self, sid: &str, refused: owner::Refused) -> owner::Refused {
         if refused.status == 404 {
             counted("unknown");
             self.routing().forget(self.serves.owner_kind(), sid);
         }
-        Err(refused)
+        refused
     }
 
     fn lost_owner(&self, sid: &str, error: &RelayError) {

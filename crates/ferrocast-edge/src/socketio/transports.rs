@@ -290,11 +290,11 @@ pub(super) async fn dispatch(endpoint: Arc<Endpoint>, request: Request) -> Respo
     let answer = match parts.method {
         Method::GET => {
             count("polling", "poll");
-            match session {
-                Some(session) => poll(session).await,
+            let polled = match session {
+                Some(session) => Some(poll(session).await),
                 None => endpoint.poll_elsewhere(&sid).await,
-            }
-            .map(|polled| polled.map(Some))
+            };
+            polled.map(|polled| polled.map(Some))
         }
         Method::POST => {
             count("polling", "send");
@@ -314,7 +314,6 @@ pub(super) async fn dispatch(endpoint: Arc<Endpoint>, request: Request) -> Respo
                 Some(session) => Some(
                     deliver(&session, &payload)
                         .await
-                        .map(|()| String::new())
                         .map_err(EngineError::refused),
                 ),
                 None => match String::from_utf8(payload.to_vec()) {
@@ -323,7 +322,7 @@ pub(super) async fn dispatch(endpoint: Arc<Endpoint>, request: Request) -> Respo
                 },
             };
             // A send is answered `ok` once the session took it.
-            sent.map(|sent| sent.map(|_| None))
+            sent.map(|sent| sent.map(|()| None))
         }
         _ => {
             count("polling", "bad_request");
@@ -370,14 +369,14 @@ impl Drop for Attached {
 /// A poll of a session held here: its packets, once there are any. A
 /// second poll while one waits breaks the session (the waiting one gets the
 /// close packet).
-async fn poll(session: Arc<EioSession>) -> Option<Result<String, owner::Refused>> {
+async fn poll(session: Arc<EioSession>) -> Result<String, owner::Refused> {
     if session.transport() == Transport::WebSocket {
-        return Some(Err(EngineError::BadRequest.refused()));
+        return Err(EngineError::BadRequest.refused());
     }
     let Ok(number) = session.attach_poller() else {
-        return Some(Err(EngineError::BadRequest.refused()));
+        return Err(EngineError::BadRequest.refused());
     };
-    Some(Ok(next_payload(session, number).await))
+    Ok(next_payload(session, number).await)
 }
 
 /// The payload poll request `number` answers with; detaches it when done or
