@@ -23,19 +23,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use serde_json::json;
-
-use ferrocast_testkit::{require, run_script, Cluster, ClusterBuilder, HaProxy, Node};
+use ferrocast_testkit::{
+    require_npm_package, Cluster, ClusterBuilder, HaProxy, Node, NodeScenario,
+};
 
 /// A scenario has its own deadline (harness.mjs `run`); this one also covers
 /// a script that hangs before it.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(200);
 const NPM_INSTALL: &str = "npm ci --prefix crates/ferrocast-server/tests/socketio_clients";
 const BROWSER_NPM_INSTALL: &str = "npm ci --prefix crates/ferrocast-web/tests/browser";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// `orders` keeps history (what recovery replays from); publishing is not
 /// rate-limited (the scenarios publish thousands of messages from one
@@ -55,93 +53,50 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferrocast-web/tests/browser")
 }
 
-/// Fails with the install command unless `package` is in `dir/node_modules`.
-fn require_package(dir: &Path, package: &str, install: &str) {
-    let manifest = dir.join("node_modules").join(package).join("package.json");
-    assert!(
-        manifest.is_file(),
-        "the npm package {package} is not installed in {}; install it from the workspace root with: {install}",
-        dir.display()
-    );
-}
-
-fn require_tools(chromium: bool) {
-    let mut node = Command::new("node");
-    node.arg("--version");
-    require(node, "Node.js", "apt-get install -y nodejs npm");
-    require_package(&scripts_dir(), "socket.io-client", NPM_INSTALL);
-    // The harness imports playwright-core and ws, and the SDK (the JSON client).
-    for package in ["playwright-core", "ws"] {
-        require_package(&browser_dir(), package, BROWSER_NPM_INSTALL);
-    }
-    if chromium {
-        let mut browser = Command::new(CHROMIUM);
-        browser.arg("--version");
-        require(browser, "Chromium", "apt-get install -y chromium");
-    }
-}
-
-/// Runs `node <args>` in `tests/socketio_clients/` against `nodes` (and
-/// `proxy`).
-async fn scenario(args: &[&str], nodes: &[Node], proxy: Option<&HaProxy>) {
-    scenario_with(args, nodes, proxy, &[]).await;
-}
-
-/// [`scenario`] with `env` set for the script.
-async fn scenario_with(
+/// `node <args>` in `tests/socketio_clients/` against `nodes` (and
+/// `proxy`); in Chromium when `chromium`. The packages it and the browser
+/// harness need are checked first.
+fn scenario(
     args: &[&str],
     nodes: &[Node],
     proxy: Option<&HaProxy>,
-    env: &[(&str, &str)],
-) {
-    let described: Vec<_> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            json!({
-                "name": format!("node-{}", i + 1),
-                "pid": node.pid(),
-                "public": node.public.to_string(),
-                "admin": node.admin.to_string(),
-            })
-        })
-        .collect();
-    let mut command = Command::new("node");
-    command
-        .args(args)
-        .current_dir(scripts_dir())
-        .env(
-            "FERROCAST_NODES",
-            serde_json::to_string(&described).unwrap(),
-        )
-        .env("CHROMIUM", CHROMIUM);
+    chromium: bool,
+) -> NodeScenario {
+    require_npm_package(&scripts_dir(), "socket.io-client", NPM_INSTALL);
+    // The harness imports playwright-core and ws, and the SDK (the JSON client).
+    for package in ["playwright-core", "ws"] {
+        require_npm_package(&browser_dir(), package, BROWSER_NPM_INSTALL);
+    }
+    let mut run = NodeScenario::new(&scripts_dir(), args).nodes(nodes);
     if let Some(proxy) = proxy {
-        command.env("FERROCAST_PROXY", proxy.addr().to_string());
+        run = run.proxy(proxy);
     }
-    for (key, value) in env {
-        command.env(key, value);
+    if chromium {
+        run = run.chromium(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser"));
     }
-    let described = format!("node {}", args.join(" "));
-    let run = run_script(command, SCRIPT_TIMEOUT).await;
-    run.assert_success(&described);
-    eprintln!("{}", run.report(&described));
+    run
 }
 
 /// The client on one node of two on Redis, the JSON client on the other.
 async fn delivery(place: &str, transports: &str) {
-    require_tools(place == "chromium");
     let cluster = Cluster::redis()
         .nodes(&["a", "b"])
         .config(NAMESPACES)
         .start()
         .await;
-    scenario(&["delivery.mjs", place, transports], cluster.nodes(), None).await;
+    scenario(
+        &["delivery.mjs", place, transports],
+        cluster.nodes(),
+        None,
+        place == "chromium",
+    )
+    .run(SCRIPT_TIMEOUT)
+    .await;
 }
 
 /// Three nodes on `backplane` behind round-robin HAProxy; the node holding
 /// the socket is killed (haproxy.mjs).
 async fn killed_behind_round_robin(backplane: ClusterBuilder, place: &str, transports: &str) {
-    require_tools(place == "chromium");
     let cluster = backplane
         .nodes(&["a", "b", "c"])
         .config(NAMESPACES)
@@ -152,7 +107,9 @@ async fn killed_behind_round_robin(backplane: ClusterBuilder, place: &str, trans
         &["haproxy.mjs", place, transports],
         cluster.nodes(),
         Some(&proxy),
+        place == "chromium",
     )
+    .run(SCRIPT_TIMEOUT)
     .await;
 }
 
@@ -161,7 +118,6 @@ const JWT_SECRET: &str = "socketio-clients-test-secret-of-32-bytes!";
 
 #[tokio::test]
 async fn node_socketio_client_authenticates_with_the_auth_payload_and_is_refused_without() {
-    require_tools(false);
     let namespaces = format!(
         "{NAMESPACES}[namespaces.members]\nanonymous = false\nhistory_size = 100\nhistory_ttl = \"5m\"\n"
     );
@@ -172,13 +128,10 @@ async fn node_socketio_client_authenticates_with_the_auth_payload_and_is_refused
         .args(&["--jwt-hmac-secret-file", "jwt.secret"])
         .start()
         .await;
-    scenario_with(
-        &["auth.mjs"],
-        cluster.nodes(),
-        None,
-        &[("FERROCAST_JWT_SECRET", JWT_SECRET)],
-    )
-    .await;
+    scenario(&["auth.mjs"], cluster.nodes(), None, false)
+        .env("FERROCAST_JWT_SECRET", JWT_SECRET)
+        .run(SCRIPT_TIMEOUT)
+        .await;
 }
 
 #[tokio::test]
