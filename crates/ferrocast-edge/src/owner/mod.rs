@@ -69,6 +69,12 @@ use crate::Feed;
 #[cfg(test)]
 mod tests;
 
+/// How often an owner claims a session it still holds again, on one of the
+/// session's requests: well within the owner record's lifetime
+/// ([`ferrocast_core::OWNER_RECORD_TTL`]).
+pub const CLAIM_EVERY: Duration =
+    Duration::from_secs(ferrocast_core::OWNER_RECORD_TTL.as_secs() / 3);
+
 /// How long a relayed request waits for the owner's first answer.
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a node pings each owner it has relayed receives on.

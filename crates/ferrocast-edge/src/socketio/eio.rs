@@ -44,6 +44,8 @@ pub(super) struct EioSession {
     state: Mutex<State>,
     /// Most bytes the outbox holds before the task waits.
     outbox_limit: usize,
+    /// When this node last claimed the session in owner routing (`relay`).
+    claimed: Mutex<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -73,6 +75,17 @@ struct State {
 pub(super) struct Ended;
 
 impl EioSession {
+    /// Whether the owner record of this session is older than `every`;
+    /// marks it renewed now when it is.
+    pub(super) fn claim_due(&self, every: std::time::Duration) -> bool {
+        let mut claimed = self.claimed.lock();
+        let due = claimed.elapsed() >= every;
+        if due {
+            *claimed = std::time::Instant::now();
+        }
+        due
+    }
+
     /// A new session on long-polling, and the receiving end of its inbound
     /// channel.
     pub(super) fn new(settings: &EdgeSettings) -> (Self, mpsc::Receiver<Message>) {
@@ -91,6 +104,8 @@ impl EioSession {
                 gone: false,
             }),
             outbox_limit: settings.outbound_queue_bytes,
+            // Claimed by the handshake that creates it.
+            claimed: Mutex::new(std::time::Instant::now()),
         };
         (session, messages)
     }

@@ -291,7 +291,13 @@ pub(super) async fn dispatch(endpoint: Arc<Endpoint>, request: Request) -> Respo
         Method::GET => {
             count("polling", "poll");
             let polled = match session {
-                Some(session) => Some(poll(session).await),
+                Some(session) => {
+                    // A session living longer than its owner record is claimed again.
+                    if session.claim_due(crate::owner::CLAIM_EVERY) {
+                        endpoint.claim(&sid).await;
+                    }
+                    Some(poll(session).await)
+                }
                 None => endpoint.poll_elsewhere(&sid).await,
             };
             polled.map(|polled| polled.map(Some))

@@ -9,7 +9,6 @@
 //! ([`Held`]).
 
 use std::sync::Weak;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -21,11 +20,6 @@ use super::directory::{FrameStream, Inner, Refused, SessionDirectory};
 use super::frame;
 use super::http_session::Answering;
 use crate::owner::{self, HeldSessions, RelayError, Relayed, Route};
-
-/// How often a session this node holds is claimed again, on a receiving
-/// request: well within the owner record's lifetime.
-pub(super) const CLAIM_EVERY: std::time::Duration =
-    Duration::from_secs(ferrocast_core::OWNER_RECORD_TTL.as_secs() / 3);
 
 /// SockJS requests served for a session held by another node, by what
 /// happened: `relayed`, `unknown` (the owner no longer held it), `silent`
