@@ -76,9 +76,12 @@ pub enum WireFormat {
     StompTail11,
     /// The same for STOMP 1.2.
     StompTail12,
+    /// A Socket.IO event packet up to its last argument, the recovery
+    /// offset, which is each subscriber's own.
+    SocketIoHead,
 }
 
-const FORMATS: usize = 5;
+const FORMATS: usize = 6;
 
 /// A publication on its way to local subscribers, shared by all of them.
 ///

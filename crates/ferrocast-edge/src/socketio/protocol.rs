@@ -20,7 +20,9 @@ use bytes::Bytes;
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use ferrocast_core::{CloseReason, Outbound, Publication, PublishError, SubscribeError};
+use ferrocast_core::{
+    CloseReason, Delivery, Outbound, Publication, PublishError, SubscribeError, WireFormat,
+};
 use ferrocast_protocol::{
     ErrorCode, StreamPosition, Topic, TopicError, TopicFilter, PRESENCE_CONTENT_TYPE,
 };
@@ -216,7 +218,7 @@ impl Protocol for SocketIoProtocol {
                     if let Some(position) = &publication.position {
                         self.rooms.delivered(filter, position);
                     }
-                    self.encode_delivery(publication, out);
+                    self.encode_delivery(delivery, out);
                 }
                 // Engine.IO clients count pings to know the node is alive:
                 // none may be lost in a busy batch.
@@ -593,42 +595,64 @@ impl SocketIoProtocol {
     }
 
     /// A publication as an event: JSON data inline, other data as a binary
-    /// attachment.
-    fn encode_delivery(&self, publication: &Publication, out: &mut VecDeque<Message>) {
-        let content_type = publication.content_type.as_deref();
-        // Presence events are the node's own JSON, named for what they are.
-        let presence = content_type == Some(PRESENCE_CONTENT_TYPE);
-        let named = publication.headers.iter().find(|(key, _)| key == "event");
-        let name = match named.filter(|(_, event)| !RESERVED_EVENTS.contains(&event.as_str())) {
-            Some((_, event)) => event.as_str(),
-            None if presence => PRESENCE_EVENT,
-            None => DEFAULT_EVENT,
-        };
-        let mut meta = json!({ "topic": publication.topic.as_str() });
-        if let Some(position) = &publication.position {
-            meta["position"] = json!(position);
-        }
-        let tail = format!(",{meta},{}]", Value::String(self.rooms.offset()));
-        let name = Value::String(name.to_owned());
-        // Only a payload without a media type is JSON the node checked: a
-        // declared JSON type may carry what does not parse (STOMP keeps such
-        // a body as it came), and goes as bytes like any other type.
-        let text = if content_type.is_none() || presence {
-            let data = String::from_utf8_lossy(&publication.payload);
-            packet::encode(Kind::Event, None, &format!("[{name},{data}{tail}"))
-        } else if content_type.is_some_and(|t| t.starts_with("text/")) {
-            let data = Value::String(String::from_utf8_lossy(&publication.payload).into_owned());
-            packet::encode(Kind::Event, None, &format!("[{name},{data}{tail}"))
-        } else {
-            let data = format!("[{name},{}{tail}", packet::placeholder(0));
-            out.push_back(Message::Text(
-                packet::encode_binary(Kind::BinaryEvent, 1, &data).into(),
-            ));
-            out.push_back(Message::Binary(publication.payload.clone()));
-            return;
-        };
+    /// attachment. What every subscriber's packet shares (everything before
+    /// the recovery offset) is encoded once per node
+    /// ([`WireFormat::SocketIoHead`]); each subscriber adds its offset.
+    fn encode_delivery(&self, delivery: &Delivery, out: &mut VecDeque<Message>) {
+        let publication = &delivery.publication;
+        let binary = attached(publication);
+        let head = delivery.frame(WireFormat::SocketIoHead, event_head);
+        let offset = Value::String(self.rooms.offset()).to_string();
+        let mut text = String::with_capacity(head.len() + offset.len() + 2);
+        text.push_str(&String::from_utf8_lossy(head));
+        text.push(',');
+        text.push_str(&offset);
+        text.push(']');
         out.push_back(Message::Text(text.into()));
+        if binary {
+            out.push_back(Message::Binary(publication.payload.clone()));
+        }
     }
+}
+
+/// Whether `publication` goes as a binary attachment: only a payload
+/// without a media type is JSON the node checked (a declared JSON type may
+/// carry what does not parse: STOMP keeps such a body as it came), and
+/// `text/*` goes as a string; anything else is bytes.
+fn attached(publication: &Publication) -> bool {
+    let content_type = publication.content_type.as_deref();
+    let presence = content_type == Some(PRESENCE_CONTENT_TYPE);
+    !(content_type.is_none() || presence || content_type.is_some_and(|t| t.starts_with("text/")))
+}
+
+/// The packet text of `publication` as an event, without its last argument
+/// (the recovery offset) and the closing `]`.
+fn event_head(publication: &Publication) -> Bytes {
+    let content_type = publication.content_type.as_deref();
+    // Presence events are the node's own JSON, named for what they are.
+    let presence = content_type == Some(PRESENCE_CONTENT_TYPE);
+    let named = publication.headers.iter().find(|(key, _)| key == "event");
+    let name = match named.filter(|(_, event)| !RESERVED_EVENTS.contains(&event.as_str())) {
+        Some((_, event)) => event.as_str(),
+        None if presence => PRESENCE_EVENT,
+        None => DEFAULT_EVENT,
+    };
+    let mut meta = json!({ "topic": publication.topic.as_str() });
+    if let Some(position) = &publication.position {
+        meta["position"] = json!(position);
+    }
+    let name = Value::String(name.to_owned());
+    let text = if attached(publication) {
+        let data = format!("[{name},{},{meta}", packet::placeholder(0));
+        packet::encode_binary(Kind::BinaryEvent, 1, &data)
+    } else if content_type.is_none() || presence {
+        let data = String::from_utf8_lossy(&publication.payload);
+        packet::encode(Kind::Event, None, &format!("[{name},{data},{meta}"))
+    } else {
+        let data = Value::String(String::from_utf8_lossy(&publication.payload).into_owned());
+        packet::encode(Kind::Event, None, &format!("[{name},{data},{meta}"))
+    };
+    Bytes::from(text)
 }
 
 /// A client's `publish`: JSON data as JSON, a binary attachment with its
