@@ -56,8 +56,9 @@
 //!   fails although the stream may have stored and republished it.
 //! - Each read of more than the top creates (and deletes) an ephemeral
 //!   consumer, which in a JetStream cluster involves its meta leader.
-//! - Streams are created with one replica and file storage; an operator may
-//!   change that (a later policy change keeps it).
+//! - Streams are created with file storage and the replicas of
+//!   [`crate::NatsSettings::stream_replicas`]; an operator may change that (a
+//!   later policy change keeps it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,6 +84,7 @@ use ferrocast_core::Publication;
 use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::Topic;
 
+use crate::settings::{self, CLUSTER_STREAM_REPLICAS};
 use crate::streams::{self, Names, Streams};
 
 /// Most tries of one append that meet other nodes' publications.
@@ -93,6 +95,17 @@ const MAX_PAUSE: Duration = Duration::from_millis(16);
 /// Topics whose last message a node remembers; beyond this, idle ones are
 /// forgotten (their next append reads the last message first).
 const REMEMBERED_TOPICS: usize = 4096;
+/// Longest wait for the acknowledgement of one append before the same
+/// message is sent again (at most a quarter of the timeout).
+const ACK_PATIENCE: Duration = Duration::from_millis(500);
+/// Reads of a topic's last publication, each with that patience, before an
+/// append or a read gives up.
+const LAST_READS: u32 = 4;
+/// Reads of a history, and the pause between them, while the server the
+/// reader was placed on has not yet applied the newest publication of a
+/// replicated stream (in a healthy cluster, a few milliseconds behind).
+const STALE_READS: usize = 20;
+const STALE_PAUSE: Duration = Duration::from_millis(25);
 
 /// The last message stored on a topic's subject.
 #[derive(Debug, Clone)]
@@ -140,6 +153,11 @@ enum Refused {
     Conflict,
     /// The stream is gone (deleted by an operator).
     NoStream,
+    /// No acknowledgement within [`ACK_PATIENCE`]: the stream may or may
+    /// not have stored it. A replicated stream leaves some appends that
+    /// lost a race unanswered; the same message (same id) is sent again,
+    /// which the stream either stores or recognizes as stored.
+    NoAnswer,
     Failed(BackplaneError),
 }
 
@@ -157,10 +175,18 @@ pub(crate) struct History {
     timeout: Duration,
     /// Per topic, the order of this node's appends and their last message.
     chains: Mutex<HashMap<Topic, Chain>>,
+    /// Replicas of the streams created, when configured; else see
+    /// [`History::replicas`].
+    replicas: Option<usize>,
 }
 
 impl History {
-    pub(crate) fn new(client: Client, prefix: &str, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        prefix: &str,
+        timeout: Duration,
+        replicas: Option<usize>,
+    ) -> Self {
         let context = jetstream::ContextBuilder::new()
             // Our own deadlines (`timeout`) come first; this one only
             // bounds what async-nats waits for on its own.
@@ -174,7 +200,40 @@ impl History {
             streams: Streams::default(),
             timeout,
             chains: Mutex::new(HashMap::new()),
+            replicas,
         }
+    }
+
+    /// Replicas of a stream created now: as configured, or 3 when the server
+    /// connected to tells of a cluster of at least 3 servers (the client
+    /// URLs of its cluster, its own included, in its INFO) and checks
+    /// appends to replicated streams reliably, else 1.
+    pub(crate) fn replicas(&self) -> usize {
+        let info = self.client.server_info();
+        let reliable = settings::replicated_appends_are_reliable(&info.version);
+        if let Some(replicas) = self.replicas {
+            if replicas > 1 && !reliable {
+                tracing::warn!(
+                    version = %info.version,
+                    "nats-server before 2.10 may accept two racing appends to a replicated stream: \
+                     history offsets may repeat; upgrade the NATS servers"
+                );
+            }
+            return replicas;
+        }
+        if info.connect_urls.len() < CLUSTER_STREAM_REPLICAS {
+            return 1;
+        }
+        if !reliable {
+            tracing::warn!(
+                version = %info.version,
+                "history streams get one replica: nats-server before 2.10 may accept two racing \
+                 appends to a replicated stream; upgrade the NATS servers for history that \
+                 survives a server"
+            );
+            return 1;
+        }
+        CLUSTER_STREAM_REPLICAS
     }
 
     /// Appends `publication` to its topic's history and publishes it; yields
@@ -239,6 +298,9 @@ impl History {
         let subject = self.names.history_subject(&publication.topic);
         // Taken: known again only once an append succeeds.
         let mut known = last.lock().take();
+        // The message to send again, unchanged, when the server did not
+        // answer: the stream may have stored it.
+        let mut resend: Option<(Stored, StreamPosition)> = None;
         for attempt in 0..MAX_ATTEMPTS {
             // Appends queued behind one that met an outage fail at once
             // instead of each waiting for its own timeout.
@@ -247,14 +309,26 @@ impl History {
                     "not connected to NATS".to_string(),
                 ));
             }
-            let previous = match known.take() {
-                Some(stored) => stored,
-                None => self.last_stored(&stream, &subject).await?,
+            let (previous, position) = match resend.take() {
+                Some(unanswered) => unanswered,
+                None => {
+                    let previous = match known.take() {
+                        Some(stored) => stored,
+                        None => self.last_stored(&stream, &subject).await?,
+                    };
+                    let position = previous.next();
+                    (previous, position)
+                }
             };
-            let position = previous.next();
             publication.position = Some(position.clone());
             let payload = envelope::encode(&publication);
-            match self.store(&subject, payload, previous.sequence).await {
+            // One id per publication and position: a message sent again
+            // after its acknowledgement went missing is stored once.
+            let id = format!(
+                "{}:{}:{}",
+                publication.origin, position.epoch, position.offset
+            );
+            match self.store(&subject, payload, previous.sequence, &id).await {
                 Ok(sequence) => {
                     *last.lock() = Some(Stored {
                         sequence,
@@ -267,6 +341,10 @@ impl History {
                     let cap = Duration::from_millis(1 << attempt.min(4)).min(MAX_PAUSE);
                     let pause = rand::rng().random_range(Duration::ZERO..=cap);
                     tokio::time::sleep(pause).await;
+                }
+                Err(Refused::NoAnswer) => {
+                    tracing::debug!(%subject, attempt, "no acknowledgement of an append in time; sending it again");
+                    resend = Some((previous, position));
                 }
                 Err(Refused::NoStream) => {
                     self.streams.forget(&self.names.stream(&namespace));
@@ -281,28 +359,48 @@ impl History {
         )))
     }
 
-    /// Publishes `payload` to the stream, expecting `expected` as the
-    /// subject's last sequence; yields the new message's sequence.
-    async fn store(&self, subject: &str, payload: Bytes, expected: u64) -> Result<u64, Refused> {
+    /// Publishes `payload` to the stream as message `id`, expecting
+    /// `expected` as the subject's last sequence; yields the new message's
+    /// sequence (or the stored one's, for a message sent again).
+    async fn store(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        expected: u64,
+        id: &str,
+    ) -> Result<u64, Refused> {
         let message = PublishMessage::build()
             .payload(payload)
-            .expected_last_subject_sequence(expected);
+            .expected_last_subject_sequence(expected)
+            .message_id(id);
         let acked = match self
             .context
             .send_publish(subject.to_string(), message)
             .await
         {
-            Ok(ack) => ack.await,
+            Ok(ack) => match tokio::time::timeout(ACK_PATIENCE.min(self.timeout / 4), ack).await {
+                Ok(acked) => acked,
+                Err(_) => return Err(Refused::NoAnswer),
+            },
             Err(error) => Err(error),
         };
         match acked {
             Ok(ack) => Ok(ack.sequence),
-            Err(error) => Err(match error.kind() {
-                PublishErrorKind::WrongLastSequence => Refused::Conflict,
-                PublishErrorKind::StreamNotFound => Refused::NoStream,
-                PublishErrorKind::MaxPayloadExceeded => Refused::Failed(BackplaneError::Rejected(
-                    format!("NATS refused the publication: {error}"),
-                )),
+            Err(error) => Err(match (error.kind(), api_code(&error)) {
+                // Newer servers refuse some of these with the code without
+                // the sequence, which async-nats does not tell apart.
+                (PublishErrorKind::WrongLastSequence, _)
+                | (_, Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)) => Refused::Conflict,
+                // A replicated stream's leader cannot check the expected
+                // sequence while appends to the subject are in flight: the
+                // same message is sent again.
+                (_, Some(ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY)) => {
+                    Refused::NoAnswer
+                }
+                (PublishErrorKind::StreamNotFound, _) => Refused::NoStream,
+                (PublishErrorKind::MaxPayloadExceeded, _) => Refused::Failed(
+                    BackplaneError::Rejected(format!("NATS refused the publication: {error}")),
+                ),
                 _ => Refused::Failed(self.failed("store a publication", &error)),
             }),
         }
@@ -339,8 +437,25 @@ impl History {
             }
             // The history changed between the two reads: read it whole.
         }
-        let kept = self.kept(&stream, &subject).await?;
-        Ok(page(kept, policy, after))
+        // The reader of a replicated stream may be placed on a server that
+        // has not applied the newest messages yet, while the last message
+        // came from the stream's leader: read again until the reader has
+        // it, and never answer with a page that lacks it.
+        for _ in 0..STALE_READS {
+            let kept = self.kept(&stream, &subject).await?;
+            let caught_up = kept
+                .last()
+                .and_then(|p| p.position.as_ref())
+                .is_some_and(|p| p.epoch == newest.epoch && p.offset >= newest.offset);
+            if caught_up {
+                return Ok(page(kept, policy, after));
+            }
+            tracing::debug!(%topic, "a history reader is behind the stream's leader; reading again");
+            tokio::time::sleep(STALE_PAUSE).await;
+        }
+        Err(BackplaneError::Unavailable(format!(
+            "the history of {topic} is still being replicated; read it again"
+        )))
     }
 
     /// Every message kept on `subject`, oldest first, decoded.
@@ -429,7 +544,23 @@ impl History {
         stream: &Stream<()>,
         subject: &str,
     ) -> Result<Stored, BackplaneError> {
-        match stream.get_last_raw_message_by_subject(subject).await {
+        // A replicated stream's leader leaves some of these requests
+        // unanswered while appends race; asking again is harmless.
+        let patience = ACK_PATIENCE.min(self.timeout / 4);
+        let mut asked = 1;
+        let answer = loop {
+            match tokio::time::timeout(patience, stream.get_last_raw_message_by_subject(subject))
+                .await
+            {
+                Ok(answer) => break answer,
+                Err(_) if asked < LAST_READS => {
+                    tracing::debug!(%subject, "no answer to a read of the last publication in time; asking again");
+                    asked += 1;
+                }
+                Err(_) => return Err(BackplaneError::Timeout(patience * LAST_READS)),
+            }
+        };
+        match answer {
             Ok(message) => Ok(Stored {
                 sequence: message.sequence,
                 position: decode(message.payload)?.position,
@@ -470,7 +601,10 @@ impl History {
         policy: HistoryPolicy,
     ) -> Result<(), BackplaneError> {
         self.streams
-            .ensure(&self.context, self.names.config(namespace, policy))
+            .ensure(
+                &self.context,
+                self.names.config(namespace, policy, self.replicas()),
+            )
             .await
     }
 
@@ -497,6 +631,14 @@ fn decode(payload: Bytes) -> Result<Publication, BackplaneError> {
     envelope::decode(payload).map_err(|error| {
         BackplaneError::Rejected(format!("a history entry is not a publication: {error}"))
     })
+}
+
+/// The JetStream error code of a refused publication, when the server
+/// gave one.
+fn api_code(error: &jetstream::context::PublishError) -> Option<ErrorCode> {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .map(jetstream::Error::error_code)
 }
 
 /// The page of the kept publications `kept` (oldest first): those of the

@@ -44,6 +44,21 @@
 //! server (nats-server 2.9 or newer) and, with permissions, publish rights on
 //! `{prefix}-history.>` and `$JS.API.>` for the account.
 //!
+//! # NATS clusters
+//! The URL may list several servers of a cluster (comma-separated); the
+//! client connects to one and moves to another when it fails, learning the
+//! others from the cluster as well. Streams are created with
+//! [`NatsSettings::stream_replicas`] replicas: by default 3 when the server
+//! is in a cluster of at least 3, so that a publication the history
+//! acknowledged is stored on a majority of servers and survives one of them
+//! dying. Live delivery stays at most once across a failover: what is
+//! published on the NATS core subjects while a node reconnects is lost to it,
+//! and recovered from the history (or reported as not recovered). Replicated
+//! history needs nats-server 2.10 or later: earlier servers may store two
+//! racing appends that expected the same sequence, so on them streams get
+//! one replica (and a warning is logged). Presence streams keep one replica:
+//! the nodes' refreshes rebuild presence after a server dies.
+//!
 //! # Presence
 //! Presence entries are kept in JetStream too (module `presence`): one
 //! in-memory stream per namespace, one subject per topic and client, the
@@ -132,11 +147,20 @@ impl NatsBackplane {
             credentials_file,
             tls_ca_file,
             timeout,
+            stream_replicas,
         } = settings;
         if timeout.is_zero() {
             return Err(BackplaneError::Rejected(
                 "the NATS timeout must be greater than zero".to_string(),
             ));
+        }
+        if let Some(replicas) = stream_replicas {
+            if !(1..=settings::MAX_STREAM_REPLICAS).contains(&replicas) {
+                return Err(BackplaneError::Rejected(format!(
+                    "NATS stream replicas must be 1 to {}, not {replicas}",
+                    settings::MAX_STREAM_REPLICAS
+                )));
+            }
         }
         settings::validate_prefix(&subject_prefix)?;
         let parsed = settings::parse_url(&url)?;
@@ -221,7 +245,12 @@ impl NatsBackplane {
             sync_subject.clone(),
             timeout,
         ));
-        let history = Arc::new(History::new(client.clone(), &subject_prefix, timeout));
+        let history = Arc::new(History::new(
+            client.clone(),
+            &subject_prefix,
+            timeout,
+            stream_replicas,
+        ));
         Ok(Self {
             forwarding: Forwarding {
                 client: client.clone(),

@@ -34,7 +34,19 @@ pub struct NatsSettings {
     /// Timeout of each operation, and the window in which a stalled connection
     /// is detected. Default 5 s.
     pub timeout: Duration,
+    /// Replicas of the history streams this node creates
+    /// (1 to 5). `None` (the default): 3 when the NATS server the node
+    /// connects to is in a cluster of 3 or more servers, else 1. With 3
+    /// replicas a stream stays readable and writable while one server is
+    /// down, and a publication it acknowledged is on a majority of them.
+    /// Streams that exist keep their replicas.
+    pub stream_replicas: Option<usize>,
 }
+
+/// JetStream's limit on the replicas of a stream.
+pub(crate) const MAX_STREAM_REPLICAS: usize = 5;
+/// The replicas chosen in a cluster of at least as many servers.
+pub(crate) const CLUSTER_STREAM_REPLICAS: usize = 3;
 
 impl Default for NatsSettings {
     fn default() -> Self {
@@ -44,6 +56,7 @@ impl Default for NatsSettings {
             credentials_file: None,
             tls_ca_file: None,
             timeout: Duration::from_secs(5),
+            stream_replicas: None,
         }
     }
 }
@@ -138,6 +151,22 @@ pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, BackplaneError> {
         auth: auth.unwrap_or(UrlAuth::None),
         redacted: redacted.join(","),
     })
+}
+
+/// Whether nats-server `version` checks the expected last sequence of
+/// appends to a replicated stream reliably: 2.10 and later. Earlier servers
+/// may store two appends that expected the same sequence
+/// (nats-io/nats-server#4320), which would give two publications one
+/// offset. An unreadable version counts as reliable (a newer format).
+pub(crate) fn replicated_appends_are_reliable(version: &str) -> bool {
+    let mut numbers = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|n| n.parse::<u64>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (2, 10),
+        _ => true,
+    }
 }
 
 /// Checks the subject prefix: dot-separated NATS tokens without wildcards.
@@ -236,6 +265,16 @@ mod tests {
                 Err(other) => panic!("{bad:?}: {other}"),
                 Ok(_) => panic!("{bad:?} accepted"),
             }
+        }
+    }
+
+    #[test]
+    fn replicated_appends_need_2_10() {
+        for old in ["2.9.10", "v2.9.25", "1.4.0"] {
+            assert!(!replicated_appends_are_reliable(old), "{old}");
+        }
+        for new in ["2.10.0", "2.15.1", "v3.0.0-beta", "unknown"] {
+            assert!(replicated_appends_are_reliable(new), "{new}");
         }
     }
 

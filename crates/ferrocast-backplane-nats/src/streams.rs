@@ -97,8 +97,10 @@ impl Names {
     }
 
     /// The configuration of `namespace`'s presence stream: the last entry
-    /// per client, for `ttl`, in memory (presence is rebuilt by the nodes'
-    /// refreshes if the server restarts).
+    /// per client, for `ttl`, in memory, on one server (presence is rebuilt
+    /// by the nodes' refreshes if the server restarts or dies; and the
+    /// reader of a one-server stream sees every acknowledged write, which a
+    /// reader placed on a follower of a replicated stream may not yet).
     pub(crate) fn presence_config(&self, namespace: &str, ttl: Duration) -> Config {
         Config {
             name: self.presence_stream(namespace),
@@ -113,8 +115,9 @@ impl Names {
         }
     }
 
-    /// The configuration of `namespace`'s stream under `policy`.
-    pub(crate) fn config(&self, namespace: &str, policy: HistoryPolicy) -> Config {
+    /// The configuration of `namespace`'s stream under `policy`, on
+    /// `replicas` servers.
+    pub(crate) fn config(&self, namespace: &str, policy: HistoryPolicy, replicas: usize) -> Config {
         let subjects = format!("{}.{namespace}.>", self.history_root);
         Config {
             name: self.stream(namespace),
@@ -125,7 +128,7 @@ impl Names {
             max_age: policy.ttl.max(Duration::from_millis(1)),
             discard: DiscardPolicy::Old,
             storage: StorageType::File,
-            num_replicas: 1,
+            num_replicas: replicas,
             republish: Some(Republish {
                 source: subjects,
                 destination: format!("{}.>", self.prefix),
@@ -324,7 +327,9 @@ mod tests {
                 size: 0,
                 ttl: Duration::from_secs(5),
             },
+            3,
         );
+        assert_eq!(config.num_replicas, 3);
         assert_eq!(config.subjects, ["fc.app-history.chat:x.>"]);
         assert_eq!(config.max_messages_per_subject, 1);
         assert_eq!(

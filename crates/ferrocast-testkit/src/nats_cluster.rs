@@ -9,7 +9,8 @@
 //! [`START_ATTEMPTS`] times). Client and monitoring ports are picked by each
 //! server (`-1`) and read from its log.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::servers::{free_port, logged_port, Readiness, ServerProcess};
@@ -97,13 +98,13 @@ impl NatsCluster {
     }
 
     /// Waits until server `index`'s log (since its last start) names a
-    /// JetStream metadata leader.
+    /// JetStream metadata leader and its `/healthz` says ok.
     fn wait_for_leader(&self, index: usize) -> Result<(), String> {
         let member = &self.members[index];
         let deadline = Instant::now() + LEADER_TIMEOUT;
         loop {
             let log = member.process.current_log();
-            if LEADER_LOGGED.iter().any(|line| log.contains(line)) {
+            if LEADER_LOGGED.iter().any(|line| log.contains(line)) && healthy(member.monitor_port) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -134,6 +135,12 @@ impl NatsCluster {
     /// Server `index`'s HTTP monitoring address (`/varz`, `/jsz`).
     pub fn monitor(&self, index: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.members[index].monitor_port))
+    }
+
+    /// The index of the server named `name` (`n1`, `n2`, `n3`: what
+    /// JetStream reports as a stream's leader).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
     }
 
     /// How many servers the cluster has.
@@ -174,6 +181,24 @@ impl NatsCluster {
             panic!("{log}");
         }
     }
+}
+
+/// Whether the server's `/healthz` says ok: JetStream is enabled and its
+/// metadata is current, so that streams can be created at once.
+fn healthy(monitor_port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", monitor_port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200")
 }
 
 /// The arguments of server `name`: its route port, routes to the others,
