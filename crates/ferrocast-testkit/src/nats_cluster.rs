@@ -143,6 +143,37 @@ impl NatsCluster {
         self.members.iter().position(|m| m.name == name)
     }
 
+    /// The index of the server that leads the JetStream stream `name`, as
+    /// a running server's monitoring (`/jsz`) tells.
+    pub fn stream_leader(&self, name: &str) -> Option<usize> {
+        self.members.iter().find_map(|member| {
+            let body = monitor_get(member.monitor_port, "/jsz?streams=true")?;
+            let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let leader = jsz["account_details"]
+                .as_array()?
+                .iter()
+                .filter_map(|account| account["stream_detail"].as_array())
+                .flatten()
+                .find(|stream| stream["name"] == name)?["cluster"]["leader"]
+                .as_str()?
+                .to_string();
+            self.index_of(&leader)
+        })
+    }
+
+    /// The servers' version (major, minor), from the first server's log:
+    /// replicated history needs 2.10 or later.
+    pub fn version(&self) -> (u64, u64) {
+        let log = self.members[0].process.current_log();
+        let version = log
+            .lines()
+            .find_map(|line| line.split_once("Version:"))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
+        let mut numbers = version.split('.').map(|n| n.parse().unwrap_or(0));
+        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+    }
+
     /// How many servers the cluster has.
     pub fn len(&self) -> usize {
         self.members.len()
@@ -186,19 +217,19 @@ impl NatsCluster {
 /// Whether the server's `/healthz` says ok: JetStream is enabled and its
 /// metadata is current, so that streams can be created at once.
 fn healthy(monitor_port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", monitor_port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+    monitor_get(monitor_port, "/healthz").is_some()
+}
+
+/// The body of a 200 answer to `GET path` on a monitoring port.
+fn monitor_get(monitor_port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", monitor_port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200")
+    stream.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")).then(|| body.to_string())
 }
 
 /// The arguments of server `name`: its route port, routes to the others,
