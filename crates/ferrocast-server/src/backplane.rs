@@ -40,8 +40,7 @@ pub(crate) async fn start(
                 credentials_file: config.nats_credentials.clone(),
                 tls_ca_file: config.nats_tls_ca.clone(),
                 timeout: config.backplane_timeout,
-                // 3 in a cluster of 3 or more servers, else 1.
-                stream_replicas: None,
+                stream_replicas: config.nats_stream_replicas,
             };
             let backplane = NatsBackplane::start(node_id, settings, sink)
                 .await

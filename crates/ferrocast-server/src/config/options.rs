@@ -102,6 +102,11 @@ declare_options! {
     #[arg(env = "FERROCAST_NATS_TLS_CA", value_name = "FILE")]
     nats_tls_ca: PathBuf,
 
+    /// NATS: replicas of the history streams the node creates (1 to 5); by default 3 in a
+    /// cluster of 3 or more servers on nats-server 2.10 or later, else 1.
+    #[arg(env = "FERROCAST_NATS_STREAM_REPLICAS", value_name = "N")]
+    nats_stream_replicas: usize,
+
     // Logging.
 
     /// Log format.
