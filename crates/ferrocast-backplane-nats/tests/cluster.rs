@@ -80,10 +80,7 @@ async fn history_streams_are_replicated_on_three_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_history_publication_is_lost_when_a_server_dies() {
     let mut cluster = NatsCluster::start();
-    if !replicates(&cluster) {
-        eprintln!("skipped: nats-server before 2.10 keeps history on one server");
-        return;
-    }
+    cluster.require_replication();
     let id = common::node_id("writer");
     let node = common::start_up(
         id.clone(),

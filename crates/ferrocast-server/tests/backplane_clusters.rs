@@ -73,10 +73,7 @@ async fn nodes(backplane: &str) -> Vec<Node> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_under_load_loses_no_acknowledged_publication() {
     let mut cluster = NatsCluster::start();
-    if cluster.version() < (2, 10) {
-        eprintln!("skipped: nats-server before 2.10 keeps history on one server");
-        return;
-    }
+    cluster.require_replication();
     let nodes = nodes(&cluster.url()).await;
     let mut publisher = JsonClient::connect(&nodes[0].ws_url()).await.unwrap();
     let mut acknowledged = BTreeMap::new();

@@ -69,7 +69,7 @@ impl NatsCluster {
         let mut members = Vec::with_capacity(SERVERS);
         for (index, route_port) in route_ports.iter().enumerate() {
             let name = format!("n{}", index + 1);
-            let mut process = ServerProcess::new("nats-server");
+            let mut process = ServerProcess::new(program());
             let args = args(&name, *route_port, &route_ports, "-1", "-1");
             // Ready when it listens for clients; the leader is awaited below,
             // once every server runs.
@@ -159,6 +159,23 @@ impl NatsCluster {
                 .to_string();
             self.index_of(&leader)
         })
+    }
+
+    /// Panics with the way to install one unless the servers can replicate
+    /// history (2.10 or later): a test of replicated history fails on an
+    /// older server instead of passing without checking anything.
+    pub fn require_replication(&self) {
+        let version = self.version();
+        assert!(
+            version >= (2, 10),
+            "this test needs nats-server 2.10 or later for replicated history; {} is {}.{}. \
+             Install one and point FERROCAST_NATS_CLUSTER_SERVER at it (from the workspace root): \
+             python3 -m pip install --prefix target/nats-cluster -r crates/ferrocast-testkit/nats-cluster-requirements.txt \
+             && export FERROCAST_NATS_CLUSTER_SERVER=$PWD/target/nats-cluster/bin/nats-server",
+            program(),
+            version.0,
+            version.1
+        );
     }
 
     /// The servers' version (major, minor), from the first server's log:
@@ -270,4 +287,15 @@ fn args(
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// The `nats-server` the cluster runs: `FERROCAST_NATS_CLUSTER_SERVER` when
+/// set (`.ci/test` sets it to the pinned release of
+/// crates/ferrocast-testkit/nats-cluster-requirements.txt), else the one on
+/// `PATH`.
+fn program() -> &'static str {
+    static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        std::env::var("FERROCAST_NATS_CLUSTER_SERVER").unwrap_or_else(|_| "nats-server".into())
+    })
 }
