@@ -61,8 +61,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use ferrocast_core::{ConnId, Hub, NodeId, CONTROL_NAMESPACE, OWNER_NAMESPACE};
-use ferrocast_protocol::{Topic, TopicFilter};
+use ferrocast_core::{ConnId, Hub, NodeId, OWNER_NAMESPACE};
+use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
+use sha2::{Digest, Sha256};
 
 use crate::Feed;
 
@@ -93,6 +94,8 @@ pub const FRAMES_BUFFERED: usize = 1024;
 pub const CACHE_LIMIT: usize = 100_000;
 /// The inbox's queue: frames for every relayed receive of this node.
 const INBOX_BYTES: usize = 64 * 1024 * 1024;
+/// Where the inboxes are: `_ctl.owner.<node>`.
+const INBOX_NAMESPACE: &str = "_ctl.owner";
 /// Pause before subscribing the inbox again after it failed.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -251,38 +254,45 @@ impl std::fmt::Debug for Owners {
     }
 }
 
-/// `text` as one topic token: as is when it is one, else `x` and its hex.
-fn token(text: &str) -> String {
+/// `text` as one topic token of at most `room` bytes: as is when it is
+/// one and fits, else `x` and the first 32 hex digits of its SHA-256 — so a
+/// session id or a configured path of any length and any characters makes
+/// a valid topic, and two ids never share one by truncation.
+fn token(text: &str, room: usize) -> String {
     let plain = !text.is_empty()
-        && text.len() <= 128
+        && text.len() <= room
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-:@=".contains(&b));
     if plain {
-        text.to_string()
-    } else {
-        let mut hex = String::with_capacity(1 + 2 * text.len());
-        hex.push('x');
-        for b in text.bytes().take(100) {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        hex
+        return text.to_string();
     }
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hashed = String::with_capacity(33);
+    hashed.push('x');
+    for b in &digest[..16] {
+        hashed.push_str(&format!("{b:02x}"));
+    }
+    hashed
 }
 
-fn topic(name: String) -> Topic {
-    // Reserved namespaces and tokens made by `token` follow the grammar;
-    // the length is bounded by `token`.
-    Topic::parse(&name, usize::MAX)
+/// `namespace.rest` as a topic, `rest` made one token that fits.
+fn topic(namespace: &str, rest: &str) -> Topic {
+    let name = format!(
+        "{namespace}.{}",
+        token(rest, MAX_TOPIC_LEN - namespace.len() - 1)
+    );
+    // A reserved namespace and one token of the grammar, within the length.
+    Topic::parse(&name, MAX_TOPIC_LEN)
         .unwrap_or_else(|e| unreachable!("owner topics follow the topic grammar: {name}: {e}"))
 }
 
 fn inbox(node: &str) -> Topic {
-    topic(format!("{CONTROL_NAMESPACE}.owner.{}", token(node)))
+    topic(INBOX_NAMESPACE, node)
 }
 
 fn record(kind: &str, session: &str) -> Topic {
-    topic(format!("{OWNER_NAMESPACE}.{kind}-{}", token(session)))
+    topic(OWNER_NAMESPACE, &format!("{kind}-{session}"))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -271,3 +271,22 @@ async fn a_relayed_receive_ends_soon_after_its_owner_dies() {
     );
     drop(tx);
 }
+
+#[test]
+fn any_kind_session_or_node_id_makes_a_valid_distinct_topic() {
+    let long_kind = format!("sockjs_{}", "p".repeat(300));
+    let long_id = "s".repeat(128);
+    let a = super::record(&long_kind, &long_id);
+    let b = super::record(&long_kind, &format!("{long_id}t"));
+    assert!(a.as_str().len() <= ferrocast_protocol::MAX_TOPIC_LEN);
+    assert_ne!(a, b, "ids differing past any prefix stay apart");
+    assert_eq!(
+        super::record("sockjs_sockjs", "abc").as_str(),
+        "_owner.sockjs_sockjs-abc"
+    );
+    let odd = super::record("eio", "odd id/with.dots and ünïcode");
+    assert!(odd.as_str().starts_with("_owner.x"), "{odd}");
+    assert_ne!(odd, super::record("eio", "odd id/with.dots and unicode"));
+    assert_eq!(super::inbox("node-a").as_str(), "_ctl.owner.node-a");
+    assert!(super::inbox(&"n".repeat(400)).as_str().len() <= ferrocast_protocol::MAX_TOPIC_LEN);
+}
