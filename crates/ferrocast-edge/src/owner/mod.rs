@@ -76,6 +76,34 @@ mod tests;
 pub const CLAIM_EVERY: Duration =
     Duration::from_secs(ferrocast_core::OWNER_RECORD_TTL.as_secs() / 3);
 
+/// When an owner last claimed one session it holds: each session kind's
+/// session keeps one and asks it on the session's requests.
+#[derive(Debug)]
+pub struct ClaimClock(Mutex<Option<Instant>>);
+
+impl ClaimClock {
+    /// A session not claimed yet.
+    pub fn unclaimed() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// A session claimed just now.
+    pub fn claimed_now() -> Self {
+        Self(Mutex::new(Some(Instant::now())))
+    }
+
+    /// Whether the session must be claimed (again): never claimed, or not
+    /// for [`CLAIM_EVERY`]; counts it claimed now when it must.
+    pub fn due(&self) -> bool {
+        let mut claimed = self.0.lock();
+        let due = claimed.is_none_or(|at| at.elapsed() >= CLAIM_EVERY);
+        if due {
+            *claimed = Some(Instant::now());
+        }
+        due
+    }
+}
+
 /// How long a relayed request waits for the owner's first answer.
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a node pings each owner it has relayed receives on.
@@ -620,46 +648,26 @@ impl Owners {
         id: u64,
         frames: Result<BoxStream<'static, String>, Refused>,
     ) {
+        let stop = self.inner.stop.child_token();
+        let frames = frames.and_then(|frames| {
+            let mut feeding = self.inner.feeding.lock();
+            if feeding.len() >= MAX_RELAYED {
+                return Err(Refused {
+                    status: 503,
+                    body: "this node feeds too many receivers for other nodes".into(),
+                });
+            }
+            feeding.insert((from.clone(), id), Feeding { stop: stop.clone() });
+            Ok(frames)
+        });
         let mut frames = match frames {
             Ok(frames) => frames,
             Err(refused) => {
-                let _ = self
-                    .publish(
-                        &from,
-                        &Wire::Attached {
-                            id,
-                            refused: Some(refused),
-                        },
-                    )
-                    .await;
+                let refused = Some(refused);
+                let _ = self.publish(&from, &Wire::Attached { id, refused }).await;
                 return;
             }
         };
-        let stop = self.inner.stop.child_token();
-        let admitted = {
-            let mut feeding = self.inner.feeding.lock();
-            let room = feeding.len() < MAX_RELAYED;
-            if room {
-                feeding.insert((from.clone(), id), Feeding { stop: stop.clone() });
-            }
-            room
-        };
-        if !admitted {
-            let refused = Refused {
-                status: 503,
-                body: "this node feeds too many receivers for other nodes".into(),
-            };
-            let _ = self
-                .publish(
-                    &from,
-                    &Wire::Attached {
-                        id,
-                        refused: Some(refused),
-                    },
-                )
-                .await;
-            return;
-        }
         let mut seq = 0;
         let mut ok = self
             .publish(&from, &Wire::Attached { id, refused: None })

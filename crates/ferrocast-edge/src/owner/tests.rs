@@ -290,3 +290,11 @@ fn any_kind_session_or_node_id_makes_a_valid_distinct_topic() {
     assert_eq!(super::inbox("node-a").as_str(), "_ctl.owner.node-a");
     assert!(super::inbox(&"n".repeat(400)).as_str().len() <= ferrocast_protocol::MAX_TOPIC_LEN);
 }
+
+#[test]
+fn a_session_is_claimed_when_it_never_was_and_not_again_soon() {
+    let fresh = super::ClaimClock::unclaimed();
+    assert!(fresh.due());
+    assert!(!fresh.due());
+    assert!(!super::ClaimClock::claimed_now().due());
+}

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 
 use super::engine::{farewell, Packet};
+use crate::owner::ClaimClock;
 use crate::session::Socket;
 use crate::settings::EdgeSettings;
 
@@ -45,7 +46,7 @@ pub(super) struct EioSession {
     /// Most bytes the outbox holds before the task waits.
     outbox_limit: usize,
     /// When this node last claimed the session in owner routing (`relay`).
-    claimed: Mutex<std::time::Instant>,
+    pub(super) claimed: ClaimClock,
 }
 
 #[derive(Debug)]
@@ -75,17 +76,6 @@ struct State {
 pub(super) struct Ended;
 
 impl EioSession {
-    /// Whether the owner record of this session is older than `every`;
-    /// marks it renewed now when it is.
-    pub(super) fn claim_due(&self, every: std::time::Duration) -> bool {
-        let mut claimed = self.claimed.lock();
-        let due = claimed.elapsed() >= every;
-        if due {
-            *claimed = std::time::Instant::now();
-        }
-        due
-    }
-
     /// A new session on long-polling, and the receiving end of its inbound
     /// channel.
     pub(super) fn new(settings: &EdgeSettings) -> (Self, mpsc::Receiver<Message>) {
@@ -105,7 +95,7 @@ impl EioSession {
             }),
             outbox_limit: settings.outbound_queue_bytes,
             // Claimed by the handshake that creates it.
-            claimed: Mutex::new(std::time::Instant::now()),
+            claimed: ClaimClock::claimed_now(),
         };
         (session, messages)
     }

@@ -293,7 +293,7 @@ pub(super) async fn dispatch(endpoint: Arc<Endpoint>, request: Request) -> Respo
             let polled = match session {
                 Some(session) => {
                     // A session living longer than its owner record is claimed again.
-                    if session.claim_due(crate::owner::CLAIM_EVERY) {
+                    if session.claimed.due() {
                         endpoint.claim(&sid).await;
                     }
                     Some(poll(session).await)

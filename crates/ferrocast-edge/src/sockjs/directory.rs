@@ -116,7 +116,7 @@ impl SessionDirectory {
         let found = self.inner.sessions.lock().get(id).cloned();
         if let Some(session) = found {
             // A session living longer than its owner record is claimed again.
-            if session.claim_due(crate::owner::CLAIM_EVERY) {
+            if session.claimed.due() {
                 self.claim(id).await;
             }
             return Ok(Self::attach(session, answering));
@@ -126,7 +126,7 @@ impl SessionDirectory {
             return Ok(frames);
         }
         let session = self.create(id, caller)?;
-        if session.claim_due(crate::owner::CLAIM_EVERY) {
+        if session.claimed.due() {
             self.claim(id).await;
         }
         Ok(Self::attach(session, answering))

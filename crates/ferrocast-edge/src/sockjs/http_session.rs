@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
 use super::frame;
+use crate::owner::ClaimClock;
 use crate::session::Socket;
 use crate::settings::EdgeSettings;
 
@@ -36,7 +37,7 @@ pub(super) struct HttpSession {
     /// Most bytes the outbox holds before the task waits.
     outbox_limit: usize,
     /// When this node last claimed the session in owner routing (`relay`).
-    claimed: Mutex<Option<Instant>>,
+    pub(super) claimed: ClaimClock,
 }
 
 #[derive(Debug)]
@@ -75,17 +76,6 @@ pub(super) enum Attach {
 }
 
 impl HttpSession {
-    /// Whether the owner record of this session is due: never written, or
-    /// older than `every`; marks it written now when it is.
-    pub(super) fn claim_due(&self, every: std::time::Duration) -> bool {
-        let mut claimed = self.claimed.lock();
-        let due = claimed.is_none_or(|at| at.elapsed() >= every);
-        if due {
-            *claimed = Some(Instant::now());
-        }
-        due
-    }
-
     /// A new session and the receiving end of its inbound channel.
     pub(super) fn new(settings: &EdgeSettings) -> (Self, mpsc::Receiver<String>) {
         let (inbound, messages) = mpsc::channel(INBOUND_MESSAGES);
@@ -104,7 +94,7 @@ impl HttpSession {
                 writer_waker: None,
             }),
             outbox_limit: settings.outbound_queue_bytes,
-            claimed: Mutex::new(None),
+            claimed: ClaimClock::unclaimed(),
         };
         (session, messages)
     }
@@ -459,14 +449,6 @@ mod tests {
             }
             Attach::Refused(frame) => panic!("refused with {frame:?}"),
         }
-    }
-
-    #[test]
-    fn a_session_is_claimed_once_then_again_when_its_record_is_old() {
-        let (session, _socket) = session(1024);
-        assert!(session.claim_due(std::time::Duration::from_secs(60)));
-        assert!(!session.claim_due(std::time::Duration::from_secs(60)));
-        assert!(session.claim_due(std::time::Duration::ZERO));
     }
 
     fn refused(session: &HttpSession) -> Bytes {
