@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { Client } from "@stomp/stompjs";
 import SockJS from "sockjs-client";
 
+import { metricSum } from "../../../ferrocast-web/tests/browser/harness.mjs";
 import { StompOverSockJS } from "./stomp_sockjs.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -65,19 +66,8 @@ export async function pageStomp(page, url, transport, options = {}) {
  * transports; 0 for a node that does not answer (killed).
  * @param {string} admin
  */
-export async function sockjsRequests(admin) {
-  let text;
-  try {
-    text = await (await fetch(`http://${admin}/metrics`)).text();
-  } catch {
-    return 0;
-  }
-  let total = 0;
-  for (const line of text.split("\n")) {
-    const match = /^ferrocast_sockjs_requests_total(?:\{[^}]*\})? (\S+)$/.exec(line);
-    if (match) total += Number(match[1]);
-  }
-  return total;
+export function sockjsRequests(admin) {
+  return metricSum(admin, "ferrocast_sockjs_requests_total");
 }
 
 /**

@@ -133,12 +133,14 @@ export async function waitFor(probe, what, timeout = 20000) {
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * `ferrocast_connections{protocol=…}` of one node, summed over protocols
- * when `protocol` is not given; 0 for a node that does not answer.
+ * The sum of the metric `name` of one node over the series whose labels
+ * contain `label` (all of them without one); 0 for a node that does not
+ * answer (killed).
  * @param {string} admin
- * @param {string} [protocol]
+ * @param {string} name
+ * @param {string} [label] e.g. `protocol="json"`
  */
-export async function connections(admin, protocol) {
+export async function metricSum(admin, name, label) {
   let text;
   try {
     text = await (await fetch(`http://${admin}/metrics`)).text();
@@ -147,10 +149,20 @@ export async function connections(admin, protocol) {
   }
   let total = 0;
   for (const line of text.split("\n")) {
-    const match = /^ferrocast_connections\{([^}]*)\} (\S+)$/.exec(line);
-    if (match && (!protocol || match[1].includes(`protocol="${protocol}"`))) total += Number(match[2]);
+    const match = /^(\w+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (match && match[1] === name && (!label || (match[2] ?? "").includes(label))) total += Number(match[3]);
   }
   return total;
+}
+
+/**
+ * `ferrocast_connections{protocol=…}` of one node, summed over protocols
+ * when `protocol` is not given; 0 for a node that does not answer.
+ * @param {string} admin
+ * @param {string} [protocol]
+ */
+export function connections(admin, protocol) {
+  return metricSum(admin, "ferrocast_connections", protocol && `protocol="${protocol}"`);
 }
 
 /** An HS256 JWT for `sub`, expiring in `ttl` seconds, signed with FERROCAST_JWT_SECRET. */
