@@ -602,11 +602,19 @@ impl SocketIoProtocol {
         let publication = &delivery.publication;
         let binary = attached(publication);
         let head = delivery.frame(WireFormat::SocketIoHead, event_head);
-        let offset = Value::String(self.rooms.offset()).to_string();
-        let mut text = String::with_capacity(head.len() + offset.len() + 2);
+        let mut text = String::with_capacity(head.len() + 64);
         text.push_str(&String::from_utf8_lossy(head));
-        text.push(',');
-        text.push_str(&offset);
+        text.push_str(",\"");
+        let offset_at = text.len();
+        self.rooms.write_offset(&mut text);
+        // Topics and epochs need no JSON escape; should one ever, quote it properly.
+        if text[offset_at..].contains(|c: char| c == '"' || c == '\\' || c.is_control()) {
+            let offset = text.split_off(offset_at);
+            text.pop();
+            text.push_str(&Value::String(offset).to_string());
+        } else {
+            text.push('"');
+        }
         text.push(']');
         out.push_back(Message::Text(text.into()));
         if binary {

@@ -70,16 +70,22 @@ impl Rooms {
     /// The offset string of the current state.
     pub(super) fn offset(&self) -> String {
         let mut offset = String::new();
-        for (filter, position) in &self.0 {
-            if !offset.is_empty() {
-                offset.push(' ');
+        self.write_offset(&mut offset);
+        offset
+    }
+
+    /// Appends the offset to `out` (a delivery's packet text: no string of
+    /// its own per delivery).
+    pub(super) fn write_offset(&self, out: &mut String) {
+        for (i, (filter, position)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
             }
-            offset.push_str(filter.as_str());
+            out.push_str(filter.as_str());
             if let Some(position) = position {
-                let _ = write!(offset, "~{}~{}", position.offset, position.epoch);
+                let _ = write!(out, "~{}~{}", position.offset, position.epoch);
             }
         }
-        offset
     }
 }
 
