@@ -9,7 +9,8 @@
 //!
 //! - **Finding the owner, without a broadcast.** The owner *claims* the
 //!   session: it publishes its node id to the topic
-//!   `_owner.<kind>-<session>` of the reserved namespace [`OWNER_NAMESPACE`],
+//!   `_owner.<kind>-<session>` (hashed when that is not one topic token
+//!   that fits) of the reserved namespace [`OWNER_NAMESPACE`],
 //!   whose history keeps one publication per topic for
 //!   [`OWNER_RECORD_TTL`]. Another node reads that history once (one
 //!   backplane round trip) and caches the answer ([`CACHE_LIMIT`] entries).
