@@ -59,15 +59,14 @@
 //! topics start new epochs, which receivers notice.
 
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
-use redis::{Pipeline, Value};
+use redis::{Cmd, Value};
 
 use ferrocast_core::backplane::{envelope, BackplaneError, HistoryPage, HistoryPolicy};
 use ferrocast_core::history::new_epoch;
 use ferrocast_core::Publication;
 use ferrocast_protocol::StreamPosition;
 
-use crate::connection::ConnectionError;
+use crate::connection::{ConnectionError, Link};
 
 /// Every script, in the order of [`Script`].
 const SOURCES: [&str; 4] = [
@@ -85,25 +84,24 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    /// Loads every script (`SCRIPT LOAD`) within `timeout`.
+    /// Loads every script (`SCRIPT LOAD`; on a cluster, on every member,
+    /// so that a promoted replica has them too) within `timeout`.
     pub(crate) async fn load(
-        connection: &mut MultiplexedConnection,
+        link: &mut Link,
         timeout: std::time::Duration,
     ) -> Result<Self, ConnectionError> {
-        let mut pipeline = Pipeline::with_capacity(SOURCES.len());
-        for source in SOURCES {
-            pipeline.cmd("SCRIPT").arg("LOAD").arg(source);
-        }
-        let replies = match tokio::time::timeout(
-            timeout,
-            connection.send_packed_commands(&pipeline, 0, SOURCES.len()),
-        )
-        .await
-        {
-            Ok(Ok(replies)) => replies,
-            Ok(Err(error)) => return Err(ConnectionError::from_command(error)),
-            Err(_) => return Err(ConnectionError::Timeout(timeout)),
-        };
+        let loads = SOURCES.map(|source| {
+            let mut link = link.clone();
+            async move {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(source);
+                link.command(&load, timeout).await
+            }
+        });
+        let replies = futures::future::join_all(loads)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         let digests = replies.into_iter().map(|reply| match reply {
             Value::BulkString(digest) => String::from_utf8(digest).map_err(|_| {
                 ConnectionError::Refused("a script digest that is not UTF-8".to_string())
@@ -203,17 +201,21 @@ impl Call {
         }
     }
 
-    /// Adds the `EVALSHA` of this call to `pipeline`.
-    pub(crate) fn add_to(&self, pipeline: &mut Pipeline, scripts: &Scripts) {
+    /// The `EVALSHA` of this call.
+    pub(crate) fn command(&self, scripts: &Scripts) -> Cmd {
         let digest = &scripts.digests[self.script as usize];
-        let command = pipeline
-            .cmd("EVALSHA")
-            .arg(digest)
-            .arg(self.keys.len())
-            .arg(&self.keys[..]);
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(digest).arg(self.keys.len()).arg(&self.keys[..]);
         for arg in &self.args {
             command.arg(&arg[..]);
         }
+        command
+    }
+
+    /// The first key, whose hash tag (the topic's channel) places the call
+    /// in a cluster.
+    pub(crate) fn key(&self) -> &str {
+        &self.keys[0]
     }
 }
 

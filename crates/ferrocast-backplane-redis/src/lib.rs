@@ -113,7 +113,10 @@ const PUBLISH_QUEUE: usize = 64 * 1024;
 /// How to reach Redis and how to name channels there.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS) for
+    /// one server; `redis+cluster://[user:password@]host:port,host:port…`
+    /// or `rediss+cluster://…` for a Redis Cluster (the seeds; one is
+    /// enough, more survive a seed being down).
     pub url: String,
     /// Prefix of channel names: topic `chat.a` travels on channel
     /// `{prefix}chat.a`. Default `"ferrocast:"`. Lets several clusters (or
@@ -124,7 +127,7 @@ pub struct RedisSettings {
     /// Sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) for Redis Cluster, where
     /// classic pub/sub broadcasts every message to every shard. Sharded
     /// pub/sub has no pattern subscriptions, so wildcard filters are refused.
-    /// Default false.
+    /// Default false; always on for a `redis+cluster://` URL.
     pub sharded: bool,
     /// Timeout of each operation (connect, a publish pipeline, a subscribe)
     /// and of the connection health check: a connection that does not answer
@@ -242,7 +245,9 @@ impl RedisBackplane {
         let shared = Arc::new(Shared {
             node_id,
             prefix: settings.channel_prefix,
-            sharded: settings.sharded,
+            // Classic pub/sub on a cluster would broadcast every message to
+            // every member.
+            sharded: settings.sharded || connector.is_cluster(),
             timeout: settings.timeout,
             connector,
             health: Health::new(),
@@ -342,10 +347,13 @@ impl Backplane for RedisBackplane {
         filters: Vec<TopicFilter>,
     ) -> BoxFuture<'static, Result<(), BackplaneError>> {
         if self.shared.sharded && filters.iter().any(TopicFilter::is_pattern) {
-            return future::ready(Err(BackplaneError::Rejected(
-                "wildcard subscriptions need non-sharded pub/sub".to_string(),
-            )))
-            .boxed();
+            let reason = if self.shared.connector.is_cluster() {
+                "wildcard subscriptions are not available on a Redis Cluster \
+                 (sharded pub/sub has no pattern subscriptions)"
+            } else {
+                "wildcard subscriptions need non-sharded pub/sub"
+            };
+            return future::ready(Err(BackplaneError::Rejected(reason.to_string()))).boxed();
         }
         self.change_interest(filters, WaiterKind::Subscribe)
     }

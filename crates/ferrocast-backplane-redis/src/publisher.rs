@@ -8,6 +8,10 @@
 //! wire even across a lost connection (a failed pipeline's requests fail;
 //! none is retried, so none is applied twice).
 //!
+//! On a Redis Cluster a batch goes as one pipeline per hash slot, all at once
+//! (a pipeline may not cross slots; a topic's requests share its slot, so
+//! they keep their order), and the next batch waits for all of them.
+//!
 //! A request is a plain publication (`PUBLISH` or `SPUBLISH`) or a history
 //! script (`EVALSHA`, module `history`): publications with and without
 //! history share the queue and keep their call order. The scripts are loaded
@@ -20,15 +24,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
-use redis::{ServerErrorKind, Value};
+use redis::{Cmd, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use ferrocast_core::backplane::BackplaneError;
 
 use crate::backoff;
-use crate::connection::ConnectionError;
+use crate::connection::{ConnectionError, Link, Replies};
 use crate::health::Part;
 use crate::history::{self, Scripts};
 use crate::receive::{LostSignal, PublisherPushes};
@@ -52,6 +55,17 @@ pub(crate) enum Request {
     Publish { channel: String, envelope: Bytes },
     /// A history or presence script.
     Script(history::Call),
+}
+
+impl Request {
+    /// The key that places the request in a cluster: its channel, or its
+    /// script's first key (whose hash tag is the channel).
+    fn slot_key(&self) -> &[u8] {
+        match self {
+            Self::Publish { channel, .. } => channel.as_bytes(),
+            Self::Script(call) => call.key().as_bytes(),
+        }
+    }
 }
 
 /// Redis's reply to a request; a server error is `Rejected`.
@@ -165,7 +179,7 @@ async fn fail_queued_while<F: std::future::Future>(
 /// nothing is published.
 async fn pump(
     shared: &Shared,
-    mut connection: MultiplexedConnection,
+    mut link: Link,
     queue: &mut mpsc::Receiver<Outgoing>,
     lost: &LostSignal,
     stop: &CancellationToken,
@@ -188,7 +202,7 @@ async fn pump(
                     return Ended::Stopped;
                 }
                 if let Err(error) = send_batch(
-                    &mut connection,
+                    &mut link,
                     command,
                     &mut scripts,
                     &mut batch,
@@ -204,7 +218,7 @@ async fn pump(
                 // A pipeline answered since the last tick proves the
                 // connection alive; otherwise ask.
                 if !busy {
-                    if let Err(error) = ping(&mut connection, deadline).await {
+                    if let Err(error) = ping(&mut link, deadline).await {
                         return Ended::Lost(error);
                     }
                 }
@@ -225,31 +239,22 @@ pub(crate) fn check_timing(timeout: Duration) -> (Duration, Duration) {
     )
 }
 
-/// Sends `PING` and waits for the answer within `deadline`.
-pub(crate) async fn ping(
-    connection: &mut MultiplexedConnection,
-    deadline: Duration,
-) -> Result<(), ConnectionError> {
-    match tokio::time::timeout(
-        deadline,
-        connection.send_packed_command(&redis::cmd("PING")),
-    )
-    .await
-    {
-        Ok(Ok(_)) => Ok(()),
-        // Even an error reply proves the connection alive, but a server that
-        // refuses PING is in no state to carry publications either.
-        Ok(Err(error)) => Err(ConnectionError::Redis(error)),
-        Err(_) => Err(ConnectionError::Timeout(deadline)),
-    }
+/// Sends `PING` (on a cluster, to every master) and waits for the answer
+/// within `deadline`.
+///
+/// Even an error reply proves the connection alive, but a server that
+/// refuses PING is in no state to carry publications either: every error
+/// ends the connection.
+pub(crate) async fn ping(link: &mut Link, deadline: Duration) -> Result<(), ConnectionError> {
+    link.command(&redis::cmd("PING"), deadline).await.map(drop)
 }
 
-/// Sends `batch` as one pipeline and completes each request with its reply
-/// (requests answered `NOSCRIPT` after loading the scripts again, in a second
-/// pipeline). Drains `batch`. An error means the connection is no longer
-/// usable.
+/// Sends `batch` as one pipeline (one per hash slot on a cluster) and
+/// completes each request with its reply (requests answered `NOSCRIPT` after
+/// loading the scripts again, in a second round). Drains `batch`. An error
+/// means the connection is no longer usable.
 async fn send_batch(
-    connection: &mut MultiplexedConnection,
+    link: &mut Link,
     command: &str,
     scripts: &mut Option<Scripts>,
     batch: &mut Vec<Outgoing>,
@@ -257,7 +262,7 @@ async fn send_batch(
 ) -> Result<(), ConnectionError> {
     for first in [true, false] {
         if scripts.is_none() && batch.iter().any(Outgoing::is_script) {
-            match Scripts::load(connection, timeout).await {
+            match Scripts::load(link, timeout).await {
                 Ok(loaded) => *scripts = Some(loaded),
                 Err(error) if error.is_refusal() => {
                     // History fails, publications without it still go out.
@@ -275,27 +280,31 @@ async fn send_batch(
         if batch.is_empty() {
             return Ok(());
         }
-        let replies = match exchange(connection, command, scripts.as_ref(), batch, timeout).await {
-            Ok(replies) => replies,
-            Err(error) => {
-                fail(batch, &error);
-                return if error.is_refusal() {
-                    Ok(())
-                } else {
-                    Err(error)
-                };
-            }
+        let Some(commands) = commands(command, scripts.as_ref(), batch) else {
+            fail(
+                batch,
+                &ConnectionError::Refused("the history scripts are not loaded".to_string()),
+            );
+            return Ok(());
         };
+        let Replies { replies, broken } = link
+            .pipeline(commands, |i| batch[i].request.slot_key(), timeout)
+            .await;
         let mut again = Vec::new();
         for (outgoing, reply) in batch.drain(..).zip(replies) {
             match reply {
-                Value::ServerError(error)
+                Ok(Value::ServerError(error))
                     if first && error.kind() == Some(ServerErrorKind::NoScript) =>
                 {
                     again.push(outgoing);
                 }
-                reply => outgoing.complete(reply),
+                Ok(reply) => outgoing.complete(reply),
+                Err(error) => outgoing.fail(error),
             }
+        }
+        if let Some(error) = broken {
+            fail(&mut again, &error);
+            return Err(error);
         }
         if again.is_empty() {
             return Ok(());
@@ -308,47 +317,21 @@ async fn send_batch(
     Ok(())
 }
 
-/// Sends `batch` as one pipeline and returns one reply per request. The
-/// scripts must be loaded if `batch` has a history request.
-async fn exchange(
-    connection: &mut MultiplexedConnection,
-    command: &str,
-    scripts: Option<&Scripts>,
-    batch: &[Outgoing],
-    timeout: Duration,
-) -> Result<Vec<Value>, ConnectionError> {
-    let mut pipeline = redis::Pipeline::with_capacity(batch.len());
-    for outgoing in batch {
-        match (&outgoing.request, scripts) {
+/// The command of each request in `batch`; `None` if a history request
+/// needs the scripts and they are not loaded.
+fn commands(command: &str, scripts: Option<&Scripts>, batch: &[Outgoing]) -> Option<Vec<Cmd>> {
+    batch
+        .iter()
+        .map(|outgoing| match (&outgoing.request, scripts) {
             (Request::Publish { channel, envelope }, _) => {
-                pipeline
-                    .cmd(command)
-                    .arg(channel.as_bytes())
-                    .arg(&envelope[..]);
+                let mut publish = redis::cmd(command);
+                publish.arg(channel.as_bytes()).arg(&envelope[..]);
+                Some(publish)
             }
-            (Request::Script(call), Some(scripts)) => call.add_to(&mut pipeline, scripts),
-            (Request::Script(_), None) => {
-                return Err(ConnectionError::Refused(
-                    "the history scripts are not loaded".to_string(),
-                ))
-            }
-        }
-    }
-    match tokio::time::timeout(
-        timeout,
-        connection.send_packed_commands(&pipeline, 0, batch.len()),
-    )
-    .await
-    {
-        Ok(Ok(replies)) if replies.len() == batch.len() => Ok(replies),
-        Ok(Ok(replies)) => Err(ConnectionError::Redis(redis::RedisError::from((
-            redis::ErrorKind::Client,
-            "unexpected number of replies to a pipeline",
-            format!("{} replies to {} commands", replies.len(), batch.len()),
-        )))),
-        Ok(Err(error)) => Err(ConnectionError::from_command(error)),
-        Err(_) => Err(ConnectionError::Timeout(timeout)),
-    }
+            (Request::Script(call), Some(scripts)) => Some(call.command(scripts)),
+            (Request::Script(_), None) => None,
+        })
+        .collect()
 }
 
 fn fail(batch: &mut Vec<Outgoing>, error: &ConnectionError) {

@@ -116,6 +116,29 @@ impl SubscriberPushes {
         self.deliver(&filters, payload);
     }
 
+    /// A sharded channel was unsubscribed: `[channel, count]`. When the node
+    /// still wants it, the server did it, because the channel's slot moved
+    /// to another master (a resharding, or this master became a replica):
+    /// the connection is given up, and the next one subscribes every channel
+    /// on the master that now serves its slot. (An unsubscribe this node
+    /// sent concerns a channel it no longer wants.)
+    fn on_shard_unsubscribed(&self, data: &[Value]) {
+        let Some(Value::BulkString(channel)) = data.first() else {
+            return;
+        };
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return;
+        };
+        if self.shared.interest.exact(channel).is_some() {
+            tracing::info!(
+                url = %self.shared.connector.redacted_url(),
+                channel,
+                "redis moved a subscribed channel's slot; subscribing again where it is now"
+            );
+            self.lost.notify();
+        }
+    }
+
     /// Decodes `payload` and delivers it once per filter in `filters` that
     /// matches its topic.
     fn deliver(&self, filters: &[TopicFilter], payload: Vec<u8>) {
@@ -183,6 +206,7 @@ impl AsyncPushSender for SubscriberPushes {
             PushKind::Message | PushKind::SMessage => self.on_message(info.data),
             PushKind::PMessage => self.on_pattern_message(info.data),
             PushKind::Disconnection => self.lost.notify(),
+            PushKind::SUnsubscribe => self.on_shard_unsubscribed(&info.data),
             // Subscription confirmations (their replies complete the
             // subscribe commands) and anything else.
             _ => {}

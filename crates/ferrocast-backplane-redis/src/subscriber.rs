@@ -11,11 +11,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
-use crate::connection::ConnectionError;
+use crate::connection::{ConnectionError, Link};
 use crate::health::Part;
 use crate::interest::{self, Changes};
 use crate::publisher::{check_timing, ping};
@@ -98,7 +99,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 /// One pub/sub connection and what it has subscribed.
 struct Session<'a> {
     shared: &'a Shared,
-    connection: MultiplexedConnection,
+    link: Link,
     lost: Arc<LostSignal>,
     channels: HashSet<String>,
     patterns: HashSet<String>,
@@ -109,10 +110,10 @@ impl<'a> Session<'a> {
     async fn open(shared: &'a Arc<Shared>) -> Result<Session<'a>, ConnectionError> {
         let lost = Arc::new(LostSignal::default());
         let pushes = SubscriberPushes::new(shared.clone(), lost.clone());
-        let connection = shared.connector.connect(pushes, WRITE_BUFFER).await?;
+        let link = shared.connector.connect(pushes, WRITE_BUFFER).await?;
         let mut session = Session {
             shared,
-            connection,
+            link,
             lost,
             channels: HashSet::new(),
             patterns: HashSet::new(),
@@ -165,7 +166,7 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = check.tick() => {
-                    if let Err(error) = ping(&mut self.connection, deadline).await {
+                    if let Err(error) = ping(&mut self.link, deadline).await {
                         return Ended::Lost(error);
                     }
                 }
@@ -231,55 +232,92 @@ impl<'a> Session<'a> {
     /// Redis confirmed every name.
     async fn send(&mut self, command: Command, names: &[String]) -> Result<(), ConnectionError> {
         let timeout = self.shared.timeout;
-        let connection = &mut self.connection;
-        let sent = if self.shared.sharded {
-            // No SSUBSCRIBE helper exists for a plain connection, and in a
-            // cluster every channel of one SSUBSCRIBE must hash to the same
-            // slot anyway: one single-channel command per name, in one
-            // pipeline (one round trip).
-            let name = match command {
-                Command::Subscribe => "SSUBSCRIBE",
-                Command::Unsubscribe => "SUNSUBSCRIBE",
-                // Refused by `subscribe` before they reach the desired set.
-                Command::PSubscribe | Command::PUnsubscribe => return Ok(()),
-            };
-            let mut pipeline = redis::Pipeline::with_capacity(names.len());
-            for channel in names {
-                pipeline.cmd(name).arg(channel.as_str());
+        let sent = match &mut self.link {
+            Link::Cluster(connection) => {
+                tokio::time::timeout(timeout, send_to_cluster(connection, command, names)).await
             }
-            match tokio::time::timeout(
-                timeout,
-                connection.send_packed_commands(&pipeline, 0, names.len()),
-            )
-            .await
-            {
-                Ok(Ok(replies)) => Ok(Ok(replies
-                    .into_iter()
-                    .find_map(|reply| match reply {
-                        Value::ServerError(error) => Some(error.to_string()),
-                        _ => None,
-                    })
-                    .map_or(Ok(()), |error| Err(ConnectionError::Refused(error))))),
-                Ok(Err(error)) => Ok(Err(error)),
-                Err(elapsed) => Err(elapsed),
+            Link::Server(connection) if self.shared.sharded => {
+                tokio::time::timeout(timeout, send_sharded(connection, command, names)).await
             }
-        } else {
-            let names = names.iter().map(String::as_str).collect::<Vec<_>>();
-            tokio::time::timeout(timeout, async {
-                let result = match command {
-                    Command::Subscribe => connection.subscribe(&names).await,
-                    Command::Unsubscribe => connection.unsubscribe(&names).await,
-                    Command::PSubscribe => connection.psubscribe(&names).await,
-                    Command::PUnsubscribe => connection.punsubscribe(&names).await,
-                };
-                result.map(Ok)
-            })
-            .await
+            Link::Server(connection) => {
+                let names = names.iter().map(String::as_str).collect::<Vec<_>>();
+                tokio::time::timeout(timeout, async {
+                    let result = match command {
+                        Command::Subscribe => connection.subscribe(&names).await,
+                        Command::Unsubscribe => connection.unsubscribe(&names).await,
+                        Command::PSubscribe => connection.psubscribe(&names).await,
+                        Command::PUnsubscribe => connection.punsubscribe(&names).await,
+                    };
+                    result.map_err(ConnectionError::from_command)
+                })
+                .await
+            }
         };
-        match sent {
-            Ok(Ok(result)) => result,
-            Ok(Err(error)) => Err(ConnectionError::from_command(error)),
-            Err(_) => Err(ConnectionError::Timeout(timeout)),
+        sent.unwrap_or(Err(ConnectionError::Timeout(timeout)))
+    }
+}
+
+/// `SSUBSCRIBE` or `SUNSUBSCRIBE` of `names` on one server. No helper
+/// exists for a plain connection, and in a cluster every channel of one
+/// command must hash to the same slot anyway: one single-channel command per
+/// name, in one pipeline (one round trip).
+async fn send_sharded(
+    connection: &mut MultiplexedConnection,
+    command: Command,
+    names: &[String],
+) -> Result<(), ConnectionError> {
+    let name = match command {
+        Command::Subscribe => "SSUBSCRIBE",
+        Command::Unsubscribe => "SUNSUBSCRIBE",
+        // Refused by `subscribe` before they reach the desired set.
+        Command::PSubscribe | Command::PUnsubscribe => return Ok(()),
+    };
+    let mut pipeline = redis::Pipeline::with_capacity(names.len());
+    for channel in names {
+        pipeline.cmd(name).arg(channel.as_str());
+    }
+    let replies = connection
+        .send_packed_commands(&pipeline, 0, names.len())
+        .await
+        .map_err(ConnectionError::from_command)?;
+    replies
+        .into_iter()
+        .find_map(|reply| match reply {
+            Value::ServerError(error) => Some(error.to_string()),
+            _ => None,
+        })
+        .map_or(Ok(()), |error| Err(ConnectionError::Refused(error)))
+}
+
+/// `SSUBSCRIBE` or `SUNSUBSCRIBE` of `names` on a cluster: one command per
+/// channel, all at once, each routed to the master of the channel's slot
+/// (following `MOVED` and `ASK`). Returns the first error that broke a
+/// connection, else the first refusal.
+async fn send_to_cluster(
+    connection: &ClusterConnection,
+    command: Command,
+    names: &[String],
+) -> Result<(), ConnectionError> {
+    let each = names.iter().map(|channel| {
+        let mut connection = connection.clone();
+        async move {
+            match command {
+                Command::Subscribe => connection.ssubscribe(channel.as_str()).await,
+                Command::Unsubscribe => connection.sunsubscribe(channel.as_str()).await,
+                // Refused by `subscribe` before they reach the desired set.
+                Command::PSubscribe | Command::PUnsubscribe => Ok(()),
+            }
+        }
+    });
+    let mut refusal = None;
+    for result in futures::future::join_all(each).await {
+        if let Err(error) = result {
+            let error = ConnectionError::from_command(error);
+            if !error.is_refusal() {
+                return Err(error);
+            }
+            refusal.get_or_insert(error);
         }
     }
+    refusal.map_or(Ok(()), Err)
 }

@@ -90,14 +90,15 @@ impl RedisCluster {
         cluster
     }
 
-    /// The seed addresses, `redis://127.0.0.1:PORT` each, comma-separated:
-    /// every server of the cluster.
+    /// The backplane URL of the cluster, every server a seed:
+    /// `redis+cluster://127.0.0.1:PORT,127.0.0.1:PORT,…`.
     pub fn url(&self) -> String {
-        self.members
+        let seeds = self
+            .members
             .iter()
-            .map(|m| format!("redis://127.0.0.1:{}", m.port))
-            .collect::<Vec<_>>()
-            .join(",")
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect::<Vec<_>>();
+        format!("redis+cluster://{}", seeds.join(","))
     }
 
     /// Server `index`'s port.
