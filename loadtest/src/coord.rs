@@ -93,6 +93,8 @@ pub(crate) enum Phase {
     Ready,
     /// `idle`: the hold is over; the go starts the delivery check.
     Held,
+    /// `soak`: the warm-up cycles are over; the go starts the measured ones.
+    WarmedUp,
 }
 
 /// Worker → conductor.

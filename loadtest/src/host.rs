@@ -63,29 +63,36 @@ fn parse_stat_cpu_seconds(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / TICKS_PER_SECOND)
 }
 
+/// The sum of every series of metric `name` (any labels) in a Prometheus
+/// text exposition; `None` when it has no such series.
+pub(crate) fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let rest = match rest.strip_prefix('{') {
+                Some(labels) => labels.split_once('}')?.1,
+                // Another metric whose name starts with `name`.
+                None if !rest.starts_with(' ') => return None,
+                None => rest,
+            };
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .reduce(|a, b| a + b)
+}
+
 /// `process_resident_memory_bytes` (as KiB) and `process_cpu_seconds_total`
 /// of a Prometheus text exposition.
 fn parse_process_metrics(text: &str) -> Sample {
-    let value = |name: &str| {
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .find_map(|line| {
-                let rest = line.strip_prefix(name)?;
-                let rest = match rest.strip_prefix('{') {
-                    Some(labels) => labels.split_once('}')?.1,
-                    None => rest,
-                };
-                rest.split_whitespace().next()?.parse::<f64>().ok()
-            })
-    };
     Sample {
-        rss_kib: value("process_resident_memory_bytes").map(|bytes| (bytes / 1024.0) as u64),
-        cpu_s: value("process_cpu_seconds_total"),
+        rss_kib: metric_sum(text, "process_resident_memory_bytes")
+            .map(|bytes| (bytes / 1024.0) as u64),
+        cpu_s: metric_sum(text, "process_cpu_seconds_total"),
     }
 }
 
 /// Fetches `url` (plain `http://host:port/path`) with HTTP/1.0 and returns the body.
-async fn http_get(url: &str) -> anyhow::Result<String> {
+pub(crate) async fn http_get(url: &str) -> anyhow::Result<String> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("{url}: only http:// URLs are supported"))?;
@@ -371,6 +378,18 @@ mod tests {
             parse_process_metrics("ferrocast_connections 3\n"),
             Sample::default()
         );
+    }
+
+    #[test]
+    fn a_metric_is_summed_over_its_series() {
+        let text = "# TYPE ferrocast_connections gauge\n\
+                    ferrocast_connections{protocol=\"json\"} 3\n\
+                    ferrocast_connections{protocol=\"stomp\"} 2\n\
+                    ferrocast_connections_opened_total{protocol=\"json\"} 40\n\
+                    ferrocast_topics 7\n";
+        assert_eq!(metric_sum(text, "ferrocast_connections"), Some(5.0));
+        assert_eq!(metric_sum(text, "ferrocast_topics"), Some(7.0));
+        assert_eq!(metric_sum(text, "ferrocast_subscriptions"), None);
     }
 
     #[test]

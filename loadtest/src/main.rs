@@ -15,6 +15,7 @@ mod latency;
 mod progress;
 mod report;
 mod scenario;
+mod soak;
 mod stomp;
 mod storm;
 mod wire;
@@ -40,7 +41,7 @@ latency (from a timestamp carried in each publication; generator and node must
 share a clock, i.e. run on the same machine), throughput, losses, disconnects
 (by close code), and the nodes' memory and CPU (--node-pid, --node-metrics).
 
-Scenarios: idle, fanout, cross-node, churn, reconnect-storm (see
+Scenarios: idle, fanout, cross-node, churn, reconnect-storm, soak (see
 `ferrocast-loadtest <scenario> --help`).
 
 Every run is bounded in time and stops by itself. Traffic goes only to the URLs
@@ -134,6 +135,11 @@ enum Command {
     /// messages missed, duplicates, recovery.
     #[command(long_about = storm::ABOUT)]
     ReconnectStorm(storm::StormArgs),
+
+    /// Connect, subscribe, publish, disconnect, many times over: whether the
+    /// node gives back its memory, file descriptors and connections.
+    #[command(long_about = soak::ABOUT)]
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -152,6 +158,7 @@ fn main() -> ExitCode {
         Command::CrossNode(args) => run(fanout::Plan::from(args), &options),
         Command::Churn(args) => run(args, &options),
         Command::ReconnectStorm(args) => run(args, &options),
+        Command::Soak(args) => run(args, &options),
     };
     match ran {
         Ok(()) => ExitCode::SUCCESS,

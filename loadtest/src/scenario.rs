@@ -1,5 +1,5 @@
 //! The one shape of every scenario (idle, fanout, cross-node, churn,
-//! reconnect-storm): a [`Scenario`] has a worker side that opens the
+//! reconnect-storm, soak): a [`Scenario`] has a worker side that opens the
 //! connections and measures ([`Scenario::work`], in every worker process), a
 //! parent side that paces the phases and reads the nodes
 //! ([`Scenario::conduct`]), a [`Partial`] result that adds up across
@@ -22,7 +22,7 @@ use crate::report::Table;
 
 /// Time between the go and the start of a phase, so that every worker
 /// process hears of it before it begins.
-const START_LEAD: Duration = Duration::from_millis(200);
+pub(crate) const START_LEAD: Duration = Duration::from_millis(200);
 
 /// What one worker measured; merged across workers into the run's total.
 pub(crate) trait Partial: Default + Serialize + DeserializeOwned + Send + 'static {

@@ -1,8 +1,8 @@
 //! The load tool against real `ferrocast` nodes, every scenario with small
 //! counts: `idle`, a STOMP `fanout` spread over two worker processes,
-//! `churn`, `cross-node` over two nodes on a real Redis, and
-//! `reconnect-storm` killing one of two nodes. Their JSON reports must
-//! account for every connection and every delivery.
+//! `churn`, `cross-node` over two nodes on a real Redis,
+//! `reconnect-storm` killing one of two nodes, and a short `soak`. Their
+//! JSON reports must account for every connection and every delivery.
 
 use std::process::Command;
 
@@ -266,4 +266,49 @@ fn reconnect_storm_loses_nothing_when_a_node_dies() {
     assert_eq!(storm["recovered_true"], 10, "{storm:#}");
     assert_eq!(storm["recovered_false"], 0, "{storm:#}");
     assert_eq!(storm["gaps"], 0, "{storm:#}");
+}
+
+#[test]
+fn soak_completes_every_cycle_and_reads_the_node() {
+    let node = Node::spawn(node_binary(), &[]);
+    let pid = node.pid().to_string();
+    let metrics = format!("http://{}/metrics", node.admin);
+    let soak = run_tool(&[
+        "soak",
+        "--url",
+        &node.ws_url(),
+        "--cycles",
+        "300",
+        "--warmup-cycles",
+        "100",
+        "--concurrency",
+        "8",
+        "--topics",
+        "3",
+        "--time-limit",
+        "60s",
+        "--node-pid",
+        &pid,
+        "--node-metrics",
+        &metrics,
+    ]);
+    assert_eq!(soak["scenario"], "soak");
+    assert_eq!(soak["warmup_completed"], 100, "{soak:#}");
+    assert_eq!(soak["started"], 300, "{soak:#}");
+    assert_eq!(soak["completed"], 300, "{soak:#}");
+    assert_eq!(soak["undelivered"], 0, "{soak:#}");
+    assert_eq!(soak["not_run"], 0, "{soak:#}");
+    assert_eq!(soak["connection_errors_total"], 0, "{soak:#}");
+    assert_eq!(soak["cycle_latency"]["samples"], 300, "{soak:#}");
+    // Every connection the node opened for the run is closed again and
+    // leaves nothing behind; its memory was read at both points.
+    let verdict = &soak["verdict"];
+    assert_eq!(verdict["cycles_ok"], true, "{soak:#}");
+    assert_eq!(verdict["nothing_left"], true, "{soak:#}");
+    assert_eq!(verdict["opened_not_closed"], 0.0, "{soak:#}");
+    assert_eq!(verdict["fds_ok"], true, "{soak:#}");
+    assert!(verdict["rss_growth_percent"].as_f64().is_some(), "{soak:#}");
+    assert!(soak["node"]["warm"]["rss_kib"].as_u64().unwrap() > 0);
+    let opened = soak["node"]["end"]["connections_opened"].as_f64().unwrap();
+    assert_eq!(opened, 400.0, "{soak:#}");
 }
