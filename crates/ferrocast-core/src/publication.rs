@@ -86,11 +86,14 @@ const FORMATS: usize = 6;
 /// A publication on its way to local subscribers, shared by all of them.
 ///
 /// Each wire format is encoded at most once per node, by the first writer that
-/// needs it; every other subscriber reuses the same bytes.
+/// needs it; every other subscriber reuses the same bytes. So is its
+/// compressed form (permessage-deflate without context takeover), for the
+/// formats whose whole frame subscribers share.
 #[derive(Debug)]
 pub struct Delivery {
     pub publication: Publication,
     frames: [OnceLock<Bytes>; FORMATS],
+    compressed: [OnceLock<Bytes>; FORMATS],
 }
 
 impl Delivery {
@@ -98,6 +101,7 @@ impl Delivery {
         Arc::new(Self {
             publication,
             frames: Default::default(),
+            compressed: Default::default(),
         })
     }
 
@@ -105,6 +109,17 @@ impl Delivery {
     /// time it is asked for.
     pub fn frame(&self, format: WireFormat, encode: impl FnOnce(&Publication) -> Bytes) -> &Bytes {
         self.frames[format as usize].get_or_init(|| encode(&self.publication))
+    }
+
+    /// `frame` (this delivery's encoding in `format`) compressed by
+    /// `compress` the first time it is asked for.
+    pub fn compressed(
+        &self,
+        format: WireFormat,
+        frame: &Bytes,
+        compress: impl FnOnce(&[u8]) -> Bytes,
+    ) -> &Bytes {
+        self.compressed[format as usize].get_or_init(|| compress(frame))
     }
 
     /// The `ferrocast.v1.json` message frame; a presence event is its own

@@ -48,7 +48,6 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -65,6 +64,7 @@ use crate::edge::Edge;
 use crate::rate::{self, Limited, RateLimited};
 use crate::session::count_error;
 use crate::settings::EdgeSettings;
+use crate::ws::UpgradeRejection;
 
 /// `Retry-After` of a node that drains or is full: long enough for the load
 /// balancer to pick another node, short enough that a client does not wait
@@ -436,8 +436,8 @@ impl Refusal {
         }
     }
 
-    /// The request is no WebSocket handshake: axum's status and reason.
-    pub(crate) fn not_an_upgrade(rejection: &WebSocketUpgradeRejection) -> Self {
+    /// The request is no WebSocket handshake: its status and reason.
+    pub(crate) fn not_an_upgrade(rejection: &UpgradeRejection) -> Self {
         Self::by(
             Check::Upgrade,
             rejection.status(),

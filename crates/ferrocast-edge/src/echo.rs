@@ -10,10 +10,10 @@
 //! messages come back unchanged; pings, pongs and the close handshake are
 //! left to the codec, as in a session.
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::State;
 use axum::response::Response;
+use futures::{SinkExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::{Admission, Admitted, Caller, Refusal};
@@ -30,23 +30,21 @@ const ADMISSION: Admission = Admission::new()
 pub(crate) async fn upgrade(
     State(edge): State<Edge>,
     caller: Caller,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<ws::WebSocketUpgrade, ws::UpgradeRejection>,
 ) -> Result<Response, Refusal> {
     let Admitted { permit, .. } = ADMISSION.admit_connection(&edge, &caller)?;
     let upgrade = ws::accept(&edge, upgrade)?;
-    Ok(upgrade
-        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| echo(edge, socket, permit)))
+    Ok(upgrade.on_upgrade(move |socket| echo(edge, socket, permit)))
 }
 
 /// Sends every text and binary message back until the client closes, the
 /// codec fails the connection, or the node drains (then 1012). `_permit`
 /// holds the connection's slot.
-async fn echo(edge: Edge, mut socket: WebSocket, _permit: OwnedSemaphorePermit) {
+async fn echo(edge: Edge, mut socket: ws::WebSocket, _permit: OwnedSemaphorePermit) {
     let draining = edge.draining().clone();
     loop {
         let received = tokio::select! {
-            received = socket.recv() => received,
+            received = socket.next() => received,
             () = draining.cancelled() => {
                 let farewell = CloseFrame {
                     code: code::SERVICE_RESTART,

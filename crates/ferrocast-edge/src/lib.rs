@@ -79,7 +79,7 @@ pub use auth::{AuthConfig, AuthError, Authenticator, Identity};
 pub use edge::{Edge, Target};
 pub use feed::Feed;
 pub use serve::{serve, ServeSettings};
-pub use settings::{EdgeSettings, Rate, SocketioSettings, SockjsSettings};
+pub use settings::{EdgeSettings, Rate, SocketioSettings, SockjsSettings, WsCompression};
 pub use subscriptions::Subscriptions;
 
 /// The public listener's routes: `GET /ws`, `GET /sse`, `POST /publish`

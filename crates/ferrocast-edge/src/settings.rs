@@ -23,6 +23,8 @@ pub struct EdgeSettings {
     pub pong_timeout: Duration,
     /// Per-connection read buffer of the WebSocket codec, in bytes.
     pub read_buffer_size: usize,
+    /// permessage-deflate (RFC 7692) with clients that offer it.
+    pub ws_compression: WsCompression,
     /// Whether `/readyz` fails while the backplane is down. Local traffic is
     /// served either way; this decides whether the load balancer keeps sending
     /// new clients to a node that cannot reach the cluster.
@@ -149,6 +151,48 @@ pub struct Rate {
     pub burst: u32,
 }
 
+/// Whether the node compresses WebSocket messages (permessage-deflate) for
+/// clients that offer it, and from which size. Messages from clients that
+/// compress are inflated whenever the extension was negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsCompression {
+    /// Never negotiated.
+    Off,
+    /// Negotiated; messages of at least this many bytes are compressed.
+    Above(usize),
+}
+
+impl WsCompression {
+    /// The smallest message compressed, or `None` when compression is off.
+    pub fn min_size(self) -> Option<usize> {
+        match self {
+            Self::Off => None,
+            Self::Above(bytes) => Some(bytes),
+        }
+    }
+
+    /// `off`, `on` (every message) or a size in bytes.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "off" | "false" => Ok(Self::Off),
+            "on" | "true" => Ok(Self::Above(0)),
+            bytes => bytes.parse().map(Self::Above).map_err(|_| {
+                format!("ws_compression must be off, on or a size in bytes, not {value:?}")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for WsCompression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Above(0) => f.write_str("on"),
+            Self::Above(bytes) => write!(f, "{bytes}"),
+        }
+    }
+}
+
 impl Rate {
     /// Whether the limit is on.
     pub fn is_on(&self) -> bool {
@@ -167,6 +211,7 @@ impl Default for EdgeSettings {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             read_buffer_size: 512,
+            ws_compression: WsCompression::Above(256),
             ready_requires_backplane: true,
             stomp_login_is_user: false,
             sse_keepalive: Duration::from_secs(15),

@@ -5,7 +5,6 @@ use axum::extract::ws::{CloseFrame, Utf8Bytes};
 use futures::SinkExt;
 use futures::StreamExt;
 use metrics::counter;
-use tokio_tungstenite::tungstenite;
 
 use ferrocast_core::metrics as names;
 use ferrocast_core::CloseReason;
@@ -13,6 +12,7 @@ use ferrocast_core::CloseReason;
 use super::{Protocol, Socket};
 
 use crate::edge::{Edge, CLOSE_GRACE};
+use crate::ws::WsError;
 
 /// Close codes (docs/protocol.md).
 pub(crate) mod code {
@@ -158,23 +158,24 @@ pub(super) async fn close<P: Protocol, S: Socket>(
 }
 
 /// Maps a read error to how the session ends.
-pub(super) fn classify(error: axum::Error) -> End {
-    match error.into_inner().downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => {
+pub(crate) fn classify(error: axum::Error) -> End {
+    match error.into_inner().downcast_ref::<WsError>() {
+        Some(WsError::TooLarge) => {
             counter!(names::LIMIT_HITS, "limit" => "message_size").increment(1);
             End::TooLarge
         }
-        Some(tungstenite::Error::Utf8(_)) => End::InvalidUtf8,
+        // A compressed message that inflates beyond the size limit: a
+        // decompression bomb, or just too large.
+        Some(WsError::Inflated) => {
+            counter!(names::LIMIT_HITS, "limit" => "inflated_size").increment(1);
+            End::TooLarge
+        }
+        Some(WsError::Utf8) => End::InvalidUtf8,
         // The client went away without a close handshake (closed its socket,
         // or the network dropped it): nothing to answer.
-        Some(tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ))
-        | Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-            End::ClientGone
-        }
-        Some(tungstenite::Error::Io(error)) if is_disconnect(error.kind()) => End::ClientGone,
-        Some(tungstenite::Error::Protocol(_)) => End::ProtocolError,
+        Some(WsError::Reset | WsError::Closed) => End::ClientGone,
+        Some(WsError::Io(error)) if is_disconnect(error.kind()) => End::ClientGone,
+        Some(WsError::Protocol(_)) => End::ProtocolError,
         _ => End::Io,
     }
 }

@@ -1,7 +1,5 @@
 //! `ferrocast.v1.json`: JSON objects in text frames (docs/protocol.md).
 
-use std::collections::VecDeque;
-
 use axum::extract::ws::Message;
 use bytes::Bytes;
 
@@ -15,7 +13,7 @@ use ferrocast_protocol::TopicFilter;
 use ferrocast_protocol::{ErrorCode, OkReply, PresenceEntry, RequestError};
 
 use super::native::{self, Completion, Replies};
-use super::{text_or_binary, End, Link, Protocol};
+use super::{text_or_binary, End, Link, Protocol, SharedFormat, Staged};
 
 /// The JSON protocol of one connection: it keeps no state of its own (the
 /// [`Link`] knows the subscriptions).
@@ -53,8 +51,12 @@ impl Protocol for JsonProtocol {
         native::server_unsubscribe::<Self>(link, filter);
     }
 
-    /// Joins the batch's objects with `\n` into one text frame.
-    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+    /// Joins the batch's objects with `\n` into one text frame; where the
+    /// socket compresses shared frames, each delivery is a message of its own.
+    fn encode(&mut self, batch: &[Outbound], out: &mut Staged) -> u64 {
+        if out.shares_frames() {
+            return native::stage_each(batch, out, SharedFormat::Json, text_or_binary);
+        }
         let (frame, deliveries) = native::join_batch::<Self>(batch, b"\n");
         if let Some(frame) = frame {
             out.push_back(text_or_binary(frame));
@@ -106,6 +108,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::session::writer::Outgoing;
     use ferrocast_core::Publication;
     use ferrocast_protocol::{Topic, TopicFilter};
 
@@ -122,9 +125,36 @@ mod tests {
     }
 
     fn encode(batch: &[Outbound]) -> (Vec<Message>, u64) {
-        let mut out = VecDeque::new();
+        let mut out = Staged::for_test(false);
         let n = JsonProtocol.encode(batch, &mut out);
-        (out.into_iter().collect(), n)
+        let messages = out.into_messages().into_iter();
+        (messages.map(Outgoing::into_message).collect(), n)
+    }
+
+    #[test]
+    fn a_socket_that_shares_compressed_frames_gets_each_delivery_apart() {
+        let batch = [
+            Outbound::Frame(Bytes::from_static(br#"{"op":"pong"}"#)),
+            delivery("1"),
+            delivery("[2]"),
+        ];
+        let mut out = Staged::for_test(true);
+        assert_eq!(JsonProtocol.encode(&batch, &mut out), 2);
+        let staged = out.into_messages();
+        let [Outgoing::Message(Message::Text(pong)), Outgoing::Shared(one, SharedFormat::Json), Outgoing::Shared(two, SharedFormat::Json)] =
+            &staged[..]
+        else {
+            panic!("{staged:?}")
+        };
+        assert_eq!(pong.as_str(), r#"{"op":"pong"}"#);
+        assert_eq!(
+            &one.json_frame()[..],
+            br#"{"op":"message","topic":"a.b","data":1}"#
+        );
+        assert_eq!(
+            &two.json_frame()[..],
+            br#"{"op":"message","topic":"a.b","data":[2]}"#
+        );
     }
 
     #[test]

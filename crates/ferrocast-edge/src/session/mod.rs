@@ -30,6 +30,7 @@ pub(crate) use proto::ProtoProtocol;
 pub(crate) use protocol::{count_error, text_or_binary, Heartbeat, Protocol};
 pub(crate) use socket::Socket;
 pub(crate) use stomp::{rand_suffix, StompProtocol};
+pub(crate) use writer::{SharedFormat, Staged};
 
 use close::{classify, close};
 use keepalive::Keepalive;
@@ -206,7 +207,7 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    use axum::extract::ws::WebSocket;
+    use crate::ws::WebSocket;
 
     /// An idle connection is mostly this future (plus the socket's kernel
     /// buffers and the codec's read buffer): a budget that keeps it from

@@ -3,6 +3,7 @@
 //! (`ClientRequest`), served the same way, answered in each protocol's
 //! encoding ([`Replies`]).
 
+use axum::extract::ws::Message;
 use bytes::{Bytes, BytesMut};
 
 use ferrocast_core::history::HistoryRead;
@@ -11,7 +12,7 @@ use ferrocast_core::{CloseReason, Delivery, Outbound};
 use ferrocast_protocol::{ClientRequest, ErrorCode, OkReply, PresenceEntry, RequestError};
 use ferrocast_protocol::{StreamPosition, Topic, TopicFilter, MAX_HISTORY_LIMIT};
 
-use super::{count_error, Link};
+use super::{count_error, Link, SharedFormat, Staged};
 use crate::rate::RateLimited;
 use crate::subscriptions::Opening;
 
@@ -132,6 +133,29 @@ pub(crate) fn join_batch<R: Replies>(batch: &[Outbound], separator: &[u8]) -> (O
         }
     };
     (joined, deliveries)
+}
+
+/// Stages each item of `batch` as a message of its own: deliveries as the
+/// frame every subscriber shares (sent compressed once for all), replies as
+/// `message` makes them.
+pub(crate) fn stage_each(
+    batch: &[Outbound],
+    out: &mut Staged,
+    format: SharedFormat,
+    message: fn(Bytes) -> Message,
+) -> u64 {
+    let mut deliveries = 0;
+    for item in batch {
+        match item {
+            Outbound::Frame(frame) => out.push_back(message(frame.clone())),
+            Outbound::Delivery(delivery, _) => {
+                deliveries += 1;
+                out.push_shared(delivery.clone(), format);
+            }
+            Outbound::Ping | Outbound::Unsubscribe(_) => {}
+        }
+    }
+    deliveries
 }
 
 /// The `too_large` error that precedes close 1009, counted.

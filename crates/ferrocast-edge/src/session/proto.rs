@@ -2,8 +2,6 @@
 //! (`proto/ferrocast/v1/client.proto`, docs/protocol.md). The requests and
 //! their handling are the JSON protocol's ([`native`]).
 
-use std::collections::VecDeque;
-
 use axum::extract::ws::Message;
 use bytes::Bytes;
 
@@ -17,7 +15,7 @@ use ferrocast_protocol::TopicFilter;
 use ferrocast_protocol::{ErrorCode, OkReply, PresenceEntry, RequestError};
 
 use super::native::{self, Completion, Replies};
-use super::{count_error, End, Link, Protocol};
+use super::{count_error, End, Link, Protocol, SharedFormat, Staged};
 
 /// The protobuf protocol of one connection: like the JSON protocol, it keeps
 /// no state of its own (the [`Link`] knows the subscriptions).
@@ -54,7 +52,12 @@ impl Protocol for ProtoProtocol {
 
     /// Puts the batch's length-delimited messages one after the other into
     /// one binary frame.
-    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+    /// (Where the socket compresses shared frames, each delivery is a
+    /// message of its own.)
+    fn encode(&mut self, batch: &[Outbound], out: &mut Staged) -> u64 {
+        if out.shares_frames() {
+            return native::stage_each(batch, out, SharedFormat::Proto, Message::Binary);
+        }
         let (frame, deliveries) = native::join_batch::<Self>(batch, b"");
         if let Some(frame) = frame {
             out.push_back(Message::Binary(frame));
@@ -105,6 +108,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::session::writer::Outgoing;
     use ferrocast_core::Publication;
     use ferrocast_protocol::proto_frames::decode_messages;
     use ferrocast_protocol::proto_frames::pb::server_message::Kind;
@@ -120,9 +124,10 @@ mod tests {
     }
 
     fn encode(batch: &[Outbound]) -> (Vec<Message>, u64) {
-        let mut out = VecDeque::new();
+        let mut out = Staged::for_test(false);
         let n = ProtoProtocol.encode(batch, &mut out);
-        (out.into_iter().collect(), n)
+        let messages = out.into_messages().into_iter();
+        (messages.map(Outgoing::into_message).collect(), n)
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! What differs between subprotocols: the [`Protocol`] trait a session kind
 //! implements, and the helpers protocols share.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -12,6 +11,7 @@ use ferrocast_core::metrics as names;
 use ferrocast_core::Outbound;
 use ferrocast_protocol::TopicFilter;
 
+use super::writer::Staged;
 use super::{End, Link};
 
 /// A protocol-level keep-alive, agreed with the client (STOMP heart-beats).
@@ -38,7 +38,7 @@ pub(crate) trait Protocol: Send + 'static {
 
     /// Encodes a batch taken from the queue into WebSocket messages, and
     /// returns how many publications it delivered.
-    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64;
+    fn encode(&mut self, batch: &[Outbound], out: &mut Staged) -> u64;
 
     /// The protocol keep-alive currently agreed.
     fn heartbeat(&self) -> Heartbeat {

@@ -1,13 +1,16 @@
-//! What a session runs over: the [`Socket`] trait, and axum's WebSocket as
-//! the first (and cheapest) kind of socket.
+//! What a session runs over: the [`Socket`] trait, and the node's WebSocket
+//! as the first (and cheapest) kind of socket.
 
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message};
+use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream};
 
+use super::writer::Outgoing;
 use crate::settings::EdgeSettings;
+use crate::ws::{compress_shared, WebSocket};
 
 /// A transport a session can run over: a stream of the client's messages
 /// and a sink of the node's, in WebSocket terms. A WebSocket is one as it is;
@@ -43,6 +46,18 @@ pub(crate) trait Socket:
         settings.ping_interval
     }
 
+    /// Whether the socket sends [`Outgoing::Shared`] deliveries compressed
+    /// once for every subscriber: protocols then stage each such delivery
+    /// as its own message.
+    fn shares_frames(&self) -> bool {
+        false
+    }
+
+    /// Queues `outgoing`, after [`Sink::poll_ready`] said it may.
+    fn start_send_outgoing(&mut self, outgoing: Outgoing) -> Result<(), axum::Error> {
+        self.start_send_unpin(outgoing.into_message())
+    }
+
     /// Sends the close frame, after what was sent before it.
     fn send_close(
         &mut self,
@@ -52,5 +67,27 @@ pub(crate) trait Socket:
     }
 }
 
-/// A plain WebSocket: pings, pongs and the close handshake of RFC 6455.
-impl Socket for WebSocket {}
+/// A plain WebSocket: pings, pongs and the close handshake of RFC 6455, and
+/// deliveries compressed once for every subscriber where permessage-deflate
+/// was negotiated with the default window.
+impl Socket for WebSocket {
+    fn shares_frames(&self) -> bool {
+        self.shares_compressed_frames()
+    }
+
+    fn start_send_outgoing(&mut self, outgoing: Outgoing) -> Result<(), axum::Error> {
+        match outgoing {
+            Outgoing::Message(message) => self.start_send_unpin(message),
+            Outgoing::Shared(delivery, format) => {
+                let frame = format.frame(&delivery);
+                self.start_send_prepared(format.is_binary(), frame, || {
+                    delivery
+                        .compressed(format.wire(), frame, |plain| {
+                            Bytes::from(compress_shared(plain))
+                        })
+                        .clone()
+                })
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@
 //! one ERROR names each SEND (position, destination, receipt) with what
 //! happened to it. What was published stays published.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use ferrocast_protocol::stomp::{
 use ferrocast_protocol::{json_payload, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
-use super::{count_error, text_or_binary, End, Heartbeat, Link, Protocol};
+use super::{count_error, text_or_binary, End, Heartbeat, Link, Protocol, Staged};
 use crate::auth::{user_topic, USER_NAMESPACE};
 use crate::rate::RateLimited;
 use crate::settings::EdgeSettings;
@@ -760,7 +760,7 @@ impl StompProtocol {
         &mut self,
         delivery: &Delivery,
         filter: &TopicFilter,
-        out: &mut VecDeque<Message>,
+        out: &mut Staged,
     ) -> u64 {
         let version = self.version();
         let Self {
@@ -880,7 +880,7 @@ impl Protocol for StompProtocol {
         }
     }
 
-    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+    fn encode(&mut self, batch: &[Outbound], out: &mut Staged) -> u64 {
         let mut deliveries = 0;
         for item in batch {
             match item {

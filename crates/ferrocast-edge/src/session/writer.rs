@@ -1,6 +1,7 @@
 //! The writer: moves a connection's queue to its socket in batches.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use axum::extract::ws::Message;
@@ -9,11 +10,103 @@ use futures::SinkExt;
 use metrics::{counter, histogram, Counter, Histogram};
 
 use ferrocast_core::metrics as names;
-use ferrocast_core::{unix_micros, CloseReason, Outbound, Taken};
+use ferrocast_core::{unix_micros, CloseReason, Delivery, Outbound, Taken, WireFormat};
 use ferrocast_protocol::TopicFilter;
 
-use super::{Protocol, Socket};
+use super::{text_or_binary, Protocol, Socket};
 use crate::subscriptions::Subscriptions;
+
+/// A message on its way to the socket.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message(Message),
+    /// A delivery whose whole frame every subscriber of `format` shares: a
+    /// socket that compresses sends the one compressed form made for all
+    /// ([`Socket::shares_frames`]).
+    Shared(Arc<Delivery>, SharedFormat),
+}
+
+/// The wire formats whose frames are the same for every subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SharedFormat {
+    /// `ferrocast.v1.json`, in a text message.
+    Json,
+    /// `ferrocast.v1.proto`, in a binary message.
+    Proto,
+}
+
+impl SharedFormat {
+    pub(crate) fn wire(self) -> WireFormat {
+        match self {
+            Self::Json => WireFormat::Json,
+            Self::Proto => WireFormat::Proto,
+        }
+    }
+
+    pub(crate) fn frame(self, delivery: &Delivery) -> &Bytes {
+        match self {
+            Self::Json => delivery.json_frame(),
+            Self::Proto => delivery.proto_frame(),
+        }
+    }
+
+    pub(crate) fn is_binary(self) -> bool {
+        self == Self::Proto
+    }
+}
+
+impl Outgoing {
+    /// As a plain message, for sockets that do not compress.
+    pub(crate) fn into_message(self) -> Message {
+        match self {
+            Self::Message(message) => message,
+            Self::Shared(delivery, SharedFormat::Json) => {
+                text_or_binary(delivery.json_frame().clone())
+            }
+            Self::Shared(delivery, SharedFormat::Proto) => {
+                Message::Binary(delivery.proto_frame().clone())
+            }
+        }
+    }
+}
+
+/// What a protocol encodes a batch into: messages in order, and whether the
+/// socket takes shared frames, in which case each delivery of a shared
+/// format is best staged as its own message ([`Staged::push_shared`]) rather
+/// than joined with others into one frame that only this subscriber has.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    messages: VecDeque<Outgoing>,
+    shares_frames: bool,
+}
+
+impl Staged {
+    pub(crate) fn push_back(&mut self, message: Message) {
+        self.messages.push_back(Outgoing::Message(message));
+    }
+
+    pub(crate) fn push_shared(&mut self, delivery: Arc<Delivery>, format: SharedFormat) {
+        self.messages.push_back(Outgoing::Shared(delivery, format));
+    }
+
+    pub(crate) fn shares_frames(&self) -> bool {
+        self.shares_frames
+    }
+
+    /// A batch's messages as plain messages (protocol tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(shares_frames: bool) -> Self {
+        Self {
+            messages: VecDeque::new(),
+            shares_frames,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn into_messages(self) -> Vec<Outgoing> {
+        self.messages.into()
+    }
+}
 
 /// Most queued items encoded in one go.
 pub(super) const MAX_BATCH_ITEMS: usize = 64;
@@ -29,7 +122,7 @@ pub(super) struct WriterMetrics {
 /// memory, while the connection is idle.
 pub(super) struct Writer {
     batch: Vec<Outbound>,
-    staged: VecDeque<Message>,
+    staged: Staged,
     /// Filters the server API unsubscribed, taken from the queue in order
     /// with the deliveries; the session applies them after the write.
     pub(super) unsubscribed: Vec<TopicFilter>,
@@ -40,7 +133,7 @@ impl Writer {
     pub(super) fn new() -> Self {
         Self {
             batch: Vec::new(),
-            staged: VecDeque::new(),
+            staged: Staged::default(),
             unsubscribed: Vec::new(),
             metrics: WriterMetrics {
                 delivered: counter!(names::MESSAGES_DELIVERED),
@@ -67,10 +160,10 @@ pub(super) fn pump<P: Protocol, S: Socket>(
         metrics,
     } = writer;
     loop {
-        if !staged.is_empty() {
+        if !staged.messages.is_empty() {
             ready!(socket.poll_ready_unpin(cx))?;
-            if let Some(message) = staged.pop_front() {
-                socket.start_send_unpin(message)?;
+            if let Some(message) = staged.messages.pop_front() {
+                socket.start_send_outgoing(message)?;
             }
             continue;
         }
@@ -96,6 +189,7 @@ pub(super) fn pump<P: Protocol, S: Socket>(
                 if let [Outbound::Ping] = &batch[..] {
                     staged.push_back(Message::Ping(Bytes::new()));
                 } else {
+                    staged.shares_frames = socket.shares_frames();
                     let deliveries = protocol.encode(batch, staged);
                     record_deliveries(batch, deliveries, metrics);
                 }
@@ -105,7 +199,7 @@ pub(super) fn pump<P: Protocol, S: Socket>(
                 ready!(socket.poll_flush_unpin(cx))?;
                 // Idle: give the buffers back.
                 *batch = Vec::new();
-                *staged = VecDeque::new();
+                staged.messages = VecDeque::new();
                 return Poll::Pending;
             }
         }

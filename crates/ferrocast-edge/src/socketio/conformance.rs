@@ -6,7 +6,7 @@
 //! ([`SuiteHandlers`]) instead of ferrocast's events. Conformance testing
 //! only; never in production.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use axum::extract::ws::Message;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,7 +17,7 @@ use ferrocast_protocol::TopicFilter;
 
 use super::packet::{self, Kind, Packet};
 use super::random_id;
-use crate::session::{count_error, End, Link, Protocol};
+use crate::session::{count_error, End, Link, Protocol, Staged};
 
 /// Marks a queued frame as a binary message (a frame's first byte).
 const BINARY: u8 = 1;
@@ -32,7 +32,7 @@ fn frame(kind: u8, payload: &[u8]) -> Bytes {
 }
 
 /// Queued frames back to messages of their kind; pings kept.
-fn encode_frames(batch: &[Outbound], out: &mut VecDeque<Message>) {
+fn encode_frames(batch: &[Outbound], out: &mut Staged) {
     for item in batch {
         match item {
             Outbound::Frame(frame) => match frame.split_first() {
@@ -70,7 +70,7 @@ impl Protocol for EngineEcho {
 
     fn on_completion(&mut self, _: &mut Link<()>, (): ()) {}
 
-    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+    fn encode(&mut self, batch: &[Outbound], out: &mut Staged) -> u64 {
         encode_frames(batch, out);
         0
     }
@@ -123,7 +123,7 @@ impl Protocol for SuiteHandlers {
 
     fn on_completion(&mut self, _: &mut Link<()>, (): ()) {}
 
-    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+    fn encode(&mut self, batch: &[Outbound], out: &mut Staged) -> u64 {
         encode_frames(batch, out);
         0
     }

@@ -19,12 +19,12 @@ use axum::extract::ws::{CloseFrame, Message};
 use futures::{Sink, Stream};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite;
 
 use super::engine::{farewell, Packet};
 use crate::owner::ClaimClock;
 use crate::session::Socket;
 use crate::settings::EdgeSettings;
+use crate::ws::WsError;
 
 /// Client messages that may wait for the session's task.
 pub(super) const INBOUND_MESSAGES: usize = 16;
@@ -326,7 +326,7 @@ impl Stream for EioSocket {
             let state = self.session.state.lock();
             if state.gone {
                 // Counted as a client that went away, not one that closed.
-                let gone = axum::Error::new(tungstenite::Error::ConnectionClosed);
+                let gone = axum::Error::new(WsError::Closed);
                 return Poll::Ready(Some(Err(gone)));
             }
             if state.ended.is_some() {

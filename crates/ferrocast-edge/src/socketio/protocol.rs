@@ -13,8 +13,6 @@
 //! and `subscribed` / `unsubscribed` events carry it when the rooms change,
 //! so that the offset a client sends back always names every room it holds.
 
-use std::collections::VecDeque;
-
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use futures::future::join_all;
@@ -30,7 +28,7 @@ use ferrocast_protocol::{
 use super::packet::{self, Kind, Packet};
 use super::random_id;
 use super::recovery::{self, Rooms};
-use crate::session::{count_error, End, Link, Protocol};
+use crate::session::{count_error, End, Link, Protocol, Staged};
 use crate::subscriptions::Opening;
 
 /// What separates the Socket.IO packets of one queued frame (replies that
@@ -200,7 +198,7 @@ impl Protocol for SocketIoProtocol {
         }
     }
 
-    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+    fn encode(&mut self, batch: &[Outbound], out: &mut Staged) -> u64 {
         let mut deliveries = 0;
         for item in batch {
             match item {
@@ -598,7 +596,7 @@ impl SocketIoProtocol {
     /// attachment. What every subscriber's packet shares (everything before
     /// the recovery offset) is encoded once per node
     /// ([`WireFormat::SocketIoHead`]); each subscriber adds its offset.
-    fn encode_delivery(&self, delivery: &Delivery, out: &mut VecDeque<Message>) {
+    fn encode_delivery(&self, delivery: &Delivery, out: &mut Staged) {
         let publication = &delivery.publication;
         let binary = attached(publication);
         let head = delivery.frame(WireFormat::SocketIoHead, event_head);

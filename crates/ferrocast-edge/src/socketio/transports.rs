@@ -19,8 +19,7 @@ use std::future::poll_fn;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::Message;
 use axum::extract::{FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
@@ -421,8 +420,7 @@ async fn websocket(
     parts: &mut Parts,
     session: Option<Arc<EioSession>>,
 ) -> Response {
-    let upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection> =
-        WebSocketUpgrade::from_request_parts(parts, &()).await;
+    let upgrade = ws::WebSocketUpgrade::from_request_parts(parts, &()).await;
     if upgrade.is_err() || parts.method != Method::GET {
         return EngineError::BadRequest.into_response();
     }
@@ -436,15 +434,13 @@ async fn websocket(
             Err(refusal) => return refusal.into_response(),
         };
         let wait = edge.settings().pong_timeout;
-        return upgrade
-            .on_failed_upgrade(|error| tracing::debug!(%error, "Engine.IO upgrade failed"))
-            .on_upgrade(move |socket| async move {
-                let probed = tokio::time::timeout(wait, probe(&session, socket)).await;
-                match probed {
-                    Ok(Some(socket)) => pump(&session, socket).await,
-                    _ => session.cancel_upgrade(),
-                }
-            });
+        return upgrade.on_upgrade(move |socket| async move {
+            let probed = tokio::time::timeout(wait, probe(&session, socket)).await;
+            match probed {
+                Ok(Some(socket)) => pump(&session, socket).await,
+                _ => session.cancel_upgrade(),
+            }
+        });
     }
     let Ok(caller) = Caller::from_request_parts(parts, &edge).await;
     let admitted = match Admission::SESSION.admit_connection(&edge, &caller) {
@@ -457,21 +453,19 @@ async fn websocket(
     };
     let open = endpoint.open_packet(&random_id(), &[]).encode_text();
     let serves = endpoint.serves;
-    upgrade
-        .on_failed_upgrade(|error| tracing::debug!(%error, "Engine.IO websocket failed"))
-        .on_upgrade(move |mut socket| async move {
-            let Admitted { identity, permit } = admitted;
-            if socket.send(Message::Text(open.into())).await.is_ok() {
-                let socket = EioWebSocket::new(socket);
-                Box::pin(run(serves, edge, socket, permit, identity)).await;
-            }
-        })
+    upgrade.on_upgrade(move |mut socket| async move {
+        let Admitted { identity, permit } = admitted;
+        if socket.send(Message::Text(open.into())).await.is_ok() {
+            let socket = EioWebSocket::new(socket);
+            Box::pin(run(serves, edge, socket, permit, identity)).await;
+        }
+    })
 }
 
 /// The upgrade's handshake on the new WebSocket: `2probe` answered with
 /// `3probe` (and a noop that ends the pending poll), then `5`. `None` when
 /// the client did something else: the session stays on polling.
-async fn probe(session: &EioSession, mut socket: WebSocket) -> Option<WebSocket> {
+async fn probe(session: &EioSession, mut socket: ws::WebSocket) -> Option<ws::WebSocket> {
     let Some(Ok(Message::Text(probe))) = socket.next().await else {
         return None;
     };
@@ -491,7 +485,7 @@ async fn probe(session: &EioSession, mut socket: WebSocket) -> Option<WebSocket>
 
 /// Moves a session's packets to its WebSocket and the client's packets to
 /// the session, until either ends.
-async fn pump(session: &EioSession, mut socket: WebSocket) {
+async fn pump(session: &EioSession, mut socket: ws::WebSocket) {
     loop {
         tokio::select! {
             out = poll_fn(|cx| session.poll_websocket(cx)) => match out {

@@ -8,7 +8,9 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message};
+
+use crate::ws::WebSocket;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 
 use super::engine::{farewell, DecodeError, Packet};

@@ -19,12 +19,12 @@ use futures::{Sink, Stream};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite;
 
 use super::frame;
 use crate::owner::ClaimClock;
 use crate::session::Socket;
 use crate::settings::EdgeSettings;
+use crate::ws::WsError;
 
 /// Client messages that may wait for the session's task; each at most a
 /// request body (`max_message_size`).
@@ -310,7 +310,7 @@ impl Stream for HttpSocket {
             let state = self.session.state.lock();
             if state.gone {
                 // Counted as a client that went away, not one that closed.
-                let gone = axum::Error::new(tungstenite::Error::ConnectionClosed);
+                let gone = axum::Error::new(WsError::Closed);
                 return Poll::Ready(Some(Err(gone)));
             }
             if state.close.is_some() {

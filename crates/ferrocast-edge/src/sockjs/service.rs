@@ -2,8 +2,6 @@
 //! native JSON protocol, told apart by the first message), or, in
 //! conformance mode, the reference suite's echo and close services.
 
-use std::collections::VecDeque;
-
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -20,7 +18,7 @@ use crate::auth::Identity;
 use crate::edge::Edge;
 use crate::session::{
     self, count_error, shutdown_frame, text_or_binary, End, JsonProtocol, Link, Protocol, Socket,
-    StompProtocol,
+    Staged, StompProtocol,
 };
 
 /// What a SockJS endpoint serves.
@@ -182,7 +180,7 @@ impl Protocol for EchoProtocol {
 
     fn on_completion(&mut self, _: &mut Link<()>, (): ()) {}
 
-    fn encode(&mut self, batch: &[Outbound], out: &mut VecDeque<Message>) -> u64 {
+    fn encode(&mut self, batch: &[Outbound], out: &mut Staged) -> u64 {
         for item in batch {
             if let Outbound::Frame(frame) = item {
                 out.push_back(text_or_binary(frame.clone()));

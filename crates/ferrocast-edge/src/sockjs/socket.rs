@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+
+use crate::ws::WebSocket;
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 

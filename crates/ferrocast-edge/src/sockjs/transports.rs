@@ -23,15 +23,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use metrics::counter;
 
 use ferrocast_core::metrics as names;
@@ -421,8 +420,7 @@ async fn websocket(endpoint: &Arc<Endpoint>, parts: &mut Parts, framed: bool) ->
     }
     let edge = endpoint.edge.clone();
     let Ok(caller) = Caller::from_request_parts(parts, &edge).await;
-    let upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection> =
-        WebSocketUpgrade::from_request_parts(parts, &()).await;
+    let upgrade = ws::WebSocketUpgrade::from_request_parts(parts, &()).await;
     let Admitted { identity, permit } = match Admission::SESSION.admit_connection(&edge, &caller) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
@@ -432,18 +430,16 @@ async fn websocket(endpoint: &Arc<Endpoint>, parts: &mut Parts, framed: bool) ->
         Err(refusal) => return refusal.into_response(),
     };
     let kind = endpoint.kind;
-    upgrade
-        .on_failed_upgrade(|error| tracing::debug!(%error, "SockJS websocket upgrade failed"))
-        .on_upgrade(move |mut socket| async move {
-            if !framed {
-                return service::run(kind, edge, socket, permit, identity).await;
-            }
-            let open = Message::Text(Utf8Bytes::from_static("o"));
-            if socket.send(open).await.is_ok() {
-                let socket = FramedWebSocket::new(socket);
-                service::run(kind, edge, socket, permit, identity).await;
-            }
-        })
+    upgrade.on_upgrade(move |mut socket| async move {
+        if !framed {
+            return service::run(kind, edge, socket, permit, identity).await;
+        }
+        let open = Message::Text(Utf8Bytes::from_static("o"));
+        if socket.send(open).await.is_ok() {
+            let socket = FramedWebSocket::new(socket);
+            service::run(kind, edge, socket, permit, identity).await;
+        }
+    })
 }
 
 /// An endpoint page for `methods`, or 405.

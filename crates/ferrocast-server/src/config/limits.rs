@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use axum::http::HeaderName;
 
-use ferrocast_edge::{EdgeSettings, Rate, SocketioSettings, SockjsSettings};
+use ferrocast_edge::{EdgeSettings, Rate, SocketioSettings, SockjsSettings, WsCompression};
 use ferrocast_protocol::MAX_TOPIC_LEN;
 
 use super::Config;
@@ -21,6 +21,9 @@ impl Config {
             ping_interval: self.ping_interval,
             pong_timeout: self.pong_timeout,
             read_buffer_size: self.ws_read_buffer_size,
+            // Checked by `validate_limits`.
+            ws_compression: WsCompression::parse(&self.ws_compression)
+                .unwrap_or(WsCompression::Off),
             ready_requires_backplane: self.ready_requires_backplane,
             stomp_login_is_user: self.stomp_login_is_user,
             sse_keepalive: self.sse_keepalive,
@@ -142,6 +145,7 @@ impl Config {
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             bail!("ping_interval and pong_timeout must be above zero");
         }
+        WsCompression::parse(&self.ws_compression).map_err(anyhow::Error::msg)?;
         if self.ws_read_buffer_size < 256 {
             bail!("ws_read_buffer_size must be at least 256 bytes");
         }

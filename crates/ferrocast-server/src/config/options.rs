@@ -278,6 +278,13 @@ declare_options! {
     #[arg(env = "FERROCAST_WS_READ_BUFFER_SIZE", value_name = "BYTES")]
     ws_read_buffer_size: usize = EDGE.read_buffer_size,
 
+    /// permessage-deflate with WebSocket clients that offer it (browsers do): `off`, `on`, or a
+    /// size in bytes below which messages go uncompressed. A publication is compressed once per
+    /// node and the same bytes go to every subscriber that negotiated it; no connection holds a
+    /// compressor. Compressed client messages are inflated up to --max-message-size.
+    #[arg(env = "FERROCAST_WS_COMPRESSION", value_name = "off|on|BYTES")]
+    ws_compression: String = EDGE.ws_compression.to_string(),
+
     // Rate limits.
 
     /// Publishes one connection may make per second, sustained; beyond the burst a JSON client
