@@ -5,7 +5,8 @@
 //! Each topic has two keys, named after its channel `{prefix}{topic}`:
 //!
 //! - `{<channel>}:meta`, a hash: `epoch` (the current incarnation of the
-//!   topic's history) and `top` (the newest offset given).
+//!   topic's history), `top` (the newest offset given) and `rid` (the
+//!   replication id of the master that gave it; see Failover below).
 //! - `{<channel>}:hist`, a stream with one entry per kept publication, oldest
 //!   first: field `o`, its offset, and field `p`, its envelope with the
 //!   position set. Entry ids are Redis's own (the time of the append, in ms),
@@ -52,11 +53,22 @@
 //! A history ends as a whole: both keys expire together, a time-to-live
 //! after the last append, and the next append starts a new epoch.
 //!
-//! # Limits
-//! Redis replicates asynchronously: after a failover to a replica that had
-//! not yet received the last appends, those offsets are given again in the
-//! same epoch. A Redis restarted without persistence lost the meta, so its
-//! topics start new epochs, which receivers notice.
+//! # Failover
+//! Redis replicates asynchronously: a replica promoted after its master died
+//! may lack the last appends its master acknowledged (and published). Had
+//! the new master continued the epoch, it would give those offsets again to
+//! other publications, and a client that had seen the lost ones would miss
+//! their replacements without being told. So the meta keeps the replication
+//! id of the master that appended (`rid`), and `append.lua` starts a new
+//! epoch when it finds another one: a promoted replica, or a master that
+//! restarted without its data, ends every history it inherited with its
+//! first append there. Until then reads serve the inherited history, which
+//! is a prefix of what the old master had (a client that saw more is beyond
+//! its top, hence not recovered); afterwards a client resuming from the old
+//! epoch is told `recovered: false` and reloads. Nothing is lost silently;
+//! the price is that a failover ends the histories of its master's topics.
+//! A Redis restarted without persistence lost the meta altogether, so its
+//! topics start new epochs too.
 
 use bytes::Bytes;
 use redis::{Cmd, Value};

@@ -183,11 +183,14 @@ async fn topics_of_every_master_survive_a_master_killed() {
         );
         round += 1;
         let payload = format!("after{round}");
-        for topic in &missing {
-            let _ = publisher
-                .publish(publication(topic, &payload, "pub"), None)
-                .await;
-        }
+        // All at once: a publication routed to the dead master waits up to
+        // the timeout.
+        futures::future::join_all(
+            missing
+                .iter()
+                .map(|topic| publisher.publish(publication(topic, &payload, "pub"), None)),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let got = sink.settled().await;
         missing.retain(|topic| {

@@ -1,7 +1,8 @@
 -- Appends one publication to its topic's history, gives it its position and
 -- publishes it, all in one atomic step (see history.rs for the layout).
 --
--- KEYS[1]  the topic's meta hash: epoch, top (newest offset)
+-- KEYS[1]  the topic's meta hash: epoch, top (newest offset), rid (the
+--          replication id of the master that appended it)
 -- KEYS[2]  the topic's stream: one entry per kept publication, fields
 --          o (its offset) and p (its envelope, position included)
 -- ARGV[1]  the encoded envelope, without a position
@@ -19,8 +20,19 @@
 -- and its publication all happen, or none does (DEL only removes what a
 -- missing meta left behind).
 
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'top')
+-- The replication id of this master. A replica promoted to master takes a
+-- new one, and so does a master restarted without its data. A history last
+-- appended under another id was written by a master that may have given
+-- offsets this one never received (replication is asynchronous): they would
+-- be given again, to other publications, and a client holding one would
+-- silently miss its replacement. Such a history starts a new epoch, so
+-- clients resuming from the old one are told they were not recovered.
+local rid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'top', 'rid')
 local epoch = meta[1]
+if epoch and meta[3] and meta[3] ~= rid then
+  epoch = nil
+end
 local offset = 1
 if epoch then
   offset = (tonumber(meta[2]) or 0) + 1
@@ -53,7 +65,7 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'o', offset_text,
 local added_ms = tonumber(string.match(id, '^(%d+)'))
 local min_id = string.format('%d', math.max(0, added_ms - tonumber(ARGV[4]) + 1))
 redis.call('XTRIM', KEYS[2], 'MINID', min_id)
-redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', offset_text)
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', offset_text, 'rid', rid)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call(ARGV[6], ARGV[5], envelope)

@@ -21,7 +21,7 @@ impl BackplaneKind {
         }
         let scheme = url.split_once("://")?.0;
         match scheme {
-            "redis" | "rediss" => Some(Self::Redis),
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Some(Self::Redis),
             "nats" | "tls" => Some(Self::Nats),
             _ => None,
         }
@@ -36,7 +36,8 @@ impl Config {
     pub(super) fn validate_backplane(&self) -> anyhow::Result<()> {
         if BackplaneKind::of(&self.backplane).is_none() {
             bail!(
-                "backplane {:?} is not supported: use memory, redis://…, rediss://…, nats://… or tls://…",
+                "backplane {:?} is not supported: use memory, redis://…, rediss://…, \
+                 redis+cluster://…, rediss+cluster://…, nats://… or tls://…",
                 self.backplane
             );
         }

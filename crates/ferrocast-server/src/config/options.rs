@@ -71,7 +71,8 @@ declare_options! {
 
     /// Backplane between nodes: `memory` (single node, no dependency),
     /// `redis://[user:pass@]host:port[/db]`, `rediss://…` (TLS),
-    /// `nats://[user:pass@|token@]host:port[,…]` or `tls://…`.
+    /// `redis+cluster://[user:pass@]host:port,host:port…` (a Redis Cluster, by its seeds),
+    /// `rediss+cluster://…`, `nats://[user:pass@|token@]host:port[,…]` or `tls://…`.
     #[arg(env = "FERROCAST_BACKPLANE", value_name = "URL")]
     backplane: String = "memory".into(),
 
@@ -89,8 +90,8 @@ declare_options! {
     #[arg(env = "FERROCAST_READY_REQUIRES_BACKPLANE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     ready_requires_backplane: bool = EDGE.ready_requires_backplane,
 
-    /// Redis: use sharded pub/sub (SPUBLISH/SSUBSCRIBE) for Redis Cluster; wildcard
-    /// subscriptions are then refused.
+    /// Redis: use sharded pub/sub (SPUBLISH/SSUBSCRIBE) on one server; wildcard
+    /// subscriptions are then refused. Always on with `redis+cluster://`.
     #[arg(env = "FERROCAST_REDIS_SHARDED", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     redis_sharded: bool = false,
 
