@@ -133,6 +133,25 @@ struct Partial {
     opcode: u8,
     compressed: bool,
     data: Vec<u8>,
+    /// How much of an uncompressed text message's data is known to be
+    /// valid UTF-8: invalid text fails at the fragment that brings it, not
+    /// at the end of the message.
+    checked: usize,
+}
+
+impl Partial {
+    fn check_utf8(&mut self) -> Result<(), WsError> {
+        if self.opcode != frame::TEXT || self.compressed {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            // A character cut at the end of the fragment continues in the next.
+            Err(error) if error.error_len().is_none() => self.checked += error.valid_up_to(),
+            Err(_) => return Err(WsError::Utf8),
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -296,6 +315,7 @@ impl WebSocket {
                     return Err(WsError::TooLarge);
                 }
                 partial.data.extend_from_slice(&payload);
+                partial.check_utf8()?;
                 if !header.fin {
                     self.partial = Some(partial);
                     return Ok(None);
@@ -304,6 +324,7 @@ impl WebSocket {
                     opcode,
                     compressed,
                     data,
+                    ..
                 } = *partial;
                 self.message(opcode, compressed, Bytes::from(data))
                     .map(Some)
@@ -319,11 +340,14 @@ impl WebSocket {
                         .message(opcode, header.compressed, payload.freeze())
                         .map(Some);
                 }
-                self.partial = Some(Box::new(Partial {
+                let mut partial = Box::new(Partial {
                     opcode,
                     compressed: header.compressed,
                     data: payload.to_vec(),
-                }));
+                    checked: 0,
+                });
+                partial.check_utf8()?;
+                self.partial = Some(partial);
                 Ok(None)
             }
         }
