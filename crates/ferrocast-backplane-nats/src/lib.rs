@@ -15,7 +15,8 @@
 //!   connection may carry them.
 //! - **Publishing** goes through a bounded queue and one task that batches
 //!   and flushes (module `publisher`); **interest** is one NATS subscription
-//!   per filter, each forwarded by its own task (module `subscriptions`);
+//!   per filter, all forwarded into the node by one task (module
+//!   `subscriptions`);
 //!   **health** follows the connection and **stalls** are detected by pings
 //!   (module `connection`).
 //! - **Server round trips.** Subscribe and unsubscribe complete only when the
@@ -114,6 +115,9 @@ pub struct NatsBackplane {
     history: Arc<History>,
     publisher: JoinHandle<()>,
     monitor: JoinHandle<()>,
+    /// Forwards every subscription's messages to the sink (module
+    /// `subscriptions`).
+    forwarder: JoinHandle<()>,
 }
 
 impl fmt::Debug for NatsBackplane {
@@ -251,14 +255,16 @@ impl NatsBackplane {
             timeout,
             stream_replicas,
         ));
+        let (forwarding, forwarder) = Forwarding::start(
+            client.clone(),
+            node_id,
+            Arc::from(subject_prefix),
+            sink,
+            timeout,
+        );
         Ok(Self {
-            forwarding: Forwarding {
-                client: client.clone(),
-                node_id,
-                prefix: Arc::from(subject_prefix),
-                sink,
-                timeout,
-            },
+            forwarding,
+            forwarder,
             state,
             client,
             timeout,
@@ -305,6 +311,7 @@ impl Drop for NatsBackplane {
         self.state.closed.store(true, Ordering::Relaxed);
         self.publisher.abort();
         self.monitor.abort();
+        self.forwarder.abort();
         for entry in self.interest.lock().values() {
             entry.abort();
         }
