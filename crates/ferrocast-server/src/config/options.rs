@@ -273,9 +273,8 @@ declare_options! {
     #[arg(env = "FERROCAST_ALLOW_MISSING_ORIGIN", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     allow_missing_origin: bool = EDGE.allow_missing_origin,
 
-    /// Read buffer per WebSocket connection, in bytes; allocated for every connection, so it
-    /// weighs on memory per idle connection. Larger messages still arrive, in several reads
-    /// (the buffer grows).
+    /// Bytes a WebSocket asks of the kernel per read. The buffer is held only while bytes wait
+    /// to be parsed (an idle connection holds none); larger messages arrive in several reads.
     #[arg(env = "FERROCAST_WS_READ_BUFFER_SIZE", value_name = "BYTES")]
     ws_read_buffer_size: usize = EDGE.read_buffer_size,
 
