@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p ferrocast-backplane-redis --example publish_rate -- redis://127.0.0.1:6379 [count] [--history] [--topics N]
+//! cargo run --release -p ferrocast-backplane-redis --example publish_rate -- redis+cluster://127.0.0.1:7001,127.0.0.1:7002 --topics 100
 //! ```
 //!
 //! `--history` publishes with a history policy (each publication is appended
@@ -120,8 +121,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| "redis not reachable within 10 s")??;
     }
     let topics = options.topics()?;
+    // Each topic exactly: a Redis Cluster has no wildcard subscriptions.
     subscriber
-        .subscribe(vec![TopicFilter::parse("bench.>", MAX_TOPIC_LEN)?])
+        .subscribe(
+            topics
+                .iter()
+                .map(|topic| TopicFilter::parse(topic.as_str(), MAX_TOPIC_LEN))
+                .collect::<Result<_, _>>()?,
+        )
         .await?;
 
     let payload = Bytes::from(vec![b'x'; PAYLOAD]);

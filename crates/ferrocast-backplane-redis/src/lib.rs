@@ -3,8 +3,9 @@
 //!
 //! # Design
 //!
-//! A [`RedisBackplane`] holds two connections to Redis, each owned by its own
-//! task that reconnects it on its own:
+//! A [`RedisBackplane`] holds two connections to Redis (on a Redis Cluster,
+//! two connections to each member), each owned by its own task that
+//! reconnects it on its own:
 //!
 //! - **The publisher connection** (`publisher.rs`). [`Backplane::publish`]
 //!   encodes the publication as the protobuf envelope and pushes it, in call
@@ -57,10 +58,20 @@
 //!   for history a user allowed to run scripts (`SCRIPT LOAD`, `EVALSHA`).
 //! - Sharded mode sends `SPUBLISH` and `SSUBSCRIBE` (Redis 7), one channel
 //!   per `SSUBSCRIBE` command (in a cluster, the channels of one command must
-//!   share a hash slot), all in one pipeline. It talks to the one server named
-//!   in the URL and follows no `MOVED` redirection: a refused channel fails
-//!   its `subscribe` with [`BackplaneError::Rejected`] and is tried again on
-//!   the next reconnect.
+//!   share a hash slot). On one server (`--redis-sharded`) it talks to the
+//!   server in the URL and follows no `MOVED` redirection: a refused channel
+//!   fails its `subscribe` with [`BackplaneError::Rejected`] and is tried
+//!   again on the next reconnect.
+//! - A Redis Cluster (`redis+cluster://seed,seed…`) is always sharded. Both
+//!   tasks then hold the redis crate's cluster connection (`connection.rs`,
+//!   `Link`): a connection to every member, each command
+//!   routed to the master of its key's slot, `MOVED` and `ASK` followed. A
+//!   publish batch goes as one pipeline per slot; a topic's channel and keys
+//!   share its slot, so its requests keep their order. The pub/sub task
+//!   treats the loss of any member's connection, and an `SUNSUBSCRIBE` that
+//!   Redis sent for a channel still wanted (its slot moved), like the loss
+//!   of its connection: it connects again, learns the slots and subscribes
+//!   everything where it lives now. History across a failover: `history.rs`.
 //! - `rediss://` uses rustls with the ring provider and the system's trust
 //!   store (`SSL_CERT_FILE` / `SSL_CERT_DIR` override it).
 //! - Logs and errors name Redis by its URL without user, password or query.

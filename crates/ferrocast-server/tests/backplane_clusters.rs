@@ -191,6 +191,17 @@ async fn redis_cluster_topics_of_every_master_reach_every_node() {
         subscribers.push(client);
     }
     let mut publisher = JsonClient::connect(&nodes[1].ws_url()).await.unwrap();
+    // Wildcards are refused with the reason, not broadcast.
+    let refused = publisher.subscribe("chat.*").await.unwrap();
+    eprintln!("a wildcard subscription: {refused}");
+    assert_eq!(refused["op"], "error", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not available on a Redis Cluster"),
+        "{refused}"
+    );
     for (i, topic) in topics.iter().enumerate() {
         // Within the connection's publish rate (100/s).
         tokio::time::sleep(Duration::from_millis(12)).await;
