@@ -5,24 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::FutureExt;
 
+use common::{filter, init_tracing, publication};
 use ferrocast_backplane_redis::{RedisBackplane, RedisSettings};
 use ferrocast_core::backplane::{conformance, Backplane, BackplaneError, PublicationSink};
-use ferrocast_core::{NodeId, Publication};
-use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
+use ferrocast_core::NodeId;
 use ferrocast_testkit::RedisCluster;
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
 
 fn settings(url: &str) -> RedisSettings {
     RedisSettings {
@@ -81,18 +75,6 @@ mod conforms {
         presence_expires_unless_refreshed,
         presence_events_reach_subscribed_nodes,
     );
-}
-
-fn filter(s: &str) -> TopicFilter {
-    TopicFilter::parse(s, MAX_TOPIC_LEN).unwrap()
-}
-
-fn publication(topic: &str, payload: &str, origin: &str) -> Publication {
-    Publication::new(
-        Topic::parse(topic, MAX_TOPIC_LEN).unwrap(),
-        Bytes::copy_from_slice(payload.as_bytes()),
-        Arc::from(origin),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,16 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use common::{filter, init_tracing, publication};
 use ferrocast_backplane_redis::{RedisBackplane, RedisSettings};
 use ferrocast_core::backplane::{
     conformance, Backplane, BackplaneError, HistoryPolicy, PublicationSink,
@@ -25,31 +27,12 @@ use ferrocast_protocol::StreamPosition;
 use ferrocast_protocol::{Topic, TopicFilter, MAX_TOPIC_LEN};
 use ferrocast_testkit::{RedisServer, TcpProxy};
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
 fn settings(url: &str, timeout: Duration) -> RedisSettings {
     RedisSettings {
         url: url.to_string(),
         timeout,
         ..RedisSettings::default()
     }
-}
-
-fn filter(s: &str) -> TopicFilter {
-    TopicFilter::parse(s, MAX_TOPIC_LEN).unwrap()
-}
-
-fn publication(topic: &str, payload: &str, origin: &str) -> Publication {
-    Publication::new(
-        Topic::parse(topic, MAX_TOPIC_LEN).unwrap(),
-        Bytes::copy_from_slice(payload.as_bytes()),
-        Arc::from(origin),
-    )
 }
 
 /// Waits until `backplane`'s health is `up`; false if it is not within `within`.

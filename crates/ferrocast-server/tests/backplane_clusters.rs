@@ -64,6 +64,86 @@ async fn nodes(backplane: &str) -> Vec<Node> {
     nodes
 }
 
+/// What a client publishing through a kill saw.
+struct PublishedThroughKill {
+    /// `(epoch, offset, n)` of each acknowledged publication, in order.
+    acknowledged: Vec<(String, u64, u64)>,
+    /// The `n` of the first publication acknowledged after the kill.
+    first_after: u64,
+}
+
+/// Publishes 1, 2, 3, … to `topic` from a client of `node` for `run`, about
+/// 80 a second (within the connection's publish rate of 100/s), and calls
+/// `kill` 2 s in. Panics if nothing was acknowledged after the kill.
+async fn publish_through_kill(
+    node: &Node,
+    topic: &str,
+    run: Duration,
+    kill: impl FnOnce(),
+) -> PublishedThroughKill {
+    let mut publisher = JsonClient::connect(&node.ws_url()).await.unwrap();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0u32;
+    let mut last_refusal = None;
+    let mut kill = Some(kill);
+    let mut killed_at = None;
+    let mut resumed = None;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < run {
+        if started.elapsed() >= Duration::from_secs(2) {
+            if let Some(kill) = kill.take() {
+                kill();
+                killed_at = Some(Instant::now());
+            }
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(12)).await;
+        let reply = publisher.publish(topic, json!(n)).await.unwrap();
+        if reply["op"] == "ok" {
+            if let (Some(at), None) = (killed_at, resumed) {
+                resumed = Some((at.elapsed(), n));
+            }
+            acknowledged.push((
+                reply["epoch"].as_str().unwrap().to_string(),
+                reply["offset"].as_u64().unwrap(),
+                n,
+            ));
+        } else {
+            refused += 1;
+            let why = reply["code"].to_string();
+            if last_refusal.as_ref() != Some(&why) {
+                eprintln!("{:?}: {reply}", started.elapsed());
+                last_refusal = Some(why);
+            }
+        }
+    }
+    let (resumed_after, first_after) = resumed.expect("no publication acknowledged after the kill");
+    eprintln!(
+        "{} acknowledged, {refused} refused, publishing resumed {resumed_after:?} after the kill",
+        acknowledged.len()
+    );
+    PublishedThroughKill {
+        acknowledged,
+        first_after,
+    }
+}
+
+/// Reads the replay that follows a subscribe with `since` from offset 0 up
+/// to `top`: offset → the published number.
+async fn replay(reader: &mut JsonClient, top: u64) -> BTreeMap<u64, u64> {
+    let mut replayed = BTreeMap::new();
+    while replayed.len() < top as usize {
+        let message = reader.recv().await.unwrap();
+        assert_eq!(message["op"], "message", "{message}");
+        replayed.insert(
+            message["offset"].as_u64().unwrap(),
+            message["data"].as_u64().unwrap(),
+        );
+    }
+    replayed
+}
+
 /// kill -9 of the NATS server (of three) that leads the history stream while a
 /// client publishes to a history
 /// namespace (about 80 a second, within its rate limit): publishing
@@ -75,49 +155,19 @@ async fn nats_server_killed_under_load_loses_no_acknowledged_publication() {
     let mut cluster = NatsCluster::start();
     cluster.require_replication();
     let nodes = nodes(&cluster.url()).await;
-    let mut publisher = JsonClient::connect(&nodes[0].ws_url()).await.unwrap();
-    let mut acknowledged = BTreeMap::new();
-    let mut epochs = BTreeSet::new();
-    let mut refused = 0u32;
-    let mut last_refusal = None;
-    let mut killed_at = None;
-    let mut resumed_after = None;
-    let started = Instant::now();
-    let mut n = 0u64;
-    while started.elapsed() < Duration::from_secs(16) {
-        if killed_at.is_none() && started.elapsed() >= Duration::from_secs(2) {
+    let published =
+        publish_through_kill(&nodes[0], "chat.failover", Duration::from_secs(16), || {
             // The server that leads the history stream of `chat`.
             let leader = cluster.stream_leader("ferrocast_H_chat").unwrap();
             cluster.kill9(leader);
-            killed_at = Some(Instant::now());
-        }
-        n += 1;
-        // Within the connection's publish rate (100/s).
-        tokio::time::sleep(Duration::from_millis(12)).await;
-        let reply = publisher.publish("chat.failover", json!(n)).await.unwrap();
-        if reply["op"] == "ok" {
-            if let (Some(at), None) = (killed_at, resumed_after) {
-                resumed_after = Some(at.elapsed());
-            }
-            epochs.insert(reply["epoch"].as_str().unwrap().to_string());
-            acknowledged.insert(reply["offset"].as_u64().unwrap(), n);
-        } else {
-            refused += 1;
-            let why = reply["code"].to_string();
-            if last_refusal.as_ref() != Some(&why) {
-                eprintln!("{:?}: {reply}", started.elapsed());
-                last_refusal = Some(why);
-            }
-        }
-    }
-    eprintln!(
-        "{} acknowledged, {refused} refused, publishing resumed {resumed_after:?} after the kill",
-        acknowledged.len()
-    );
-    assert!(
-        resumed_after.is_some(),
-        "no publication acknowledged after the kill"
-    );
+        })
+        .await;
+    let acknowledged: BTreeMap<u64, u64> = published
+        .acknowledged
+        .iter()
+        .map(|(_, offset, n)| (*offset, *n))
+        .collect();
+    let epochs: BTreeSet<&String> = published.acknowledged.iter().map(|(e, _, _)| e).collect();
     assert_eq!(epochs.len(), 1, "one epoch: {epochs:?}");
     let epoch = epochs.into_iter().next().unwrap();
     for node in &nodes {
@@ -131,16 +181,7 @@ async fn nats_server_killed_under_load_loses_no_acknowledged_publication() {
             (Some("ok"), Some(true)),
             "{ok}"
         );
-        let top = ok["offset"].as_u64().unwrap();
-        let mut replayed = BTreeMap::new();
-        while replayed.len() < top as usize {
-            let message = reader.recv().await.unwrap();
-            assert_eq!(message["op"], "message", "{message}");
-            replayed.insert(
-                message["offset"].as_u64().unwrap(),
-                message["data"].as_u64().unwrap(),
-            );
-        }
+        let replayed = replay(&mut reader, ok["offset"].as_u64().unwrap()).await;
         let lost: Vec<_> = acknowledged
             .iter()
             .filter(|(offset, data)| replayed.get(offset) != Some(data))
@@ -254,62 +295,27 @@ async fn redis_master_killed_under_load_resumes_delivery_and_recovery() {
             received
         }));
     }
-    let mut publisher = JsonClient::connect(&nodes[0].ws_url()).await.unwrap();
+    let published = publish_through_kill(&nodes[0], TOPIC, Duration::from_secs(14), || {
+        cluster.kill9(master_of_topic(&cluster, TOPIC));
+    })
+    .await;
+    let first_after = published.first_after;
     // (epoch, offset) → what was acknowledged there; an offset acknowledged
-    // twice was given again after the failover lost the first write.
+    // twice would have been given again after the failover lost the first.
     let mut acknowledged: BTreeMap<(String, u64), u64> = BTreeMap::new();
-    let mut acknowledged_in_order: Vec<(String, u64)> = Vec::new();
     let mut given_again = 0u32;
-    let mut refused = 0u32;
-    let mut last_refusal = None;
-    let mut killed_at = None;
-    let mut resumed_after = None;
-    let mut first_after = None;
-    let started = Instant::now();
-    let mut n = 0u64;
-    while started.elapsed() < Duration::from_secs(14) {
-        if killed_at.is_none() && started.elapsed() >= Duration::from_secs(2) {
-            cluster.kill9(master_of_topic(&cluster, TOPIC));
-            killed_at = Some(Instant::now());
-        }
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(12)).await;
-        let reply = publisher.publish(TOPIC, json!(n)).await.unwrap();
-        if reply["op"] == "ok" {
-            if let (Some(at), None) = (killed_at, resumed_after) {
-                resumed_after = Some(at.elapsed());
-                first_after = Some(n);
-            }
-            let key = (
-                reply["epoch"].as_str().unwrap().to_string(),
-                reply["offset"].as_u64().unwrap(),
-            );
-            acknowledged_in_order.push(key.clone());
-            if acknowledged.insert(key, n).is_some() {
-                given_again += 1;
-            }
-        } else {
-            refused += 1;
-            let why = reply["code"].to_string();
-            if last_refusal.as_ref() != Some(&why) {
-                eprintln!("{:?}: {reply}", started.elapsed());
-                last_refusal = Some(why);
-            }
-        }
-    }
     // The epochs in the order the publisher saw them.
-    let mut epochs: Vec<&String> = Vec::new();
-    for (epoch, _) in acknowledged_in_order.iter() {
-        if epochs.last() != Some(&epoch) {
-            epochs.push(epoch);
+    let mut epochs: Vec<String> = Vec::new();
+    for (epoch, offset, n) in &published.acknowledged {
+        if epochs.last() != Some(epoch) {
+            epochs.push(epoch.clone());
+        }
+        if acknowledged.insert((epoch.clone(), *offset), *n).is_some() {
+            given_again += 1;
         }
     }
-    eprintln!(
-        "{} acknowledged, {refused} refused, publishing resumed {resumed_after:?} after the kill, \
-         {given_again} offsets given again, epochs {epochs:?}",
-        acknowledged.len()
-    );
-    let first_after = first_after.expect("no publication acknowledged after the kill");
+    eprintln!("{given_again} offsets given again, epochs {epochs:?}");
+    assert_eq!(given_again, 0, "an offset was given to two publications");
 
     // Live delivery resumed on every node without client action.
     for (node, task) in nodes.iter().zip(live) {
@@ -332,7 +338,6 @@ async fn redis_master_killed_under_load_resumes_delivery_and_recovery() {
     // promoted replica starts a new epoch (history.rs, "Failover"): a client
     // resuming from the epoch before the kill is not recovered, one resuming
     // from the new epoch is.
-    let epochs: Vec<String> = epochs.into_iter().cloned().collect();
     let mut not_recovered = 0;
     for node in &nodes {
         for (i, epoch) in epochs.iter().enumerate() {
@@ -352,16 +357,7 @@ async fn redis_master_killed_under_load_resumes_delivery_and_recovery() {
                 continue;
             }
             assert_eq!(ok["epoch"].as_str(), Some(epoch.as_str()), "{ok}");
-            let top = ok["offset"].as_u64().unwrap();
-            let mut replayed = BTreeMap::new();
-            while replayed.len() < top as usize {
-                let message = reader.recv().await.unwrap();
-                assert_eq!(message["op"], "message", "{message}");
-                replayed.insert(
-                    message["offset"].as_u64().unwrap(),
-                    message["data"].as_u64().unwrap(),
-                );
-            }
+            let replayed = replay(&mut reader, ok["offset"].as_u64().unwrap()).await;
             let lost: Vec<_> = acknowledged
                 .iter()
                 .filter(|((e, offset), data)| e == epoch && replayed.get(offset) != Some(data))
