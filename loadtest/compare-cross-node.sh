@@ -14,6 +14,8 @@
 # node's mean lag from accepting a publication (on the other node) to writing
 # it, and the publishers' node's mean backplane publish time.
 set -euo pipefail
+# shellcheck source=loadtest/node-ready.sh
+. "$(dirname "$0")/node-ready.sh"
 
 rounds=${1:?usage: compare-cross-node.sh ROUNDS OUT_DIR NAME=BINARY...}
 out=${2:?usage: compare-cross-node.sh ROUNDS OUT_DIR NAME=BINARY...}
@@ -43,17 +45,6 @@ pids+=($!)
 nats-server -a 127.0.0.1 -p "$nats_port" >"$out/nats.log" 2>&1 &
 pids+=($!)
 sleep 1
-
-wait_ready() {
-  for _ in $(seq 1 100); do
-    if curl -fs "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; then
-      return
-    fi
-    sleep 0.1
-  done
-  echo "node on admin port $1 did not become ready" >&2
-  exit 1
-}
 
 start_nodes() {
   local binary=$1 backplane=$2

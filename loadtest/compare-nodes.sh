@@ -11,6 +11,8 @@
 # Writes each run's report to OUT_DIR (default /tmp/ferrocast-compare) and
 # prints the summary tables.
 set -euo pipefail
+# shellcheck source=loadtest/node-ready.sh
+. "$(dirname "$0")/node-ready.sh"
 
 old=${1:?usage: compare-nodes.sh OLD_BINARY NEW_BINARY [ROUNDS] [OUT_DIR]}
 new=${2:?usage: compare-nodes.sh OLD_BINARY NEW_BINARY [ROUNDS] [OUT_DIR]}
@@ -37,14 +39,7 @@ start_node() {
     --grpc-listen "127.0.0.1:$((port + 2))" --log-filter warn --publish-rate 0 \
     --max-connections 20000 &
   node=$!
-  for _ in $(seq 1 100); do
-    if curl -fs "http://127.0.0.1:$((port + 1))/readyz" >/dev/null 2>&1; then
-      return
-    fi
-    sleep 0.1
-  done
-  echo "node $1 did not become ready" >&2
-  exit 1
+  wait_ready $((port + 1))
 }
 
 run() {
