@@ -34,7 +34,9 @@ pub(crate) async fn upgrade(
 ) -> Result<Response, Refusal> {
     let Admitted { permit, .. } = ADMISSION.admit_connection(&edge, &caller)?;
     let upgrade = ws::accept(&edge, upgrade)?;
-    Ok(upgrade.on_upgrade(move |socket| echo(edge, socket, permit)))
+    Ok(upgrade.on_upgrade(move |socket| {
+        tokio::spawn(echo(edge, socket, permit));
+    }))
 }
 
 /// Sends every text and binary message back until the client closes, the

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::gauge;
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -65,6 +65,18 @@ struct EdgeInner {
     /// Owner routing of sessions that live across HTTP requests, started
     /// by the first such session (its inbox costs nothing before).
     owners: OnceLock<Owners>,
+    /// Handles on the metrics every session's writer records, resolved once
+    /// for the node rather than once per connection (each resolution
+    /// allocates).
+    delivery_metrics: DeliveryMetrics,
+}
+
+/// What a session's writer counts: deliveries, and their lag from the
+/// publication's acceptance to the write.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryMetrics {
+    pub(crate) delivered: Counter,
+    pub(crate) lag: Histogram,
 }
 
 impl Edge {
@@ -86,12 +98,20 @@ impl Edge {
                 next_conn: AtomicU64::new(1),
                 draining: CancellationToken::new(),
                 owners: OnceLock::new(),
+                delivery_metrics: DeliveryMetrics {
+                    delivered: counter!(names::MESSAGES_DELIVERED),
+                    lag: histogram!(names::DELIVERY_LAG),
+                },
             }),
         }
     }
 
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    pub(crate) fn delivery_metrics(&self) -> &DeliveryMetrics {
+        &self.inner.delivery_metrics
     }
 
     pub fn settings(&self) -> &EdgeSettings {

@@ -4,11 +4,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use metrics::counter;
 use tokio::time::Instant;
 
@@ -37,7 +38,7 @@ pub(crate) struct Link<C> {
     pub(crate) edge: Edge,
     /// The connection's subscriptions, its id and its queue.
     pub(super) subscriptions: Subscriptions,
-    pub(super) in_flight: FuturesUnordered<BoxFuture<'static, Done<C>>>,
+    pub(super) in_flight: InFlight<C>,
     /// Who the client is, once a token was verified.
     identity: Option<Arc<Identity>>,
     /// On a node without authentication, the user a STOMP client named
@@ -66,7 +67,7 @@ impl<C: Send + 'static> Link<C> {
         Self {
             subscriptions: Subscriptions::new(edge.hub().clone(), conn, queue, true),
             edge,
-            in_flight: FuturesUnordered::new(),
+            in_flight: InFlight(None),
             token_expires: identity.as_ref().map(|id| Instant::now() + id.remaining()),
             identity: identity.map(Arc::new),
             named_user: None,
@@ -253,4 +254,35 @@ fn count_denied(denied: &Denied) {
         Denied::Forbidden(_) => "forbidden",
     };
     counter!(names::ACCESS_DENIED, "reason" => label).increment(1);
+}
+
+/// Requests waiting on the backplane. The set is made at the first one and
+/// dropped once empty: an idle connection holds none (a `FuturesUnordered`
+/// allocates its queue and a stub task when created).
+pub(super) struct InFlight<C>(Option<FuturesUnordered<BoxFuture<'static, Done<C>>>>);
+
+impl<C> InFlight<C> {
+    fn push(&mut self, work: BoxFuture<'static, Done<C>>) {
+        self.0.get_or_insert_with(FuturesUnordered::new).push(work);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    /// The next finished request, if any.
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Done<C>>> {
+        let Some(set) = &mut self.0 else {
+            return Poll::Ready(None);
+        };
+        let next = set.poll_next_unpin(cx);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        next
+    }
 }

@@ -83,11 +83,12 @@ pub(crate) fn serve<P: Protocol, S: Socket>(
     let settings = edge.settings();
     let pong_timeout = S::ANSWERS_PINGS.then_some(settings.pong_timeout);
     let keepalive = Keepalive::new(S::keepalive_interval(settings), pong_timeout);
+    let writer = Writer::new(edge.delivery_metrics().clone());
     let mut session = Session {
         socket,
         protocol,
         link: Link::new(edge, queue, identity),
-        writer: Writer::new(),
+        writer,
         keepalive,
     };
     let closes_at = session.link.closes_at();
@@ -148,7 +149,7 @@ impl<P: Protocol, S: Socket> Session<P, S> {
             }
             self.link.resync();
             if !self.link.in_flight.is_empty() {
-                if let Poll::Ready(Some(done)) = self.link.in_flight.poll_next_unpin(cx) {
+                if let Poll::Ready(Some(done)) = self.link.in_flight.poll_next(cx) {
                     match done {
                         Done::Protocol(done) => self.protocol.on_completion(&mut self.link, done),
                         Done::Resynced(read) => self.link.subscriptions.resynced(read),

@@ -7,13 +7,12 @@ use std::task::{ready, Context, Poll};
 use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures::SinkExt;
-use metrics::{counter, histogram, Counter, Histogram};
 
-use ferrocast_core::metrics as names;
 use ferrocast_core::{unix_micros, CloseReason, Delivery, Outbound, Taken, WireFormat};
 use ferrocast_protocol::TopicFilter;
 
 use super::{text_or_binary, Protocol, Socket};
+use crate::edge::DeliveryMetrics;
 use crate::subscriptions::Subscriptions;
 
 /// A message on its way to the socket.
@@ -111,12 +110,6 @@ impl Staged {
 /// Most queued items encoded in one go.
 pub(super) const MAX_BATCH_ITEMS: usize = 64;
 
-/// Per-connection handles on the writer's metrics (resolved once, not per message).
-pub(super) struct WriterMetrics {
-    delivered: Counter,
-    lag: Histogram,
-}
-
 /// What moves the queue to the socket: the batch being encoded and the
 /// encoded messages not yet handed to the socket. Both are empty, holding no
 /// memory, while the connection is idle.
@@ -126,19 +119,16 @@ pub(super) struct Writer {
     /// Filters the server API unsubscribed, taken from the queue in order
     /// with the deliveries; the session applies them after the write.
     pub(super) unsubscribed: Vec<TopicFilter>,
-    metrics: WriterMetrics,
+    metrics: DeliveryMetrics,
 }
 
 impl Writer {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(metrics: DeliveryMetrics) -> Self {
         Self {
             batch: Vec::new(),
             staged: Staged::default(),
             unsubscribed: Vec::new(),
-            metrics: WriterMetrics {
-                delivered: counter!(names::MESSAGES_DELIVERED),
-                lag: histogram!(names::DELIVERY_LAG),
-            },
+            metrics,
         }
     }
 }
@@ -206,7 +196,7 @@ pub(super) fn pump<P: Protocol, S: Socket>(
     }
 }
 
-pub(super) fn record_deliveries(batch: &[Outbound], deliveries: u64, metrics: &WriterMetrics) {
+pub(super) fn record_deliveries(batch: &[Outbound], deliveries: u64, metrics: &DeliveryMetrics) {
     if deliveries == 0 {
         return;
     }

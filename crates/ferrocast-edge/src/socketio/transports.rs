@@ -434,12 +434,14 @@ async fn websocket(
             Err(refusal) => return refusal.into_response(),
         };
         let wait = edge.settings().pong_timeout;
-        return upgrade.on_upgrade(move |socket| async move {
-            let probed = tokio::time::timeout(wait, probe(&session, socket)).await;
-            match probed {
-                Ok(Some(socket)) => pump(&session, socket).await,
-                _ => session.cancel_upgrade(),
-            }
+        return upgrade.on_upgrade(move |socket| {
+            tokio::spawn(async move {
+                let probed = tokio::time::timeout(wait, probe(&session, socket)).await;
+                match probed {
+                    Ok(Some(socket)) => pump(&session, socket).await,
+                    _ => session.cancel_upgrade(),
+                }
+            });
         });
     }
     let Ok(caller) = Caller::from_request_parts(parts, &edge).await;
@@ -453,12 +455,14 @@ async fn websocket(
     };
     let open = endpoint.open_packet(&random_id(), &[]).encode_text();
     let serves = endpoint.serves;
-    upgrade.on_upgrade(move |mut socket| async move {
-        let Admitted { identity, permit } = admitted;
-        if socket.send(Message::Text(open.into())).await.is_ok() {
-            let socket = EioWebSocket::new(socket);
-            Box::pin(run(serves, edge, socket, permit, identity)).await;
-        }
+    upgrade.on_upgrade(move |mut socket| {
+        tokio::spawn(async move {
+            let Admitted { identity, permit } = admitted;
+            if socket.send(Message::Text(open.into())).await.is_ok() {
+                let socket = EioWebSocket::new(socket);
+                Box::pin(run(serves, edge, socket, permit, identity)).await;
+            }
+        });
     })
 }
 

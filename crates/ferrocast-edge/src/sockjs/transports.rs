@@ -430,15 +430,17 @@ async fn websocket(endpoint: &Arc<Endpoint>, parts: &mut Parts, framed: bool) ->
         Err(refusal) => return refusal.into_response(),
     };
     let kind = endpoint.kind;
-    upgrade.on_upgrade(move |mut socket| async move {
-        if !framed {
-            return service::run(kind, edge, socket, permit, identity).await;
-        }
-        let open = Message::Text(Utf8Bytes::from_static("o"));
-        if socket.send(open).await.is_ok() {
-            let socket = FramedWebSocket::new(socket);
-            service::run(kind, edge, socket, permit, identity).await;
-        }
+    upgrade.on_upgrade(move |mut socket| {
+        tokio::spawn(async move {
+            if !framed {
+                return service::run(kind, edge, socket, permit, identity).await;
+            }
+            let open = Message::Text(Utf8Bytes::from_static("o"));
+            if socket.send(open).await.is_ok() {
+                let socket = FramedWebSocket::new(socket);
+                service::run(kind, edge, socket, permit, identity).await;
+            }
+        });
     })
 }
 

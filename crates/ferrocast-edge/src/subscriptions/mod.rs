@@ -44,7 +44,6 @@ mod gate;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -97,7 +96,7 @@ pub struct Subscriptions {
     queue: Arc<OutboundQueue>,
     /// Filter → how many uses of it the owner holds (several STOMP
     /// subscriptions may share a filter); the hub sees one subscription.
-    filters: HashMap<TopicFilter, usize>,
+    filters: FilterUses,
     /// Allocated at the first subscription in a namespace with history, so
     /// that a subscriber without one stays small.
     gates: Option<Box<Gates>>,
@@ -113,7 +112,7 @@ impl Subscriptions {
             hub,
             conn,
             queue,
-            filters: HashMap::new(),
+            filters: FilterUses::default(),
             gates: None,
             joins_presence,
         }
@@ -150,9 +149,8 @@ impl Subscriptions {
         since: Option<StreamPosition>,
         user: Option<&str>,
     ) -> BoxFuture<'static, Result<Option<Opening>, SubscribeError>> {
-        let uses = self.filters.entry(filter.clone()).or_insert(0);
-        *uses += 1;
-        if *uses > 1 {
+        let uses = self.filters.add(filter);
+        if uses > 1 {
             return futures::future::ready(Ok(None)).boxed();
         }
         let hub = self.hub.clone();
@@ -257,7 +255,7 @@ impl Subscriptions {
 
     /// Whether `filter` is in use.
     pub fn holds(&self, filter: &TopicFilter) -> bool {
-        self.filters.contains_key(filter)
+        self.filters.contains(filter)
     }
 
     /// How many distinct filters are in use.
@@ -272,14 +270,9 @@ impl Subscriptions {
     /// Removes one use of `filter`; the last one unsubscribes in the hub and
     /// leaves presence. Returns whether that was the last use.
     pub fn unsubscribe(&mut self, filter: &TopicFilter) -> bool {
-        let Some(uses) = self.filters.get_mut(filter) else {
-            return false;
-        };
-        *uses -= 1;
-        if *uses > 0 {
+        if self.filters.remove(filter) != Some(0) {
             return false;
         }
-        self.filters.remove(filter);
         if let Some(gates) = &mut self.gates {
             gates.close(filter);
         }
@@ -289,7 +282,7 @@ impl Subscriptions {
 
     /// Drops every subscription (the subscriber ends).
     pub fn release(&mut self) {
-        for (filter, _) in std::mem::take(&mut self.filters) {
+        for (filter, _) in std::mem::take(&mut self.filters).0 {
             if let Some(gates) = &mut self.gates {
                 gates.close(&filter);
             }
@@ -304,5 +297,54 @@ impl Subscriptions {
                 self.hub.leave(&topic, self.conn);
             }
         }
+    }
+}
+
+/// The filters a subscriber uses and how often each: a list, not a hash
+/// map, because nearly every connection holds a few (a map's smallest table
+/// is four slots, ~200 bytes, for one filter) and the list grows one slot at
+/// a time while short. Bounded by `--max-subscriptions-per-connection`.
+#[derive(Debug, Default)]
+struct FilterUses(Vec<(TopicFilter, usize)>);
+
+impl FilterUses {
+    fn contains(&self, filter: &TopicFilter) -> bool {
+        self.0.iter().any(|(f, _)| f == filter)
+    }
+
+    /// One more use of `filter`; returns how many there are now.
+    fn add(&mut self, filter: &TopicFilter) -> usize {
+        if let Some((_, uses)) = self.0.iter_mut().find(|(f, _)| f == filter) {
+            *uses += 1;
+            return *uses;
+        }
+        if self.0.len() == self.0.capacity() {
+            self.0.reserve_exact(self.0.len().clamp(1, 64));
+        }
+        self.0.push((filter.clone(), 1));
+        1
+    }
+
+    /// One use less of `filter`: how many are left (the filter is gone at
+    /// 0), or `None` if it was not in use.
+    fn remove(&mut self, filter: &TopicFilter) -> Option<usize> {
+        let at = self.0.iter().position(|(f, _)| f == filter)?;
+        self.0[at].1 -= 1;
+        let left = self.0[at].1;
+        if left == 0 {
+            self.0.swap_remove(at);
+            if self.0.is_empty() {
+                self.0 = Vec::new();
+            }
+        }
+        Some(left)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }

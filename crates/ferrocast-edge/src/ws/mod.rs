@@ -24,7 +24,6 @@ pub(crate) use upgrade::{UpgradeRejection, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
-use futures::future::BoxFuture;
 
 use ferrocast_protocol::stomp::Version;
 use ferrocast_protocol::{SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};
@@ -83,23 +82,27 @@ pub(crate) async fn upgrade(
         upgrade = upgrade.protocol(protocol);
     }
     let stomp = protocol.and_then(Version::from_subprotocol);
-    Ok(upgrade.on_upgrade(move |socket| -> BoxFuture<'static, ()> {
-        // Boxed apart, so that each connection holds the state of its
-        // own protocol only.
+    Ok(upgrade.on_upgrade(move |socket| {
+        // A task per protocol, so that each connection holds the state of
+        // its own protocol only.
         match stomp {
             Some(version) => {
                 let conn = edge.next_session_number();
                 let protocol = StompProtocol::new(version, conn, edge.settings());
-                Box::pin(session::serve(edge, socket, permit, protocol, identity))
+                tokio::spawn(session::serve(edge, socket, permit, protocol, identity));
             }
-            None if protocol == Some(SUBPROTOCOL_PROTO) => Box::pin(session::serve(
-                edge,
-                socket,
-                permit,
-                ProtoProtocol,
-                identity,
-            )),
-            None => Box::pin(session::serve(edge, socket, permit, JsonProtocol, identity)),
+            None if protocol == Some(SUBPROTOCOL_PROTO) => {
+                tokio::spawn(session::serve(
+                    edge,
+                    socket,
+                    permit,
+                    ProtoProtocol,
+                    identity,
+                ));
+            }
+            None => {
+                tokio::spawn(session::serve(edge, socket, permit, JsonProtocol, identity));
+            }
         }
     }))
 }

@@ -1,8 +1,6 @@
 //! The WebSocket opening handshake (RFC 6455 §4.2), server side, with the
 //! permessage-deflate negotiation (RFC 7692).
 
-use std::future::Future;
-
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -146,11 +144,13 @@ impl WebSocketUpgrade {
     }
 
     /// The `101 Switching Protocols` answer; once the connection is
-    /// switched, `callback` runs with the WebSocket in a task of its own.
-    pub(crate) fn on_upgrade<F, Fut>(self, callback: F) -> Response
+    /// switched, `callback` gets the WebSocket and spawns the task that
+    /// serves it. The upgrade's own task then ends: a connection is one
+    /// task whose future is its session, sized for its protocol, not a
+    /// session boxed inside the task that waited for the upgrade.
+    pub(crate) fn on_upgrade<F>(self, callback: F) -> Response
     where
-        F: FnOnce(WebSocket) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        F: FnOnce(WebSocket) + Send + 'static,
     {
         let config = self.config.unwrap_or(Config {
             max_message_size: 64 * 1024,
@@ -183,7 +183,7 @@ impl WebSocketUpgrade {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let (io, pending) = Io::from_upgraded(upgraded);
-                    callback(WebSocket::new(io, pending, config)).await;
+                    callback(WebSocket::new(io, pending, config));
                 }
                 Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
             }
