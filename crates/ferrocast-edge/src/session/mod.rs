@@ -220,15 +220,15 @@ mod tests {
         let stomp = future_size(serve::<StompProtocol, WebSocket>);
         eprintln!("idle session futures: JSON {json} B, protobuf {proto} B, STOMP {stomp} B");
         assert!(
-            json <= 1024,
+            json <= 768,
             "a JSON connection's future takes {json} bytes"
         );
         assert!(
-            proto <= 1024,
+            proto <= 768,
             "a protobuf connection's future takes {proto} bytes"
         );
         assert!(
-            stomp <= 1536,
+            stomp <= 1280,
             "a STOMP connection's future takes {stomp} bytes"
         );
     }
