@@ -34,6 +34,8 @@ pub(crate) enum ConnectionError {
     NotConnected,
     #[error("redis refused: {0}")]
     Refused(String),
+    #[error("the cluster's slots moved to other masters")]
+    SlotsMoved,
 }
 
 impl ConnectionError {
@@ -249,6 +251,22 @@ impl Link {
         }
     }
 
+    /// On a cluster, a fingerprint of which master serves which slots (one
+    /// member's `CLUSTER SLOTS`), so that a change (a replica promoted, slots
+    /// moved) can be noticed; `None` on one server.
+    pub(crate) async fn slots(
+        &mut self,
+        deadline: Duration,
+    ) -> Result<Option<u64>, ConnectionError> {
+        if let Self::Server(_) = self {
+            return Ok(None);
+        }
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let reply = self.command(&slots, deadline).await?;
+        Ok(Some(slots_fingerprint(&reply)))
+    }
+
     /// Sends `commands` and returns one reply each, each within `deadline`.
     /// `key_of(i)` is a key (or sharded channel) of command `i`: on a server
     /// they go as one pipeline; on a cluster, as one pipeline per hash slot
@@ -309,6 +327,29 @@ impl Link {
             }
         }
     }
+}
+
+/// A fingerprint of which master serves which slots, from `CLUSTER SLOTS`
+/// (each range's first and last slot and its master's address).
+fn slots_fingerprint(reply: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut ranges: Vec<(i64, i64, &[u8], i64)> = Vec::new();
+    if let Value::Array(items) = reply {
+        for item in items {
+            if let Value::Array(range) = item {
+                if let [Value::Int(first), Value::Int(last), Value::Array(master), ..] = &range[..]
+                {
+                    if let [Value::BulkString(ip), Value::Int(port), ..] = &master[..] {
+                        ranges.push((*first, *last, ip, *port));
+                    }
+                }
+            }
+        }
+    }
+    ranges.sort_unstable();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ranges.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Replies {

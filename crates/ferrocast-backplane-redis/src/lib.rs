@@ -71,7 +71,11 @@
 //!   treats the loss of any member's connection, and an `SUNSUBSCRIBE` that
 //!   Redis sent for a channel still wanted (its slot moved), like the loss
 //!   of its connection: it connects again, learns the slots and subscribes
-//!   everything where it lives now. History across a failover: `history.rs`.
+//!   everything where it lives now; and so it does when the slot map
+//!   (`CLUSTER SLOTS`, read at every health check) differs from the one it
+//!   subscribed under, since a subscription made during a failover may not
+//!   be served by the master that ends up with its slot. History across a
+//!   failover: `history.rs`.
 //! - `rediss://` uses rustls with the ring provider and the system's trust
 //!   store (`SSL_CERT_FILE` / `SSL_CERT_DIR` override it).
 //! - Logs and errors name Redis by its URL without user, password or query.

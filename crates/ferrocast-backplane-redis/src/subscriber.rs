@@ -101,6 +101,9 @@ struct Session<'a> {
     shared: &'a Shared,
     link: Link,
     lost: Arc<LostSignal>,
+    /// On a cluster, which master served which slots when this connection
+    /// subscribed; see [`Session::run`].
+    slots: Option<u64>,
     channels: HashSet<String>,
     patterns: HashSet<String>,
 }
@@ -110,11 +113,14 @@ impl<'a> Session<'a> {
     async fn open(shared: &'a Arc<Shared>) -> Result<Session<'a>, ConnectionError> {
         let lost = Arc::new(LostSignal::default());
         let pushes = SubscriberPushes::new(shared.clone(), lost.clone());
-        let link = shared.connector.connect(pushes, WRITE_BUFFER).await?;
+        let mut link = shared.connector.connect(pushes, WRITE_BUFFER).await?;
+        // Taken before subscribing: a change while subscribing is noticed.
+        let slots = link.slots(shared.timeout).await?;
         let mut session = Session {
             shared,
             link,
             lost,
+            slots,
             channels: HashSet::new(),
             patterns: HashSet::new(),
         };
@@ -168,6 +174,17 @@ impl<'a> Session<'a> {
                 _ = check.tick() => {
                     if let Err(error) = ping(&mut self.link, deadline).await {
                         return Ended::Lost(error);
+                    }
+                    // On a cluster, a channel subscribed while a failover was
+                    // under way may not be served by the master that ends
+                    // up with its slot: when the masters changed, subscribe
+                    // everything again where it is now.
+                    if self.slots.is_some() {
+                        match self.link.slots(deadline).await {
+                            Ok(now) if now == self.slots => {}
+                            Ok(_) => return Ended::Lost(ConnectionError::SlotsMoved),
+                            Err(error) => return Ended::Lost(error),
+                        }
                     }
                 }
             }
