@@ -481,6 +481,45 @@ mod tests {
     }
 
     #[test]
+    fn slot_maps_are_compared_by_their_masters() {
+        let range = |first, last, port, replica| {
+            let node = |port| {
+                Value::Array(vec![
+                    Value::BulkString(b"10.0.0.1".to_vec()),
+                    Value::Int(port),
+                ])
+            };
+            Value::Array(vec![
+                Value::Int(first),
+                Value::Int(last),
+                node(port),
+                node(replica),
+            ])
+        };
+        let map = |ranges: Vec<Value>| slots_fingerprint(&Value::Array(ranges));
+        let before = map(vec![
+            range(0, 8191, 7001, 7003),
+            range(8192, 16383, 7002, 7004),
+        ]);
+        // The order of the ranges and the replicas do not matter.
+        assert_eq!(
+            before,
+            map(vec![
+                range(8192, 16383, 7002, 7005),
+                range(0, 8191, 7001, 7003)
+            ])
+        );
+        // A replica promoted does.
+        assert_ne!(
+            before,
+            map(vec![
+                range(0, 8191, 7003, 7001),
+                range(8192, 16383, 7002, 7004)
+            ])
+        );
+    }
+
+    #[test]
     fn urls_are_checked() {
         let timeout = Duration::from_secs(1);
         assert!(
