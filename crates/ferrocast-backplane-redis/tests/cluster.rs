@@ -183,3 +183,70 @@ async fn topics_of_every_master_survive_a_master_killed() {
     assert!(*publisher.health().borrow() && *subscriber.health().borrow());
     drop(cluster);
 }
+
+/// A topic's slot handed to another master (as a resharding does): the old
+/// master unsubscribes the node, which subscribes again on the new one, and
+/// publications, redirected there with `MOVED`, are delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_follows_its_slot_to_another_master() {
+    init_tracing();
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let sink = Arc::new(conformance::RecordingSink::default());
+    let publisher = start_up(
+        NodeId::from("pub"),
+        settings(&url),
+        Arc::new(conformance::RecordingSink::default()),
+    )
+    .await;
+    let subscriber = start_up(NodeId::from("sub"), settings(&url), sink.clone()).await;
+    const TOPIC: &str = "moving.t";
+    subscriber.subscribe(vec![filter(TOPIC)]).await.unwrap();
+    publisher
+        .publish(publication(TOPIC, "before", "pub"), None)
+        .await
+        .unwrap();
+    sink.wait_for(1).await;
+
+    let slot = slot(&cluster, &format!("ferrocast:{TOPIC}"));
+    let from = cluster.master_of_slot(slot).unwrap();
+    let to = cluster.masters().into_iter().find(|m| *m != from).unwrap();
+    let id = |i: usize| {
+        let reply = cluster.command(i, &["CLUSTER", "MYID"]).unwrap();
+        reply.lines().nth(1).unwrap().to_string()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let slot_text = slot.to_string();
+    let set = |i: usize, args: &[&str]| {
+        let mut command = vec!["CLUSTER", "SETSLOT", slot_text.as_str()];
+        command.extend_from_slice(args);
+        let reply = cluster.command(i, &command).unwrap();
+        assert!(reply.starts_with("+OK"), "{command:?}: {reply}");
+    };
+    set(to, &["IMPORTING", &from_id]);
+    set(from, &["MIGRATING", &to_id]);
+    // The topic has no keys (no history) to migrate: hand the slot over.
+    for master in cluster.masters() {
+        set(master, &["NODE", &to_id]);
+    }
+    assert_eq!(cluster.master_of_slot(slot), Some(to));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let _ = publisher
+            .publish(publication(TOPIC, &format!("after{round}"), "pub"), None)
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let got = sink.settled().await;
+        if got.iter().any(|(_, p)| p.payload.starts_with(b"after")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing delivered after the slot moved ({round} publications)"
+        );
+    }
+    assert!(*subscriber.health().borrow());
+}
