@@ -31,6 +31,18 @@ pub enum SubscribeError {
     ShuttingDown,
 }
 
+impl SubscribeError {
+    /// The client-facing code: a subscription the backplane refuses (a
+    /// wildcard on Redis Cluster) is the request's fault and will not work
+    /// later either; the rest may.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Backplane(BackplaneError::Rejected(_)) => ErrorCode::BadRequest,
+            Self::Backplane(_) | Self::ShuttingDown => ErrorCode::Unavailable,
+        }
+    }
+}
+
 /// Why a publish did not reach every node, and what it reached instead.
 /// Every way to publish (JSON and protobuf sessions, STOMP, HTTP publish,
 /// the server API) answers with this one wording and [`PublishError::code`].

@@ -294,7 +294,7 @@ fn handle<R: Replies>(link: &mut Link<Completion>, request: ClientRequest) {
                     })),
                     Err(error) => Completion::SubscribeFailed {
                         filter,
-                        error: RequestError::new(id, ErrorCode::Unavailable, error.to_string()),
+                        error: RequestError::new(id, error.code(), error.to_string()),
                     },
                 }
             });
