@@ -219,10 +219,7 @@ mod tests {
         let proto = future_size(serve::<ProtoProtocol, WebSocket>);
         let stomp = future_size(serve::<StompProtocol, WebSocket>);
         eprintln!("idle session futures: JSON {json} B, protobuf {proto} B, STOMP {stomp} B");
-        assert!(
-            json <= 768,
-            "a JSON connection's future takes {json} bytes"
-        );
+        assert!(json <= 768, "a JSON connection's future takes {json} bytes");
         assert!(
             proto <= 768,
             "a protobuf connection's future takes {proto} bytes"
