@@ -128,3 +128,81 @@ async fn refuses_oversized_publications() {
         .await
         .unwrap();
 }
+
+/// A filter unsubscribed and subscribed again without waiting in between,
+/// many times, while another filter's messages keep flowing: every
+/// publication made after the last subscribe completed arrives once (the
+/// cancelled subscription forwards nothing more, the new one everything), and
+/// the other filter loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_filter_subscribed_again_at_once_delivers_each_publication_once() {
+    let server = NatsServer::start();
+    let common::Pair {
+        publisher_id,
+        publisher,
+        subscriber,
+        sink,
+    } = common::start_pair(
+        "again",
+        &server.url(),
+        &server.url(),
+        Duration::from_secs(5),
+    )
+    .await;
+    let steady = common::filter("again.steady");
+    let flapping = common::filter("again.flap");
+    subscriber
+        .subscribe(vec![steady.clone(), flapping.clone()])
+        .await
+        .unwrap();
+    const ROUNDS: usize = 50;
+    for i in 0..ROUNDS {
+        // Not awaited before the subscribe: the hub may overlap them too.
+        let unsubscribed = subscriber.unsubscribe(vec![flapping.clone()]);
+        let subscribed = subscriber.subscribe(vec![flapping.clone()]);
+        publisher
+            .publish(
+                publication("again.steady", &i.to_string(), &publisher_id),
+                None,
+            )
+            .await
+            .unwrap();
+        unsubscribed.await.unwrap();
+        subscribed.await.unwrap();
+    }
+    const AFTER: usize = 20;
+    for i in 0..AFTER {
+        publisher
+            .publish(
+                publication("again.flap", &i.to_string(), &publisher_id),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    assert!(
+        sink.wait_for(ROUNDS + AFTER, Duration::from_secs(5)).await,
+        "only {} of {} publications arrived",
+        sink.len(),
+        ROUNDS + AFTER
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all = sink.all();
+    let payloads = |filter: &ferrocast_protocol::TopicFilter| -> Vec<String> {
+        all.iter()
+            .filter(|(f, _)| f == filter)
+            .map(|(_, p)| String::from_utf8_lossy(&p.payload).into_owned())
+            .collect()
+    };
+    let expected = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        payloads(&steady),
+        expected(ROUNDS),
+        "the steady filter, in order"
+    );
+    assert_eq!(
+        payloads(&flapping),
+        expected(AFTER),
+        "the re-subscribed filter, once each"
+    );
+}
