@@ -278,6 +278,27 @@ mod tests {
     }
 
     #[test]
+    fn ws_compression_is_off_on_or_a_threshold() {
+        use ferrocast_edge::WsCompression;
+        let compression = |args: &[&str]| load(args).unwrap().edge_settings().ws_compression;
+        assert_eq!(compression(&[]), WsCompression::Above(256));
+        assert_eq!(
+            compression(&["--ws-compression", "off"]),
+            WsCompression::Off
+        );
+        assert_eq!(
+            compression(&["--ws-compression", "on"]),
+            WsCompression::Above(0)
+        );
+        assert_eq!(
+            compression(&["--ws-compression", "1024"]),
+            WsCompression::Above(1024)
+        );
+        let err = load(&["--ws-compression", "fast"]).unwrap_err();
+        assert!(err.to_string().contains("ws_compression"), "{err}");
+    }
+
+    #[test]
     fn sockjs_flags_set_the_endpoint_and_refuse_what_cannot_be_served() {
         let sockjs = load(&[]).unwrap().edge_settings().sockjs;
         assert_eq!(sockjs, ferrocast_edge::SockjsSettings::default());
