@@ -305,8 +305,11 @@ async fn run_cycles(
                         break;
                     }
                     if Instant::now() >= deadline {
-                        cycles.not_run += 1;
-                        continue;
+                        // The rest of the range, counted once: later
+                        // runners find nothing left.
+                        let rest = next.swap(end, Ordering::Relaxed).max(n);
+                        cycles.not_run += end.saturating_sub(rest) + 1;
+                        break;
                     }
                     bench.cycle(n, &mut cycles).await;
                 }
