@@ -11,6 +11,8 @@ pub const CONNECTIONS_CLOSED: &str = "ferrocast_connections_closed_total";
 pub const CONNECTIONS_REJECTED: &str = "ferrocast_connections_rejected_total";
 pub const SUBSCRIPTIONS: &str = "ferrocast_subscriptions";
 pub const TOPICS: &str = "ferrocast_topics";
+/// Tasks alive in the node's runtime: one per connection plus a fixed few.
+pub const RUNTIME_TASKS: &str = "ferrocast_runtime_tasks";
 pub const MESSAGES_PUBLISHED: &str = "ferrocast_messages_published_total";
 pub const MESSAGES_DELIVERED: &str = "ferrocast_messages_delivered_total";
 pub const MESSAGES_DROPPED: &str = "ferrocast_messages_dropped_total";
@@ -180,5 +182,9 @@ pub fn describe() {
     describe_gauge!(
         DRAINING,
         "1 while the node drains its connections before exiting."
+    );
+    describe_gauge!(
+        RUNTIME_TASKS,
+        "Tasks alive in the node's async runtime (one per connection plus a fixed few; refreshed every 5 s): a number that grows with no connection behind it is a leak."
     );
 }

@@ -263,6 +263,7 @@ async fn admin_endpoints_and_the_documented_metrics() {
         "ferrocast_backplane_publish_duration_seconds_bucket",
         "ferrocast_delivery_lag_seconds_bucket",
         "ferrocast_build_info",
+        "ferrocast_runtime_tasks",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
@@ -285,6 +286,8 @@ async fn admin_endpoints_and_the_documented_metrics() {
         2.0
     );
     assert_eq!(metric(&text, "ferrocast_backplane_up", &[]), 1.0);
+    // Read every 5 s, first at start: the listeners' and upkeep tasks at least.
+    assert!(metric(&text, "ferrocast_runtime_tasks", &[]) >= 1.0);
     assert_eq!(
         metric(
             &text,
