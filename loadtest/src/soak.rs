@@ -15,7 +15,8 @@
 //! - no more open file descriptors than after the warm-up;
 //! - nothing the node counts per connection left over: its
 //!   `ferrocast_connections`, `ferrocast_subscriptions` and `ferrocast_topics`
-//!   back at zero, and as many connections closed as opened;
+//!   back at zero, as many connections closed as opened, and no more
+//!   `ferrocast_runtime_tasks` than after the warm-up;
 //! - every cycle completed, its own publication delivered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -482,6 +483,9 @@ pub(crate) struct NodeReading {
     pub(crate) connections_opened: Option<f64>,
     /// Σ `ferrocast_connections_closed_total` over its reasons.
     pub(crate) connections_closed: Option<f64>,
+    /// `ferrocast_runtime_tasks`: tasks alive in the node's runtime (0 on a
+    /// node that does not export it).
+    pub(crate) runtime_tasks: Option<f64>,
 }
 
 impl NodeProbe {
@@ -509,6 +513,7 @@ impl NodeProbe {
             topics: gauge("ferrocast_topics"),
             connections_opened: gauge("ferrocast_connections_opened_total"),
             connections_closed: gauge("ferrocast_connections_closed_total"),
+            runtime_tasks: gauge("ferrocast_runtime_tasks"),
         }
     }
 
@@ -568,6 +573,8 @@ pub(crate) struct Verdict {
     pub(crate) subscriptions_left: Option<f64>,
     pub(crate) topics_left: Option<f64>,
     pub(crate) opened_not_closed: Option<f64>,
+    /// End runtime tasks − those after the warm-up.
+    pub(crate) tasks_leaked: Option<f64>,
     pub(crate) nothing_left: Option<bool>,
     /// Every cycle (warm-up included) completed.
     pub(crate) cycles_ok: bool,
@@ -590,11 +597,16 @@ impl Verdict {
             .connections_opened
             .zip(end.connections_closed)
             .map(|(opened, closed)| opened - closed);
+        let tasks_leaked = warm
+            .runtime_tasks
+            .zip(end.runtime_tasks)
+            .map(|(warm, end)| (end - warm).max(0.0));
         let left = [
             end.connections,
             end.subscriptions,
             end.topics,
             opened_not_closed,
+            tasks_leaked,
         ];
         let nothing_left = left
             .iter()
@@ -610,6 +622,7 @@ impl Verdict {
             subscriptions_left: end.subscriptions,
             topics_left: end.topics,
             opened_not_closed,
+            tasks_leaked,
             nothing_left,
             cycles_ok: all_completed,
             passed: rss_ok == Some(true)
@@ -785,11 +798,12 @@ impl ScenarioReport for SoakReport {
             .row(
                 "node gauges at the end",
                 format!(
-                    "connections {}, subscriptions {}, topics {}, opened − closed {}: {}",
+                    "connections {}, subscriptions {}, topics {}, opened − closed {}, runtime tasks over the warm-up's {}: {}",
                     gauge(v.connections_left),
                     gauge(v.subscriptions_left),
                     gauge(v.topics_left),
                     gauge(v.opened_not_closed),
+                    gauge(v.tasks_leaked),
                     check(v.nothing_left)
                 ),
             )
@@ -846,6 +860,7 @@ mod tests {
             topics: Some(0.0),
             connections_opened: Some(100.0),
             connections_closed: Some(100.0 - connections),
+            runtime_tasks: Some(12.0 + connections),
         }
     }
 
@@ -869,6 +884,17 @@ mod tests {
         let fd = Verdict::new(&readings(reading(40_000, 31, 0.0)), 5.0, true);
         assert_eq!(fd.fds_leaked, Some(1));
         assert!(!fd.passed);
+
+        let task = Verdict::new(
+            &readings(NodeReading {
+                runtime_tasks: Some(13.0),
+                ..reading(40_000, 30, 0.0)
+            }),
+            5.0,
+            true,
+        );
+        assert_eq!(task.tasks_leaked, Some(1.0));
+        assert!(!task.passed);
 
         let connection = Verdict::new(&readings(reading(40_000, 30, 1.0)), 5.0, true);
         assert_eq!(connection.nothing_left, Some(false));

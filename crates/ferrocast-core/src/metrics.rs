@@ -185,6 +185,6 @@ pub fn describe() {
     );
     describe_gauge!(
         RUNTIME_TASKS,
-        "Tasks alive in the node's async runtime (one per connection plus a fixed few; refreshed every 5 s): a number that grows with no connection behind it is a leak."
+        "Tasks alive in the node's async runtime (one per connection plus a fixed few), read at each scrape: a number that grows with no connection behind it is a leak."
     );
 }

@@ -111,6 +111,11 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let render: MetricsRender = {
         let handle = prometheus.clone();
         Arc::new(move || {
+            // Read when scraped, so that it is current.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let tasks = runtime.metrics().num_alive_tasks();
+                metrics::gauge!(names::RUNTIME_TASKS).set(tasks as f64);
+            }
             let mut text = handle.render();
             crate::process::render(&mut text);
             text

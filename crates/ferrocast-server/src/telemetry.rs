@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -53,7 +52,5 @@ pub(crate) async fn run_upkeep(handle: PrometheusHandle) {
     loop {
         tick.tick().await;
         handle.run_upkeep();
-        let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
-        gauge!(names::RUNTIME_TASKS).set(tasks as f64);
     }
 }
