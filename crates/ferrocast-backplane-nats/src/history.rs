@@ -106,6 +106,10 @@ const LAST_READS: u32 = 4;
 /// replicated stream (in a healthy cluster, a few milliseconds behind).
 const STALE_READS: usize = 20;
 const STALE_PAUSE: Duration = Duration::from_millis(25);
+/// Attempts of one JetStream read that fails while connected, and the pause
+/// between them.
+const READ_ATTEMPTS: u32 = 4;
+const READ_PAUSE: Duration = Duration::from_millis(100);
 
 /// The last message stored on a topic's subject.
 #[derive(Debug, Clone)]
@@ -473,8 +477,34 @@ impl History {
 
     /// The payloads of the messages on `filter` (a subject or a wildcard) that
     /// `deliver` selects, in stream order, read by a consumer made for the
-    /// purpose; `what` names the read in errors.
+    /// purpose; `what` names the read in errors. A read that fails while
+    /// connected is made again, a few times: in a cluster, a reader just
+    /// placed on a server can answer its first fetch with 503 (no
+    /// responders) while the stream's placement settles.
     pub(crate) async fn messages(
+        &self,
+        stream: &Stream<()>,
+        filter: &str,
+        deliver: DeliverPolicy,
+        what: &str,
+    ) -> Result<Vec<Bytes>, BackplaneError> {
+        let mut attempt = 1;
+        loop {
+            match self.read_once(stream, filter, deliver.clone(), what).await {
+                Err(error)
+                    if attempt < READ_ATTEMPTS
+                        && self.client.connection_state() == State::Connected =>
+                {
+                    tracing::debug!(%error, attempt, "a JetStream read failed; reading again");
+                    attempt += 1;
+                    tokio::time::sleep(READ_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn read_once(
         &self,
         stream: &Stream<()>,
         filter: &str,
