@@ -490,7 +490,7 @@ impl History {
     ) -> Result<Vec<Bytes>, BackplaneError> {
         let mut attempt = 1;
         loop {
-            match self.read_once(stream, filter, deliver.clone(), what).await {
+            match self.read_once(stream, filter, deliver, what).await {
                 Err(error)
                     if attempt < READ_ATTEMPTS
                         && self.client.connection_state() == State::Connected =>
