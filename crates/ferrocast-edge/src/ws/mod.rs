@@ -19,7 +19,7 @@ mod upgrade;
 
 pub(crate) use deflate::compress_shared;
 pub(crate) use socket::WebSocket;
-pub(crate) use upgrade::{UpgradeRejection, WebSocketUpgrade};
+pub(crate) use upgrade::{Upgrade, UpgradeRejection, WebSocketUpgrade};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -113,7 +113,7 @@ pub(crate) async fn upgrade(
 pub(crate) fn accept(
     edge: &Edge,
     upgrade: Result<WebSocketUpgrade, UpgradeRejection>,
-) -> Result<WebSocketUpgrade, Refusal> {
+) -> Result<Upgrade, Refusal> {
     let upgrade = upgrade.map_err(|rejection| Refusal::not_an_upgrade(&rejection))?;
     let settings = edge.settings();
     Ok(upgrade.config(

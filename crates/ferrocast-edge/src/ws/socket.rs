@@ -240,7 +240,7 @@ impl WebSocket {
             // A close frame's payload is at most 125 bytes: cut the reason
             // on a character boundary.
             let mut reason = frame.reason.as_str();
-            while reason.len() > frame::MAX_CONTROL_PAYLOAD - 2 {
+            if reason.len() > frame::MAX_CONTROL_PAYLOAD - 2 {
                 let mut cut = frame::MAX_CONTROL_PAYLOAD - 2;
                 while !reason.is_char_boundary(cut) {
                     cut -= 1;

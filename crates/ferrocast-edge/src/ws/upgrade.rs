@@ -16,7 +16,8 @@ use super::socket::{Config, Io, WebSocket};
 /// The GUID of RFC 6455 §1.3 that `Sec-WebSocket-Accept` hashes with the key.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/// A request that is a valid WebSocket handshake, ready to be answered.
+/// A request that is a valid WebSocket handshake, to be configured
+/// ([`WebSocketUpgrade::config`]) before it can be answered.
 #[derive(Debug)]
 pub(crate) struct WebSocketUpgrade {
     on_upgrade: OnUpgrade,
@@ -24,8 +25,15 @@ pub(crate) struct WebSocketUpgrade {
     /// What the client offered that the node accepts; dropped by
     /// [`WebSocketUpgrade::config`] when compression is off.
     offered_deflate: Option<Deflate>,
+}
+
+/// A handshake with the codec's settings, ready to be answered.
+#[derive(Debug)]
+pub(crate) struct Upgrade {
+    on_upgrade: OnUpgrade,
+    key: HeaderValue,
     protocol: Option<&'static str>,
-    config: Option<Config>,
+    config: Config,
 }
 
 /// Why a request is no WebSocket handshake: a status and a message.
@@ -114,8 +122,6 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             on_upgrade,
             key,
             offered_deflate,
-            protocol: None,
-            config: None,
         })
     }
 }
@@ -123,20 +129,26 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
 impl WebSocketUpgrade {
     /// The codec's limits; `compress_min: None` turns permessage-deflate off.
     pub(crate) fn config(
-        mut self,
+        self,
         max_message_size: usize,
         read_size: usize,
         compress_min: Option<usize>,
-    ) -> Self {
-        self.config = Some(Config {
-            max_message_size,
-            read_size,
-            deflate: compress_min.and(self.offered_deflate),
-            compress_min: compress_min.unwrap_or(usize::MAX),
-        });
-        self
+    ) -> Upgrade {
+        Upgrade {
+            on_upgrade: self.on_upgrade,
+            key: self.key,
+            protocol: None,
+            config: Config {
+                max_message_size,
+                read_size,
+                deflate: compress_min.and(self.offered_deflate),
+                compress_min: compress_min.unwrap_or(usize::MAX),
+            },
+        }
     }
+}
 
+impl Upgrade {
     /// The subprotocol the answer names.
     pub(crate) fn protocol(mut self, protocol: &'static str) -> Self {
         self.protocol = Some(protocol);
@@ -152,12 +164,7 @@ impl WebSocketUpgrade {
     where
         F: FnOnce(WebSocket) + Send + 'static,
     {
-        let config = self.config.unwrap_or(Config {
-            max_message_size: 64 * 1024,
-            read_size: 4096,
-            deflate: None,
-            compress_min: usize::MAX,
-        });
+        let config = self.config;
         let accept = accept_key(self.key.as_bytes());
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
