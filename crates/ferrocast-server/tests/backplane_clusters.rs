@@ -236,6 +236,7 @@ async fn redis_cluster_topics_of_every_master_reach_every_node() {
     let refused = publisher.subscribe("chat.*").await.unwrap();
     eprintln!("a wildcard subscription: {refused}");
     assert_eq!(refused["op"], "error", "{refused}");
+    assert_eq!(refused["code"], "bad_request", "{refused}");
     assert!(
         refused["message"]
             .as_str()
