@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::servers::{redis_command, start_on_a_free_port, Readiness, ServerProcess};
+use crate::servers::{redis_command, start_on_a_free_port, Readiness, RedisServer, ServerProcess};
 
 /// Masters in the cluster; each has one replica.
 const MASTERS: usize = 3;
@@ -286,30 +286,21 @@ fn port_of(address: &str) -> Option<u16> {
 /// A cluster member without persistence, on `port`, its cluster state in
 /// `nodes.conf` in its directory.
 fn args(port: u16) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        // Replicas synchronize at once (the default waits 5 s for more).
-        "--repl-diskless-sync-delay",
-        "0",
-        "--cluster-node-timeout",
-        &REDIS_CLUSTER_NODE_TIMEOUT.as_millis().to_string(),
-        "--loglevel",
-        "notice",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut args = RedisServer::args(port);
+    args.extend(
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            // Replicas synchronize at once (the default waits 5 s for more).
+            "--repl-diskless-sync-delay",
+            "0",
+            "--cluster-node-timeout",
+            &REDIS_CLUSTER_NODE_TIMEOUT.as_millis().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    args
 }

@@ -220,7 +220,9 @@ impl RedisServer {
         Self { port, process }
     }
 
-    fn args(port: u16) -> Vec<String> {
+    /// A standalone server without persistence on `port`; a cluster member
+    /// adds its cluster options to these.
+    pub(crate) fn args(port: u16) -> Vec<String> {
         [
             "--port",
             &port.to_string(),
