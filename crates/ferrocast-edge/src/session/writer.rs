@@ -92,7 +92,7 @@ impl Staged {
         self.shares_frames
     }
 
-    /// A batch's messages as plain messages (protocol tests).
+    /// An empty stage for a socket that shares frames or not (protocol tests).
     #[cfg(test)]
     pub(crate) fn for_test(shares_frames: bool) -> Self {
         Self {
@@ -101,6 +101,7 @@ impl Staged {
         }
     }
 
+    /// What a protocol staged, in order (protocol tests).
     #[cfg(test)]
     pub(crate) fn into_messages(self) -> Vec<Outgoing> {
         self.messages.into()
