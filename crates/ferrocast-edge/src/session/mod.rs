@@ -1,6 +1,6 @@
 //! One client session, whatever its transport and subprotocol.
 //!
-//! The transport is a [`Socket`]: a WebSocket as axum hands it over (the
+//! The transport is a [`Socket`]: the node's WebSocket (`crate::ws`; the
 //! common case, and the one whose idle size the tests below keep small), or
 //! an adapter of a SockJS transport (`crate::sockjs`). A single task serves
 //! the connection ([`serve`]). It polls, in this order:
