@@ -35,5 +35,5 @@ pub use namespace::{
     OWNER_NAMESPACE, OWNER_RECORD_TTL,
 };
 pub use publication::{unix_micros, Delivery, NodeId, Publication, WireFormat};
-pub use queue::{CloseReason, ConnId, Outbound, OutboundQueue, PushError, Taken};
+pub use queue::{CloseReason, ConnId, Outbound, OutboundQueue, PushError, Taken, WritePacing};
 pub use registry::SubscriptionRegistry;

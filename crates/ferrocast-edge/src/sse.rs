@@ -39,7 +39,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use ferrocast_core::metrics as names;
-use ferrocast_core::{unix_micros, CloseReason, Outbound, OutboundQueue, SubscribeError, Taken};
+use ferrocast_core::{
+    unix_micros, CloseReason, Outbound, OutboundQueue, SubscribeError, Taken, WritePacing,
+};
 use ferrocast_protocol::{ErrorCode, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
@@ -431,6 +433,7 @@ impl Stream {
             }
         });
         let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
+        let mut pacing = WritePacing::new(self.edge.settings().write_interval);
         loop {
             tokio::select! {
                 biased;
@@ -444,7 +447,10 @@ impl Stream {
                     }
                     idle.as_mut().reset(Instant::now() + keepalive);
                 }
-                taken = poll_fn(|cx| self.subscriptions.queue().poll_take(cx, &mut batch, MAX_BATCH_ITEMS)),
+                taken = poll_fn(|cx| {
+                    let queue = self.subscriptions.queue();
+                    queue.poll_take_paced(cx, &mut batch, MAX_BATCH_ITEMS, &mut pacing)
+                }),
                     if staged.is_none() => match taken {
                     Taken::Items => {
                         self.subscriptions.admit(&mut batch);

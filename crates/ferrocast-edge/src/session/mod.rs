@@ -46,7 +46,7 @@ use metrics::{counter, gauge};
 use tokio::sync::OwnedSemaphorePermit;
 
 use ferrocast_core::metrics as names;
-use ferrocast_core::{Outbound, OutboundQueue};
+use ferrocast_core::{Outbound, OutboundQueue, WritePacing};
 
 use crate::auth::Identity;
 
@@ -83,7 +83,10 @@ pub(crate) fn serve<P: Protocol, S: Socket>(
     let settings = edge.settings();
     let pong_timeout = S::ANSWERS_PINGS.then_some(settings.pong_timeout);
     let keepalive = Keepalive::new(S::keepalive_interval(settings), pong_timeout);
-    let writer = Writer::new(edge.delivery_metrics().clone());
+    let writer = Writer::new(
+        edge.delivery_metrics().clone(),
+        WritePacing::new(settings.write_interval),
+    );
     let mut session = Session {
         socket,
         protocol,

@@ -8,7 +8,7 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures::SinkExt;
 
-use ferrocast_core::{unix_micros, CloseReason, Delivery, Outbound, Taken, WireFormat};
+use ferrocast_core::{unix_micros, CloseReason, Delivery, Outbound, Taken, WireFormat, WritePacing};
 use ferrocast_protocol::TopicFilter;
 
 use super::{text_or_binary, Protocol, Socket};
@@ -111,12 +111,13 @@ impl Staged {
 /// Most queued items encoded in one go.
 pub(super) const MAX_BATCH_ITEMS: usize = 64;
 
-/// What moves the queue to the socket: the batch being encoded and the
-/// encoded messages not yet handed to the socket. Both are empty, holding no
-/// memory, while the connection is idle.
+/// What moves the queue to the socket: the batch being encoded, the
+/// encoded messages not yet handed to the socket and the pacing of
+/// `--write-interval`. They hold no memory while the connection is idle.
 pub(super) struct Writer {
     batch: Vec<Outbound>,
     staged: Staged,
+    pacing: WritePacing,
     /// Filters the server API unsubscribed, taken from the queue in order
     /// with the deliveries; the session applies them after the write.
     pub(super) unsubscribed: Vec<TopicFilter>,
@@ -124,10 +125,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(metrics: DeliveryMetrics) -> Self {
+    pub(super) fn new(metrics: DeliveryMetrics, pacing: WritePacing) -> Self {
         Self {
             batch: Vec::new(),
             staged: Staged::default(),
+            pacing,
             unsubscribed: Vec::new(),
             metrics,
         }
@@ -147,6 +149,7 @@ pub(super) fn pump<P: Protocol, S: Socket>(
     let Writer {
         batch,
         staged,
+        pacing,
         unsubscribed,
         metrics,
     } = writer;
@@ -158,7 +161,8 @@ pub(super) fn pump<P: Protocol, S: Socket>(
             }
             continue;
         }
-        match subscriptions.queue().poll_take(cx, batch, MAX_BATCH_ITEMS) {
+        let queue = subscriptions.queue();
+        match queue.poll_take_paced(cx, batch, MAX_BATCH_ITEMS, pacing) {
             Poll::Ready(Taken::Closed(reason)) => {
                 ready!(socket.poll_flush_unpin(cx))?;
                 return Poll::Ready(Ok(reason));

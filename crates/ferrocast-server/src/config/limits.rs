@@ -10,6 +10,9 @@ use ferrocast_protocol::MAX_TOPIC_LEN;
 
 use super::Config;
 
+/// The longest `write_interval`: beyond it the wait is lag more than batching.
+const MAX_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
 impl Config {
     pub(crate) fn edge_settings(&self) -> EdgeSettings {
         EdgeSettings {
@@ -18,6 +21,7 @@ impl Config {
             max_connections: self.max_connections,
             max_topic_length: self.max_topic_length,
             outbound_queue_bytes: self.outbound_queue_bytes,
+            write_interval: self.write_interval,
             ping_interval: self.ping_interval,
             pong_timeout: self.pong_timeout,
             read_buffer_size: self.ws_read_buffer_size,
@@ -144,6 +148,9 @@ impl Config {
         }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             bail!("ping_interval and pong_timeout must be above zero");
+        }
+        if self.write_interval > MAX_WRITE_INTERVAL {
+            bail!("write_interval must be at most {MAX_WRITE_INTERVAL:?}");
         }
         WsCompression::parse(&self.ws_compression).map_err(anyhow::Error::msg)?;
         if self.ws_read_buffer_size < 256 {
