@@ -226,9 +226,9 @@ impl OutboundQueue {
         max_items: usize,
         pacing: &mut WritePacing,
     ) -> Poll<Taken> {
-        if pacing.interval.is_zero() {
+        let Some(pacing) = &mut pacing.0 else {
             return self.poll_take(cx, out, max_items);
-        }
+        };
         if let (None, false, Some(last)) = (&pacing.wait, pacing.draining, pacing.last_take) {
             let due = last + pacing.interval;
             let waiting = {
@@ -292,11 +292,15 @@ impl OutboundQueue {
 /// second costs the node less CPU per message, for up to the interval more
 /// latency. Zero writes everything at once.
 #[derive(Debug)]
-pub struct WritePacing {
+pub struct WritePacing(Option<Box<Paced>>);
+
+/// The state of a paced writer; unpaced writers hold none.
+#[derive(Debug)]
+struct Paced {
     interval: Duration,
     /// When the writer last began taking from the queue.
     last_take: Option<Instant>,
-    /// The wait under way; boxed, so that a quiet connection holds no timer.
+    /// The wait under way.
     wait: Option<Pin<Box<Sleep>>>,
     /// The writer is taking: it takes without waiting until the queue is empty.
     draining: bool,
@@ -304,12 +308,14 @@ pub struct WritePacing {
 
 impl WritePacing {
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last_take: None,
-            wait: None,
-            draining: false,
-        }
+        Self((!interval.is_zero()).then(|| {
+            Box::new(Paced {
+                interval,
+                last_take: None,
+                wait: None,
+                draining: false,
+            })
+        }))
     }
 }
 

@@ -383,3 +383,75 @@ async fn subscribe_since_reports_not_recovered_without_history() {
     assert_eq!(reply["op"], "ok");
     assert_eq!(reply["recovered"], false);
 }
+
+/// The next text frame of a raw WebSocket, whole (not split into objects).
+async fn next_text_frame<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    loop {
+        let message = tokio::time::timeout(ferrocast_testkit::WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("an open connection")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return text.as_str().to_owned();
+        }
+    }
+}
+
+/// `--write-interval`: a quiet connection's first delivery is written at
+/// once; what follows within the interval waits for the rest of it and comes
+/// in one write (one frame, the deliveries joined by `\n`).
+#[tokio::test]
+async fn a_write_interval_gathers_what_follows_a_write_into_one_frame() {
+    use futures::SinkExt;
+    use std::time::{Duration, Instant};
+
+    let node = node(&["--write-interval", "100ms"]);
+    let (mut subscriber, _) = tokio_tungstenite::connect_async(node.ws_url())
+        .await
+        .unwrap();
+    let subscribe = json!({"op": "subscribe", "topic": "paced.feed", "id": 1});
+    subscriber
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    let reply = next_text_frame(&mut subscriber).await;
+    assert!(reply.contains(r#""op":"ok""#), "{reply}");
+    // Longer than the interval: the connection is quiet again.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let mut publisher = client(&node).await;
+    let started = Instant::now();
+    let ok = publisher.publish("paced.feed", json!(0)).await.unwrap();
+    assert_eq!(ok["op"], "ok", "{ok}");
+    let mut frames = vec![next_text_frame(&mut subscriber).await];
+    for n in 1..=5 {
+        let publish = json!({"op": "publish", "topic": "paced.feed", "data": n});
+        publisher.send(publish).await.unwrap();
+    }
+    let mut data = Vec::new();
+    loop {
+        for line in frames.last().unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["op"], "message", "{v}");
+            data.push(v["data"].as_i64().unwrap());
+        }
+        if data.len() >= 6 {
+            break;
+        }
+        frames.push(next_text_frame(&mut subscriber).await);
+    }
+    assert_eq!(data, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        frames[0],
+        r#"{"op":"message","topic":"paced.feed","data":0}"#
+    );
+    // The next write waited for the interval after the first, and carried
+    // what was published meanwhile.
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert!(frames.len() <= 3, "one frame per delivery: {frames:?}");
+}

@@ -8,7 +8,9 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures::SinkExt;
 
-use ferrocast_core::{unix_micros, CloseReason, Delivery, Outbound, Taken, WireFormat, WritePacing};
+use ferrocast_core::{
+    unix_micros, CloseReason, Delivery, Outbound, Taken, WireFormat, WritePacing,
+};
 use ferrocast_protocol::TopicFilter;
 
 use super::{text_or_binary, Protocol, Socket};
@@ -111,9 +113,9 @@ impl Staged {
 /// Most queued items encoded in one go.
 pub(super) const MAX_BATCH_ITEMS: usize = 64;
 
-/// What moves the queue to the socket: the batch being encoded, the
-/// encoded messages not yet handed to the socket and the pacing of
-/// `--write-interval`. They hold no memory while the connection is idle.
+/// What moves the queue to the socket: the batch being encoded and the
+/// encoded messages not yet handed to the socket, which hold no memory while
+/// the connection is idle, and the pacing of `--write-interval`.
 pub(super) struct Writer {
     batch: Vec<Outbound>,
     staged: Staged,

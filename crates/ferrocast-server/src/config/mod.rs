@@ -254,6 +254,14 @@ mod tests {
                 .echo_endpoint
         );
         assert!(load(&["--ping-interval", "soon"]).is_err());
+        let err = load(&["--write-interval", "101ms"]).unwrap_err();
+        assert!(err.to_string().contains("write_interval"), "{err}");
+        let paced = load(&["--write-interval", "20ms"]).unwrap().edge_settings();
+        assert_eq!(paced.write_interval, Duration::from_millis(20));
+        assert_eq!(
+            load(&[]).unwrap().edge_settings().write_interval,
+            Duration::ZERO
+        );
 
         let dir = std::env::temp_dir().join(format!("ferrocast-badcfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
