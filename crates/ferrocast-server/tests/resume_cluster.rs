@@ -71,9 +71,14 @@ async fn subscriber(urls: &[String], home: usize) -> tokio::task::JoinHandle<See
         .take(urls.len())
         .cloned()
         .collect();
+    // A buffer for every message: the replay after a reconnect can exceed
+    // the default 1,024 items, and a full buffer is the slow-consumer path
+    // (unsubscribed until the application reads, then restored with a second
+    // `Resubscribed`), which is not what this test is about.
     let client = Client::builder(rotated)
         .backoff(Duration::from_millis(100), Duration::from_secs(2))
         .drain_spread(Duration::from_millis(500))
+        .subscription_buffer(MESSAGES as usize)
         .build()
         .unwrap();
     let mut events = client.events();
