@@ -15,6 +15,9 @@ pub const TOPICS: &str = "ferrocast_topics";
 pub const RUNTIME_TASKS: &str = "ferrocast_runtime_tasks";
 pub const MESSAGES_PUBLISHED: &str = "ferrocast_messages_published_total";
 pub const MESSAGES_DELIVERED: &str = "ferrocast_messages_delivered_total";
+/// Batches the writers took from connection queues, each written in one go:
+/// `MESSAGES_DELIVERED` over this is deliveries per write.
+pub const DELIVERY_BATCHES: &str = "ferrocast_delivery_batches_total";
 pub const MESSAGES_DROPPED: &str = "ferrocast_messages_dropped_total";
 pub const CLIENT_ERRORS: &str = "ferrocast_client_errors_total";
 pub const LIMIT_HITS: &str = "ferrocast_limit_hits_total";
@@ -89,6 +92,10 @@ pub fn describe() {
     describe_counter!(
         MESSAGES_DELIVERED,
         "Messages written to local client connections."
+    );
+    describe_counter!(
+        DELIVERY_BATCHES,
+        "Batches of messages written to local client connections, each in one go: messages_delivered_total over this is messages per write (raised by --write-interval)."
     );
     describe_counter!(
         MESSAGES_DROPPED,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use ferrocast_core::metrics as names;
-use ferrocast_core::{CloseReason, ConnId, Hub, Outbound, OutboundQueue};
+use ferrocast_core::{unix_micros, CloseReason, ConnId, Hub, Outbound, OutboundQueue};
 use ferrocast_protocol::TopicFilter;
 
 use crate::auth::Authenticator;
@@ -71,12 +71,36 @@ struct EdgeInner {
     delivery_metrics: DeliveryMetrics,
 }
 
-/// What a session's writer counts: deliveries, and their lag from the
-/// publication's acceptance to the write.
+/// What the writers of sessions and streams count: deliveries, the batches
+/// they are written in, and their lag from the publication's acceptance to
+/// the write.
 #[derive(Debug, Clone)]
 pub(crate) struct DeliveryMetrics {
-    pub(crate) delivered: Counter,
-    pub(crate) lag: Histogram,
+    delivered: Counter,
+    batches: Counter,
+    lag: Histogram,
+}
+
+impl DeliveryMetrics {
+    /// Records a batch taken from a connection's queue that held
+    /// `deliveries` deliveries, about to be written in one go.
+    pub(crate) fn record(&self, batch: &[Outbound], deliveries: u64) {
+        if deliveries == 0 {
+            return;
+        }
+        self.delivered.increment(deliveries);
+        self.batches.increment(1);
+        let oldest = batch
+            .iter()
+            .filter_map(|item| match item {
+                Outbound::Delivery(d, _) => Some(d.publication.published_at_micros),
+                _ => None,
+            })
+            .min()
+            .unwrap_or_else(unix_micros);
+        let lag_micros = unix_micros().saturating_sub(oldest);
+        self.lag.record(lag_micros as f64 / 1e6);
+    }
 }
 
 impl Edge {
@@ -100,6 +124,7 @@ impl Edge {
                 owners: OnceLock::new(),
                 delivery_metrics: DeliveryMetrics {
                     delivered: counter!(names::MESSAGES_DELIVERED),
+                    batches: counter!(names::DELIVERY_BATCHES),
                     lag: histogram!(names::DELIVERY_LAG),
                 },
             }),

@@ -32,21 +32,19 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use metrics::{counter, gauge, histogram, Counter, Histogram};
+use metrics::{counter, gauge};
 use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use ferrocast_core::metrics as names;
-use ferrocast_core::{
-    unix_micros, CloseReason, Outbound, OutboundQueue, SubscribeError, Taken, WritePacing,
-};
+use ferrocast_core::{CloseReason, Outbound, OutboundQueue, SubscribeError, Taken, WritePacing};
 use ferrocast_protocol::{ErrorCode, StreamPosition};
 use ferrocast_protocol::{Topic, TopicFilter};
 
 use crate::admission::{self, Admission, Admitted, Caller, Refusal};
-use crate::edge::{Edge, CLOSE_GRACE};
+use crate::edge::{DeliveryMetrics, Edge, CLOSE_GRACE};
 use crate::subscriptions::{Opening, Resynced, Subscriptions};
 
 /// The `protocol` label of connection metrics.
@@ -349,8 +347,7 @@ struct Stream {
     /// Whether events carry ids: only when a topic of the stream keeps history.
     ids: bool,
     reads: FuturesUnordered<BoxFuture<'static, Read>>,
-    delivered: Counter,
-    lag: Histogram,
+    metrics: DeliveryMetrics,
     /// When the client's token expires, if it brought one.
     expires: Option<Instant>,
 }
@@ -381,8 +378,7 @@ async fn serve(
         subscriptions,
         slots,
         reads: FuturesUnordered::new(),
-        delivered: counter!(names::MESSAGES_DELIVERED),
-        lag: histogram!(names::DELIVERY_LAG),
+        metrics: edge.delivery_metrics().clone(),
         expires,
     };
     stream.subscribe();
@@ -482,7 +478,6 @@ impl Stream {
     fn encode(&mut self, batch: &[Outbound]) -> Option<Bytes> {
         let mut out = BytesMut::new();
         let mut delivered = 0;
-        let mut oldest = u64::MAX;
         for item in batch {
             match item {
                 Outbound::Frame(event) => out.extend_from_slice(event),
@@ -503,7 +498,6 @@ impl Stream {
                     out.extend_from_slice(delivery.json_frame());
                     out.extend_from_slice(b"\n");
                     delivered += 1;
-                    oldest = oldest.min(publication.published_at_micros);
                 }
                 Outbound::Ping => continue,
                 Outbound::Unsubscribe(filter) => {
@@ -522,11 +516,7 @@ impl Stream {
             }
             out.extend_from_slice(b"\n");
         }
-        if delivered > 0 {
-            self.delivered.increment(delivered);
-            let lag_micros = unix_micros().saturating_sub(oldest);
-            self.lag.record(lag_micros as f64 / 1e6);
-        }
+        self.metrics.record(batch, delivered);
         (!out.is_empty()).then(|| out.freeze())
     }
 

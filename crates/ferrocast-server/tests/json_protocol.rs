@@ -454,4 +454,14 @@ async fn a_write_interval_gathers_what_follows_a_write_into_one_frame() {
     // what was published meanwhile.
     assert!(started.elapsed() >= Duration::from_millis(100));
     assert!(frames.len() <= 3, "one frame per delivery: {frames:?}");
+    // The node counts deliveries per write: 6 in as many batches as frames.
+    let (_, metrics) = http_get(node.admin, "/metrics").await.unwrap();
+    assert_eq!(
+        metric(&metrics, "ferrocast_messages_delivered_total", &[]),
+        6.0
+    );
+    assert_eq!(
+        metric(&metrics, "ferrocast_delivery_batches_total", &[]),
+        frames.len() as f64
+    );
 }

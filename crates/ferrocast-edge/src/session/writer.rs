@@ -8,9 +8,7 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures::SinkExt;
 
-use ferrocast_core::{
-    unix_micros, CloseReason, Delivery, Outbound, Taken, WireFormat, WritePacing,
-};
+use ferrocast_core::{CloseReason, Delivery, Outbound, Taken, WireFormat, WritePacing};
 use ferrocast_protocol::TopicFilter;
 
 use super::{text_or_binary, Protocol, Socket};
@@ -188,7 +186,7 @@ pub(super) fn pump<P: Protocol, S: Socket>(
                 } else {
                     staged.shares_frames = socket.shares_frames();
                     let deliveries = protocol.encode(batch, staged);
-                    record_deliveries(batch, deliveries, metrics);
+                    metrics.record(batch, deliveries);
                 }
                 batch.clear();
             }
@@ -201,21 +199,4 @@ pub(super) fn pump<P: Protocol, S: Socket>(
             }
         }
     }
-}
-
-pub(super) fn record_deliveries(batch: &[Outbound], deliveries: u64, metrics: &DeliveryMetrics) {
-    if deliveries == 0 {
-        return;
-    }
-    metrics.delivered.increment(deliveries);
-    let oldest = batch
-        .iter()
-        .filter_map(|item| match item {
-            Outbound::Delivery(d, _) => Some(d.publication.published_at_micros),
-            _ => None,
-        })
-        .min()
-        .unwrap_or_else(unix_micros);
-    let lag_micros = unix_micros().saturating_sub(oldest);
-    metrics.lag.record(lag_micros as f64 / 1e6);
 }
