@@ -215,10 +215,11 @@ impl OutboundQueue {
 
     /// [`poll_take`](Self::poll_take) paced by the writer's [`WritePacing`]:
     /// what arrives less than the pacing's interval after the writer last
-    /// began taking waits for the rest of the interval, with whatever else
-    /// arrives meanwhile; what arrives for a writer that took nothing for
-    /// longer is taken at once. Once it takes, the writer takes until the
-    /// queue is empty. A closed queue is taken from without waiting.
+    /// began taking deliveries waits for the rest of the interval, with
+    /// whatever else arrives meanwhile; what arrives for a writer that took
+    /// no delivery for longer is taken at once. Once it takes, the writer
+    /// takes until the queue is empty. A closed queue is taken from without
+    /// waiting.
     pub fn poll_take_paced(
         &self,
         cx: &mut Context<'_>,
@@ -243,9 +244,18 @@ impl OutboundQueue {
             ready!(wait.as_mut().poll(cx));
             pacing.wait = None;
         }
+        let before = out.len();
         let taken = self.poll_take(cx, out, max_items);
         match taken {
-            Poll::Ready(Taken::Items) if !pacing.draining => {
+            // Only deliveries start an interval: a reply to a quiet
+            // connection (a subscribe's acknowledgement) goes out without
+            // holding back the delivery after it.
+            Poll::Ready(Taken::Items)
+                if !pacing.draining
+                    && out[before..]
+                        .iter()
+                        .any(|item| matches!(item, Outbound::Delivery(..))) =>
+            {
                 pacing.last_take = Some(Instant::now());
                 pacing.draining = true;
             }
@@ -282,11 +292,12 @@ impl OutboundQueue {
     }
 }
 
-/// The shortest time between two writes to one connection
-/// (`--write-interval`): a message for a connection written to less than
-/// this long ago waits for the rest of it, and goes out in one write with
-/// whatever else arrives meanwhile; a message for a connection that was
-/// quiet longer goes at once. A write costs about the same whether it
+/// The shortest time between two writes of deliveries to one connection
+/// (`--write-interval`): a message for a connection sent a delivery less
+/// than this long ago waits for the rest of it, and goes out in one write
+/// with whatever else arrives meanwhile; a message for a connection that
+/// was quiet longer goes at once, and a write of replies only (no
+/// delivery) starts no interval. A write costs about the same whether it
 /// carries one message or ten (the system call, the TCP segment and the
 /// client's wake-up dominate), so a connection that gets many messages a
 /// second costs the node less CPU per message, for up to the interval more
@@ -298,7 +309,7 @@ pub struct WritePacing(Option<Box<Paced>>);
 #[derive(Debug)]
 struct Paced {
     interval: Duration,
-    /// When the writer last began taking from the queue.
+    /// When the writer last began taking deliveries from the queue.
     last_take: Option<Instant>,
     /// The wait under way.
     wait: Option<Pin<Box<Sleep>>>,
@@ -406,30 +417,53 @@ mod tests {
         (poll, out)
     }
 
+    /// A delivery of `n` on `a.b`.
+    fn delivery(n: u8) -> Outbound {
+        let topic = ferrocast_protocol::Topic::parse("a.b", 255).unwrap();
+        let publication = crate::Publication::new(topic, Bytes::from(vec![n]), Arc::from("n"));
+        let filter = TopicFilter::parse("a.b", 255).unwrap();
+        Outbound::Delivery(Delivery::new(publication), filter)
+    }
+
     #[tokio::test]
     async fn pacing_gathers_what_arrives_within_the_interval_into_one_take() {
         let q = OutboundQueue::new(10_000);
         let mut pacing = WritePacing::new(Duration::from_millis(30));
         assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
         // A quiet connection's first message is taken at once ...
-        q.push(frame(1)).unwrap();
+        q.push(delivery(1)).unwrap();
         let first = Instant::now();
         assert_eq!(take_paced(&q, &mut pacing).1.len(), 1);
         assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
         // ... the next ones wait for the rest of the interval, together.
-        q.push(frame(2)).unwrap();
+        q.push(delivery(2)).unwrap();
         assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
-        q.push(frame(3)).unwrap();
+        q.push(delivery(3)).unwrap();
         let mut out = Vec::new();
         let taken =
             std::future::poll_fn(|cx| q.poll_take_paced(cx, &mut out, 64, &mut pacing)).await;
         assert_eq!((taken, out.len()), (Taken::Items, 2));
         assert!(first.elapsed() >= Duration::from_millis(30));
         // Until the queue is empty the writer takes without waiting.
-        q.push(frame(4)).unwrap();
+        q.push(delivery(4)).unwrap();
         assert_eq!(take_paced(&q, &mut pacing).1.len(), 1);
         assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
-        q.push(frame(5)).unwrap();
+        q.push(delivery(5)).unwrap();
+        assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
+    }
+
+    #[tokio::test]
+    async fn a_reply_starts_no_interval() {
+        let q = OutboundQueue::new(10_000);
+        let mut pacing = WritePacing::new(Duration::from_secs(60));
+        q.push(frame(1)).unwrap();
+        assert_eq!(take_paced(&q, &mut pacing).1.len(), 1);
+        assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
+        // The delivery after a reply goes at once; the next one waits.
+        q.push(delivery(2)).unwrap();
+        assert_eq!(take_paced(&q, &mut pacing).1.len(), 1);
+        assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
+        q.push(delivery(3)).unwrap();
         assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
     }
 
@@ -442,10 +476,10 @@ mod tests {
             assert_eq!(take_paced(&q, &mut unpaced).1.len(), 1);
         }
         let mut pacing = WritePacing::new(Duration::from_secs(60));
-        q.push(frame(1)).unwrap();
+        q.push(delivery(1)).unwrap();
         assert_eq!(take_paced(&q, &mut pacing).1.len(), 1);
         assert_eq!(take_paced(&q, &mut pacing).0, Poll::Pending);
-        q.push(frame(2)).unwrap();
+        q.push(delivery(2)).unwrap();
         q.close(CloseReason::Shutdown);
         let (poll, out) = take_paced(&q, &mut pacing);
         assert_eq!((poll, out.len()), (Poll::Ready(Taken::Items), 1));

@@ -17,10 +17,11 @@ pub struct EdgeSettings {
     pub max_topic_length: usize,
     /// Bytes that may wait for one slow client before it is disconnected with 4000.
     pub outbound_queue_bytes: usize,
-    /// The shortest time between two writes to one connection: a message
-    /// for a connection written to more recently waits for the rest of it,
-    /// and goes out in one write with what else arrives meanwhile. Less CPU
-    /// per message on connections that get many, for up to this much more
+    /// The shortest time between two writes of deliveries to one
+    /// connection: a message for a connection sent a delivery more recently
+    /// waits for the rest of it, and goes out in one write with what else
+    /// arrives meanwhile (replies alone start no interval). Less CPU per
+    /// message on connections that get many, for up to this much more
     /// latency; zero (the default) writes at once.
     pub write_interval: Duration,
     /// Interval of server WebSocket pings.

@@ -142,11 +142,12 @@ declare_options! {
     #[arg(env = "FERROCAST_OUTBOUND_QUEUE_BYTES", value_name = "BYTES")]
     outbound_queue_bytes: usize = EDGE.outbound_queue_bytes,
 
-    /// Shortest time between two writes to one connection (at most 100ms): a message for a
-    /// connection written to more recently waits for the rest of it and goes out in one write
-    /// with what else arrives meanwhile; a message for a quieter connection goes at once. Fewer
-    /// writes cost less CPU per message on connections that get many messages a second, for up
-    /// to this much more latency; 0 (the default) writes at once.
+    /// Shortest time between two writes of deliveries to one connection (at most 100ms): a
+    /// message for a connection sent a delivery more recently waits for the rest of it and goes
+    /// out in one write with what else arrives meanwhile; a message for a quieter connection goes
+    /// at once, and replies alone start no interval. Fewer writes cost less CPU per message on
+    /// connections that get many messages a second, for up to this much more latency; 0 (the
+    /// default) writes at once.
     #[arg(env = "FERROCAST_WRITE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     write_interval: Duration = EDGE.write_interval,
