@@ -78,8 +78,10 @@ pub(crate) struct SoakArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub(crate) cycles: u64,
 
-    /// Cycles run before the reading the end is compared with.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    /// Cycles run before the reading the end is compared with: enough for
+    /// the node's allocator to settle at the concurrency's working size
+    /// (20,000 were too few for a node doing 15,000 cycles/s).
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub(crate) warmup_cycles: u64,
 
     /// Cycles under way at once, all processes together.
