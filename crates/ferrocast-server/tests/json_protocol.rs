@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use ferrocast_testkit::{http_get, metric, ClientError, JsonClient, Node};
+use ferrocast_testkit::{http_get, metric, next_text, ClientError, JsonClient, Node};
 
 fn node(args: &[&str]) -> Node {
     Node::spawn(env!("CARGO_BIN_EXE_ferrocast"), args)
@@ -384,24 +384,6 @@ async fn subscribe_since_reports_not_recovered_without_history() {
     assert_eq!(reply["recovered"], false);
 }
 
-/// The next text frame of a raw WebSocket, whole (not split into objects).
-async fn next_text_frame<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use futures::StreamExt;
-    loop {
-        let message = tokio::time::timeout(ferrocast_testkit::WAIT, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("an open connection")
-            .unwrap();
-        if let Message::Text(text) = message {
-            return text.as_str().to_owned();
-        }
-    }
-}
-
 /// `--write-interval`: a quiet connection's first delivery is written at
 /// once; what follows within the interval waits for the rest of it and comes
 /// in one write (one frame, the deliveries joined by `\n`).
@@ -419,7 +401,7 @@ async fn a_write_interval_gathers_what_follows_a_write_into_one_frame() {
         .send(Message::text(subscribe.to_string()))
         .await
         .unwrap();
-    let reply = next_text_frame(&mut subscriber).await;
+    let reply = next_text(&mut subscriber).await;
     assert!(reply.contains(r#""op":"ok""#), "{reply}");
     // Longer than the interval: the connection is quiet again.
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -428,7 +410,7 @@ async fn a_write_interval_gathers_what_follows_a_write_into_one_frame() {
     let started = Instant::now();
     let ok = publisher.publish("paced.feed", json!(0)).await.unwrap();
     assert_eq!(ok["op"], "ok", "{ok}");
-    let mut frames = vec![next_text_frame(&mut subscriber).await];
+    let mut frames = vec![next_text(&mut subscriber).await];
     for n in 1..=5 {
         let publish = json!({"op": "publish", "topic": "paced.feed", "data": n});
         publisher.send(publish).await.unwrap();
@@ -443,7 +425,7 @@ async fn a_write_interval_gathers_what_follows_a_write_into_one_frame() {
         if data.len() >= 6 {
             break;
         }
-        frames.push(next_text_frame(&mut subscriber).await);
+        frames.push(next_text(&mut subscriber).await);
     }
     assert_eq!(data, [0, 1, 2, 3, 4, 5]);
     assert_eq!(

@@ -32,7 +32,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use ferrocast_testkit::{http_exchange, metric, HttpResponse, JsonClient, Node, StompFrame};
+use ferrocast_testkit::{
+    http_exchange, metric, next_text, HttpResponse, JsonClient, Node, StompFrame,
+};
 
 /// How long a test waits for anything the node sends.
 const WAIT: Duration = Duration::from_secs(10);
@@ -1069,21 +1071,6 @@ async fn websocket_transports_frame_or_not_and_refuse_plain_http() {
             );
         }
         other => panic!("a close frame, got {other:?}"),
-    }
-}
-
-async fn next_text(
-    socket: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
-) -> String {
-    loop {
-        match tokio::time::timeout(WAIT, socket.next())
-            .await
-            .expect("a message in time")
-        {
-            Some(Ok(Message::Text(text))) => return text.to_string(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("a text message, got {other:?}"),
-        }
     }
 }
 

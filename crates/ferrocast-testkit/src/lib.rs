@@ -47,6 +47,7 @@ pub use proxy::TcpProxy;
 pub use redis_cluster::{RedisCluster, REDIS_CLUSTER_NODE_TIMEOUT};
 pub use script::{require, require_npm_package, run_script, NodeScenario, ScriptRun, CHROMIUM};
 pub use servers::{free_port, NatsServer, RedisServer};
+pub use socket::next_text;
 pub use sse::{HttpPublisher, SseClient, SseError, SseEvent, SseItem};
 pub use stomp::{StompClient, StompFrame};
 

@@ -23,6 +23,24 @@ use crate::WAIT;
 /// A client's WebSocket.
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The next text message of a raw WebSocket, whole (not split into
+/// objects), within [`WAIT`]; pings and pongs are skipped, anything else
+/// fails the test.
+pub async fn next_text(
+    socket: &mut (impl StreamExt<Item = Result<Message, tungstenite::Error>> + Unpin),
+) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a message in time")
+        {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("a text message, got {other:?}"),
+        }
+    }
+}
+
 /// An open connection and the subprotocol the server selected, if any.
 pub(crate) struct Connected {
     pub(crate) ws: Ws,
